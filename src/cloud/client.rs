@@ -1,0 +1,499 @@
+//! Typed, rate-limited, retrying client of the IoT Hub API.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::debug;
+
+use super::credentials::Credentials;
+use super::error::CloudError;
+use super::limit::{BucketKey, RateLimiter, RateLimits};
+use super::retry::RetryPolicy;
+use super::sign::{self, Method};
+use super::types::{Product, RegisterType, UpdateOutcome};
+use super::wire::{self, Action};
+
+/// The public endpoint (mainland China); `iotcloud.intl.tencentcloudapi.com` is the other one.
+pub const DEFAULT_ENDPOINT: &str = "iotcloud.tencentcloudapi.com";
+
+/// Answers larger than this are refused; a full `DescribeProducts` page is about 250 KiB.
+const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Where requests go. `https` always, except plain `http` to a loopback address when explicitly
+/// allowed (tests and the emulator).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    url: reqwest::Url,
+    host_header: String,
+}
+
+/// A configuration the client cannot work with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The endpoint is not a bare `https://host[:port]`.
+    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The HTTP client could not be built (TLS setup).
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+}
+
+impl Endpoint {
+    /// Parses `host`, `https://host[:port]`, or with `allow_insecure_loopback`,
+    /// `http://127.0.0.1:port` (or `localhost`, `[::1]`).
+    pub fn parse(text: &str, allow_insecure_loopback: bool) -> Result<Self, ConfigError> {
+        let invalid = |reason| ConfigError::InvalidEndpoint {
+            endpoint: text.to_owned(),
+            reason,
+        };
+        let with_scheme = if text.contains("://") {
+            text.to_owned()
+        } else {
+            format!("https://{text}")
+        };
+        let url = reqwest::Url::parse(&with_scheme).map_err(|_| invalid("not a URL"))?;
+        let host = url.host_str().ok_or_else(|| invalid("no host"))?.to_owned();
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("the API lives at the root path; give only scheme, host and port"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid("credentials do not belong in the endpoint"));
+        }
+        match url.scheme() {
+            "https" => {}
+            "http" if !allow_insecure_loopback => {
+                return Err(invalid(
+                    "plain http is refused; it is allowed for loopback test endpoints only, with the insecure option",
+                ));
+            }
+            "http" if !is_loopback(&host) => {
+                return Err(invalid("plain http is allowed for loopback addresses only"));
+            }
+            "http" => {}
+            _ => return Err(invalid("scheme must be https")),
+        }
+        // `port()` is None when the URL gives the scheme's default port, matching what the Host
+        // header must say.
+        let host_header = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        };
+        Ok(Self { url, host_header })
+    }
+
+    /// The Host header value, which the signature covers.
+    pub fn host(&self) -> &str {
+        &self.host_header
+    }
+
+    /// The URL requests are posted to.
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Source of the current time, so tests can sign as if at another moment.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// How to build a [`CloudClient`].
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Where to send requests.
+    pub endpoint: Endpoint,
+    /// `X-TC-Language`: the language of the cloud's error messages. English by default, since
+    /// they end up in status conditions read by platform teams everywhere.
+    pub language: Option<String>,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for one attempt, from sending to the end of the answer.
+    pub request_timeout: Duration,
+    /// Requests per second per action.
+    pub rate_limits: RateLimits,
+    /// Retries of throttled and transient failures.
+    pub retry: RetryPolicy,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: Endpoint::parse(DEFAULT_ENDPOINT, false)
+                .expect("the default endpoint is a valid https host"),
+            language: Some("en-US".to_owned()),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(20),
+            rate_limits: RateLimits::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// The settings to ask `UpdateProductDynamicRegister` for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistrationRequest {
+    /// The registration type wanted.
+    pub register_type: RegisterType,
+    /// The device limit wanted.
+    pub register_limit: u64,
+}
+
+/// Client of the IoT Hub API; cheap to clone, one per process.
+#[derive(Clone)]
+pub struct CloudClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    endpoint: Endpoint,
+    language: Option<String>,
+    limiter: RateLimiter,
+    retry: RetryPolicy,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for CloudClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudClient")
+            .field("endpoint", &self.inner.endpoint.host())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CloudClient {
+    /// Builds the client: one connection pool, rate limits and retry policy for all calls.
+    pub fn new(config: ClientConfig) -> Result<Self, ConfigError> {
+        Self::with_clock(config, Arc::new(SystemTime::now))
+    }
+
+    /// Like [`CloudClient::new`], signing with `clock` instead of the system time.
+    pub fn with_clock(config: ClientConfig, clock: Clock) -> Result<Self, ConfigError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("iothub-dynreg/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ConfigError::HttpClient)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                endpoint: config.endpoint,
+                language: config.language,
+                limiter: RateLimiter::new(config.rate_limits),
+                retry: config.retry,
+                clock,
+            }),
+        })
+    }
+
+    /// The endpoint this client talks to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// Reads one product.
+    pub async fn describe_product(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        product_id: &str,
+    ) -> Result<Product, CloudError> {
+        let action = Action::DescribeProduct;
+        let params = wire::DescribeProductRequest {
+            product_id: product_id.to_owned(),
+        };
+        let answer: wire::DescribeProductResponse =
+            self.call(credentials, region, action, &params).await?;
+        Product::from_wire(
+            action,
+            answer.product_id,
+            answer.product_name,
+            answer.product_properties,
+        )
+    }
+
+    /// Reads every product of the account in `region`, a page of 250 at a time.
+    pub async fn describe_products(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+    ) -> Result<Vec<Product>, CloudError> {
+        let action = Action::DescribeProducts;
+        let limit = wire::DESCRIBE_PRODUCTS_MAX_LIMIT;
+        let mut products: Vec<Product> = Vec::new();
+        let mut offset = 0;
+        loop {
+            let params = wire::DescribeProductsRequest { offset, limit };
+            let page: wire::DescribeProductsResponse =
+                self.call(credentials, region, action, &params).await?;
+            let received = page.products.len() as u64;
+            for info in page.products {
+                // Products created while paging shift the pages; keep the first sighting.
+                if products.iter().any(|p| p.product_id == info.product_id) {
+                    continue;
+                }
+                products.push(Product::from_wire(
+                    action,
+                    info.product_id,
+                    info.product_name,
+                    info.product_properties,
+                )?);
+            }
+            offset += received;
+            if received < limit || offset >= page.total_count {
+                return Ok(products);
+            }
+        }
+    }
+
+    /// Sets a product's dynamic-registration settings; returns what the cloud applied.
+    pub async fn update_product_dynamic_register(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        product_id: &str,
+        wanted: RegistrationRequest,
+    ) -> Result<UpdateOutcome, CloudError> {
+        let action = Action::UpdateProductDynamicRegister;
+        let params = wire::UpdateProductDynamicRegisterRequest {
+            product_id: product_id.to_owned(),
+            register_type: wanted.register_type.to_wire(),
+            register_limit: i64::try_from(wanted.register_limit).unwrap_or(i64::MAX),
+        };
+        let answer = self.call(credentials, region, action, &params).await?;
+        UpdateOutcome::from_wire(answer)
+    }
+
+    /// One API call: through the rate limiter, signed afresh, retried on throttling and
+    /// transient failures.
+    async fn call<P: Serialize, T: DeserializeOwned>(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        action: Action,
+        params: &P,
+    ) -> Result<T, CloudError> {
+        let payload = serde_json::to_vec(params).map_err(|e| CloudError::Malformed {
+            action,
+            detail: format!("cannot encode the request: {e}"),
+        })?;
+        let bucket = BucketKey {
+            endpoint: self.inner.endpoint.host().to_owned(),
+            secret_id: credentials.secret_id.clone(),
+            action,
+        };
+        let mut attempt = 1;
+        loop {
+            let waited = self.inner.limiter.acquire(&bucket).await;
+            let result = self.attempt(credentials, region, action, &payload).await;
+            let error = match result {
+                Ok(answer) => {
+                    debug!(%action, region, attempt, waited_ms = waited.as_millis() as u64, "cloud call succeeded");
+                    return Ok(answer);
+                }
+                Err(error) => error,
+            };
+            let Some(backoff) = self.inner.retry.backoff(attempt, error.class()) else {
+                debug!(%action, region, attempt, code = error.code(), request_id = error.request_id(), "cloud call failed");
+                return Err(error);
+            };
+            debug!(%action, region, attempt, code = error.code(), backoff_ms = backoff.as_millis() as u64, "cloud call failed, retrying");
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+        }
+    }
+
+    /// One signed HTTP exchange.
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        action: Action,
+        payload: &[u8],
+    ) -> Result<T, CloudError> {
+        let inner = &self.inner;
+        let timestamp = unix_seconds((inner.clock)());
+        let headers = sign::sign(
+            credentials,
+            &sign::Request {
+                service: wire::SERVICE,
+                host: inner.endpoint.host(),
+                action: action.as_str(),
+                version: wire::VERSION,
+                region: Some(region),
+                timestamp,
+                method: Method::Post,
+                content_type: "application/json",
+                query: "",
+                payload,
+                language: inner.language.as_deref(),
+            },
+        );
+        let mut request = inner
+            .http
+            .post(inner.endpoint.url().clone())
+            .body(payload.to_vec());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let transport = |source| CloudError::Transport { action, source };
+        let mut response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(CloudError::Malformed {
+                    action,
+                    detail: format!("answer larger than {MAX_ANSWER_BYTES} bytes"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        parse_answer(action, status, &body)
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(since) => since.as_secs() as i64,
+        Err(before) => -(before.duration().as_secs() as i64),
+    }
+}
+
+/// Turns an HTTP answer into the typed answer or the error it carries.
+///
+/// Total over its input: any status and any bytes give a value or an error, never a panic.
+pub fn parse_answer<T: DeserializeOwned>(
+    action: Action,
+    status: u16,
+    body: &[u8],
+) -> Result<T, CloudError> {
+    if status != 200 {
+        return Err(CloudError::HttpStatus { action, status });
+    }
+    let malformed = |detail: String| CloudError::Malformed { action, detail };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(malformed("empty body".to_owned()));
+    }
+    let mut document: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| malformed(format!("not JSON ({e}), starts with {}", preview(body))))?;
+    let Some(response) = document.get_mut("Response").map(serde_json::Value::take) else {
+        return Err(malformed("no \"Response\" object".to_owned()));
+    };
+    if response.get("Error").is_some() {
+        let error: wire::ErrorResponse = serde_json::from_value(response)
+            .map_err(|e| malformed(format!("unreadable error answer: {e}")))?;
+        return Err(CloudError::Api {
+            action,
+            code: error.error.code,
+            message: error.error.message,
+            request_id: error.request_id,
+        });
+    }
+    serde_json::from_value(response).map_err(|e| malformed(e.to_string()))
+}
+
+/// A short, printable start of a body that is not JSON (an HTML error page, say), to tell a
+/// proxy's answer from the API's. Non-JSON bodies carry no secrets: the API only speaks JSON.
+fn preview(body: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(&body[..body.len().min(40)])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("{text:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let default = Endpoint::parse(DEFAULT_ENDPOINT, false).unwrap();
+        assert_eq!(default.host(), "iotcloud.tencentcloudapi.com");
+        assert_eq!(
+            default.url().as_str(),
+            "https://iotcloud.tencentcloudapi.com/"
+        );
+        let with_port = Endpoint::parse("https://example.test:8443", false).unwrap();
+        assert_eq!(with_port.host(), "example.test:8443");
+        let default_port = Endpoint::parse("https://example.test:443/", false).unwrap();
+        assert_eq!(default_port.host(), "example.test");
+        let loopback = Endpoint::parse("http://127.0.0.1:9000", true).unwrap();
+        assert_eq!(loopback.host(), "127.0.0.1:9000");
+        assert!(Endpoint::parse("http://[::1]:9000", true).is_ok());
+        assert!(Endpoint::parse("http://localhost:9000", true).is_ok());
+
+        for (bad, insecure) in [
+            ("http://127.0.0.1:9000", false),
+            ("http://example.test", true),
+            ("ftp://example.test", true),
+            ("https://example.test/path", false),
+            ("https://example.test/?q=1", false),
+            ("https://user:pw@example.test", false),
+            ("https://", false),
+        ] {
+            assert!(Endpoint::parse(bad, insecure).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_success_and_error_envelopes() {
+        let ok: wire::UpdateProductDynamicRegisterResponse = parse_answer(
+            Action::UpdateProductDynamicRegister,
+            200,
+            br#"{"Response":{"RegisterType":0,"ProductSecret":"adferdfwe","RegisterLimit":10000,"RequestId":"r-1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.register_limit, 10_000);
+
+        let err = parse_answer::<wire::DescribeProductResponse>(
+            Action::DescribeProduct,
+            200,
+            br#"{"Response":{"Error":{"Code":"ResourceNotFound.ProductNotExist","Message":"no such product"},"RequestId":"r-2"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.class(), super::super::error::ErrorClass::NotFound);
+        assert_eq!(err.request_id(), Some("r-2"));
+        assert_eq!(
+            err.to_string(),
+            "DescribeProduct failed with ResourceNotFound.ProductNotExist: no such product (RequestId r-2)"
+        );
+    }
+
+    #[test]
+    fn bad_bodies_are_clear_errors() {
+        let cases: [(u16, &[u8], &str); 6] = [
+            (200, b"", "empty body"),
+            (200, b"<html><body>502 Bad Gateway</body></html>", "not JSON"),
+            (200, br#"{"Response":{"RegisterType":2"#, "not JSON"),
+            (200, br#"{"Answer":{}}"#, "no \"Response\""),
+            (200, br#"{"Response":{"RegisterType":"two","RegisterLimit":1}}"#, "invalid type"),
+            (502, b"Bad Gateway", "HTTP 502"),
+        ];
+        for (status, body, expected) in cases {
+            let err = parse_answer::<wire::UpdateProductDynamicRegisterResponse>(
+                Action::UpdateProductDynamicRegister,
+                status,
+                body,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
+}

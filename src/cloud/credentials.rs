@@ -1,0 +1,47 @@
+//! Tencent Cloud API credentials.
+
+use crate::secret::Redacted;
+
+/// A SecretId/SecretKey pair, with the session token of temporary (STS) credentials.
+///
+/// `Debug` shows the SecretId (it names the key, like an AWS access key id) and hides the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// Public identifier of the key, sent in every request.
+    pub secret_id: String,
+    /// Signs requests; never sent, never printed.
+    pub secret_key: Redacted,
+    /// Session token of temporary credentials, sent as `X-TC-Token`.
+    pub token: Option<Redacted>,
+}
+
+impl Credentials {
+    /// Long-lived credentials.
+    pub fn new(secret_id: impl Into<String>, secret_key: impl Into<Redacted>) -> Self {
+        Self {
+            secret_id: secret_id.into(),
+            secret_key: secret_key.into(),
+            token: None,
+        }
+    }
+
+    /// Adds the session token of temporary credentials.
+    pub fn with_token(mut self, token: impl Into<Redacted>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_id_only() {
+        let creds = Credentials::new("AKIDvisible", "key-value-XYZ").with_token("token-value-ABC");
+        let printed = format!("{creds:?}");
+        assert!(printed.contains("AKIDvisible"));
+        assert!(!printed.contains("key-value-XYZ"));
+        assert!(!printed.contains("token-value-ABC"));
+    }
+}

@@ -1,0 +1,207 @@
+//! Client-side rate limiting: one bucket per (endpoint, SecretId, action).
+//!
+//! Each bucket hands out send slots spaced evenly, first come first served. A caller reserves the
+//! next free slot under a lock and sleeps until it, so waiters form a queue without waking each
+//! other, and the whole thing runs on tokio's clock (testable with paused time). Spacing rather
+//! than bursting keeps the promise "never more than the limit in any one-second window" for every
+//! window, not only for windows aligned to whole seconds.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::wire::Action;
+
+/// The cloud's documented limit for each of our actions.
+pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 20;
+
+/// Slack added to each one-second window, so that a few milliseconds of network jitter cannot
+/// bring `limit + 1` requests into one second at the cloud's side. It costs 1% of throughput.
+pub const WINDOW_GUARD: Duration = Duration::from_millis(10);
+
+/// Requests per second allowed for each action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    per_action: HashMap<Action, u32>,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            per_action: Action::ALL
+                .into_iter()
+                .map(|action| (action, DEFAULT_REQUESTS_PER_SECOND))
+                .collect(),
+        }
+    }
+}
+
+impl RateLimits {
+    /// Overrides the limit of one action.
+    pub fn set(&mut self, limit: ActionRateLimit) {
+        self.per_action.insert(limit.action, limit.per_second);
+    }
+
+    /// The same limit for every action (benchmarks scale time with this).
+    pub fn uniform(per_second: u32) -> Self {
+        Self {
+            per_action: Action::ALL
+                .into_iter()
+                .map(|action| (action, per_second.max(1)))
+                .collect(),
+        }
+    }
+
+    /// Requests per second allowed for `action`.
+    pub fn per_second(&self, action: Action) -> u32 {
+        self.per_action
+            .get(&action)
+            .copied()
+            .unwrap_or(DEFAULT_REQUESTS_PER_SECOND)
+    }
+}
+
+/// One `ACTION=RPS` setting, as given to `--rate-limit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActionRateLimit {
+    /// The action.
+    pub action: Action,
+    /// Requests per second, at least 1.
+    pub per_second: u32,
+}
+
+impl FromStr for ActionRateLimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (name, rate) = text
+            .split_once('=')
+            .ok_or_else(|| format!("expected ACTION=RPS, got {text:?}"))?;
+        let action = Action::from_name(name.trim()).ok_or_else(|| {
+            let known: Vec<_> = Action::ALL.iter().map(|action| action.as_str()).collect();
+            format!("unknown action {name:?}; expected one of {}", known.join(", "))
+        })?;
+        let per_second: u32 = rate
+            .trim()
+            .parse()
+            .map_err(|_| format!("rate for {name} must be a whole number, got {rate:?}"))?;
+        if per_second == 0 {
+            return Err(format!("rate for {name} must be at least 1 request per second"));
+        }
+        Ok(Self { action, per_second })
+    }
+}
+
+/// Identifies a bucket. Different endpoints and different keys have separate quotas at the cloud.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct BucketKey {
+    /// Endpoint host (and port).
+    pub endpoint: String,
+    /// The SecretId the quota belongs to.
+    pub secret_id: String,
+    /// The action, each of which has its own quota.
+    pub action: Action,
+}
+
+impl fmt::Debug for BucketKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.endpoint, self.secret_id, self.action)
+    }
+}
+
+/// The buckets of one client, created on first use.
+#[derive(Debug)]
+pub struct RateLimiter {
+    limits: RateLimits,
+    buckets: Mutex<HashMap<BucketKey, Arc<Bucket>>>,
+}
+
+impl RateLimiter {
+    /// A limiter enforcing `limits`.
+    pub fn new(limits: RateLimits) -> Self {
+        Self {
+            limits,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for a send slot in the bucket of `key`; returns how long it waited.
+    pub async fn acquire(&self, key: &BucketKey) -> Duration {
+        let bucket = self.bucket(key);
+        bucket.acquire().await
+    }
+
+    fn bucket(&self, key: &BucketKey) -> Arc<Bucket> {
+        // A poisoned lock only means another thread panicked while inserting; the map is still
+        // usable, so carry on rather than take the controller down.
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        buckets
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Bucket::new(self.limits.per_second(key.action))))
+            .clone()
+    }
+}
+
+/// Evenly spaced send slots.
+#[derive(Debug)]
+pub struct Bucket {
+    spacing: Duration,
+    next_free: Mutex<Option<Instant>>,
+}
+
+impl Bucket {
+    /// At most `per_second` slots in any window of one second (plus [`WINDOW_GUARD`]).
+    pub fn new(per_second: u32) -> Self {
+        let window = Duration::from_secs(1) + WINDOW_GUARD;
+        Self {
+            spacing: window / per_second.max(1),
+            next_free: Mutex::new(None),
+        }
+    }
+
+    /// Reserves the next slot and sleeps until it; returns the time waited.
+    pub async fn acquire(&self) -> Duration {
+        let now = Instant::now();
+        let slot = {
+            let mut next_free = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = next_free.map_or(now, |next| next.max(now));
+            *next_free = Some(slot + self.spacing);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+        slot - now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rate_limit_flags() {
+        let limit: ActionRateLimit = "UpdateProductDynamicRegister=5".parse().unwrap();
+        assert_eq!(limit.action, Action::UpdateProductDynamicRegister);
+        assert_eq!(limit.per_second, 5);
+        let mut limits = RateLimits::default();
+        limits.set(limit);
+        assert_eq!(limits.per_second(Action::UpdateProductDynamicRegister), 5);
+        assert_eq!(limits.per_second(Action::DescribeProduct), 20);
+
+        for bad in ["Nope=3", "DescribeProduct", "DescribeProduct=0", "DescribeProduct=x"] {
+            assert!(bad.parse::<ActionRateLimit>().is_err(), "{bad}");
+        }
+        let message = "Bogus=1".parse::<ActionRateLimit>().unwrap_err();
+        assert!(message.contains("DescribeProducts"), "{message}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_request_does_not_wait() {
+        let bucket = Bucket::new(20);
+        assert_eq!(bucket.acquire().await, Duration::ZERO);
+        assert!(bucket.acquire().await > Duration::ZERO);
+    }
+}

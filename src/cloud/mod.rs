@@ -1,0 +1,17 @@
+//! The Tencent Cloud IoT Hub side, usable without Kubernetes: signing, wire types, a typed
+//! client with rate limiting and retries.
+
+pub mod client;
+pub mod credentials;
+pub mod error;
+pub mod limit;
+pub mod retry;
+pub mod sign;
+pub mod types;
+pub mod wire;
+
+pub use client::{ClientConfig, CloudClient, Endpoint, RegistrationRequest};
+pub use credentials::Credentials;
+pub use error::{CloudError, ErrorClass};
+pub use types::{Product, RegisterType, RegistrationSettings, UpdateOutcome};
+pub use wire::Action;

@@ -1,0 +1,218 @@
+//! JSON shapes of the IoT Hub API (`iotcloud`, `2021-04-08`), shared by the client and the
+//! emulator so that the two cannot drift apart. Numbers stay raw here; [`super::types`] turns them
+//! into checked values.
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Redacted;
+
+/// Service name in the host and the credential scope.
+pub const SERVICE: &str = "iotcloud";
+/// API version this crate speaks.
+pub const VERSION: &str = "2021-04-08";
+/// The largest `Limit` `DescribeProducts` accepts.
+pub const DESCRIBE_PRODUCTS_MAX_LIMIT: u64 = 250;
+/// The smallest `Limit` `DescribeProducts` accepts.
+pub const DESCRIBE_PRODUCTS_MIN_LIMIT: u64 = 10;
+
+/// The API actions this project calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// Reads one product.
+    DescribeProduct,
+    /// Pages through all products.
+    DescribeProducts,
+    /// Sets a product's dynamic-registration settings.
+    UpdateProductDynamicRegister,
+}
+
+impl Action {
+    /// Every action, for per-action tables (rate limits, metrics).
+    pub const ALL: [Action; 3] = [
+        Action::DescribeProduct,
+        Action::DescribeProducts,
+        Action::UpdateProductDynamicRegister,
+    ];
+
+    /// The name on the wire (`X-TC-Action`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::DescribeProduct => "DescribeProduct",
+            Action::DescribeProducts => "DescribeProducts",
+            Action::UpdateProductDynamicRegister => "UpdateProductDynamicRegister",
+        }
+    }
+
+    /// The action of a wire name, if it is one of ours.
+    pub fn from_name(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|action| action.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every answer is wrapped in `{"Response": …}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// The answer.
+    #[serde(rename = "Response")]
+    pub response: T,
+}
+
+/// The error form of an answer: HTTP 200 with `Error` and `RequestId`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ErrorResponse {
+    /// What went wrong.
+    pub error: ApiError,
+    /// The cloud's id of the request, for support tickets.
+    #[serde(default)]
+    pub request_id: String,
+}
+
+/// `Error` of an error answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApiError {
+    /// Dotted error code, e.g. `ResourceNotFound.ProductNotExist`.
+    pub code: String,
+    /// Human-readable message, in the language of `X-TC-Language`.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// `DescribeProduct` parameters.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeProductRequest {
+    /// The product to read.
+    pub product_id: String,
+}
+
+/// `DescribeProducts` parameters.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeProductsRequest {
+    /// Index of the first product of the page.
+    pub offset: u64,
+    /// Page size, 10 to 250.
+    pub limit: u64,
+}
+
+/// `UpdateProductDynamicRegister` parameters.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateProductDynamicRegisterRequest {
+    /// The product to change.
+    pub product_id: String,
+    /// 0 disabled, 1 pre-create device, 2 auto-create device.
+    pub register_type: i64,
+    /// Most devices that may register themselves.
+    pub register_limit: i64,
+}
+
+/// `DescribeProduct` answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeProductResponse {
+    /// The product's id.
+    pub product_id: String,
+    /// The product's name.
+    #[serde(default)]
+    pub product_name: String,
+    /// Creation date and the like.
+    #[serde(default)]
+    pub product_metadata: Option<ProductMetadata>,
+    /// The settings this project manages, among others.
+    pub product_properties: ProductProperties,
+    /// The cloud's id of the request.
+    #[serde(default)]
+    pub request_id: String,
+}
+
+/// One product of a `DescribeProducts` page.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProductInfo {
+    /// The product's id.
+    pub product_id: String,
+    /// The product's name.
+    #[serde(default)]
+    pub product_name: String,
+    /// Creation date and the like.
+    #[serde(default)]
+    pub product_metadata: Option<ProductMetadata>,
+    /// The settings this project manages, among others.
+    pub product_properties: ProductProperties,
+}
+
+/// `DescribeProducts` answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeProductsResponse {
+    /// How many products the account has in the region.
+    pub total_count: u64,
+    /// This page.
+    #[serde(default)]
+    pub products: Vec<ProductInfo>,
+    /// The cloud's id of the request.
+    #[serde(default)]
+    pub request_id: String,
+}
+
+/// `ProductMetadata`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProductMetadata {
+    /// Unix seconds of creation.
+    #[serde(default)]
+    pub creation_date: i64,
+}
+
+/// `ProductProperties`: the fields this project reads. The cloud documents most of them as
+/// possibly `null`, hence the defaults.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProductProperties {
+    /// Free text.
+    #[serde(default)]
+    pub product_description: Option<String>,
+    /// Region the product lives in.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// 0 ordinary, 2 NB-IoT, 3 LoRa, 4 LoRa gateway, 5 ordinary gateway.
+    #[serde(default)]
+    pub product_type: Option<i64>,
+    /// 0 disabled, 1 pre-create device, 2 auto-create device; `null` when never configured.
+    #[serde(default)]
+    pub register_type: Option<i64>,
+    /// Most devices that may register themselves.
+    #[serde(default)]
+    pub register_limit: Option<i64>,
+    /// The key devices use to register; empty while registration was never enabled.
+    #[serde(default)]
+    pub product_secret: Option<Redacted>,
+    /// 1 when the product is forbidden (suspended by the platform).
+    #[serde(default)]
+    pub forbidden_status: Option<i64>,
+}
+
+/// `UpdateProductDynamicRegister` answer: what the cloud actually applied.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateProductDynamicRegisterResponse {
+    /// The type now in force.
+    pub register_type: i64,
+    /// The key devices use to register.
+    #[serde(default)]
+    pub product_secret: Option<Redacted>,
+    /// The limit now in force (may differ from the one asked).
+    pub register_limit: i64,
+    /// The cloud's id of the request.
+    #[serde(default)]
+    pub request_id: String,
+}

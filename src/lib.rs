@@ -1,0 +1,5 @@
+//! iothub-dynreg: keeps the dynamic-registration settings of Tencent Cloud IoT Hub products equal
+//! to what `DynamicRegistration` resources declare, and publishes each product's ProductSecret.
+
+pub mod cloud;
+pub mod secret;
