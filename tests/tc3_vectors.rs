@@ -86,7 +86,12 @@ fn signer_reproduces_every_vector() {
             v.name
         );
         for (name, expected) in &v.expected_headers {
-            assert_eq!(headers.get(name), Some(expected), "vector {} header {name}", v.name);
+            assert_eq!(
+                headers.get(name),
+                Some(expected),
+                "vector {} header {name}",
+                v.name
+            );
         }
         assert_eq!(
             headers.len(),
@@ -108,7 +113,11 @@ fn every_vector_verifies_from_the_received_parts() {
             .unwrap_or_else(|| panic!("{}: unparsable Authorization", v.name));
         assert_eq!(auth.secret_id, v.secret_id);
         assert_eq!(auth.date, sign::utc_date(v.timestamp), "{}", v.name);
-        let method = if v.method == "GET" { Method::Get } else { Method::Post };
+        let method = if v.method == "GET" {
+            Method::Get
+        } else {
+            Method::Post
+        };
         let canonical = sign::canonical_request(
             method,
             &v.query,

@@ -61,7 +61,9 @@ impl Endpoint {
         let url = reqwest::Url::parse(&with_scheme).map_err(|_| invalid("not a URL"))?;
         let host = url.host_str().ok_or_else(|| invalid("no host"))?.to_owned();
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid("the API lives at the root path; give only scheme, host and port"));
+            return Err(invalid(
+                "the API lives at the root path; give only scheme, host and port",
+            ));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(invalid("credentials do not belong in the endpoint"));
@@ -390,8 +392,8 @@ pub fn parse_answer<T: DeserializeOwned>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(malformed("empty body".to_owned()));
     }
-    let mut document: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| malformed(format!("not JSON ({e}), starts with {}", preview(body))))?;
+    let mut document: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| malformed(not_json(&e, body)))?;
     let Some(response) = document.get_mut("Response").map(serde_json::Value::take) else {
         return Err(malformed("no \"Response\" object".to_owned()));
     };
@@ -405,17 +407,51 @@ pub fn parse_answer<T: DeserializeOwned>(
             request_id: error.request_id,
         });
     }
-    serde_json::from_value(response).map_err(|e| malformed(e.to_string()))
+    serde_json::from_value(response).map_err(|e| malformed(hide_quoted_values(&e.to_string())))
 }
 
-/// A short, printable start of a body that is not JSON (an HTML error page, say), to tell a
-/// proxy's answer from the API's. Non-JSON bodies carry no secrets: the API only speaks JSON.
-fn preview(body: &[u8]) -> String {
-    let text: String = String::from_utf8_lossy(&body[..body.len().min(40)])
+/// serde quotes offending string values (`invalid type: string "…", expected i64`); a misplaced
+/// ProductSecret must not travel on in an error message, so every double-quoted part goes. Field
+/// names, which serde writes in backticks, stay.
+fn hide_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            out.push(c);
+            continue;
+        }
+        out.push_str("\"…\"");
+        let mut escaped = false;
+        for inner in chars.by_ref() {
+            match (escaped, inner) {
+                (false, '\\') => escaped = true,
+                (false, '"') => break,
+                _ => escaped = false,
+            }
+        }
+    }
+    out
+}
+
+/// Describes a body that is not JSON. A body that does not even start like JSON (an HTML page
+/// from a proxy, say) is quoted briefly to tell whose answer it was; a truncated JSON body is not
+/// quoted, since it may be the API's answer with a ProductSecret in it.
+fn not_json(error: &serde_json::Error, body: &[u8]) -> String {
+    let starts_like_json = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'{' | b'['));
+    if starts_like_json {
+        return format!("invalid or truncated JSON ({error})");
+    }
+    // Stop at the first quote: whatever JSON string follows could be a secret.
+    let start: String = String::from_utf8_lossy(&body[..body.len().min(40)])
         .chars()
+        .take_while(|&c| c != '"')
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    format!("{text:?}")
+    format!("not JSON, starts with {start:?}")
 }
 
 #[cfg(test)]
@@ -477,13 +513,37 @@ mod tests {
     }
 
     #[test]
+    fn quoted_values_are_hidden() {
+        assert_eq!(
+            hide_quoted_values(r#"invalid type: string "s3cr\"et", expected i64"#),
+            r#"invalid type: string "…", expected i64"#
+        );
+        assert_eq!(
+            hide_quoted_values("missing field `RegisterLimit`"),
+            "missing field `RegisterLimit`"
+        );
+        assert_eq!(
+            hide_quoted_values(r#"unterminated "abc"#),
+            r#"unterminated "…""#
+        );
+    }
+
+    #[test]
     fn bad_bodies_are_clear_errors() {
         let cases: [(u16, &[u8], &str); 6] = [
             (200, b"", "empty body"),
-            (200, b"<html><body>502 Bad Gateway</body></html>", "not JSON"),
-            (200, br#"{"Response":{"RegisterType":2"#, "not JSON"),
+            (
+                200,
+                b"<html><body>502 Bad Gateway</body></html>",
+                "not JSON",
+            ),
+            (200, br#"{"Response":{"RegisterType":2"#, "truncated JSON"),
             (200, br#"{"Answer":{}}"#, "no \"Response\""),
-            (200, br#"{"Response":{"RegisterType":"two","RegisterLimit":1}}"#, "invalid type"),
+            (
+                200,
+                br#"{"Response":{"RegisterType":"two","RegisterLimit":1}}"#,
+                "invalid type",
+            ),
             (502, b"Bad Gateway", "HTTP 502"),
         ];
         for (status, body, expected) in cases {

@@ -156,7 +156,10 @@ mod tests {
     fn classifies_documented_codes() {
         let table = [
             ("RequestLimitExceeded", ErrorClass::Throttled),
-            ("RequestLimitExceeded.UinLimitExceeded", ErrorClass::Throttled),
+            (
+                "RequestLimitExceeded.UinLimitExceeded",
+                ErrorClass::Throttled,
+            ),
             (
                 "RequestLimitExceeded.GlobalRegionUinLimitExceeded",
                 ErrorClass::Throttled,
@@ -168,7 +171,10 @@ mod tests {
             ("AuthFailure.SecretIdNotFound", ErrorClass::Auth),
             ("AuthFailure.TokenFailure", ErrorClass::Auth),
             ("ResourceNotFound.ProductNotExist", ErrorClass::NotFound),
-            ("UnauthorizedOperation.ProductIsForbidden", ErrorClass::Forbidden),
+            (
+                "UnauthorizedOperation.ProductIsForbidden",
+                ErrorClass::Forbidden,
+            ),
             ("UnauthorizedOperation", ErrorClass::Forbidden),
             (
                 "InvalidParameterValue.ProductTypeNotSupport",

@@ -83,14 +83,19 @@ impl FromStr for ActionRateLimit {
             .ok_or_else(|| format!("expected ACTION=RPS, got {text:?}"))?;
         let action = Action::from_name(name.trim()).ok_or_else(|| {
             let known: Vec<_> = Action::ALL.iter().map(|action| action.as_str()).collect();
-            format!("unknown action {name:?}; expected one of {}", known.join(", "))
+            format!(
+                "unknown action {name:?}; expected one of {}",
+                known.join(", ")
+            )
         })?;
         let per_second: u32 = rate
             .trim()
             .parse()
             .map_err(|_| format!("rate for {name} must be a whole number, got {rate:?}"))?;
         if per_second == 0 {
-            return Err(format!("rate for {name} must be at least 1 request per second"));
+            return Err(format!(
+                "rate for {name} must be at least 1 request per second"
+            ));
         }
         Ok(Self { action, per_second })
     }
@@ -191,7 +196,12 @@ mod tests {
         assert_eq!(limits.per_second(Action::UpdateProductDynamicRegister), 5);
         assert_eq!(limits.per_second(Action::DescribeProduct), 20);
 
-        for bad in ["Nope=3", "DescribeProduct", "DescribeProduct=0", "DescribeProduct=x"] {
+        for bad in [
+            "Nope=3",
+            "DescribeProduct",
+            "DescribeProduct=0",
+            "DescribeProduct=x",
+        ] {
             assert!(bad.parse::<ActionRateLimit>().is_err(), "{bad}");
         }
         let message = "Bogus=1".parse::<ActionRateLimit>().unwrap_err();

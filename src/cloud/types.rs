@@ -152,6 +152,9 @@ mod tests {
     #[test]
     fn negative_limit_is_an_error() {
         assert!(register_limit(Action::DescribeProduct, -5).is_err());
-        assert_eq!(register_limit(Action::DescribeProduct, 10_000).unwrap(), 10_000);
+        assert_eq!(
+            register_limit(Action::DescribeProduct, 10_000).unwrap(),
+            10_000
+        );
     }
 }

@@ -45,7 +45,9 @@ impl Action {
 
     /// The action of a wire name, if it is one of ours.
     pub fn from_name(name: &str) -> Option<Action> {
-        Action::ALL.into_iter().find(|action| action.as_str() == name)
+        Action::ALL
+            .into_iter()
+            .find(|action| action.as_str() == name)
     }
 }
 
