@@ -2,4 +2,5 @@
 //! to what `DynamicRegistration` resources declare, and publishes each product's ProductSecret.
 
 pub mod cloud;
+pub mod emulator;
 pub mod secret;

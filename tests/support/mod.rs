@@ -1,4 +1,5 @@
 //! Loopback stand-ins shared by the integration tests. Each test binary uses only some of them.
 #![allow(dead_code)]
 
+pub mod emulator_process;
 pub mod scripted_cloud;

@@ -1,0 +1,193 @@
+//! The emulator's starting state, read from YAML (`--seed FILE`).
+
+use serde::Deserialize;
+
+/// Accounts and products the emulator starts with.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Seed {
+    /// Who may call.
+    #[serde(default)]
+    pub accounts: Vec<SeedAccount>,
+    /// What exists.
+    #[serde(default)]
+    pub products: Vec<SeedProduct>,
+    /// Many look-alike products, for benchmarks.
+    #[serde(default)]
+    pub generate: Option<GeneratedProducts>,
+}
+
+/// An API key the emulator accepts.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedAccount {
+    /// SecretId.
+    pub secret_id: String,
+    /// SecretKey.
+    pub secret_key: String,
+    /// Session token; when set, requests must carry it in `X-TC-Token`.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// A product.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedProduct {
+    /// ProductId, as the cloud assigns them (ten upper-case letters and digits).
+    pub product_id: String,
+    /// ProductName.
+    #[serde(default)]
+    pub product_name: Option<String>,
+    /// The region it lives in; calls for another region do not see it.
+    pub region: String,
+    /// 0 ordinary, 2 NB-IoT, 3 LoRa, 4 LoRa gateway, 5 ordinary gateway. Only 0 and 5 support
+    /// dynamic registration here; the others answer `ProductTypeNotSupport`.
+    #[serde(default)]
+    pub product_type: i64,
+    /// A forbidden product refuses updates with `UnauthorizedOperation.ProductIsForbidden`.
+    #[serde(default)]
+    pub forbidden: bool,
+    /// 0 disabled, 1 pre-create, 2 auto-create.
+    #[serde(default)]
+    pub register_type: i64,
+    /// Device limit.
+    #[serde(default)]
+    pub register_limit: i64,
+    /// The ProductSecret; generated when registration is first enabled if absent.
+    #[serde(default)]
+    pub product_secret: Option<String>,
+}
+
+/// `count` products named `<prefix><index>` in one region, registration disabled.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GeneratedProducts {
+    /// How many.
+    pub count: usize,
+    /// Their region.
+    pub region: String,
+    /// ProductId prefix; the index fills the id up to ten characters.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+fn default_prefix() -> String {
+    "GEN".to_owned()
+}
+
+impl GeneratedProducts {
+    /// The products this stands for.
+    pub fn products(&self) -> impl Iterator<Item = SeedProduct> + '_ {
+        let width = 10usize.saturating_sub(self.prefix.len()).max(1);
+        (0..self.count).map(move |index| SeedProduct {
+            product_id: format!("{}{index:0width$}", self.prefix),
+            product_name: None,
+            region: self.region.clone(),
+            product_type: 0,
+            forbidden: false,
+            register_type: 0,
+            register_limit: 0,
+            product_secret: None,
+        })
+    }
+}
+
+impl Seed {
+    /// Reads and checks a seed file.
+    pub fn from_yaml(text: &str) -> Result<Seed, String> {
+        let seed: Seed = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        seed.check()?;
+        Ok(seed)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.accounts.is_empty() {
+            return Err("the seed has no accounts: nobody could call the emulator".to_owned());
+        }
+        let mut ids = std::collections::HashSet::new();
+        for product in self.all_products() {
+            if !ids.insert(product.product_id.clone()) {
+                return Err(format!("product {} is listed twice", product.product_id));
+            }
+            if !(0..=2).contains(&product.register_type) {
+                return Err(format!(
+                    "product {}: registerType must be 0, 1 or 2",
+                    product.product_id
+                ));
+            }
+            if product.register_limit < 0 {
+                return Err(format!(
+                    "product {}: registerLimit must not be negative",
+                    product.product_id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Listed and generated products together.
+    pub fn all_products(&self) -> Vec<SeedProduct> {
+        let mut products = self.products.clone();
+        if let Some(generate) = &self.generate {
+            products.extend(generate.products());
+        }
+        products
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_example_seed() {
+        let text = include_str!("../../examples/emulator-seed.yaml");
+        let seed = Seed::from_yaml(text).unwrap();
+        assert!(!seed.accounts.is_empty());
+        assert!(!seed.all_products().is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_seeds() {
+        let account = "accounts: [{secretId: a, secretKey: b}]\n";
+        for (bad, expected) in [
+            ("products: []", "no accounts"),
+            (
+                "products: [{productId: P, region: r, registerType: 3}]",
+                "registerType",
+            ),
+            (
+                "products: [{productId: P, region: r, registerLimit: -1}]",
+                "registerLimit",
+            ),
+            (
+                "products: [{productId: P, region: r}, {productId: P, region: s}]",
+                "twice",
+            ),
+            (
+                "products: [{productId: P, region: r, colour: red}]",
+                "unknown field",
+            ),
+        ] {
+            let text = if expected == "no accounts" {
+                bad.to_owned()
+            } else {
+                format!("{account}{bad}")
+            };
+            let err = Seed::from_yaml(&text).unwrap_err();
+            assert!(err.contains(expected), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn generates_ten_character_ids() {
+        let generate = GeneratedProducts {
+            count: 3,
+            region: "ap-guangzhou".into(),
+            prefix: "BENCH".into(),
+        };
+        let ids: Vec<_> = generate.products().map(|p| p.product_id).collect();
+        assert_eq!(ids, ["BENCH00000", "BENCH00001", "BENCH00002"]);
+    }
+}

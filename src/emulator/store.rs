@@ -1,0 +1,507 @@
+//! The emulated products and the three API actions on them.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::seed::SeedProduct;
+use super::verify::Refusal;
+use crate::cloud::wire::{self, Action};
+use crate::secret::Redacted;
+
+/// Product types that support dynamic registration (ordinary products and gateways).
+const TYPES_WITH_DYNAMIC_REGISTRATION: [i64; 2] = [0, 5];
+
+/// A product as the emulator holds it. Serialized for the control endpoint only.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductRecord {
+    /// ProductId.
+    pub product_id: String,
+    /// ProductName.
+    pub product_name: String,
+    /// Region it lives in.
+    pub region: String,
+    /// Product type.
+    pub product_type: i64,
+    /// Forbidden by the platform.
+    pub forbidden: bool,
+    /// 0, 1 or 2.
+    pub register_type: i64,
+    /// Device limit.
+    pub register_limit: i64,
+    /// Empty until registration is first enabled. A made-up value of the emulator's own.
+    pub product_secret: String,
+    /// Unix seconds.
+    pub creation_date: i64,
+}
+
+/// An edit made "in the console", behind the controller's back.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsoleEdit {
+    /// New registration type.
+    pub register_type: Option<i64>,
+    /// New device limit.
+    pub register_limit: Option<i64>,
+    /// Forbid or allow the product.
+    pub forbidden: Option<bool>,
+}
+
+/// How the emulated cloud rewrites the RegisterLimit it is asked for, to model the real cloud
+/// applying another value than the one requested.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitPolicy {
+    /// Limits above this are lowered to it.
+    pub max: Option<i64>,
+    /// Every update gets this limit, whatever was asked (the public example asks 10, gets 10000).
+    pub override_to: Option<i64>,
+}
+
+impl LimitPolicy {
+    fn apply(self, asked: i64) -> i64 {
+        let limit = self.override_to.unwrap_or(asked);
+        self.max.map_or(limit, |max| limit.min(max))
+    }
+}
+
+/// All products, by ProductId (ordered, so pages are stable).
+#[derive(Debug, Default)]
+pub struct Store {
+    products: BTreeMap<String, ProductRecord>,
+    /// RegisterLimit rewriting.
+    pub limit_policy: LimitPolicy,
+}
+
+impl Store {
+    /// A store holding the seed's products.
+    pub fn new(products: Vec<SeedProduct>, now: i64) -> Self {
+        let products = products
+            .into_iter()
+            .map(|seed| {
+                let record = ProductRecord {
+                    product_name: seed
+                        .product_name
+                        .unwrap_or_else(|| seed.product_id.to_lowercase()),
+                    region: seed.region,
+                    product_type: seed.product_type,
+                    forbidden: seed.forbidden,
+                    register_type: seed.register_type,
+                    register_limit: seed.register_limit,
+                    product_secret: seed.product_secret.unwrap_or_else(|| {
+                        if seed.register_type == 0 {
+                            String::new()
+                        } else {
+                            new_product_secret()
+                        }
+                    }),
+                    creation_date: now,
+                    product_id: seed.product_id.clone(),
+                };
+                (seed.product_id, record)
+            })
+            .collect();
+        Self {
+            products,
+            limit_policy: LimitPolicy::default(),
+        }
+    }
+
+    /// Every product, for the control endpoint.
+    pub fn list(&self) -> Vec<ProductRecord> {
+        self.products.values().cloned().collect()
+    }
+
+    /// Applies a console edit; `None` when the product does not exist.
+    pub fn edit(&mut self, product_id: &str, edit: ConsoleEdit) -> Result<ProductRecord, String> {
+        let product = self
+            .products
+            .get_mut(product_id)
+            .ok_or_else(|| format!("no product {product_id}"))?;
+        if let Some(register_type) = edit.register_type {
+            if !(0..=2).contains(&register_type) {
+                return Err("registerType must be 0, 1 or 2".to_owned());
+            }
+            product.register_type = register_type;
+            ensure_secret(product);
+        }
+        if let Some(limit) = edit.register_limit {
+            if limit < 0 {
+                return Err("registerLimit must not be negative".to_owned());
+            }
+            product.register_limit = limit;
+        }
+        if let Some(forbidden) = edit.forbidden {
+            product.forbidden = forbidden;
+        }
+        Ok(product.clone())
+    }
+
+    /// Deletes a product, as if removed in the console.
+    pub fn remove(&mut self, product_id: &str) -> bool {
+        self.products.remove(product_id).is_some()
+    }
+
+    /// Serves one action for a caller in `region`.
+    pub fn handle(
+        &mut self,
+        action: Action,
+        region: &str,
+        params: &Map<String, Value>,
+        request_id: &str,
+    ) -> Result<Value, Refusal> {
+        let answer = match action {
+            Action::DescribeProduct => {
+                let product = self.find(region, &required_string(params, "ProductId")?)?;
+                to_value(wire::DescribeProductResponse {
+                    product_id: product.product_id.clone(),
+                    product_name: product.product_name.clone(),
+                    product_metadata: Some(metadata(product)),
+                    product_properties: properties(product),
+                    request_id: request_id.to_owned(),
+                })
+            }
+            Action::DescribeProducts => self.describe_products(region, params, request_id)?,
+            Action::UpdateProductDynamicRegister => self.update(region, params, request_id)?,
+        };
+        Ok(answer)
+    }
+
+    fn find(&self, region: &str, product_id: &str) -> Result<&ProductRecord, Refusal> {
+        self.products
+            .get(product_id)
+            .filter(|product| product.region == region)
+            .ok_or_else(|| not_found(product_id, region))
+    }
+
+    fn describe_products(
+        &self,
+        region: &str,
+        params: &Map<String, Value>,
+        request_id: &str,
+    ) -> Result<Value, Refusal> {
+        let offset = required_integer(params, "Offset")?;
+        let limit = required_integer(params, "Limit")?;
+        if offset < 0 {
+            return Err(Refusal::new(
+                "InvalidParameterValue",
+                "Offset must not be negative",
+            ));
+        }
+        let allowed =
+            wire::DESCRIBE_PRODUCTS_MIN_LIMIT as i64..=wire::DESCRIBE_PRODUCTS_MAX_LIMIT as i64;
+        if !allowed.contains(&limit) {
+            return Err(Refusal::new(
+                "InvalidParameterValue",
+                format!(
+                    "Limit must be between {} and {}",
+                    allowed.start(),
+                    allowed.end()
+                ),
+            ));
+        }
+        let in_region: Vec<&ProductRecord> = self
+            .products
+            .values()
+            .filter(|product| product.region == region)
+            .collect();
+        let page = in_region
+            .iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .map(|product| wire::ProductInfo {
+                product_id: product.product_id.clone(),
+                product_name: product.product_name.clone(),
+                product_metadata: Some(metadata(product)),
+                product_properties: properties(product),
+            })
+            .collect();
+        Ok(to_value(wire::DescribeProductsResponse {
+            total_count: in_region.len() as u64,
+            products: page,
+            request_id: request_id.to_owned(),
+        }))
+    }
+
+    fn update(
+        &mut self,
+        region: &str,
+        params: &Map<String, Value>,
+        request_id: &str,
+    ) -> Result<Value, Refusal> {
+        let product_id = required_string(params, "ProductId")?;
+        let register_type = required_integer(params, "RegisterType")?;
+        let register_limit = required_integer(params, "RegisterLimit")?;
+        if !(0..=2).contains(&register_type) {
+            return Err(Refusal::new(
+                "InvalidParameterValue",
+                "RegisterType must be 0 (disabled), 1 (pre-create) or 2 (auto-create)",
+            ));
+        }
+        if register_limit < 0 {
+            return Err(Refusal::new(
+                "InvalidParameterValue",
+                "RegisterLimit must not be negative",
+            ));
+        }
+        let limit_policy = self.limit_policy;
+        self.find(region, &product_id)?;
+        let product = self
+            .products
+            .get_mut(&product_id)
+            .ok_or_else(|| not_found(&product_id, region))?;
+        if product.forbidden {
+            return Err(Refusal::new(
+                "UnauthorizedOperation.ProductIsForbidden",
+                format!("product {product_id} is forbidden"),
+            ));
+        }
+        if !TYPES_WITH_DYNAMIC_REGISTRATION.contains(&product.product_type) {
+            return Err(Refusal::new(
+                "InvalidParameterValue.ProductTypeNotSupport",
+                format!(
+                    "product type {} does not support dynamic registration",
+                    product.product_type
+                ),
+            ));
+        }
+        product.register_type = register_type;
+        product.register_limit = limit_policy.apply(register_limit);
+        ensure_secret(product);
+        Ok(to_value(wire::UpdateProductDynamicRegisterResponse {
+            register_type: product.register_type,
+            product_secret: Some(Redacted::new(product.product_secret.clone())),
+            register_limit: product.register_limit,
+            request_id: request_id.to_owned(),
+        }))
+    }
+}
+
+/// The cloud makes a ProductSecret the first time registration is enabled.
+fn ensure_secret(product: &mut ProductRecord) {
+    if product.register_type != 0 && product.product_secret.is_empty() {
+        product.product_secret = new_product_secret();
+    }
+}
+
+fn new_product_secret() -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
+}
+
+fn not_found(product_id: &str, region: &str) -> Refusal {
+    Refusal::new(
+        "ResourceNotFound.ProductNotExist",
+        format!("product {product_id} does not exist in {region}"),
+    )
+}
+
+fn metadata(product: &ProductRecord) -> wire::ProductMetadata {
+    wire::ProductMetadata {
+        creation_date: product.creation_date,
+    }
+}
+
+fn properties(product: &ProductRecord) -> wire::ProductProperties {
+    wire::ProductProperties {
+        product_description: Some(String::new()),
+        region: Some(product.region.clone()),
+        product_type: Some(product.product_type),
+        register_type: Some(product.register_type),
+        register_limit: Some(product.register_limit),
+        product_secret: Some(Redacted::new(product.product_secret.clone())),
+        forbidden_status: Some(i64::from(product.forbidden)),
+    }
+}
+
+fn to_value<T: Serialize>(answer: T) -> Value {
+    // Our own wire structs always serialize: no maps with non-string keys, no failing impls.
+    serde_json::to_value(answer).expect("wire types serialize to JSON")
+}
+
+fn required_string(params: &Map<String, Value>, name: &str) -> Result<String, Refusal> {
+    match params.get(name) {
+        None | Some(Value::Null) => Err(missing(name)),
+        Some(Value::String(text)) if !text.is_empty() => Ok(text.clone()),
+        Some(_) => Err(Refusal::new(
+            "InvalidParameterValue",
+            format!("{name} must be a non-empty string"),
+        )),
+    }
+}
+
+/// An integer parameter; query and form parameters arrive as numeric strings.
+fn required_integer(params: &Map<String, Value>, name: &str) -> Result<i64, Refusal> {
+    let invalid = || Refusal::new("InvalidParameter", format!("{name} must be an integer"));
+    match params.get(name) {
+        None | Some(Value::Null) => Err(missing(name)),
+        Some(Value::Number(number)) => number.as_i64().ok_or_else(invalid),
+        Some(Value::String(text)) => text.parse().map_err(|_| invalid()),
+        Some(_) => Err(invalid()),
+    }
+}
+
+fn missing(name: &str) -> Refusal {
+    Refusal::new(
+        "MissingParameter",
+        format!("the parameter {name} is missing"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn seed_product(id: &str, region: &str) -> SeedProduct {
+        SeedProduct {
+            product_id: id.into(),
+            product_name: None,
+            region: region.into(),
+            product_type: 0,
+            forbidden: false,
+            register_type: 0,
+            register_limit: 0,
+            product_secret: None,
+        }
+    }
+
+    fn params(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn enabling_registration_creates_a_secret_once() {
+        let mut store = Store::new(vec![seed_product("P1", "r")], 0);
+        let update = |store: &mut Store, kind: i64| {
+            store
+                .handle(
+                    Action::UpdateProductDynamicRegister,
+                    "r",
+                    &params(json!({"ProductId": "P1", "RegisterType": kind, "RegisterLimit": 5})),
+                    "id",
+                )
+                .unwrap()
+        };
+        assert_eq!(store.list()[0].product_secret, "");
+        let first = update(&mut store, 2);
+        let secret = first["ProductSecret"].as_str().unwrap().to_owned();
+        assert_eq!(secret.len(), 24);
+        let again = update(&mut store, 1);
+        assert_eq!(again["ProductSecret"], secret.as_str());
+    }
+
+    #[test]
+    fn limit_policy_rewrites_the_limit() {
+        let policy = LimitPolicy {
+            max: Some(1000),
+            override_to: None,
+        };
+        assert_eq!(policy.apply(10), 10);
+        assert_eq!(policy.apply(5000), 1000);
+        let policy = LimitPolicy {
+            max: None,
+            override_to: Some(10_000),
+        };
+        assert_eq!(policy.apply(10), 10_000);
+    }
+
+    #[test]
+    fn documented_errors() {
+        let mut lora = seed_product("LORA", "r");
+        lora.product_type = 3;
+        let mut forbidden = seed_product("FORBID", "r");
+        forbidden.forbidden = true;
+        let mut store = Store::new(vec![seed_product("P1", "r"), lora, forbidden], 0);
+        let cases = [
+            (
+                json!({"ProductId": "P1", "RegisterType": 1, "RegisterLimit": 1}),
+                "s",
+                "ResourceNotFound.ProductNotExist",
+            ),
+            (
+                json!({"ProductId": "NOPE", "RegisterType": 1, "RegisterLimit": 1}),
+                "r",
+                "ResourceNotFound.ProductNotExist",
+            ),
+            (
+                json!({"ProductId": "LORA", "RegisterType": 1, "RegisterLimit": 1}),
+                "r",
+                "InvalidParameterValue.ProductTypeNotSupport",
+            ),
+            (
+                json!({"ProductId": "FORBID", "RegisterType": 1, "RegisterLimit": 1}),
+                "r",
+                "UnauthorizedOperation.ProductIsForbidden",
+            ),
+            (
+                json!({"ProductId": "P1", "RegisterType": 3, "RegisterLimit": 1}),
+                "r",
+                "InvalidParameterValue",
+            ),
+            (
+                json!({"ProductId": "P1", "RegisterType": 1, "RegisterLimit": -1}),
+                "r",
+                "InvalidParameterValue",
+            ),
+            (
+                json!({"ProductId": "P1", "RegisterType": 1}),
+                "r",
+                "MissingParameter",
+            ),
+            (
+                json!({"ProductId": "P1", "RegisterType": "x", "RegisterLimit": 1}),
+                "r",
+                "InvalidParameter",
+            ),
+        ];
+        for (request, region, code) in cases {
+            let refusal = store
+                .handle(
+                    Action::UpdateProductDynamicRegister,
+                    region,
+                    &params(request.clone()),
+                    "id",
+                )
+                .unwrap_err();
+            assert_eq!(refusal.code, code, "{request}");
+        }
+    }
+
+    #[test]
+    fn pages_products_of_the_region() {
+        let mut products: Vec<_> = (0..25)
+            .map(|i| seed_product(&format!("P{i:02}"), "r"))
+            .collect();
+        products.push(seed_product("OTHER", "s"));
+        let mut store = Store::new(products, 0);
+        let page = |store: &mut Store, offset: i64, limit: i64| {
+            store.handle(
+                Action::DescribeProducts,
+                "r",
+                &params(json!({"Offset": offset, "Limit": limit})),
+                "id",
+            )
+        };
+        let second = page(&mut store, 10, 10).unwrap();
+        assert_eq!(second["TotalCount"], 25);
+        assert_eq!(second["Products"].as_array().unwrap().len(), 10);
+        assert_eq!(second["Products"][0]["ProductId"], "P10");
+        let last = page(&mut store, 20, 10).unwrap();
+        assert_eq!(last["Products"].as_array().unwrap().len(), 5);
+        assert_eq!(
+            page(&mut store, 0, 9).unwrap_err().code,
+            "InvalidParameterValue"
+        );
+        assert_eq!(
+            page(&mut store, 0, 251).unwrap_err().code,
+            "InvalidParameterValue"
+        );
+    }
+}

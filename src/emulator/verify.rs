@@ -1,0 +1,229 @@
+//! Authenticates a request as the cloud does, from the bytes received.
+
+use std::collections::HashMap;
+
+use subtle::ConstantTimeEq;
+
+use crate::cloud::sign::{self, Method};
+use crate::cloud::wire::{self, Action};
+
+/// An API key the emulator knows.
+#[derive(Clone)]
+pub struct Account {
+    /// SecretKey.
+    pub secret_key: String,
+    /// Session token the requests must carry, for temporary credentials.
+    pub token: Option<String>,
+}
+
+/// The parts of an HTTP request the checks need.
+pub struct Incoming<'a> {
+    /// `POST` or `GET`.
+    pub method: &'a str,
+    /// Raw query string, without `?`.
+    pub query: &'a str,
+    /// Looks up a header by lower-case name.
+    pub header: &'a dyn Fn(&str) -> Option<&'a str>,
+    /// The body exactly as received.
+    pub body: &'a [u8],
+}
+
+/// Who called, what for, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The verified SecretId.
+    pub secret_id: String,
+    /// The action asked for.
+    pub action: Action,
+    /// `X-TC-Region`.
+    pub region: String,
+}
+
+/// Why the cloud refuses a request: an error code and a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Dotted error code.
+    pub code: String,
+    /// Explanation.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `code`.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What the checks need to know besides the request.
+pub struct Verifier<'a> {
+    /// Known keys by SecretId.
+    pub accounts: &'a HashMap<String, Account>,
+    /// Unix seconds now.
+    pub now: i64,
+    /// How far `X-TC-Timestamp` may be from now, in seconds (the cloud allows 300).
+    pub window: i64,
+}
+
+impl Verifier<'_> {
+    /// Checks signature, timestamp, key, token, action, version and region, in that order.
+    pub fn authenticate(&self, request: &Incoming<'_>) -> Result<Caller, Refusal> {
+        let method = match request.method {
+            "POST" => Method::Post,
+            "GET" => Method::Get,
+            other => {
+                return Err(Refusal::new(
+                    "UnsupportedProtocol",
+                    format!("HTTP method {other} is not supported; use POST or GET"),
+                ));
+            }
+        };
+        let header = |name| (request.header)(name);
+        let authorization = header("authorization")
+            .and_then(sign::parse_authorization)
+            .ok_or_else(|| {
+                Refusal::new(
+                    "AuthFailure.InvalidAuthorization",
+                    "the Authorization header is missing or not TC3-HMAC-SHA256",
+                )
+            })?;
+        let timestamp = self.timestamp(header("x-tc-timestamp"))?;
+        let account = self.accounts.get(&authorization.secret_id).ok_or_else(|| {
+            Refusal::new(
+                "AuthFailure.SecretIdNotFound",
+                "the SecretId does not exist or has been disabled",
+            )
+        })?;
+        check_token(account, header("x-tc-token"))?;
+        check_scope(&authorization, timestamp)?;
+
+        let content_type = header("content-type").unwrap_or("");
+        let host = header("host").unwrap_or("");
+        let canonical = sign::canonical_request(
+            method,
+            request.query,
+            content_type,
+            host,
+            sign::signed_payload(method, request.body),
+        );
+        let to_sign = sign::string_to_sign(
+            timestamp,
+            &sign::credential_scope(&authorization.date, &authorization.service),
+            &canonical,
+        );
+        let expected = sign::signature(
+            &account.secret_key,
+            &authorization.date,
+            &authorization.service,
+            &to_sign,
+        );
+        if !bool::from(
+            expected
+                .as_bytes()
+                .ct_eq(authorization.signature.as_bytes()),
+        ) {
+            return Err(Refusal::new(
+                "AuthFailure.SignatureFailure",
+                "the request signature does not match; check the SecretKey and the signing method",
+            ));
+        }
+
+        let action = match header("x-tc-action") {
+            None | Some("") => {
+                return Err(Refusal::new("MissingParameter", "X-TC-Action is missing"));
+            }
+            Some(name) => Action::from_name(name).ok_or_else(|| {
+                Refusal::new("InvalidAction", format!("the action {name} does not exist"))
+            })?,
+        };
+        match header("x-tc-version") {
+            None | Some("") => {
+                return Err(Refusal::new("MissingParameter", "X-TC-Version is missing"));
+            }
+            Some(wire::VERSION) => {}
+            Some(other) => {
+                return Err(Refusal::new(
+                    "NoSuchVersion",
+                    format!(
+                        "version {other} does not exist; iotcloud speaks {}",
+                        wire::VERSION
+                    ),
+                ));
+            }
+        }
+        let region = match header("x-tc-region") {
+            Some(region) if !region.trim().is_empty() => region.trim().to_owned(),
+            _ => return Err(Refusal::new("MissingParameter", "X-TC-Region is missing")),
+        };
+        Ok(Caller {
+            secret_id: authorization.secret_id,
+            action,
+            region,
+        })
+    }
+
+    fn timestamp(&self, header: Option<&str>) -> Result<i64, Refusal> {
+        let text =
+            header.ok_or_else(|| Refusal::new("MissingParameter", "X-TC-Timestamp is missing"))?;
+        let timestamp: i64 = text
+            .trim()
+            .parse()
+            .map_err(|_| Refusal::new("InvalidParameter", "X-TC-Timestamp must be Unix seconds"))?;
+        if (self.now - timestamp).abs() > self.window {
+            return Err(Refusal::new(
+                "AuthFailure.SignatureExpire",
+                format!(
+                    "the signature expired: X-TC-Timestamp {timestamp} is more than {} s from the server time {}",
+                    self.window, self.now
+                ),
+            ));
+        }
+        Ok(timestamp)
+    }
+}
+
+fn check_token(account: &Account, sent: Option<&str>) -> Result<(), Refusal> {
+    let sent = sent.filter(|token| !token.is_empty());
+    match (&account.token, sent) {
+        (None, None) => Ok(()),
+        (Some(expected), Some(sent)) if bool::from(expected.as_bytes().ct_eq(sent.as_bytes())) => {
+            Ok(())
+        }
+        (Some(_), None) => Err(Refusal::new(
+            "AuthFailure.TokenFailure",
+            "temporary credentials need X-TC-Token",
+        )),
+        _ => Err(Refusal::new(
+            "AuthFailure.TokenFailure",
+            "the token is invalid",
+        )),
+    }
+}
+
+fn check_scope(authorization: &sign::Authorization, timestamp: i64) -> Result<(), Refusal> {
+    let failure = |message: String| Refusal::new("AuthFailure.SignatureFailure", message);
+    if authorization.date != sign::utc_date(timestamp) {
+        return Err(failure(format!(
+            "credential scope date {} is not the UTC date of X-TC-Timestamp ({})",
+            authorization.date,
+            sign::utc_date(timestamp)
+        )));
+    }
+    if authorization.service != wire::SERVICE {
+        return Err(failure(format!(
+            "credential scope service {} is not {}",
+            authorization.service,
+            wire::SERVICE
+        )));
+    }
+    if authorization.signed_headers != sign::SIGNED_HEADERS {
+        return Err(failure(format!(
+            "SignedHeaders must be {}",
+            sign::SIGNED_HEADERS
+        )));
+    }
+    Ok(())
+}

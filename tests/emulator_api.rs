@@ -1,0 +1,601 @@
+//! The emulator against the project's own client and hand-built requests: every check the cloud
+//! makes, every documented error, the rate limit, faults and the control endpoints.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use iothub_dynreg::cloud::retry::RetryPolicy;
+use iothub_dynreg::cloud::sign::{self, Method};
+use iothub_dynreg::cloud::{
+    ClientConfig, CloudClient, CloudError, Credentials, Endpoint, ErrorClass, RegisterType,
+    RegistrationRequest,
+};
+use iothub_dynreg::emulator::{EmulatorConfig, LimitPolicy, RunningEmulator, Seed};
+use serde_json::{Value, json};
+
+const SEED: &str = r#"
+accounts:
+  - {secretId: AKIDtest, secretKey: test-key}
+  - {secretId: AKIDtemp, secretKey: temp-key, token: temp-token}
+products:
+  - {productId: PROD000001, region: ap-guangzhou, registerType: 0}
+  - {productId: PROD000002, region: ap-guangzhou, registerType: 2, registerLimit: 50, productSecret: s2}
+  - {productId: LORA000001, region: ap-guangzhou, productType: 3}
+  - {productId: FORBID0001, region: ap-guangzhou, forbidden: true}
+  - {productId: SHANGHAI01, region: ap-shanghai}
+generate: {count: 600, region: ap-beijing, prefix: BJ}
+"#;
+
+fn config() -> EmulatorConfig {
+    EmulatorConfig::new(Seed::from_yaml(SEED).unwrap())
+}
+
+fn creds() -> Credentials {
+    Credentials::new("AKIDtest", "test-key")
+}
+
+fn client(emulator: &RunningEmulator, retry: RetryPolicy) -> CloudClient {
+    CloudClient::new(ClientConfig {
+        endpoint: Endpoint::parse(&emulator.endpoint(), true).unwrap(),
+        retry,
+        ..ClientConfig::default()
+    })
+    .unwrap()
+}
+
+fn quick_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(5),
+        throttled_base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+    }
+}
+
+fn skewed_clock(seconds: i64) -> iothub_dynreg::cloud::client::Clock {
+    Arc::new(move || {
+        let now = SystemTime::now();
+        if seconds >= 0 {
+            now + Duration::from_secs(seconds as u64)
+        } else {
+            now - Duration::from_secs((-seconds) as u64)
+        }
+    })
+}
+
+async fn code_of(result: Result<impl std::fmt::Debug, CloudError>) -> String {
+    result.unwrap_err().code().to_owned()
+}
+
+async fn stats(emulator: &RunningEmulator) -> Value {
+    control(emulator, "GET", "stats", None).await
+}
+
+async fn control(
+    emulator: &RunningEmulator,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let url = format!("{}/_emulator/{path}", emulator.endpoint());
+    let http = reqwest::Client::new();
+    let request = match method {
+        "GET" => http.get(url),
+        "PUT" => http.put(url),
+        "DELETE" => http.delete(url),
+        _ => http.post(url),
+    };
+    let request = match body {
+        Some(body) => request.body(body.to_string()),
+        None => request,
+    };
+    let response = request.send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{method} {path}: {}",
+        response.status()
+    );
+    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+/// A request signed by hand, with the parts a test wants to get wrong.
+struct Raw<'a> {
+    secret_id: &'a str,
+    secret_key: &'a str,
+    action: &'a str,
+    version: &'a str,
+    region: Option<&'a str>,
+    timestamp: i64,
+    scope_date: Option<String>,
+    body: &'a str,
+}
+
+impl Default for Raw<'_> {
+    fn default() -> Self {
+        Raw {
+            secret_id: "AKIDtest",
+            secret_key: "test-key",
+            action: "DescribeProduct",
+            version: "2021-04-08",
+            region: Some("ap-guangzhou"),
+            timestamp: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64,
+            scope_date: None,
+            body: r#"{"ProductId":"PROD000001"}"#,
+        }
+    }
+}
+
+async fn send_raw(emulator: &RunningEmulator, raw: Raw<'_>) -> Value {
+    let host = emulator.addr.to_string();
+    let date = raw
+        .scope_date
+        .clone()
+        .unwrap_or_else(|| sign::utc_date(raw.timestamp));
+    let canonical = sign::canonical_request(
+        Method::Post,
+        "",
+        "application/json",
+        &host,
+        raw.body.as_bytes(),
+    );
+    let scope = sign::credential_scope(&date, "iotcloud");
+    let signature = sign::signature(
+        raw.secret_key,
+        &date,
+        "iotcloud",
+        &sign::string_to_sign(raw.timestamp, &scope, &canonical),
+    );
+    let mut request = reqwest::Client::new()
+        .post(emulator.endpoint())
+        .header(
+            "Authorization",
+            format!(
+                "TC3-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=content-type;host, Signature={signature}",
+                raw.secret_id
+            ),
+        )
+        .header("Content-Type", "application/json")
+        .header("X-TC-Action", raw.action)
+        .header("X-TC-Version", raw.version)
+        .header("X-TC-Timestamp", raw.timestamp.to_string())
+        .body(raw.body.to_owned());
+    if let Some(region) = raw.region {
+        request = request.header("X-TC-Region", region);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+fn error_code(answer: &Value) -> &str {
+    answer["Response"]["Error"]["Code"]
+        .as_str()
+        .unwrap_or("(no error)")
+}
+
+#[tokio::test]
+async fn client_round_trip_through_all_three_actions() {
+    let emulator = RunningEmulator::start(config()).await.unwrap();
+    let client = client(&emulator, RetryPolicy::none());
+
+    let before = client
+        .describe_product(&creds(), "ap-guangzhou", "PROD000001")
+        .await
+        .unwrap();
+    assert_eq!(before.registration.register_type, RegisterType::Disabled);
+    assert_eq!(before.registration.product_secret, None);
+
+    let outcome = client
+        .update_product_dynamic_register(
+            &creds(),
+            "ap-guangzhou",
+            "PROD000001",
+            RegistrationRequest {
+                register_type: RegisterType::AutoCreate,
+                register_limit: 200,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied.register_type, RegisterType::AutoCreate);
+    assert_eq!(outcome.applied.register_limit, 200);
+    let secret = outcome
+        .applied
+        .product_secret
+        .clone()
+        .expect("secret generated on enable");
+    assert!(!outcome.request_id.is_empty());
+
+    let after = client
+        .describe_product(&creds(), "ap-guangzhou", "PROD000001")
+        .await
+        .unwrap();
+    assert_eq!(after.registration, outcome.applied);
+    assert_eq!(after.registration.product_secret, Some(secret));
+
+    // 600 generated products in ap-beijing: three pages of 250, nothing from other regions.
+    let beijing = client
+        .describe_products(&creds(), "ap-beijing")
+        .await
+        .unwrap();
+    assert_eq!(beijing.len(), 600);
+    assert!(beijing.iter().all(|p| p.product_id.starts_with("BJ")));
+    let report = stats(&emulator).await;
+    assert_eq!(report["calls"]["DescribeProducts"]["Success"], 3);
+
+    let temporary = Credentials::new("AKIDtemp", "temp-key").with_token("temp-token");
+    client
+        .describe_product(&temporary, "ap-guangzhou", "PROD000002")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn documented_errors_reach_the_client_classified() {
+    let emulator = RunningEmulator::start(config()).await.unwrap();
+    let client = client(&emulator, RetryPolicy::none());
+    let update = |product: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .update_product_dynamic_register(
+                    &creds(),
+                    "ap-guangzhou",
+                    product,
+                    RegistrationRequest {
+                        register_type: RegisterType::PreCreate,
+                        register_limit: 1,
+                    },
+                )
+                .await
+        }
+    };
+    let not_found = update("NOSUCHPROD").await.unwrap_err();
+    assert_eq!(
+        (not_found.code(), not_found.class()),
+        ("ResourceNotFound.ProductNotExist", ErrorClass::NotFound)
+    );
+    let forbidden = update("FORBID0001").await.unwrap_err();
+    assert_eq!(
+        (forbidden.code(), forbidden.class()),
+        (
+            "UnauthorizedOperation.ProductIsForbidden",
+            ErrorClass::Forbidden
+        )
+    );
+    let lora = update("LORA000001").await.unwrap_err();
+    assert_eq!(
+        (lora.code(), lora.class()),
+        (
+            "InvalidParameterValue.ProductTypeNotSupport",
+            ErrorClass::Unsupported
+        )
+    );
+    let other_region = client
+        .describe_product(&creds(), "ap-guangzhou", "SHANGHAI01")
+        .await
+        .unwrap_err();
+    assert_eq!(other_region.class(), ErrorClass::NotFound);
+}
+
+#[tokio::test]
+async fn authentication_failures() {
+    let emulator = RunningEmulator::start(config()).await.unwrap();
+    let endpoint = Endpoint::parse(&emulator.endpoint(), true).unwrap();
+    let with = |clock| {
+        CloudClient::with_clock(
+            ClientConfig {
+                endpoint: endpoint.clone(),
+                retry: RetryPolicy::none(),
+                ..ClientConfig::default()
+            },
+            clock,
+        )
+        .unwrap()
+    };
+    let on_time = with(skewed_clock(0));
+    let describe = |client: CloudClient, creds: Credentials| async move {
+        client
+            .describe_product(&creds, "ap-guangzhou", "PROD000001")
+            .await
+    };
+
+    let wrong_key = Credentials::new("AKIDtest", "wrong-key");
+    assert_eq!(
+        code_of(describe(on_time.clone(), wrong_key).await).await,
+        "AuthFailure.SignatureFailure"
+    );
+    let unknown = Credentials::new("AKIDnobody", "test-key");
+    assert_eq!(
+        code_of(describe(on_time.clone(), unknown).await).await,
+        "AuthFailure.SecretIdNotFound"
+    );
+    let no_token = Credentials::new("AKIDtemp", "temp-key");
+    assert_eq!(
+        code_of(describe(on_time.clone(), no_token).await).await,
+        "AuthFailure.TokenFailure"
+    );
+    let bad_token = Credentials::new("AKIDtemp", "temp-key").with_token("other");
+    assert_eq!(
+        code_of(describe(on_time.clone(), bad_token).await).await,
+        "AuthFailure.TokenFailure"
+    );
+
+    // The window is ±300 s around the server's clock.
+    assert_eq!(
+        code_of(describe(with(skewed_clock(-330)), creds()).await).await,
+        "AuthFailure.SignatureExpire"
+    );
+    assert_eq!(
+        code_of(describe(with(skewed_clock(330)), creds()).await).await,
+        "AuthFailure.SignatureExpire"
+    );
+    describe(with(skewed_clock(-240)), creds()).await.unwrap();
+    describe(with(skewed_clock(240)), creds()).await.unwrap();
+
+    // The credential scope date must be the UTC date of X-TC-Timestamp.
+    let answer = send_raw(
+        &emulator,
+        Raw {
+            scope_date: Some("2001-01-01".into()),
+            ..Raw::default()
+        },
+    )
+    .await;
+    assert_eq!(error_code(&answer), "AuthFailure.SignatureFailure");
+    assert!(
+        answer["Response"]["RequestId"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+    let answer = send_raw(&emulator, Raw::default()).await;
+    assert_eq!(answer["Response"]["ProductId"], "PROD000001");
+}
+
+#[tokio::test]
+async fn request_checks_after_authentication() {
+    let emulator = RunningEmulator::start(config()).await.unwrap();
+    let cases = [
+        (
+            Raw {
+                action: "DeleteProduct",
+                ..Raw::default()
+            },
+            "InvalidAction",
+        ),
+        (
+            Raw {
+                version: "2018-06-14",
+                ..Raw::default()
+            },
+            "NoSuchVersion",
+        ),
+        (
+            Raw {
+                region: None,
+                ..Raw::default()
+            },
+            "MissingParameter",
+        ),
+        (
+            Raw {
+                body: "{}",
+                ..Raw::default()
+            },
+            "MissingParameter",
+        ),
+        (
+            Raw {
+                body: "[1,2]",
+                ..Raw::default()
+            },
+            "InvalidParameter",
+        ),
+        (
+            Raw {
+                action: "DescribeProducts",
+                body: r#"{"Offset":0,"Limit":500}"#,
+                ..Raw::default()
+            },
+            "InvalidParameterValue",
+        ),
+        (
+            Raw {
+                action: "UpdateProductDynamicRegister",
+                body: r#"{"ProductId":"PROD000001","RegisterType":9,"RegisterLimit":1}"#,
+                ..Raw::default()
+            },
+            "InvalidParameterValue",
+        ),
+    ];
+    for (raw, expected) in cases {
+        let action = raw.action;
+        let answer = send_raw(&emulator, raw).await;
+        assert_eq!(error_code(&answer), expected, "{action}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn rate_limit_refuses_bursts_but_not_the_client() {
+    let emulator = RunningEmulator::start(config()).await.unwrap();
+    // 40 hand-made requests at once: the first 20 pass, the rest are throttled.
+    let burst: Vec<_> = (0..40)
+        .map(|_| send_raw(&emulator, Raw::default()))
+        .collect();
+    let answers = futures::future::join_all(burst).await;
+    let throttled = answers
+        .iter()
+        .filter(|a| error_code(a) == "RequestLimitExceeded")
+        .count();
+    assert_eq!(throttled, 20, "40 calls within a second at 20/s");
+    control(&emulator, "POST", "stats/reset", None).await;
+
+    // The client's bucket keeps 60 concurrent calls under the limit: no throttling at all.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let client = client(&emulator, RetryPolicy::none());
+    let calls: Vec<_> = (0..60)
+        .map(|_| {
+            let client = client.clone();
+            async move {
+                client
+                    .describe_product(&creds(), "ap-guangzhou", "PROD000001")
+                    .await
+            }
+        })
+        .collect();
+    let results = futures::future::join_all(calls).await;
+    assert!(results.iter().all(Result::is_ok));
+    let report = stats(&emulator).await;
+    assert_eq!(report["requestLimitExceeded"], 0, "{report}");
+    let peak = report["peakCallsPerSecondByAction"]["DescribeProduct"]
+        .as_u64()
+        .unwrap();
+    assert!(peak <= 20, "{report}");
+}
+
+#[tokio::test]
+async fn faults_are_injected_and_the_client_rides_them_out() {
+    let emulator = RunningEmulator::start(config()).await.unwrap();
+    let no_retry = client(&emulator, RetryPolicy::none());
+    let describe = |client: &CloudClient| {
+        let client = client.clone();
+        async move {
+            client
+                .describe_product(&creds(), "ap-guangzhou", "PROD000001")
+                .await
+        }
+    };
+
+    control(
+        &emulator,
+        "PUT",
+        "faults",
+        Some(json!({"internalErrorRate": 1.0})),
+    )
+    .await;
+    assert_eq!(code_of(describe(&no_retry).await).await, "InternalError");
+    control(
+        &emulator,
+        "PUT",
+        "faults",
+        Some(json!({"http503Rate": 1.0})),
+    )
+    .await;
+    assert!(matches!(
+        describe(&no_retry).await,
+        Err(CloudError::HttpStatus { status: 503, .. })
+    ));
+    control(
+        &emulator,
+        "PUT",
+        "faults",
+        Some(json!({"http502Rate": 1.0})),
+    )
+    .await;
+    assert!(matches!(
+        describe(&no_retry).await,
+        Err(CloudError::HttpStatus { status: 502, .. })
+    ));
+    control(&emulator, "PUT", "faults", Some(json!({"dropRate": 1.0}))).await;
+    assert_eq!(code_of(describe(&no_retry).await).await, "Transport");
+    control(&emulator, "PUT", "faults", Some(json!({"latencyMs": 150}))).await;
+    let started = std::time::Instant::now();
+    describe(&no_retry).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(150));
+
+    // A scripted error for one product, twice: the retrying client gets through on the third try.
+    control(&emulator, "PUT", "faults", Some(json!({}))).await;
+    control(
+        &emulator,
+        "PUT",
+        "products/PROD000001/errors",
+        Some(json!({"code": "InternalError", "times": 2})),
+    )
+    .await;
+    control(&emulator, "POST", "stats/reset", None).await;
+    describe(&client(&emulator, quick_retry())).await.unwrap();
+    let report = stats(&emulator).await;
+    assert_eq!(
+        report["calls"]["DescribeProduct"]["InternalError"], 2,
+        "{report}"
+    );
+    assert_eq!(report["calls"]["DescribeProduct"]["Success"], 1, "{report}");
+
+    // Scripted until cleared.
+    control(
+        &emulator,
+        "PUT",
+        "products/PROD000002/errors",
+        Some(json!({"code": "UnauthorizedOperation.ProductIsForbidden"})),
+    )
+    .await;
+    for _ in 0..3 {
+        let err = no_retry
+            .describe_product(&creds(), "ap-guangzhou", "PROD000002")
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Forbidden);
+    }
+    control(&emulator, "DELETE", "products/PROD000002/errors", None).await;
+    no_retry
+        .describe_product(&creds(), "ap-guangzhou", "PROD000002")
+        .await
+        .unwrap();
+
+    let report = stats(&emulator).await;
+    assert!(
+        report["calls"]["DescribeProduct"]["Success"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+}
+
+#[tokio::test]
+async fn the_cloud_may_apply_another_limit_and_console_edits_show() {
+    let mut config = config();
+    config.limit_policy = LimitPolicy {
+        max: None,
+        override_to: Some(10_000),
+    };
+    let emulator = RunningEmulator::start(config).await.unwrap();
+    let client = client(&emulator, RetryPolicy::none());
+    let outcome = client
+        .update_product_dynamic_register(
+            &creds(),
+            "ap-guangzhou",
+            "PROD000001",
+            RegistrationRequest {
+                register_type: RegisterType::Disabled,
+                register_limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied.register_limit, 10_000);
+
+    let edited = control(
+        &emulator,
+        "POST",
+        "products/PROD000002",
+        Some(json!({"registerType": 1, "registerLimit": 7})),
+    )
+    .await;
+    assert_eq!(edited["registerLimit"], 7);
+    let seen = client
+        .describe_product(&creds(), "ap-guangzhou", "PROD000002")
+        .await
+        .unwrap();
+    assert_eq!(seen.registration.register_type, RegisterType::PreCreate);
+    assert_eq!(seen.registration.register_limit, 7);
+
+    control(&emulator, "DELETE", "products/PROD000002", None).await;
+    let gone = client
+        .describe_product(&creds(), "ap-guangzhou", "PROD000002")
+        .await
+        .unwrap_err();
+    assert_eq!(gone.class(), ErrorClass::NotFound);
+}

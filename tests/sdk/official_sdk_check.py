@@ -1,0 +1,110 @@
+"""Calls iothub-dynreg-emulator with the official Tencent Cloud Python SDK.
+
+Usage: official_sdk_check.py EMULATOR_URL
+The emulator must serve examples/emulator-seed.yaml. Exits non-zero at the first mismatch and
+prints one line per check, so the Rust test that runs this can show what happened.
+"""
+
+import sys
+from urllib.parse import urlparse
+
+from tencentcloud.common import credential
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.iotcloud.v20210408 import iotcloud_client, models
+
+SECRET_ID = "AKIDEMULATOREXAMPLE0001"
+SECRET_KEY = "emulator-example-secret-key-0001"
+TEMP_ID = "AKIDEMULATORTEMPORARY01"
+TEMP_KEY = "emulator-example-secret-key-0002"
+TEMP_TOKEN = "emulator-example-session-token"
+
+
+def client(url, cred, method="POST", region="ap-guangzhou"):
+    parsed = urlparse(url)
+    http = HttpProfile(protocol=parsed.scheme, endpoint=parsed.netloc, reqMethod=method)
+    return iotcloud_client.IotcloudClient(cred, region, ClientProfile(httpProfile=http))
+
+
+def expect_error(code, call):
+    try:
+        call()
+    except TencentCloudSDKException as error:
+        if error.get_code() != code:
+            raise AssertionError(f"expected {code}, got {error.get_code()}: {error.get_message()}")
+        return error
+    raise AssertionError(f"expected {code}, the call succeeded")
+
+
+def describe(c, product_id):
+    request = models.DescribeProductRequest()
+    request.ProductId = product_id
+    return c.DescribeProduct(request)
+
+
+def main(url):
+    good = client(url, credential.Credential(SECRET_ID, SECRET_KEY))
+
+    product = describe(good, "ABCDE12345")
+    assert product.ProductId == "ABCDE12345", product
+    assert product.ProductProperties.RegisterType == 0, product.ProductProperties.RegisterType
+    print("DescribeProduct (POST JSON): ok, RequestId", product.RequestId)
+
+    update = models.UpdateProductDynamicRegisterRequest()
+    update.ProductId = "ABCDE12345"
+    update.RegisterType = 2
+    update.RegisterLimit = 100
+    updated = good.UpdateProductDynamicRegister(update)
+    assert updated.RegisterType == 2 and updated.RegisterLimit == 100, updated
+    assert len(updated.ProductSecret) >= 16, "a ProductSecret is generated when registration is enabled"
+    print("UpdateProductDynamicRegister: ok, a ProductSecret was generated")
+
+    page = models.DescribeProductsRequest()
+    page.Offset = 0
+    page.Limit = 10
+    products = good.DescribeProducts(page)
+    ids = sorted(p.ProductId for p in products.Products)
+    assert products.TotalCount == 4, products.TotalCount
+    assert ids == ["ABCDE12345", "FGHIJ67890", "FORBID0001", "LORA000001"], ids
+    assert {p.ProductId: p.ProductProperties.RegisterType for p in products.Products}["ABCDE12345"] == 2
+    print("DescribeProducts: ok,", products.TotalCount, "products in ap-guangzhou")
+
+    by_get = describe(client(url, credential.Credential(SECRET_ID, SECRET_KEY), method="GET"), "FGHIJ67890")
+    assert by_get.ProductProperties.RegisterLimit == 10000, by_get.ProductProperties.RegisterLimit
+    print("DescribeProduct (GET query): ok")
+
+    temporary = client(url, credential.Credential(TEMP_ID, TEMP_KEY, TEMP_TOKEN))
+    assert describe(temporary, "ABCDE12345").ProductId == "ABCDE12345"
+    print("temporary credentials with X-TC-Token: ok")
+
+    wrong_key = client(url, credential.Credential(SECRET_ID, "not-the-secret-key"))
+    expect_error("AuthFailure.SignatureFailure", lambda: describe(wrong_key, "ABCDE12345"))
+    print("wrong SecretKey: AuthFailure.SignatureFailure")
+
+    wrong_token = client(url, credential.Credential(TEMP_ID, TEMP_KEY, "stolen-token"))
+    expect_error("AuthFailure.TokenFailure", lambda: describe(wrong_token, "ABCDE12345"))
+    print("wrong token: AuthFailure.TokenFailure")
+
+    unknown_id = client(url, credential.Credential("AKIDNOBODY", SECRET_KEY))
+    expect_error("AuthFailure.SecretIdNotFound", lambda: describe(unknown_id, "ABCDE12345"))
+    print("unknown SecretId: AuthFailure.SecretIdNotFound")
+
+    expect_error("ResourceNotFound.ProductNotExist", lambda: describe(good, "NOSUCHPROD"))
+    print("unknown product: ResourceNotFound.ProductNotExist")
+
+    shanghai = client(url, credential.Credential(SECRET_ID, SECRET_KEY), region="ap-shanghai")
+    expect_error("ResourceNotFound.ProductNotExist", lambda: describe(shanghai, "ABCDE12345"))
+    print("product of another region: ResourceNotFound.ProductNotExist")
+
+    lora = models.UpdateProductDynamicRegisterRequest()
+    lora.ProductId = "LORA000001"
+    lora.RegisterType = 1
+    lora.RegisterLimit = 1
+    expect_error("InvalidParameterValue.ProductTypeNotSupport", lambda: good.UpdateProductDynamicRegister(lora))
+    print("LoRa product: InvalidParameterValue.ProductTypeNotSupport")
+    print("official SDK: all checks passed")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
