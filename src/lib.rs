@@ -2,5 +2,7 @@
 //! to what `DynamicRegistration` resources declare, and publishes each product's ProductSecret.
 
 pub mod cloud;
+pub mod crd;
 pub mod emulator;
+pub mod plan;
 pub mod secret;

@@ -1,0 +1,259 @@
+//! The `DynamicRegistration` custom resource (`iothub.dynreg.io/v1alpha1`) and its status.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::RegisterType;
+
+/// Field manager of every write, and value of the `app.kubernetes.io/managed-by` label.
+pub const MANAGER: &str = "iothub-dynreg";
+/// Finalizer added while `deletionPolicy: Disable` needs to act before the resource goes.
+pub const FINALIZER: &str = "iothub.dynreg.io/disable-registration";
+
+/// Declares the dynamic-registration settings of one Tencent Cloud IoT Hub product, and asks for
+/// its ProductSecret to be published as a Secret in the same namespace.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "iothub.dynreg.io",
+    version = "v1alpha1",
+    kind = "DynamicRegistration",
+    plural = "dynamicregistrations",
+    shortname = "dynreg",
+    namespaced,
+    status = "DynamicRegistrationStatus",
+    derive = "PartialEq",
+    doc = "DynamicRegistration keeps the dynamic-registration settings (RegisterType, RegisterLimit) of a Tencent Cloud IoT Hub product equal to its spec, and publishes the product's ProductSecret as a Secret.",
+    printcolumn(name = "Product", type_ = "string", json_path = ".spec.productId"),
+    printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.registerType"),
+    printcolumn(name = "Limit", type_ = "integer", json_path = ".spec.registerLimit"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DynamicRegistrationSpec {
+    /// ID of the IoT Hub product, as shown in the console (e.g. ABCDE12345). Cannot be changed:
+    /// to manage another product, create another DynamicRegistration.
+    #[x_kube(
+        validation = Rule::new("self.size() > 0").message("productId must not be empty"),
+        validation = Rule::new("self == oldSelf").message("productId is immutable: create another DynamicRegistration to manage another product")
+    )]
+    #[schemars(length(max = 64))]
+    pub product_id: String,
+
+    /// Tencent Cloud region the product lives in, e.g. ap-guangzhou.
+    #[x_kube(
+        validation = Rule::new("self.size() > 0").message("region must not be empty (for example ap-guangzhou)"),
+        validation = Rule::new("self.matches('^[a-z]+(-[a-z0-9]+)+$')").message("region must look like ap-guangzhou")
+    )]
+    #[schemars(length(max = 64))]
+    pub region: String,
+
+    /// How devices of the product may register themselves: Disabled (0, no dynamic
+    /// registration), PreCreate (1, only devices created beforehand) or AutoCreate (2,
+    /// registering creates the device).
+    pub register_type: RegistrationMode,
+
+    /// The most devices that may register themselves (0 or more). The cloud may apply another
+    /// value than the one asked; status.cloud shows what it applied.
+    #[x_kube(validation = Rule::new("self >= 0").message("registerLimit must be 0 or more"))]
+    pub register_limit: i64,
+
+    /// Secret in this namespace holding the Tencent Cloud API credentials, with keys secretId,
+    /// secretKey and, for temporary credentials, token. When absent, the controller's own
+    /// credentials are used, if its administrator allowed them for this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretReference>,
+
+    /// Name of the Secret to publish the ProductSecret in (keys productId and productSecret).
+    /// Defaults to <metadata.name>-product-secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.size() <= 253 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("secretName must be a valid Secret name: lower-case letters, digits, '-' and '.'"))]
+    pub secret_name: Option<String>,
+
+    /// Full (default) makes the cloud match the spec. ObserveOnly never writes to the cloud and
+    /// only reports differences.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+
+    /// What happens in the cloud when this resource is deleted: Orphan (default) leaves the
+    /// product as it is; Disable sets its RegisterType to 0 first.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// When true, the controller makes no cloud calls and no writes for this resource.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// Dynamic-registration type, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum RegistrationMode {
+    Disabled,
+    PreCreate,
+    AutoCreate,
+}
+
+impl From<RegistrationMode> for RegisterType {
+    fn from(mode: RegistrationMode) -> Self {
+        match mode {
+            RegistrationMode::Disabled => RegisterType::Disabled,
+            RegistrationMode::PreCreate => RegisterType::PreCreate,
+            RegistrationMode::AutoCreate => RegisterType::AutoCreate,
+        }
+    }
+}
+
+impl From<RegisterType> for RegistrationMode {
+    fn from(kind: RegisterType) -> Self {
+        match kind {
+            RegisterType::Disabled => RegistrationMode::Disabled,
+            RegisterType::PreCreate => RegistrationMode::PreCreate,
+            RegisterType::AutoCreate => RegistrationMode::AutoCreate,
+        }
+    }
+}
+
+/// A Secret in the resource's own namespace.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretReference {
+    /// Name of the Secret.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("credentialsSecretRef.name must not be empty"))]
+    pub name: String,
+}
+
+/// Whether the controller may write to the cloud.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ManagementPolicy {
+    #[default]
+    Full,
+    ObserveOnly,
+}
+
+/// What deleting the resource does in the cloud.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Orphan,
+    Disable,
+}
+
+/// Observed state, in kstatus conventions (Ready, Reconciling, Stalled).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DynamicRegistrationStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready: the product matches the spec and the Secret is published. Reconciling: work is
+    /// under way or being retried. Stalled: a person must act (see the reason and message).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The settings the cloud last reported for the product.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<CloudSettings>,
+
+    /// The Secret holding the ProductSecret, once published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+
+    /// When the cloud was last observed successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+
+    /// RequestId of the last cloud call, for Tencent Cloud support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request_id: Option<String>,
+}
+
+/// Dynamic-registration settings as the cloud reported them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudSettings {
+    /// RegisterType in force.
+    pub register_type: RegistrationMode,
+    /// RegisterLimit in force.
+    pub register_limit: i64,
+}
+
+impl DynamicRegistration {
+    /// The Secret to publish to: spec.secretName or `<name>-product-secret`.
+    pub fn published_secret_name(&self) -> String {
+        match &self.spec.secret_name {
+            Some(name) => name.clone(),
+            None => format!(
+                "{}-product-secret",
+                self.metadata.name.as_deref().unwrap_or_default()
+            ),
+        }
+    }
+
+    /// A condition of the current status, by type.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == type_)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn default_secret_name_follows_the_resource_name() {
+        let mut resource = DynamicRegistration::new(
+            "sensors",
+            DynamicRegistrationSpec {
+                product_id: "ABCDE12345".into(),
+                region: "ap-guangzhou".into(),
+                register_type: RegistrationMode::AutoCreate,
+                register_limit: 10,
+                credentials_secret_ref: None,
+                secret_name: None,
+                management_policy: ManagementPolicy::Full,
+                deletion_policy: DeletionPolicy::Orphan,
+                suspend: false,
+            },
+        );
+        assert_eq!(resource.published_secret_name(), "sensors-product-secret");
+        resource.spec.secret_name = Some("custom".into());
+        assert_eq!(resource.published_secret_name(), "custom");
+    }
+
+    #[test]
+    fn crd_names_and_scope() {
+        let crd = DynamicRegistration::crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some("dynamicregistrations.iothub.dynreg.io"));
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.short_names, Some(vec!["dynreg".to_owned()]));
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        assert!(version.subresources.as_ref().unwrap().status.is_some());
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(columns, ["Product", "Region", "Type", "Limit", "Ready", "Reason", "Age"]);
+    }
+}
