@@ -25,21 +25,13 @@ pub const FINALIZER: &str = "iothub.dynreg.io/disable-registration";
     status = "DynamicRegistrationStatus",
     derive = "PartialEq",
     doc = "DynamicRegistration keeps the dynamic-registration settings (RegisterType, RegisterLimit) of a Tencent Cloud IoT Hub product equal to its spec, and publishes the product's ProductSecret as a Secret.",
-    printcolumn(name = "Product", type_ = "string", json_path = ".spec.productId"),
-    printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
-    printcolumn(name = "Type", type_ = "string", json_path = ".spec.registerType"),
-    printcolumn(name = "Limit", type_ = "integer", json_path = ".spec.registerLimit"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Product", "type": "string", "jsonPath": ".spec.productId"}"#,
+    printcolumn = r#"{"name": "Region", "type": "string", "jsonPath": ".spec.region"}"#,
+    printcolumn = r#"{"name": "Type", "type": "string", "jsonPath": ".spec.registerType"}"#,
+    printcolumn = r#"{"name": "Limit", "type": "integer", "jsonPath": ".spec.registerLimit"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DynamicRegistrationSpec {
@@ -241,7 +233,10 @@ mod tests {
     #[test]
     fn crd_names_and_scope() {
         let crd = DynamicRegistration::crd();
-        assert_eq!(crd.metadata.name.as_deref(), Some("dynamicregistrations.iothub.dynreg.io"));
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("dynamicregistrations.iothub.dynreg.io")
+        );
         assert_eq!(crd.spec.scope, "Namespaced");
         assert_eq!(crd.spec.names.short_names, Some(vec!["dynreg".to_owned()]));
         let version = &crd.spec.versions[0];
@@ -254,6 +249,11 @@ mod tests {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, ["Product", "Region", "Type", "Limit", "Ready", "Reason", "Age"]);
+        assert_eq!(
+            columns,
+            [
+                "Product", "Region", "Type", "Limit", "Ready", "Reason", "Age"
+            ]
+        );
     }
 }

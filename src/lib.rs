@@ -2,7 +2,14 @@
 //! to what `DynamicRegistration` resources declare, and publishes each product's ProductSecret.
 
 pub mod cloud;
+pub mod context;
+pub mod controller;
 pub mod crd;
+pub mod credentials;
 pub mod emulator;
+pub mod error;
+pub mod kube_io;
 pub mod plan;
+pub mod reconcile;
 pub mod secret;
+pub mod telemetry;

@@ -1,4 +1,161 @@
-fn main() {
-    let crd = <iothub_dynreg::crd::DynamicRegistration as kube::CustomResourceExt>::crd();
-    print!("{}", serde_yaml::to_string(&crd).unwrap());
+//! `iothub-dynreg`: flags → clients → controller. No logic lives here.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use iothub_dynreg::cloud::limit::{ActionRateLimit, RateLimits};
+use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint};
+use iothub_dynreg::context::Settings;
+use iothub_dynreg::controller::{self, RunOptions};
+use iothub_dynreg::crd::DynamicRegistration;
+use iothub_dynreg::credentials::{self, NamespaceAllowList};
+use iothub_dynreg::telemetry::{self, LogFormat};
+use kube::CustomResourceExt;
+
+/// Keeps Tencent Cloud IoT Hub dynamic-registration settings equal to DynamicRegistration
+/// resources, and publishes each product's ProductSecret as a Secret.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
+    Run(RunFlags),
+    /// Print the DynamicRegistration CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Args, Debug)]
+struct RunFlags {
+    /// IoT Hub API endpoint: a host (https) or https://host[:port].
+    #[arg(long, env = "IOTHUB_DYNREG_ENDPOINT", default_value = iothub_dynreg::cloud::client::DEFAULT_ENDPOINT)]
+    endpoint: String,
+    /// Allow a plain-http endpoint on a loopback address (the emulator; never production).
+    #[arg(long, env = "IOTHUB_DYNREG_INSECURE_LOOPBACK_ENDPOINT")]
+    insecure_loopback_endpoint: bool,
+    /// Client-side limit per (endpoint, SecretId, action), e.g. UpdateProductDynamicRegister=10.
+    /// Repeat for several actions; every action defaults to the cloud's 20 requests/s.
+    #[arg(
+        long = "rate-limit",
+        value_name = "ACTION=RPS",
+        env = "IOTHUB_DYNREG_RATE_LIMIT",
+        value_delimiter = ','
+    )]
+    rate_limits: Vec<ActionRateLimit>,
+    /// Reconcile every resource this often (±10%) to catch changes made in the console.
+    #[arg(long, env = "IOTHUB_DYNREG_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    resync_interval: Duration,
+    /// Retry errors a person must fix (bad credentials, product not found) this often.
+    #[arg(long, env = "IOTHUB_DYNREG_STALLED_RETRY_INTERVAL", default_value = "15m", value_parser = parse_duration)]
+    stalled_retry_interval: Duration,
+    /// Reconciles running at once.
+    #[arg(long, env = "IOTHUB_DYNREG_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Namespaces whose resources may use the controller's own credentials
+    /// (TENCENTCLOUD_SECRET_ID, TENCENTCLOUD_SECRET_KEY, TENCENTCLOUD_SESSION_TOKEN) when they
+    /// name no credentialsSecretRef: a comma-separated list, or * for all. Default: none.
+    #[arg(
+        long,
+        env = "IOTHUB_DYNREG_DEFAULT_CREDENTIALS_NAMESPACES",
+        default_value = ""
+    )]
+    default_credentials_namespaces: String,
+    /// Watch only this namespace instead of the whole cluster.
+    #[arg(long, env = "IOTHUB_DYNREG_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Log format.
+    #[arg(
+        long,
+        env = "IOTHUB_DYNREG_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let parsed: kube::core::Duration = text
+        .parse()
+        .map_err(|e| format!("{e} (e.g. 30s, 10m, 1h)"))?;
+    if parsed.is_negative() {
+        return Err("must not be negative".to_owned());
+    }
+    let duration = Duration::from(parsed);
+    if duration.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => match serde_yaml::to_string(&DynamicRegistration::crd()) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("iothub-dynreg: cannot render the CRD: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(flags) => {
+            telemetry::init(flags.log_format);
+            match run(flags).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    tracing::error!("{message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(flags: RunFlags) -> Result<(), String> {
+    let mut rate_limits = RateLimits::default();
+    for limit in flags.rate_limits {
+        rate_limits.set(limit);
+    }
+    let endpoint = Endpoint::parse(&flags.endpoint, flags.insecure_loopback_endpoint)
+        .map_err(|e| e.to_string())?;
+    let cloud = CloudClient::new(ClientConfig {
+        endpoint,
+        rate_limits,
+        ..ClientConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let settings = Settings {
+        resync_interval: flags.resync_interval,
+        stalled_retry_interval: flags.stalled_retry_interval,
+        default_credentials: credentials::from_environment(|name| std::env::var(name).ok()),
+        default_credentials_namespaces: NamespaceAllowList::parse(
+            &flags.default_credentials_namespaces,
+        ),
+        ..Settings::default()
+    };
+    let client = kube::Client::try_default().await.map_err(|e| {
+        format!("cannot reach the Kubernetes API (kubeconfig or in-cluster config): {e}")
+    })?;
+    let options = RunOptions {
+        watch_namespace: flags.watch_namespace,
+        concurrency: flags.concurrency.max(1),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    controller::run(
+        client,
+        cloud,
+        settings,
+        options,
+        telemetry::shutdown_signal(),
+    )
+    .await;
+    Ok(())
 }

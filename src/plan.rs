@@ -268,7 +268,12 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
 }
 
 /// Adds the Secret decision to a verdict about the cloud.
-fn with_secret(input: PlanInput<'_>, product: &Product, cloud: CloudSettings, verdict: Verdict) -> Plan {
+fn with_secret(
+    input: PlanInput<'_>,
+    product: &Product,
+    cloud: CloudSettings,
+    verdict: Verdict,
+) -> Plan {
     let Some(product_secret) = &product.registration.product_secret else {
         let message = format!(
             "{}; the product has no ProductSecret yet (dynamic registration was never enabled), so no Secret is published",
@@ -285,7 +290,10 @@ fn with_secret(input: PlanInput<'_>, product: &Product, cloud: CloudSettings, ve
     let desired = SecretContent {
         name: input.secret_name.to_owned(),
         data: BTreeMap::from([
-            ("productId".to_owned(), product.product_id.as_bytes().to_vec()),
+            (
+                "productId".to_owned(),
+                product.product_id.as_bytes().to_vec(),
+            ),
             (
                 "productSecret".to_owned(),
                 product_secret.expose().as_bytes().to_vec(),
@@ -337,7 +345,9 @@ fn blocked(problem: &Problem) -> Plan {
         ),
         Problem::Conflict { owner } => stalled(
             Reason::Conflict,
-            format!("the older DynamicRegistration {owner} manages the same product and region; this one makes no changes"),
+            format!(
+                "the older DynamicRegistration {owner} manages the same product and region; this one makes no changes"
+            ),
         ),
         Problem::CredentialsMissing { secret } => stalled(
             Reason::CredentialsMissing,
@@ -349,11 +359,15 @@ fn blocked(problem: &Problem) -> Plan {
         ),
         Problem::CredentialsNotAllowed { namespace } => stalled(
             Reason::CredentialsNotAllowed,
-            format!("spec.credentialsSecretRef is not set and the controller's default credentials are not allowed for namespace {namespace} (--default-credentials-namespaces)"),
+            format!(
+                "spec.credentialsSecretRef is not set and the controller's default credentials are not allowed for namespace {namespace} (--default-credentials-namespaces)"
+            ),
         ),
         Problem::CredentialsResting { secret_id, code } => stalled(
             Reason::AuthFailed,
-            format!("the cloud refused credentials {secret_id} ({code}); they are not used again until they change or the slow retry comes due"),
+            format!(
+                "the cloud refused credentials {secret_id} ({code}); they are not used again until they change or the slow retry comes due"
+            ),
         ),
         Problem::Cloud { class, message } => cloud_verdict(*class, message),
     };
@@ -369,7 +383,9 @@ fn blocked(problem: &Problem) -> Plan {
 /// The verdict for a failed cloud call.
 pub fn cloud_verdict(class: ErrorClass, message: &str) -> Verdict {
     let (reason, progress) = match class {
-        ErrorClass::Throttled | ErrorClass::Transient => (Reason::CloudUnavailable, Progress::Retrying),
+        ErrorClass::Throttled | ErrorClass::Transient => {
+            (Reason::CloudUnavailable, Progress::Retrying)
+        }
         ErrorClass::Unknown => (Reason::CloudError, Progress::Retrying),
         ErrorClass::Auth => (Reason::AuthFailed, Progress::Stalled),
         ErrorClass::NotFound => (Reason::ProductNotFound, Progress::Stalled),
@@ -584,18 +600,27 @@ mod tests {
     fn decision_table() {
         let in_sync = || Ok(product(RegisterType::AutoCreate, 100, Some("s3cret")));
         let rows = vec![
-            Row { ready: true, ..row("in sync: no calls, no writes", in_sync()) },
             Row {
-                update: Some(auto(100)),
-                reason: Reason::Drifted,
-                progress: Progress::Retrying,
-                ..row("type drifted", Ok(product(RegisterType::PreCreate, 100, Some("s3cret"))))
+                ready: true,
+                ..row("in sync: no calls, no writes", in_sync())
             },
             Row {
                 update: Some(auto(100)),
                 reason: Reason::Drifted,
                 progress: Progress::Retrying,
-                ..row("limit drifted", Ok(product(RegisterType::AutoCreate, 7, Some("s3cret"))))
+                ..row(
+                    "type drifted",
+                    Ok(product(RegisterType::PreCreate, 100, Some("s3cret"))),
+                )
+            },
+            Row {
+                update: Some(auto(100)),
+                reason: Reason::Drifted,
+                progress: Progress::Retrying,
+                ..row(
+                    "limit drifted",
+                    Ok(product(RegisterType::AutoCreate, 7, Some("s3cret"))),
+                )
             },
             Row {
                 spec: DynamicRegistrationSpec {
@@ -603,54 +628,122 @@ mod tests {
                     ..spec(RegistrationMode::AutoCreate, 100)
                 },
                 reason: Reason::Drifted,
-                ..row("ObserveOnly reports drift without updating", Ok(product(RegisterType::Disabled, 100, Some("s3cret"))))
+                ..row(
+                    "ObserveOnly reports drift without updating",
+                    Ok(product(RegisterType::Disabled, 100, Some("s3cret"))),
+                )
             },
             Row {
                 just_asked: Some(auto(10)),
                 spec: spec(RegistrationMode::AutoCreate, 10),
                 reason: Reason::NotAccepted,
                 progress: Progress::Stalled,
-                ..row("cloud applied another limit: no second update", Ok(product(RegisterType::AutoCreate, 10_000, Some("s3cret"))))
+                ..row(
+                    "cloud applied another limit: no second update",
+                    Ok(product(RegisterType::AutoCreate, 10_000, Some("s3cret"))),
+                )
             },
             Row {
                 just_asked: Some(auto(100)),
                 ready: true,
                 ..row("update just applied: in sync", in_sync())
             },
-            Row { reason: Reason::Suspended, ..row("suspended", Err(Problem::Suspended)) },
+            Row {
+                reason: Reason::Suspended,
+                ..row("suspended", Err(Problem::Suspended))
+            },
             Row {
                 reason: Reason::Conflict,
                 progress: Progress::Stalled,
-                ..row("conflict", Err(Problem::Conflict { owner: "fleet/older".into() }))
+                ..row(
+                    "conflict",
+                    Err(Problem::Conflict {
+                        owner: "fleet/older".into(),
+                    }),
+                )
             },
             Row {
                 reason: Reason::CredentialsMissing,
                 progress: Progress::Stalled,
-                ..row("credentials missing", Err(Problem::CredentialsMissing { secret: "creds".into() }))
+                ..row(
+                    "credentials missing",
+                    Err(Problem::CredentialsMissing {
+                        secret: "creds".into(),
+                    }),
+                )
             },
             Row {
                 reason: Reason::CredentialsInvalid,
                 progress: Progress::Stalled,
-                ..row("credentials invalid", Err(Problem::CredentialsInvalid { secret: "creds".into(), detail: "no key secretKey".into() }))
+                ..row(
+                    "credentials invalid",
+                    Err(Problem::CredentialsInvalid {
+                        secret: "creds".into(),
+                        detail: "no key secretKey".into(),
+                    }),
+                )
             },
             Row {
                 reason: Reason::CredentialsNotAllowed,
                 progress: Progress::Stalled,
-                ..row("default credentials not allowed", Err(Problem::CredentialsNotAllowed { namespace: "team-a".into() }))
+                ..row(
+                    "default credentials not allowed",
+                    Err(Problem::CredentialsNotAllowed {
+                        namespace: "team-a".into(),
+                    }),
+                )
             },
             Row {
                 reason: Reason::AuthFailed,
                 progress: Progress::Stalled,
-                ..row("credentials resting after AuthFailure", Err(Problem::CredentialsResting { secret_id: "AKID".into(), code: "AuthFailure.SignatureFailure".into() }))
+                ..row(
+                    "credentials resting after AuthFailure",
+                    Err(Problem::CredentialsResting {
+                        secret_id: "AKID".into(),
+                        code: "AuthFailure.SignatureFailure".into(),
+                    }),
+                )
             },
-            Row { reason: Reason::CloudUnavailable, progress: Progress::Retrying, ..row("throttled", cloud_problem(ErrorClass::Throttled)) },
-            Row { reason: Reason::CloudUnavailable, progress: Progress::Retrying, ..row("transient", cloud_problem(ErrorClass::Transient)) },
-            Row { reason: Reason::CloudError, progress: Progress::Retrying, ..row("unknown", cloud_problem(ErrorClass::Unknown)) },
-            Row { reason: Reason::AuthFailed, progress: Progress::Stalled, ..row("auth", cloud_problem(ErrorClass::Auth)) },
-            Row { reason: Reason::ProductNotFound, progress: Progress::Stalled, ..row("not found", cloud_problem(ErrorClass::NotFound)) },
-            Row { reason: Reason::ProductForbidden, progress: Progress::Stalled, ..row("forbidden", cloud_problem(ErrorClass::Forbidden)) },
-            Row { reason: Reason::ProductTypeNotSupported, progress: Progress::Stalled, ..row("unsupported", cloud_problem(ErrorClass::Unsupported)) },
-            Row { reason: Reason::InvalidRequest, progress: Progress::Stalled, ..row("invalid", cloud_problem(ErrorClass::Invalid)) },
+            Row {
+                reason: Reason::CloudUnavailable,
+                progress: Progress::Retrying,
+                ..row("throttled", cloud_problem(ErrorClass::Throttled))
+            },
+            Row {
+                reason: Reason::CloudUnavailable,
+                progress: Progress::Retrying,
+                ..row("transient", cloud_problem(ErrorClass::Transient))
+            },
+            Row {
+                reason: Reason::CloudError,
+                progress: Progress::Retrying,
+                ..row("unknown", cloud_problem(ErrorClass::Unknown))
+            },
+            Row {
+                reason: Reason::AuthFailed,
+                progress: Progress::Stalled,
+                ..row("auth", cloud_problem(ErrorClass::Auth))
+            },
+            Row {
+                reason: Reason::ProductNotFound,
+                progress: Progress::Stalled,
+                ..row("not found", cloud_problem(ErrorClass::NotFound))
+            },
+            Row {
+                reason: Reason::ProductForbidden,
+                progress: Progress::Stalled,
+                ..row("forbidden", cloud_problem(ErrorClass::Forbidden))
+            },
+            Row {
+                reason: Reason::ProductTypeNotSupported,
+                progress: Progress::Stalled,
+                ..row("unsupported", cloud_problem(ErrorClass::Unsupported))
+            },
+            Row {
+                reason: Reason::InvalidRequest,
+                progress: Progress::Stalled,
+                ..row("invalid", cloud_problem(ErrorClass::Invalid))
+            },
             Row {
                 secret: SecretState::Absent,
                 writes_secret: true,
@@ -685,7 +778,10 @@ mod tests {
                 secret: SecretState::Absent,
                 spec: spec(RegistrationMode::Disabled, 0),
                 ready: true,
-                ..row("no ProductSecret yet: nothing to publish", Ok(product(RegisterType::Disabled, 0, None)))
+                ..row(
+                    "no ProductSecret yet: nothing to publish",
+                    Ok(product(RegisterType::Disabled, 0, None)),
+                )
             },
         ];
 
@@ -695,11 +791,28 @@ mod tests {
             plan_input.just_asked = row.just_asked;
             let plan = plan(plan_input);
             assert_eq!(plan.update, row.update, "{}: update", row.name);
-            assert_eq!(plan.write_secret.is_some(), row.writes_secret, "{}: secret write", row.name);
-            assert_eq!(plan.verdict.ready, row.ready, "{}: ready ({:?})", row.name, plan.verdict);
+            assert_eq!(
+                plan.write_secret.is_some(),
+                row.writes_secret,
+                "{}: secret write",
+                row.name
+            );
+            assert_eq!(
+                plan.verdict.ready, row.ready,
+                "{}: ready ({:?})",
+                row.name, plan.verdict
+            );
             assert_eq!(plan.verdict.reason, row.reason, "{}: reason", row.name);
-            assert_eq!(plan.verdict.progress, row.progress, "{}: progress", row.name);
-            assert!(!plan.verdict.message.contains("s3cret"), "{}: secret in message", row.name);
+            assert_eq!(
+                plan.verdict.progress, row.progress,
+                "{}: progress",
+                row.name
+            );
+            assert!(
+                !plan.verdict.message.contains("s3cret"),
+                "{}: secret in message",
+                row.name
+            );
         }
     }
 
@@ -754,14 +867,30 @@ mod tests {
         let ready = Verdict::new(true, Reason::InSync, Progress::Settled, "a");
         let first = conditions(&ready, 1, &[], &t0);
         assert_eq!(first.len(), 1);
-        let same = conditions(&Verdict { message: "b".into(), ..ready.clone() }, 2, &first, &t1);
+        let same = conditions(
+            &Verdict {
+                message: "b".into(),
+                ..ready.clone()
+            },
+            2,
+            &first,
+            &t1,
+        );
         assert_eq!(same[0].last_transition_time, t0);
         assert_eq!(same[0].observed_generation, Some(2));
         let failing = Verdict::new(false, Reason::CloudUnavailable, Progress::Retrying, "c");
         let changed = conditions(&failing, 2, &same, &t1);
         assert_eq!(changed[0].last_transition_time, t1);
         assert_eq!(changed[1].type_, "Reconciling");
-        let stalled = conditions(&Verdict::new(false, Reason::ProductNotFound, Progress::Stalled, "d"), 2, &changed, &t1);
-        assert_eq!(stalled.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), ["Ready", "Stalled"]);
+        let stalled = conditions(
+            &Verdict::new(false, Reason::ProductNotFound, Progress::Stalled, "d"),
+            2,
+            &changed,
+            &t1,
+        );
+        assert_eq!(
+            stalled.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            ["Ready", "Stalled"]
+        );
     }
 }

@@ -1,0 +1,172 @@
+//! State shared by all reconciles: clients, settings, the resource cache, resting credentials and
+//! per-object backoff.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+use rand::Rng;
+
+use crate::cloud::{CloudClient, Credentials};
+use crate::crd::DynamicRegistration;
+use crate::credentials::{NamespaceAllowList, RestingCredentials};
+use crate::plan::Progress;
+
+/// Operator-chosen behaviour (flags).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Requeue after a successful reconcile, to catch changes made in the console.
+    pub resync_interval: Duration,
+    /// Requeue after an error a person must fix (the resource also reconciles on any change).
+    pub stalled_retry_interval: Duration,
+    /// First backoff after a transient failure; doubles up to `max_backoff`.
+    pub base_backoff: Duration,
+    /// Longest backoff after transient failures.
+    pub max_backoff: Duration,
+    /// The controller's own credentials (`TENCENTCLOUD_*`).
+    pub default_credentials: Option<Credentials>,
+    /// Namespaces allowed to use them.
+    pub default_credentials_namespaces: NamespaceAllowList,
+}
+
+impl Settings {
+    /// Defaults: resync 10 min, stalled retry 15 min, backoff 2 s to 5 min, no default credentials.
+    pub fn new() -> Self {
+        Self {
+            resync_interval: Duration::from_secs(600),
+            stalled_retry_interval: Duration::from_secs(900),
+            base_backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(300),
+            default_credentials: None,
+            default_credentials_namespaces: NamespaceAllowList::None,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Shared by all reconciles.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Tencent Cloud client (rate-limited, retrying).
+    pub cloud: CloudClient,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Flags.
+    pub settings: Settings,
+    /// Every DynamicRegistration in view, for conflict detection.
+    pub registrations: Store<DynamicRegistration>,
+    /// Credentials the cloud refused.
+    pub resting: RestingCredentials,
+    failures: Mutex<HashMap<ObjectRef<DynamicRegistration>, u32>>,
+}
+
+impl Context {
+    /// A context for these clients and settings.
+    pub fn new(
+        client: Client,
+        cloud: CloudClient,
+        recorder: Recorder,
+        settings: Settings,
+        registrations: Store<DynamicRegistration>,
+    ) -> Self {
+        Self {
+            client,
+            cloud,
+            recorder,
+            resting: RestingCredentials::new(settings.stalled_retry_interval),
+            settings,
+            registrations,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The controller's own credentials, if configured and allowed for `namespace`.
+    pub fn default_credentials_for(&self, namespace: &str) -> Option<&Credentials> {
+        self.settings.default_credentials.as_ref().filter(|_| {
+            self.settings
+                .default_credentials_namespaces
+                .allows(namespace)
+        })
+    }
+
+    /// The older resource claiming the same product and region, as `namespace/name`. The oldest
+    /// claimant wins; ties go to the smaller namespace/name, so every replica agrees.
+    pub fn older_claimant(&self, resource: &DynamicRegistration) -> Option<String> {
+        let key = claim_order(resource);
+        self.registrations
+            .state()
+            .iter()
+            .filter(|other| other.metadata.uid != resource.metadata.uid)
+            .filter(|other| other.metadata.deletion_timestamp.is_none())
+            .filter(|other| {
+                other.spec.product_id == resource.spec.product_id
+                    && other.spec.region == resource.spec.region
+            })
+            .filter(|other| claim_order(other) < key)
+            .min_by_key(|other| claim_order(other))
+            .map(|owner| {
+                format!(
+                    "{}/{}",
+                    owner.namespace().unwrap_or_default(),
+                    owner.name_any()
+                )
+            })
+    }
+
+    /// When to reconcile this resource again, given how this reconcile ended.
+    pub fn requeue_after(
+        &self,
+        object: &ObjectRef<DynamicRegistration>,
+        progress: Progress,
+    ) -> Action {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let delay = match progress {
+            Progress::Settled => {
+                failures.remove(object);
+                self.settings.resync_interval
+            }
+            Progress::Stalled => {
+                failures.remove(object);
+                self.settings.stalled_retry_interval
+            }
+            Progress::Retrying => {
+                let count = failures.entry(object.clone()).or_insert(0);
+                *count = count.saturating_add(1);
+                self.settings
+                    .base_backoff
+                    .saturating_mul(1u32 << (*count - 1).min(16))
+                    .min(self.settings.max_backoff)
+            }
+        };
+        Action::requeue(jittered(delay))
+    }
+}
+
+/// ±10%, so resources created together do not come due together.
+fn jittered(delay: Duration) -> Duration {
+    delay.mul_f64(rand::rng().random_range(0.9..=1.1))
+}
+
+fn claim_order(
+    resource: &DynamicRegistration,
+) -> (Option<k8s_openapi::jiff::Timestamp>, String, String) {
+    (
+        resource
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|time| time.0),
+        resource.namespace().unwrap_or_default(),
+        resource.name_any(),
+    )
+}

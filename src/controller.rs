@@ -1,0 +1,140 @@
+//! Wires the watches, the reconciler and the shared context into a running controller.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crate::cloud::CloudClient;
+use crate::context::{Context, Settings};
+use crate::crd::{DynamicRegistration, MANAGER};
+use crate::reconcile::{error_policy, reconcile};
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Watch one namespace instead of the whole cluster.
+    pub watch_namespace: Option<String>,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Name of this replica, for Events (the pod name).
+    pub instance: Option<String>,
+}
+
+/// Runs the controller until `shutdown` completes, then lets in-flight reconciles finish.
+pub async fn run(
+    client: Client,
+    cloud: CloudClient,
+    settings: Settings,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (registrations, secrets) = match &options.watch_namespace {
+        Some(namespace) => (
+            Api::<DynamicRegistration>::namespaced(client.clone(), namespace),
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), namespace),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let (reader, writer) = reflector::store();
+    // Only spec changes and lifecycle changes trigger: our own status writes must not.
+    let resources = watcher(registrations, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(spec_or_lifecycle, Default::default());
+    // Secrets are watched by metadata only: their data never needs to sit in this process.
+    let secret_changes = watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.to_owned(),
+            instance: options.instance.clone(),
+        },
+    );
+    let context = Arc::new(Context::new(
+        client,
+        cloud,
+        recorder,
+        settings,
+        reader.clone(),
+    ));
+    info!(
+        namespace = options.watch_namespace.as_deref().unwrap_or("(all)"),
+        concurrency = options.concurrency,
+        "controller starting"
+    );
+    Controller::for_stream(resources, reader.clone())
+        .watches_stream(secret_changes, move |secret| {
+            affected_by_secret(&reader, &secret)
+        })
+        .with_config(controller::Config::default().concurrency(options.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "controller event");
+            }
+        })
+        .await;
+    info!("controller stopped");
+}
+
+/// Generation (spec), deletion and finalizers: the changes a reconcile must see.
+fn spec_or_lifecycle(resource: &DynamicRegistration) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    resource.metadata.generation.hash(&mut hasher);
+    resource
+        .metadata
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hasher);
+    resource.finalizers().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// The resources a Secret change concerns: its owner (a published Secret edited or deleted),
+/// those publishing under its name (a foreign Secret removed), and those using it as credentials
+/// (rotated keys).
+fn affected_by_secret(
+    registrations: &Store<DynamicRegistration>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<DynamicRegistration>> {
+    let namespace = secret.namespace().unwrap_or_default();
+    let name = secret.name_any();
+    let kind = DynamicRegistration::kind(&());
+    let mut affected: Vec<ObjectRef<DynamicRegistration>> = secret
+        .owner_references()
+        .iter()
+        .filter(|owner| owner.controller == Some(true) && owner.kind == kind)
+        .map(|owner| ObjectRef::new(&owner.name).within(&namespace))
+        .collect();
+    for resource in registrations.state() {
+        if resource.namespace().as_deref() != Some(namespace.as_str()) {
+            continue;
+        }
+        let uses = resource
+            .spec
+            .credentials_secret_ref
+            .as_ref()
+            .is_some_and(|reference| reference.name == name);
+        if uses || resource.published_secret_name() == name {
+            affected.push(ObjectRef::from_obj(&*resource));
+        }
+    }
+    affected.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    affected.dedup();
+    affected
+}

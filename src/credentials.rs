@@ -1,0 +1,284 @@
+//! Which cloud credentials a resource may use, and resting credentials the cloud refused.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::cloud::Credentials;
+use crate::plan::Problem;
+use crate::secret::Redacted;
+
+/// Key names in a credentials Secret.
+pub const SECRET_ID_KEY: &str = "secretId";
+/// See [`SECRET_ID_KEY`].
+pub const SECRET_KEY_KEY: &str = "secretKey";
+/// See [`SECRET_ID_KEY`].
+pub const TOKEN_KEY: &str = "token";
+
+/// Namespaces allowed to use the controller's own credentials (`--default-credentials-namespaces`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum NamespaceAllowList {
+    /// No namespace (the default: a namespace cannot spend credentials it was not given).
+    #[default]
+    None,
+    /// Every namespace (`*`).
+    All,
+    /// These namespaces.
+    Only(HashSet<String>),
+}
+
+impl NamespaceAllowList {
+    /// Parses a comma-separated list; `*` allows every namespace, an empty list none.
+    pub fn parse(text: &str) -> Self {
+        let names: HashSet<String> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if names.contains("*") {
+            NamespaceAllowList::All
+        } else if names.is_empty() {
+            NamespaceAllowList::None
+        } else {
+            NamespaceAllowList::Only(names)
+        }
+    }
+
+    /// Whether `namespace` may use the default credentials.
+    pub fn allows(&self, namespace: &str) -> bool {
+        match self {
+            NamespaceAllowList::None => false,
+            NamespaceAllowList::All => true,
+            NamespaceAllowList::Only(names) => names.contains(namespace),
+        }
+    }
+}
+
+/// Reads credentials from a Secret's data; a problem names what is wrong without values.
+pub fn from_secret_data(
+    secret_name: &str,
+    data: Option<&BTreeMap<String, ByteString>>,
+) -> Result<Credentials, Problem> {
+    let invalid = |detail: String| Problem::CredentialsInvalid {
+        secret: secret_name.to_owned(),
+        detail,
+    };
+    let read = |key: &str| -> Result<Option<String>, Problem> {
+        let Some(value) = data.and_then(|data| data.get(key)) else {
+            return Ok(None);
+        };
+        let text = String::from_utf8(value.0.clone())
+            .map_err(|_| invalid(format!("key {key} is not UTF-8 text")))?;
+        let text = text.trim().to_owned();
+        Ok((!text.is_empty()).then_some(text))
+    };
+    let secret_id = read(SECRET_ID_KEY)?
+        .ok_or_else(|| invalid(format!("key {SECRET_ID_KEY} is missing or empty")))?;
+    let secret_key = read(SECRET_KEY_KEY)?
+        .ok_or_else(|| invalid(format!("key {SECRET_KEY_KEY} is missing or empty")))?;
+    let mut credentials = Credentials::new(secret_id, secret_key);
+    if let Some(token) = read(TOKEN_KEY)? {
+        credentials = credentials.with_token(token);
+    }
+    Ok(credentials)
+}
+
+/// Reads the controller's own credentials from `TENCENTCLOUD_SECRET_ID`,
+/// `TENCENTCLOUD_SECRET_KEY` and `TENCENTCLOUD_SESSION_TOKEN`.
+pub fn from_environment(lookup: impl Fn(&str) -> Option<String>) -> Option<Credentials> {
+    let read = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+    let credentials = Credentials::new(
+        read("TENCENTCLOUD_SECRET_ID")?,
+        Redacted::new(read("TENCENTCLOUD_SECRET_KEY")?),
+    );
+    Some(match read("TENCENTCLOUD_SESSION_TOKEN") {
+        Some(token) => credentials.with_token(token),
+        None => credentials,
+    })
+}
+
+/// Identifies one exact set of credentials without keeping or showing the key: a changed key or
+/// token is a different fingerprint, so rotated credentials are tried at once.
+fn fingerprint(credentials: &Credentials) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(credentials.secret_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(credentials.secret_key.expose().as_bytes());
+    hasher.update([0]);
+    if let Some(token) = &credentials.token {
+        hasher.update(token.expose().as_bytes());
+    }
+    hasher.finalize().into()
+}
+
+/// Credentials the cloud refused (`AuthFailure.*`), resting until a slow retry comes due, so that
+/// the many resources sharing bad credentials cost one call per retry period, not one each.
+#[derive(Debug)]
+pub struct RestingCredentials {
+    rest: Duration,
+    entries: Mutex<HashMap<[u8; 32], Resting>>,
+}
+
+#[derive(Clone, Debug)]
+struct Resting {
+    until: Instant,
+    code: String,
+}
+
+impl RestingCredentials {
+    /// Refused credentials rest for `rest`.
+    pub fn new(rest: Duration) -> Self {
+        Self {
+            rest,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records a refusal with the cloud's error code.
+    pub fn refused(&self, credentials: &Credentials, code: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(
+            fingerprint(credentials),
+            Resting {
+                until: Instant::now() + self.rest,
+                code: code.to_owned(),
+            },
+        );
+    }
+
+    /// Forgets a refusal once the credentials worked.
+    pub fn accepted(&self, credentials: &Credentials) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(&fingerprint(credentials));
+    }
+
+    /// The problem to report while the credentials rest; `None` when they may be used. When the
+    /// rest is over the entry is dropped, so exactly one caller gets to retry.
+    pub fn check(&self, credentials: &Credentials) -> Option<Problem> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let key = fingerprint(credentials);
+        let resting = entries.get(&key)?;
+        if Instant::now() >= resting.until {
+            // Let this caller try; others keep waiting behind a renewed rest until it reports.
+            let code = resting.code.clone();
+            entries.insert(
+                key,
+                Resting {
+                    until: Instant::now() + self.rest,
+                    code,
+                },
+            );
+            return None;
+        }
+        Some(Problem::CredentialsResting {
+            secret_id: credentials.secret_id.clone(),
+            code: resting.code.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect()
+    }
+
+    #[test]
+    fn reads_credentials_secrets() {
+        let ok = from_secret_data(
+            "c",
+            Some(&data(&[("secretId", "AKID"), ("secretKey", "k")])),
+        )
+        .unwrap();
+        assert_eq!(ok.secret_id, "AKID");
+        assert_eq!(ok.token, None);
+        let with_token = from_secret_data(
+            "c",
+            Some(&data(&[
+                ("secretId", "AKID"),
+                ("secretKey", "k"),
+                ("token", "t"),
+            ])),
+        )
+        .unwrap();
+        assert_eq!(with_token.token.unwrap().expose(), "t");
+
+        for (pairs, expected) in [
+            (vec![("secretKey", "k")], "key secretId is missing"),
+            (vec![("secretId", "AKID")], "key secretKey is missing"),
+            (
+                vec![("secretId", "AKID"), ("secretKey", "  ")],
+                "key secretKey is missing or empty",
+            ),
+        ] {
+            match from_secret_data("creds", Some(&data(&pairs))) {
+                Err(Problem::CredentialsInvalid { secret, detail }) => {
+                    assert_eq!(secret, "creds");
+                    assert!(detail.contains(expected), "{detail}");
+                }
+                other => panic!("{pairs:?}: {other:?}"),
+            }
+        }
+        assert!(from_secret_data("creds", None).is_err());
+    }
+
+    #[test]
+    fn allow_list() {
+        assert!(!NamespaceAllowList::parse("").allows("a"));
+        assert!(NamespaceAllowList::parse("*").allows("anything"));
+        let some = NamespaceAllowList::parse("fleet, team-b");
+        assert!(some.allows("fleet") && some.allows("team-b") && !some.allows("team-c"));
+    }
+
+    #[test]
+    fn environment_credentials() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(from_environment(env(&[("TENCENTCLOUD_SECRET_ID", "AKID")])).is_none());
+        let creds = from_environment(env(&[
+            ("TENCENTCLOUD_SECRET_ID", "AKID"),
+            ("TENCENTCLOUD_SECRET_KEY", "key"),
+            ("TENCENTCLOUD_SESSION_TOKEN", "tok"),
+        ]))
+        .unwrap();
+        assert_eq!(creds.token.unwrap().expose(), "tok");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_credentials_rest_until_changed_or_due() {
+        let resting = RestingCredentials::new(Duration::from_secs(900));
+        let bad = Credentials::new("AKID", "wrong");
+        assert!(resting.check(&bad).is_none());
+        resting.refused(&bad, "AuthFailure.SignatureFailure");
+        for _ in 0..100 {
+            assert!(matches!(
+                resting.check(&bad),
+                Some(Problem::CredentialsResting { .. })
+            ));
+        }
+        // Rotated key: a different fingerprint, usable at once.
+        assert!(resting.check(&Credentials::new("AKID", "right")).is_none());
+        // After the rest, one caller may retry; the others still wait.
+        tokio::time::advance(Duration::from_secs(901)).await;
+        assert!(resting.check(&bad).is_none());
+        assert!(resting.check(&bad).is_some());
+        resting.accepted(&bad);
+        assert!(resting.check(&bad).is_none());
+    }
+}
