@@ -138,3 +138,116 @@ fn affected_by_secret(
     affected.dedup();
     affected
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{
+        DeletionPolicy, DynamicRegistrationSpec, ManagementPolicy, RegistrationMode,
+        SecretReference,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn registration(name: &str, namespace: &str, credentials: &str) -> DynamicRegistration {
+        let mut resource = DynamicRegistration::new(
+            name,
+            DynamicRegistrationSpec {
+                product_id: format!("P-{name}"),
+                region: "ap-guangzhou".into(),
+                register_type: RegistrationMode::AutoCreate,
+                register_limit: 1,
+                credentials_secret_ref: Some(SecretReference {
+                    name: credentials.into(),
+                }),
+                secret_name: None,
+                management_policy: ManagementPolicy::Full,
+                deletion_policy: DeletionPolicy::Orphan,
+                suspend: false,
+            },
+        );
+        resource.metadata.namespace = Some(namespace.into());
+        resource
+    }
+
+    fn secret(name: &str, namespace: &str, owner: Option<&str>) -> PartialObjectMeta<Secret> {
+        let mut meta = kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        };
+        if let Some(owner) = owner {
+            meta.owner_references = Some(vec![OwnerReference {
+                api_version: "iothub.dynreg.io/v1alpha1".into(),
+                kind: "DynamicRegistration".into(),
+                name: owner.into(),
+                uid: "u".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]);
+        }
+        PartialObjectMeta {
+            types: None,
+            metadata: meta,
+            _phantom: Default::default(),
+        }
+    }
+
+    fn names(refs: Vec<ObjectRef<DynamicRegistration>>) -> Vec<String> {
+        refs.into_iter()
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect()
+    }
+
+    #[test]
+    fn secret_changes_reach_owners_referrers_and_namesakes() {
+        let (reader, mut writer) = reflector::store();
+        for resource in [
+            registration("a", "fleet", "shared-creds"),
+            registration("b", "fleet", "shared-creds"),
+            registration("c", "other", "shared-creds"),
+            registration("d", "fleet", "own-creds"),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(resource));
+        }
+        // Rotated credentials: every user in that namespace, none elsewhere.
+        assert_eq!(
+            names(affected_by_secret(
+                &reader,
+                &secret("shared-creds", "fleet", None)
+            )),
+            ["fleet/a", "fleet/b"]
+        );
+        // A published Secret edited or deleted: its owner.
+        assert_eq!(
+            names(affected_by_secret(
+                &reader,
+                &secret("d-product-secret", "fleet", Some("d"))
+            )),
+            ["fleet/d"]
+        );
+        // A foreign Secret under a published name removed: the resource that wants the name.
+        assert_eq!(
+            names(affected_by_secret(
+                &reader,
+                &secret("a-product-secret", "fleet", None)
+            )),
+            ["fleet/a"]
+        );
+        assert!(affected_by_secret(&reader, &secret("unrelated", "fleet", None)).is_empty());
+    }
+
+    #[test]
+    fn status_writes_do_not_trigger_but_spec_and_lifecycle_do() {
+        let mut resource = registration("a", "fleet", "creds");
+        resource.metadata.generation = Some(1);
+        let before = spec_or_lifecycle(&resource);
+        resource.status = Some(Default::default());
+        resource.metadata.resource_version = Some("99".into());
+        assert_eq!(spec_or_lifecycle(&resource), before, "status-only change");
+        resource.metadata.generation = Some(2);
+        let after_spec = spec_or_lifecycle(&resource);
+        assert_ne!(after_spec, before);
+        resource.metadata.finalizers = Some(vec!["x".into()]);
+        assert_ne!(spec_or_lifecycle(&resource), after_spec);
+    }
+}

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod emulator_process;
+pub mod mock_kube;
 pub mod scripted_cloud;
