@@ -4,3 +4,5 @@
 pub mod emulator_process;
 pub mod mock_kube;
 pub mod scripted_cloud;
+pub mod e2e;
+pub mod kube_api;

@@ -1,0 +1,267 @@
+//! End-to-end harness: the loopback Kubernetes API, the emulator, and the real
+//! `iothub-dynreg run` process between them.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iothub_dynreg::crd::{
+    DeletionPolicy, DynamicRegistration, DynamicRegistrationSpec, ManagementPolicy, RegistrationMode,
+    SecretReference,
+};
+use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+use super::kube_api::FakeKubeApi;
+
+pub const NS: &str = "fleet";
+pub const SECRET_ID: &str = "AKIDe2eTEST000000001";
+pub const SECRET_KEY: &str = "e2e-SECRETKEY-never-logged-5be1";
+
+static DIR_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub struct Harness {
+    pub api: FakeKubeApi,
+    pub emulator: RunningEmulator,
+    pub client: kube::Client,
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+/// The controller as a child process; killed when dropped.
+pub struct ControllerProcess {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl ControllerProcess {
+    /// Everything it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Harness {
+    /// Starts the API stand-in (with the committed CRD) and an emulator with `products_yaml`
+    /// (the `products:` list and any other seed keys) and the e2e account.
+    pub async fn start(products_yaml: &str, configure: impl FnOnce(&mut EmulatorConfig)) -> Self {
+        let crd = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds/iothub.dynreg.io_dynamicregistrations.yaml");
+        let api = FakeKubeApi::start(&[&crd]).await;
+        let seed = format!("accounts: [{{secretId: {SECRET_ID}, secretKey: {SECRET_KEY}}}]\n{products_yaml}");
+        let mut config = EmulatorConfig::new(Seed::from_yaml(&seed).unwrap());
+        configure(&mut config);
+        let emulator = RunningEmulator::start(config).await.unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "iothub-dynreg-e2e-{}-{}",
+            std::process::id(),
+            DIR_COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = api.write_kubeconfig(&dir);
+        let client = api.client();
+        Self { api, emulator, client, dir, kubeconfig }
+    }
+
+    /// Starts `iothub-dynreg run` against the stand-ins, with fast intervals unless overridden.
+    pub fn spawn_controller(&self, extra: &[&str]) -> ControllerProcess {
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--endpoint".into(),
+            self.emulator.endpoint(),
+            "--insecure-loopback-endpoint".into(),
+        ];
+        if !extra.iter().any(|a| *a == "--resync-interval") {
+            args.extend(["--resync-interval".into(), "30s".into()]);
+        }
+        if !extra.iter().any(|a| *a == "--stalled-retry-interval") {
+            args.extend(["--stalled-retry-interval".into(), "30s".into()]);
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"))
+            .args(&args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,iothub_dynreg=debug")
+            .env_remove("TENCENTCLOUD_SECRET_ID")
+            .env_remove("TENCENTCLOUD_SECRET_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start iothub-dynreg run");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        ControllerProcess { child, stderr }
+    }
+
+    pub fn registrations(&self) -> Api<DynamicRegistration> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    /// The credentials Secret the resources reference.
+    pub async fn create_credentials(&self, name: &str, secret_key: &str) {
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": NS},
+            "stringData": {"secretId": SECRET_ID, "secretKey": secret_key}
+        }))
+        .unwrap();
+        self.secrets().create(&PostParams::default(), &secret).await.unwrap();
+    }
+
+    pub async fn create_registration(&self, name: &str, product_id: &str, kind: RegistrationMode, limit: i64) -> DynamicRegistration {
+        self.create(registration(name, product_id, kind, limit)).await
+    }
+
+    pub async fn create(&self, resource: DynamicRegistration) -> DynamicRegistration {
+        self.registrations().create(&PostParams::default(), &resource).await.unwrap()
+    }
+
+    /// The emulator's product, as the control endpoint shows it.
+    pub async fn cloud_product(&self, product_id: &str) -> Value {
+        let products = self.emulator_get("products").await;
+        products.as_array().unwrap().iter().find(|p| p["productId"] == product_id).cloned().unwrap_or(Value::Null)
+    }
+
+    pub async fn emulator_get(&self, path: &str) -> Value {
+        let body = reqwest::get(format!("{}/_emulator/{path}", self.emulator.endpoint())).await.unwrap().bytes().await.unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    pub async fn emulator_send(&self, method: reqwest::Method, path: &str, body: Value) {
+        let response = reqwest::Client::new()
+            .request(method, format!("{}/_emulator/{path}", self.emulator.endpoint()))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+    }
+
+    /// Calls of an action with a result, per the emulator.
+    pub async fn cloud_calls(&self, action: &str, result: &str) -> u64 {
+        self.emulator_get("stats").await["calls"][action][result].as_u64().unwrap_or(0)
+    }
+
+    /// Polls `check` every 100 ms until it returns Some, or panics after `timeout` with the
+    /// controller's log tail.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, timeout: Duration, controller: Option<&ControllerProcess>, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            if Instant::now() > deadline {
+                let log = controller.map(|c| c.stderr()).unwrap_or_default();
+                let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                panic!("timed out after {timeout:?} waiting for {what}\ncontroller log tail:\n{tail}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The Ready condition's (status, reason) of a resource, once its status is current.
+    pub async fn ready_reason(&self, name: &str) -> Option<(String, String)> {
+        let resource = self.registrations().get_opt(name).await.ok()??;
+        let status = resource.status.as_ref()?;
+        if status.observed_generation != resource.metadata.generation {
+            return None;
+        }
+        let ready = resource.condition("Ready")?;
+        Some((ready.status.clone(), ready.reason.clone()))
+    }
+
+    /// Waits until the resource reports `reason` for its current generation.
+    pub async fn wait_reason(&self, name: &str, reason: &str, timeout: Duration, controller: &ControllerProcess) -> DynamicRegistration {
+        self.wait_for(&format!("{name} to report {reason}"), timeout, Some(controller), || async {
+            match self.ready_reason(name).await {
+                Some((_, found)) if found == reason => self.registrations().get_opt(name).await.ok().flatten(),
+                _ => None,
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn registration(name: &str, product_id: &str, kind: RegistrationMode, limit: i64) -> DynamicRegistration {
+    let mut resource = DynamicRegistration::new(
+        name,
+        DynamicRegistrationSpec {
+            product_id: product_id.into(),
+            region: "ap-guangzhou".into(),
+            register_type: kind,
+            register_limit: limit,
+            credentials_secret_ref: Some(SecretReference { name: "tencent-credentials".into() }),
+            secret_name: None,
+            management_policy: ManagementPolicy::Full,
+            deletion_policy: DeletionPolicy::Orphan,
+            suspend: false,
+        },
+    );
+    resource.metadata.namespace = Some(NS.into());
+    resource
+}
+
+/// Decoded data of a Secret.
+pub fn secret_data(secret: &Secret) -> std::collections::BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8(v.0.clone()).unwrap()))
+        .collect()
+}
