@@ -13,7 +13,7 @@ use rand::Rng;
 
 use crate::cloud::{CloudClient, Credentials};
 use crate::crd::DynamicRegistration;
-use crate::credentials::{NamespaceAllowList, RestingCredentials};
+use crate::credentials::{CredentialGate, NamespaceAllowList};
 use crate::plan::Progress;
 
 /// Operator-chosen behaviour (flags).
@@ -65,8 +65,8 @@ pub struct Context {
     pub settings: Settings,
     /// Every DynamicRegistration in view, for conflict detection.
     pub registrations: Store<DynamicRegistration>,
-    /// Credentials the cloud refused.
-    pub resting: RestingCredentials,
+    /// Which credentials may be used now.
+    pub credential_gate: CredentialGate,
     failures: Mutex<HashMap<ObjectRef<DynamicRegistration>, u32>>,
 }
 
@@ -83,7 +83,7 @@ impl Context {
             client,
             cloud,
             recorder,
-            resting: RestingCredentials::new(settings.stalled_retry_interval),
+            credential_gate: CredentialGate::new(settings.stalled_retry_interval),
             settings,
             registrations,
             failures: Mutex::new(HashMap::new()),

@@ -1,7 +1,7 @@
 //! Which cloud credentials a resource may use, and resting credentials the cloud refused.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -116,21 +116,36 @@ fn fingerprint(credentials: &Credentials) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Credentials the cloud refused (`AuthFailure.*`), resting until a slow retry comes due, so that
-/// the many resources sharing bad credentials cost one call per retry period, not one each.
+/// What the cloud said of a set of credentials.
 #[derive(Debug)]
-pub struct RestingCredentials {
+enum Verdict {
+    /// Not used yet, or the last use failed for another reason: one caller at a time probes.
+    Unverified,
+    /// A call succeeded: use freely.
+    Verified,
+    /// Refused (`AuthFailure.*`): not used until `until`.
+    Resting { until: Instant, code: String },
+}
+
+#[derive(Debug)]
+struct Entry {
+    verdict: Verdict,
+    probe: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Guards the account's quota against bad credentials shared by many resources: until the
+/// cloud has accepted a set of credentials, only one call at a time uses them; once it refused
+/// them (`AuthFailure.*`) they rest until they change or a slow retry comes due.
+#[derive(Debug)]
+pub struct CredentialGate {
     rest: Duration,
-    entries: Mutex<HashMap<[u8; 32], Resting>>,
+    entries: Mutex<HashMap<[u8; 32], Entry>>,
 }
 
-#[derive(Clone, Debug)]
-struct Resting {
-    until: Instant,
-    code: String,
-}
+/// Held by the one caller probing unverified credentials; dropping it lets the next one in.
+pub struct Probe(#[allow(dead_code)] Option<tokio::sync::OwnedMutexGuard<()>>);
 
-impl RestingCredentials {
+impl CredentialGate {
     /// Refused credentials rest for `rest`.
     pub fn new(rest: Duration) -> Self {
         Self {
@@ -139,46 +154,66 @@ impl RestingCredentials {
         }
     }
 
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `credentials` may be used and returns the probe to hold during the call, or
+    /// the problem to report while they rest.
+    pub async fn admit(&self, credentials: &Credentials) -> Result<Probe, Problem> {
+        let key = fingerprint(credentials);
+        loop {
+            let probe = {
+                let mut entries = self.entries();
+                let entry = entries.entry(key).or_insert_with(|| Entry {
+                    verdict: Verdict::Unverified,
+                    probe: Arc::new(tokio::sync::Mutex::new(())),
+                });
+                match &entry.verdict {
+                    Verdict::Verified => return Ok(Probe(None)),
+                    Verdict::Resting { until, code } if Instant::now() < *until => {
+                        return Err(Problem::CredentialsResting {
+                            secret_id: credentials.secret_id.clone(),
+                            code: code.clone(),
+                        });
+                    }
+                    Verdict::Resting { .. } => entry.verdict = Verdict::Unverified,
+                    Verdict::Unverified => {}
+                }
+                entry.probe.clone()
+            };
+            let guard = probe.lock_owned().await;
+            // Whoever probed before us may have settled it either way.
+            let settled = matches!(
+                self.entries().get(&key).map(|entry| &entry.verdict),
+                Some(Verdict::Verified | Verdict::Resting { .. })
+            );
+            if !settled {
+                return Ok(Probe(Some(guard)));
+            }
+        }
+    }
+
     /// Records a refusal with the cloud's error code.
     pub fn refused(&self, credentials: &Credentials, code: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.insert(
-            fingerprint(credentials),
-            Resting {
-                until: Instant::now() + self.rest,
-                code: code.to_owned(),
-            },
-        );
+        self.set(credentials, Verdict::Resting {
+            until: Instant::now() + self.rest,
+            code: code.to_owned(),
+        });
     }
 
-    /// Forgets a refusal once the credentials worked.
+    /// Records that the cloud accepted the credentials.
     pub fn accepted(&self, credentials: &Credentials) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.remove(&fingerprint(credentials));
+        self.set(credentials, Verdict::Verified);
     }
 
-    /// The problem to report while the credentials rest; `None` when they may be used. When the
-    /// rest is over the entry is dropped, so exactly one caller gets to retry.
-    pub fn check(&self, credentials: &Credentials) -> Option<Problem> {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let key = fingerprint(credentials);
-        let resting = entries.get(&key)?;
-        if Instant::now() >= resting.until {
-            // Let this caller try; others keep waiting behind a renewed rest until it reports.
-            let code = resting.code.clone();
-            entries.insert(
-                key,
-                Resting {
-                    until: Instant::now() + self.rest,
-                    code,
-                },
-            );
-            return None;
-        }
-        Some(Problem::CredentialsResting {
-            secret_id: credentials.secret_id.clone(),
-            code: resting.code.clone(),
-        })
+    fn set(&self, credentials: &Credentials, verdict: Verdict) {
+        let mut entries = self.entries();
+        let entry = entries.entry(fingerprint(credentials)).or_insert_with(|| Entry {
+            verdict: Verdict::Unverified,
+            probe: Arc::new(tokio::sync::Mutex::new(())),
+        });
+        entry.verdict = verdict;
     }
 }
 
@@ -262,23 +297,39 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn refused_credentials_rest_until_changed_or_due() {
-        let resting = RestingCredentials::new(Duration::from_secs(900));
+        let gate = CredentialGate::new(Duration::from_secs(900));
         let bad = Credentials::new("AKID", "wrong");
-        assert!(resting.check(&bad).is_none());
-        resting.refused(&bad, "AuthFailure.SignatureFailure");
+        let probe = gate.admit(&bad).await.unwrap();
+        gate.refused(&bad, "AuthFailure.SignatureFailure");
+        drop(probe);
         for _ in 0..100 {
-            assert!(matches!(
-                resting.check(&bad),
-                Some(Problem::CredentialsResting { .. })
-            ));
+            assert!(matches!(gate.admit(&bad).await, Err(Problem::CredentialsResting { .. })));
         }
         // Rotated key: a different fingerprint, usable at once.
-        assert!(resting.check(&Credentials::new("AKID", "right")).is_none());
-        // After the rest, one caller may retry; the others still wait.
+        assert!(gate.admit(&Credentials::new("AKID", "right")).await.is_ok());
+        // After the rest, one caller may retry.
         tokio::time::advance(Duration::from_secs(901)).await;
-        assert!(resting.check(&bad).is_none());
-        assert!(resting.check(&bad).is_some());
-        resting.accepted(&bad);
-        assert!(resting.check(&bad).is_none());
+        let retry = gate.admit(&bad).await.unwrap();
+        gate.accepted(&bad);
+        drop(retry);
+        assert!(gate.admit(&bad).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unverified_credentials_are_probed_one_caller_at_a_time() {
+        let gate = Arc::new(CredentialGate::new(Duration::from_secs(900)));
+        let creds = Credentials::new("AKID", "key");
+        let first = gate.admit(&creds).await.unwrap();
+        // A second caller waits while the first one probes...
+        let waiter = {
+            let (gate, creds) = (gate.clone(), creds.clone());
+            tokio::spawn(async move { gate.admit(&creds).await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiter.is_finished());
+        // ...and learns the outcome: refused means it does not call at all.
+        gate.refused(&creds, "AuthFailure.SecretIdNotFound");
+        drop(first);
+        assert!(matches!(waiter.await.unwrap(), Err(Problem::CredentialsResting { .. })));
     }
 }

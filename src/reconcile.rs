@@ -13,7 +13,7 @@ use crate::cloud::{
 };
 use crate::context::Context;
 use crate::crd::{DeletionPolicy, DynamicRegistration, DynamicRegistrationStatus, FINALIZER};
-use crate::credentials;
+use crate::credentials::{self, Probe};
 use crate::error::{Error, Result};
 use crate::kube_io;
 use crate::plan::{self, Plan, PlanInput, Problem, Progress, Reason, Verdict};
@@ -78,7 +78,7 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
     let secret_state = kube_io::secret_state(secret.as_ref(), resource);
     let access = access(resource, ctx, namespace).await?;
     let observed = match &access {
-        Ok(credentials) => observe(resource, ctx, credentials).await,
+        Ok(access) => observe(resource, ctx, &access.credentials).await,
         Err(problem) => Err(problem.clone()),
     };
     let generation = resource.metadata.generation.unwrap_or(0);
@@ -94,8 +94,8 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
     let mut plan = plan::plan(input);
     let mut request_id = None;
 
-    if let (Some(wanted), Ok(credentials), Ok(before)) = (plan.update, &access, &observed) {
-        match update(resource, ctx, credentials, wanted).await {
+    if let (Some(wanted), Ok(access), Ok(before)) = (plan.update, &access, &observed) {
+        match update(resource, ctx, &access.credentials, wanted).await {
             Ok((after, id)) => {
                 request_id = Some(id.clone());
                 let after = Product {
@@ -162,7 +162,7 @@ async fn access(
     resource: &DynamicRegistration,
     ctx: &Context,
     namespace: &str,
-) -> Result<Result<Credentials, Problem>> {
+) -> Result<Result<Access, Problem>> {
     if resource.spec.suspend {
         return Ok(Err(Problem::Suspended));
     }
@@ -191,10 +191,16 @@ async fn access(
             }
         },
     };
-    if let Some(problem) = ctx.resting.check(&credentials) {
-        return Ok(Err(problem));
+    match ctx.credential_gate.admit(&credentials).await {
+        Ok(probe) => Ok(Ok(Access { credentials, _probe: probe })),
+        Err(problem) => Ok(Err(problem)),
     }
-    Ok(Ok(credentials))
+}
+
+/// Credentials cleared for use, with the probe to hold while they are unverified.
+struct Access {
+    credentials: Credentials,
+    _probe: Probe,
 }
 
 async fn observe(
@@ -244,10 +250,10 @@ async fn update(
 /// Rests credentials the cloud refused, and clears them once they work.
 fn note_credentials(ctx: &Context, credentials: &Credentials, error: Option<&CloudError>) {
     match error {
-        None => ctx.resting.accepted(credentials),
+        None => ctx.credential_gate.accepted(credentials),
         Some(error) if error.class() == ErrorClass::Auth => {
             warn!(secret_id = %credentials.secret_id, code = error.code(), "the cloud refused the credentials; resting them");
-            ctx.resting.refused(credentials, error.code());
+            ctx.credential_gate.refused(credentials, error.code());
         }
         Some(_) => {}
     }
@@ -360,8 +366,8 @@ async fn disable_in_cloud(
             progress,
         })
     };
-    let credentials = match access(resource, ctx, namespace).await? {
-        Ok(credentials) => credentials,
+    let access = match access(resource, ctx, namespace).await? {
+        Ok(access) => access,
         Err(Problem::Suspended | Problem::Conflict { .. }) => {
             // Suspended: hands off the cloud. Conflict: the product is another resource's.
             kube_io::publish_event(&ctx.recorder, resource, true, "CloudLeftAsIs", "Delete", "deleted without disabling registration: the resource is suspended or does not own the product".to_owned()).await;
@@ -392,7 +398,7 @@ async fn disable_in_cloud(
         register_type: RegisterType::Disabled,
         register_limit: u64::try_from(resource.spec.register_limit).unwrap_or(0),
     };
-    match update(resource, ctx, &credentials, wanted).await {
+    match update(resource, ctx, &access.credentials, wanted).await {
         Ok((_, request_id)) => {
             kube_io::publish_event(
                 &ctx.recorder,

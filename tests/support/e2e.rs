@@ -265,3 +265,39 @@ pub fn secret_data(secret: &Secret) -> std::collections::BTreeMap<String, String
         .map(|(k, v)| (k.clone(), String::from_utf8(v.0.clone()).unwrap()))
         .collect()
 }
+
+impl Harness {
+    /// Fails if the controller's stderr holds the SecretKey or any ProductSecret the cloud has.
+    pub async fn assert_no_secrets_logged(&self, controller: &ControllerProcess) {
+        let log = controller.stderr();
+        assert!(!log.is_empty(), "the controller logged nothing at all");
+        assert!(!log.contains(SECRET_KEY), "SecretKey in the controller's log");
+        let products = self.emulator_get("products").await;
+        for product in products.as_array().unwrap() {
+            let secret = product["productSecret"].as_str().unwrap_or_default();
+            if !secret.is_empty() {
+                assert!(!log.contains(secret), "a ProductSecret in the controller's log");
+            }
+        }
+    }
+
+    /// Replaces the credentials Secret's key (rotation).
+    pub async fn set_credentials_key(&self, name: &str, secret_key: &str) {
+        use kube::api::{Patch, PatchParams};
+        self.secrets()
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"stringData": {"secretKey": secret_key}})))
+            .await
+            .unwrap();
+    }
+
+    /// Names of the resources reporting Ready=True for their current generation.
+    pub async fn ready_names(&self) -> Vec<String> {
+        let list = self.registrations().list(&Default::default()).await.unwrap();
+        list.items
+            .iter()
+            .filter(|r| r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation)
+            .filter(|r| r.condition("Ready").is_some_and(|c| c.status == "True"))
+            .filter_map(|r| r.metadata.name.clone())
+            .collect()
+    }
+}
