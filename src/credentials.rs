@@ -196,10 +196,13 @@ impl CredentialGate {
 
     /// Records a refusal with the cloud's error code.
     pub fn refused(&self, credentials: &Credentials, code: &str) {
-        self.set(credentials, Verdict::Resting {
-            until: Instant::now() + self.rest,
-            code: code.to_owned(),
-        });
+        self.set(
+            credentials,
+            Verdict::Resting {
+                until: Instant::now() + self.rest,
+                code: code.to_owned(),
+            },
+        );
     }
 
     /// Records that the cloud accepted the credentials.
@@ -209,10 +212,12 @@ impl CredentialGate {
 
     fn set(&self, credentials: &Credentials, verdict: Verdict) {
         let mut entries = self.entries();
-        let entry = entries.entry(fingerprint(credentials)).or_insert_with(|| Entry {
-            verdict: Verdict::Unverified,
-            probe: Arc::new(tokio::sync::Mutex::new(())),
-        });
+        let entry = entries
+            .entry(fingerprint(credentials))
+            .or_insert_with(|| Entry {
+                verdict: Verdict::Unverified,
+                probe: Arc::new(tokio::sync::Mutex::new(())),
+            });
         entry.verdict = verdict;
     }
 }
@@ -303,7 +308,10 @@ mod tests {
         gate.refused(&bad, "AuthFailure.SignatureFailure");
         drop(probe);
         for _ in 0..100 {
-            assert!(matches!(gate.admit(&bad).await, Err(Problem::CredentialsResting { .. })));
+            assert!(matches!(
+                gate.admit(&bad).await,
+                Err(Problem::CredentialsResting { .. })
+            ));
         }
         // Rotated key: a different fingerprint, usable at once.
         assert!(gate.admit(&Credentials::new("AKID", "right")).await.is_ok());
@@ -330,6 +338,9 @@ mod tests {
         // ...and learns the outcome: refused means it does not call at all.
         gate.refused(&creds, "AuthFailure.SecretIdNotFound");
         drop(first);
-        assert!(matches!(waiter.await.unwrap(), Err(Problem::CredentialsResting { .. })));
+        assert!(matches!(
+            waiter.await.unwrap(),
+            Err(Problem::CredentialsResting { .. })
+        ));
     }
 }

@@ -192,7 +192,10 @@ async fn access(
         },
     };
     match ctx.credential_gate.admit(&credentials).await {
-        Ok(probe) => Ok(Ok(Access { credentials, _probe: probe })),
+        Ok(probe) => Ok(Ok(Access {
+            credentials,
+            _probe: probe,
+        })),
         Err(problem) => Ok(Err(problem)),
     }
 }

@@ -13,22 +13,62 @@ use support::e2e::{Harness, SECRET_KEY, registration};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_missing_then_created_then_rotated_without_restart() {
-    let harness = Harness::start("products: [{productId: CRED000001, region: ap-guangzhou}]", |_| {}).await;
+    let harness = Harness::start(
+        "products: [{productId: CRED000001, region: ap-guangzhou}]",
+        |_| {},
+    )
+    .await;
     let controller = harness.spawn_controller(&[]);
-    harness.create_registration("sensors", "CRED000001", RegistrationMode::PreCreate, 10).await;
+    harness
+        .create_registration("sensors", "CRED000001", RegistrationMode::PreCreate, 10)
+        .await;
 
-    let missing = harness.wait_reason("sensors", "CredentialsMissing", Duration::from_secs(20), &controller).await;
-    assert!(missing.condition("Stalled").is_some_and(|c| c.status == "True"));
-    assert_eq!(harness.emulator_get("stats").await["totalCalls"], 0, "no cloud call without credentials");
+    let missing = harness
+        .wait_reason(
+            "sensors",
+            "CredentialsMissing",
+            Duration::from_secs(20),
+            &controller,
+        )
+        .await;
+    assert!(
+        missing
+            .condition("Stalled")
+            .is_some_and(|c| c.status == "True")
+    );
+    assert_eq!(
+        harness.emulator_get("stats").await["totalCalls"],
+        0,
+        "no cloud call without credentials"
+    );
 
     // Created, but with a wrong key: the Secret watch brings the resource back at once.
-    harness.create_credentials("tencent-credentials", "a-wrong-key").await;
-    let refused = harness.wait_reason("sensors", "AuthFailed", Duration::from_secs(20), &controller).await;
-    assert!(refused.condition("Ready").unwrap().message.contains("AuthFailure.SignatureFailure"));
+    harness
+        .create_credentials("tencent-credentials", "a-wrong-key")
+        .await;
+    let refused = harness
+        .wait_reason(
+            "sensors",
+            "AuthFailed",
+            Duration::from_secs(20),
+            &controller,
+        )
+        .await;
+    assert!(
+        refused
+            .condition("Ready")
+            .unwrap()
+            .message
+            .contains("AuthFailure.SignatureFailure")
+    );
 
     // Rotated to the right key: picked up without a restart.
-    harness.set_credentials_key("tencent-credentials", SECRET_KEY).await;
-    harness.wait_reason("sensors", "InSync", Duration::from_secs(20), &controller).await;
+    harness
+        .set_credentials_key("tencent-credentials", SECRET_KEY)
+        .await;
+    harness
+        .wait_reason("sensors", "InSync", Duration::from_secs(20), &controller)
+        .await;
     assert_eq!(harness.cloud_product("CRED000001").await["registerType"], 1);
     harness.assert_no_secrets_logged(&controller).await;
 }
@@ -42,39 +82,91 @@ products:
   - {productId: GOOD000001, region: ap-guangzhou}
 "#;
     let harness = Harness::start(products, |_| {}).await;
-    harness.create_credentials("tencent-credentials", SECRET_KEY).await;
-    harness.create_credentials("bad-credentials", "not-the-key").await;
+    harness
+        .create_credentials("tencent-credentials", SECRET_KEY)
+        .await;
+    harness
+        .create_credentials("bad-credentials", "not-the-key")
+        .await;
     let controller = harness.spawn_controller(&["--stalled-retry-interval", "1h"]);
-    harness.create_registration("missing", "NOSUCHPROD", RegistrationMode::AutoCreate, 1).await;
-    harness.create_registration("lora", "LORA000001", RegistrationMode::AutoCreate, 1).await;
-    harness.create_registration("forbidden", "FORBID0001", RegistrationMode::AutoCreate, 1).await;
+    harness
+        .create_registration("missing", "NOSUCHPROD", RegistrationMode::AutoCreate, 1)
+        .await;
+    harness
+        .create_registration("lora", "LORA000001", RegistrationMode::AutoCreate, 1)
+        .await;
+    harness
+        .create_registration("forbidden", "FORBID0001", RegistrationMode::AutoCreate, 1)
+        .await;
     // Five resources sharing bad credentials must not cost five calls each.
     for index in 0..5 {
-        let mut resource = registration(&format!("bad-{index}"), &format!("GOOD{index:06}"), RegistrationMode::AutoCreate, 1);
+        let mut resource = registration(
+            &format!("bad-{index}"),
+            &format!("GOOD{index:06}"),
+            RegistrationMode::AutoCreate,
+            1,
+        );
         resource.spec.credentials_secret_ref.as_mut().unwrap().name = "bad-credentials".into();
         harness.create(resource).await;
     }
 
-    for (name, reason) in [("missing", "ProductNotFound"), ("lora", "ProductTypeNotSupported"), ("forbidden", "ProductForbidden")] {
-        let resource = harness.wait_reason(name, reason, Duration::from_secs(20), &controller).await;
-        assert!(resource.condition("Stalled").is_some_and(|c| c.status == "True"), "{name} not Stalled");
-        assert!(resource.condition("Reconciling").is_none(), "{name} still Reconciling");
+    for (name, reason) in [
+        ("missing", "ProductNotFound"),
+        ("lora", "ProductTypeNotSupported"),
+        ("forbidden", "ProductForbidden"),
+    ] {
+        let resource = harness
+            .wait_reason(name, reason, Duration::from_secs(20), &controller)
+            .await;
+        assert!(
+            resource
+                .condition("Stalled")
+                .is_some_and(|c| c.status == "True"),
+            "{name} not Stalled"
+        );
+        assert!(
+            resource.condition("Reconciling").is_none(),
+            "{name} still Reconciling"
+        );
     }
     for index in 0..5 {
-        harness.wait_reason(&format!("bad-{index}"), "AuthFailed", Duration::from_secs(20), &controller).await;
+        harness
+            .wait_reason(
+                &format!("bad-{index}"),
+                "AuthFailed",
+                Duration::from_secs(20),
+                &controller,
+            )
+            .await;
     }
 
     // Over the next 10 s nothing is retried in a loop.
-    let before = harness.emulator_get("stats").await["totalCalls"].as_u64().unwrap();
+    let before = harness.emulator_get("stats").await["totalCalls"]
+        .as_u64()
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let stats = harness.emulator_get("stats").await;
     let after = stats["totalCalls"].as_u64().unwrap();
     println!("calls: {}", stats["calls"]);
-    assert_eq!(after, before, "calls kept coming while stalled: {}", stats["calls"]);
-    let auth_failures = stats["calls"]["DescribeProduct"]["AuthFailure.SignatureFailure"].as_u64().unwrap_or(0);
-    assert_eq!(auth_failures, 1, "bad credentials shared by 5 resources cost {auth_failures} calls");
-    let not_found = stats["calls"]["DescribeProduct"]["ResourceNotFound.ProductNotExist"].as_u64().unwrap_or(0);
-    assert!(not_found <= 2, "{not_found} DescribeProduct calls for a missing product");
+    assert_eq!(
+        after, before,
+        "calls kept coming while stalled: {}",
+        stats["calls"]
+    );
+    let auth_failures = stats["calls"]["DescribeProduct"]["AuthFailure.SignatureFailure"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(
+        auth_failures, 1,
+        "bad credentials shared by 5 resources cost {auth_failures} calls"
+    );
+    let not_found = stats["calls"]["DescribeProduct"]["ResourceNotFound.ProductNotExist"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        not_found <= 2,
+        "{not_found} DescribeProduct calls for a missing product"
+    );
     harness.assert_no_secrets_logged(&controller).await;
 }
 
@@ -91,7 +183,9 @@ async fn converges_through_cloud_faults_and_closed_watch_streams() {
         };
     })
     .await;
-    harness.create_credentials("tencent-credentials", SECRET_KEY).await;
+    harness
+        .create_credentials("tencent-credentials", SECRET_KEY)
+        .await;
     let controller = harness.spawn_controller(&["--resync-interval", "5s"]);
     // The API stand-in ends every watch stream every 700 ms.
     let stop = Arc::new(AtomicBool::new(false));
@@ -108,12 +202,22 @@ async fn converges_through_cloud_faults_and_closed_watch_streams() {
     let work = async {
         for index in 0..20 {
             let product = format!("FAULT{index:05}");
-            harness.create_registration(&format!("r{index}"), &product, RegistrationMode::AutoCreate, 50).await;
+            harness
+                .create_registration(
+                    &format!("r{index}"),
+                    &product,
+                    RegistrationMode::AutoCreate,
+                    50,
+                )
+                .await;
         }
         harness
-            .wait_for("all 20 to be Ready despite faults", Duration::from_secs(90), Some(&controller), || async {
-                (harness.ready_names().await.len() == 20).then_some(())
-            })
+            .wait_for(
+                "all 20 to be Ready despite faults",
+                Duration::from_secs(90),
+                Some(&controller),
+                || async { (harness.ready_names().await.len() == 20).then_some(()) },
+            )
             .await;
         stop.store(true, Ordering::SeqCst);
     };
@@ -123,16 +227,33 @@ async fn converges_through_cloud_faults_and_closed_watch_streams() {
     println!("calls under faults: {}", stats["calls"]);
     let injected: u64 = ["InternalError", "HTTP503", "Dropped"]
         .iter()
-        .map(|code| stats["calls"]["DescribeProduct"][code].as_u64().unwrap_or(0) + stats["calls"]["UpdateProductDynamicRegister"][code].as_u64().unwrap_or(0))
+        .map(|code| {
+            stats["calls"]["DescribeProduct"][code]
+                .as_u64()
+                .unwrap_or(0)
+                + stats["calls"]["UpdateProductDynamicRegister"][code]
+                    .as_u64()
+                    .unwrap_or(0)
+        })
         .sum();
     assert!(injected > 0, "the faults were not exercised");
     // Every product updated in the cloud; exactly one published Secret per resource.
     for index in 0..20 {
         let cloud = harness.cloud_product(&format!("FAULT{index:05}")).await;
-        assert_eq!((cloud["registerType"].as_i64(), cloud["registerLimit"].as_i64()), (Some(2), Some(50)));
+        assert_eq!(
+            (
+                cloud["registerType"].as_i64(),
+                cloud["registerLimit"].as_i64()
+            ),
+            (Some(2), Some(50))
+        );
     }
     let secrets = harness.secrets().list(&Default::default()).await.unwrap();
-    let published: Vec<_> = secrets.items.iter().filter(|s| s.labels().contains_key("app.kubernetes.io/managed-by")).collect();
+    let published: Vec<_> = secrets
+        .items
+        .iter()
+        .filter(|s| s.labels().contains_key("app.kubernetes.io/managed-by"))
+        .collect();
     assert_eq!(published.len(), 20);
     harness.assert_no_secrets_logged(&controller).await;
 }

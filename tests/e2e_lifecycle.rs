@@ -18,55 +18,118 @@ products:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_then_steady_state_then_spec_change() {
     let harness = Harness::start(PRODUCTS, |_| {}).await;
-    harness.create_credentials("tencent-credentials", SECRET_KEY).await;
+    harness
+        .create_credentials("tencent-credentials", SECRET_KEY)
+        .await;
     let controller = harness.spawn_controller(&["--resync-interval", "2s"]);
     let started = std::time::Instant::now();
-    harness.create_registration("sensors", "LIFE000001", RegistrationMode::AutoCreate, 100).await;
+    harness
+        .create_registration("sensors", "LIFE000001", RegistrationMode::AutoCreate, 100)
+        .await;
 
     // 1. Created: one update, the Secret published and owned, Ready=True for this generation.
-    let ready = harness.wait_reason("sensors", "InSync", Duration::from_secs(30), &controller).await;
+    let ready = harness
+        .wait_reason("sensors", "InSync", Duration::from_secs(30), &controller)
+        .await;
     println!("create → Ready in {:?}", started.elapsed());
     let status = ready.status.clone().unwrap();
     assert_eq!(status.observed_generation, ready.metadata.generation);
-    assert_eq!(harness.cloud_calls("UpdateProductDynamicRegister", "Success").await, 1);
+    assert_eq!(
+        harness
+            .cloud_calls("UpdateProductDynamicRegister", "Success")
+            .await,
+        1
+    );
     let cloud = harness.cloud_product("LIFE000001").await;
     assert_eq!(cloud["registerType"], 2);
     assert_eq!(cloud["registerLimit"], 100);
-    let secret = harness.secrets().get("sensors-product-secret").await.unwrap();
+    let secret = harness
+        .secrets()
+        .get("sensors-product-secret")
+        .await
+        .unwrap();
     let data = secret_data(&secret);
     assert_eq!(data["productId"], "LIFE000001");
-    assert_eq!(data["productSecret"], cloud["productSecret"].as_str().unwrap());
+    assert_eq!(
+        data["productSecret"],
+        cloud["productSecret"].as_str().unwrap()
+    );
     let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.uid.as_str(), owner.controller), (ready.metadata.uid.as_deref().unwrap(), Some(true)));
+    assert_eq!(
+        (owner.uid.as_str(), owner.controller),
+        (ready.metadata.uid.as_deref().unwrap(), Some(true))
+    );
 
     // 2. Steady state: several resyncs, no update and no Secret write.
-    let secret_writes = harness.api.writes().get("patch secrets").copied().unwrap_or(0);
+    let secret_writes = harness
+        .api
+        .writes()
+        .get("patch secrets")
+        .copied()
+        .unwrap_or(0);
     let describes_before = harness.cloud_calls("DescribeProduct", "Success").await;
     tokio::time::sleep(Duration::from_secs(7)).await;
     let describes_after = harness.cloud_calls("DescribeProduct", "Success").await;
-    assert!(describes_after >= describes_before + 2, "resyncs happened: {describes_before} → {describes_after}");
-    assert_eq!(harness.cloud_calls("UpdateProductDynamicRegister", "Success").await, 1, "no update in steady state");
-    assert_eq!(harness.api.writes().get("patch secrets").copied().unwrap_or(0), secret_writes, "no Secret write in steady state");
+    assert!(
+        describes_after >= describes_before + 2,
+        "resyncs happened: {describes_before} → {describes_after}"
+    );
+    assert_eq!(
+        harness
+            .cloud_calls("UpdateProductDynamicRegister", "Success")
+            .await,
+        1,
+        "no update in steady state"
+    );
+    assert_eq!(
+        harness
+            .api
+            .writes()
+            .get("patch secrets")
+            .copied()
+            .unwrap_or(0),
+        secret_writes,
+        "no Secret write in steady state"
+    );
 
     // 3. Spec change: one more update, status follows the new generation.
     harness
         .registrations()
-        .patch("sensors", &PatchParams::default(), &Patch::Merge(json!({"spec": {"registerType": "PreCreate", "registerLimit": 5}})))
+        .patch(
+            "sensors",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"registerType": "PreCreate", "registerLimit": 5}})),
+        )
         .await
         .unwrap();
     harness
-        .wait_for("the spec change to reach the cloud", Duration::from_secs(20), Some(&controller), || async {
-            let cloud = harness.cloud_product("LIFE000001").await;
-            (cloud["registerType"] == 1 && cloud["registerLimit"] == 5).then_some(())
-        })
+        .wait_for(
+            "the spec change to reach the cloud",
+            Duration::from_secs(20),
+            Some(&controller),
+            || async {
+                let cloud = harness.cloud_product("LIFE000001").await;
+                (cloud["registerType"] == 1 && cloud["registerLimit"] == 5).then_some(())
+            },
+        )
         .await;
-    let changed = harness.wait_reason("sensors", "InSync", Duration::from_secs(20), &controller).await;
+    let changed = harness
+        .wait_reason("sensors", "InSync", Duration::from_secs(20), &controller)
+        .await;
     assert_eq!(changed.metadata.generation, Some(2));
     assert_eq!(changed.status.unwrap().cloud.unwrap().register_limit, 5);
-    assert_eq!(harness.cloud_calls("UpdateProductDynamicRegister", "Success").await, 2);
+    assert_eq!(
+        harness
+            .cloud_calls("UpdateProductDynamicRegister", "Success")
+            .await,
+        2
+    );
     let log = controller.stderr();
     assert!(!log.contains(SECRET_KEY));
-    for line in log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+    {
         println!("controller: {line}");
     }
     let _ = NS;
@@ -75,40 +138,81 @@ async fn create_then_steady_state_then_spec_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_drift_is_corrected_and_a_deleted_secret_restored() {
     let harness = Harness::start(PRODUCTS, |_| {}).await;
-    harness.create_credentials("tencent-credentials", SECRET_KEY).await;
+    harness
+        .create_credentials("tencent-credentials", SECRET_KEY)
+        .await;
     let controller = harness.spawn_controller(&["--resync-interval", "2s"]);
-    harness.create_registration("sensors", "LIFE000001", RegistrationMode::AutoCreate, 100).await;
-    harness.wait_reason("sensors", "InSync", Duration::from_secs(30), &controller).await;
+    harness
+        .create_registration("sensors", "LIFE000001", RegistrationMode::AutoCreate, 100)
+        .await;
+    harness
+        .wait_reason("sensors", "InSync", Duration::from_secs(30), &controller)
+        .await;
 
     // 4. Someone changes the product in the console: corrected on the next resync.
     harness
-        .emulator_send(reqwest::Method::POST, "products/LIFE000001", json!({"registerType": 0, "registerLimit": 1}))
+        .emulator_send(
+            reqwest::Method::POST,
+            "products/LIFE000001",
+            json!({"registerType": 0, "registerLimit": 1}),
+        )
         .await;
     harness
-        .wait_for("the drift to be corrected", Duration::from_secs(15), Some(&controller), || async {
-            let cloud = harness.cloud_product("LIFE000001").await;
-            (cloud["registerType"] == 2 && cloud["registerLimit"] == 100).then_some(())
-        })
+        .wait_for(
+            "the drift to be corrected",
+            Duration::from_secs(15),
+            Some(&controller),
+            || async {
+                let cloud = harness.cloud_product("LIFE000001").await;
+                (cloud["registerType"] == 2 && cloud["registerLimit"] == 100).then_some(())
+            },
+        )
         .await;
 
     // 5. Someone deletes the Secret: restored. Someone edits it: restored.
-    harness.secrets().delete("sensors-product-secret", &DeleteParams::default()).await.unwrap();
-    let expected = harness.cloud_product("LIFE000001").await["productSecret"].as_str().unwrap().to_owned();
+    harness
+        .secrets()
+        .delete("sensors-product-secret", &DeleteParams::default())
+        .await
+        .unwrap();
+    let expected = harness.cloud_product("LIFE000001").await["productSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let restored = harness
-        .wait_for("the Secret to be restored", Duration::from_secs(15), Some(&controller), || async {
-            harness.secrets().get_opt("sensors-product-secret").await.ok().flatten()
-        })
+        .wait_for(
+            "the Secret to be restored",
+            Duration::from_secs(15),
+            Some(&controller),
+            || async {
+                harness
+                    .secrets()
+                    .get_opt("sensors-product-secret")
+                    .await
+                    .ok()
+                    .flatten()
+            },
+        )
         .await;
     assert_eq!(secret_data(&restored)["productSecret"], expected);
     harness
         .secrets()
-        .patch("sensors-product-secret", &PatchParams::default(), &Patch::Merge(json!({"stringData": {"productSecret": "tampered"}})))
+        .patch(
+            "sensors-product-secret",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"productSecret": "tampered"}})),
+        )
         .await
         .unwrap();
     harness
-        .wait_for("the edited Secret to be restored", Duration::from_secs(15), Some(&controller), || async {
-            let secret = harness.secrets().get("sensors-product-secret").await.ok()?;
-            (secret_data(&secret)["productSecret"] == expected).then_some(())
-        })
+        .wait_for(
+            "the edited Secret to be restored",
+            Duration::from_secs(15),
+            Some(&controller),
+            || async {
+                let secret = harness.secrets().get("sensors-product-secret").await.ok()?;
+                (secret_data(&secret)["productSecret"] == expected).then_some(())
+            },
+        )
         .await;
 }

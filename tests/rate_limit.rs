@@ -77,7 +77,7 @@ async fn five_hundred_concurrent_calls_never_exceed_the_limit() {
     assert_eq!(sends.len(), 500);
     assert!(peak <= 20, "peak {peak} sends in one second");
     // Not slower than needed either: 499 gaps of (1 s + guard) / 20.
-    assert!(elapsed <= Duration::from_millis(25_300), "{elapsed:?}");
+    assert!(elapsed <= Duration::from_millis(26_300), "{elapsed:?}");
     assert!(peak >= 19, "limiter far below the limit: {peak}");
 }
 

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iothub_dynreg::crd::{
-    DeletionPolicy, DynamicRegistration, DynamicRegistrationSpec, ManagementPolicy, RegistrationMode,
-    SecretReference,
+    DeletionPolicy, DynamicRegistration, DynamicRegistrationSpec, ManagementPolicy,
+    RegistrationMode, SecretReference,
 };
 use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};
 use k8s_openapi::api::core::v1::Secret;
@@ -51,7 +51,11 @@ impl ControllerProcess {
 
     /// Sends a signal (`TERM`, `KILL`) with kill(1).
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -79,9 +83,12 @@ impl Harness {
     /// Starts the API stand-in (with the committed CRD) and an emulator with `products_yaml`
     /// (the `products:` list and any other seed keys) and the e2e account.
     pub async fn start(products_yaml: &str, configure: impl FnOnce(&mut EmulatorConfig)) -> Self {
-        let crd = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds/iothub.dynreg.io_dynamicregistrations.yaml");
+        let crd = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("crds/iothub.dynreg.io_dynamicregistrations.yaml");
         let api = FakeKubeApi::start(&[&crd]).await;
-        let seed = format!("accounts: [{{secretId: {SECRET_ID}, secretKey: {SECRET_KEY}}}]\n{products_yaml}");
+        let seed = format!(
+            "accounts: [{{secretId: {SECRET_ID}, secretKey: {SECRET_KEY}}}]\n{products_yaml}"
+        );
         let mut config = EmulatorConfig::new(Seed::from_yaml(&seed).unwrap());
         configure(&mut config);
         let emulator = RunningEmulator::start(config).await.unwrap();
@@ -93,7 +100,13 @@ impl Harness {
         std::fs::create_dir_all(&dir).unwrap();
         let kubeconfig = api.write_kubeconfig(&dir);
         let client = api.client();
-        Self { api, emulator, client, dir, kubeconfig }
+        Self {
+            api,
+            emulator,
+            client,
+            dir,
+            kubeconfig,
+        }
     }
 
     /// Starts `iothub-dynreg run` against the stand-ins, with fast intervals unless overridden.
@@ -104,10 +117,10 @@ impl Harness {
             self.emulator.endpoint(),
             "--insecure-loopback-endpoint".into(),
         ];
-        if !extra.iter().any(|a| *a == "--resync-interval") {
+        if !extra.contains(&"--resync-interval") {
             args.extend(["--resync-interval".into(), "30s".into()]);
         }
-        if !extra.iter().any(|a| *a == "--stalled-retry-interval") {
+        if !extra.contains(&"--stalled-retry-interval") {
             args.extend(["--stalled-retry-interval".into(), "30s".into()]);
         }
         args.extend(extra.iter().map(|a| a.to_string()));
@@ -150,46 +163,85 @@ impl Harness {
             "stringData": {"secretId": SECRET_ID, "secretKey": secret_key}
         }))
         .unwrap();
-        self.secrets().create(&PostParams::default(), &secret).await.unwrap();
+        self.secrets()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
     }
 
-    pub async fn create_registration(&self, name: &str, product_id: &str, kind: RegistrationMode, limit: i64) -> DynamicRegistration {
-        self.create(registration(name, product_id, kind, limit)).await
+    pub async fn create_registration(
+        &self,
+        name: &str,
+        product_id: &str,
+        kind: RegistrationMode,
+        limit: i64,
+    ) -> DynamicRegistration {
+        self.create(registration(name, product_id, kind, limit))
+            .await
     }
 
     pub async fn create(&self, resource: DynamicRegistration) -> DynamicRegistration {
-        self.registrations().create(&PostParams::default(), &resource).await.unwrap()
+        self.registrations()
+            .create(&PostParams::default(), &resource)
+            .await
+            .unwrap()
     }
 
     /// The emulator's product, as the control endpoint shows it.
     pub async fn cloud_product(&self, product_id: &str) -> Value {
         let products = self.emulator_get("products").await;
-        products.as_array().unwrap().iter().find(|p| p["productId"] == product_id).cloned().unwrap_or(Value::Null)
+        products
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["productId"] == product_id)
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     pub async fn emulator_get(&self, path: &str) -> Value {
-        let body = reqwest::get(format!("{}/_emulator/{path}", self.emulator.endpoint())).await.unwrap().bytes().await.unwrap();
+        let body = reqwest::get(format!("{}/_emulator/{path}", self.emulator.endpoint()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         serde_json::from_slice(&body).unwrap()
     }
 
     pub async fn emulator_send(&self, method: reqwest::Method, path: &str, body: Value) {
         let response = reqwest::Client::new()
-            .request(method, format!("{}/_emulator/{path}", self.emulator.endpoint()))
+            .request(
+                method,
+                format!("{}/_emulator/{path}", self.emulator.endpoint()),
+            )
             .body(body.to_string())
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
     }
 
     /// Calls of an action with a result, per the emulator.
     pub async fn cloud_calls(&self, action: &str, result: &str) -> u64 {
-        self.emulator_get("stats").await["calls"][action][result].as_u64().unwrap_or(0)
+        self.emulator_get("stats").await["calls"][action][result]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// Polls `check` every 100 ms until it returns Some, or panics after `timeout` with the
     /// controller's log tail.
-    pub async fn wait_for<T, F, Fut>(&self, what: &str, timeout: Duration, controller: Option<&ControllerProcess>, mut check: F) -> T
+    pub async fn wait_for<T, F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        controller: Option<&ControllerProcess>,
+        mut check: F,
+    ) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
@@ -201,8 +253,18 @@ impl Harness {
             }
             if Instant::now() > deadline {
                 let log = controller.map(|c| c.stderr()).unwrap_or_default();
-                let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-                panic!("timed out after {timeout:?} waiting for {what}\ncontroller log tail:\n{tail}");
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\ncontroller log tail:\n{tail}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -220,13 +282,26 @@ impl Harness {
     }
 
     /// Waits until the resource reports `reason` for its current generation.
-    pub async fn wait_reason(&self, name: &str, reason: &str, timeout: Duration, controller: &ControllerProcess) -> DynamicRegistration {
-        self.wait_for(&format!("{name} to report {reason}"), timeout, Some(controller), || async {
-            match self.ready_reason(name).await {
-                Some((_, found)) if found == reason => self.registrations().get_opt(name).await.ok().flatten(),
-                _ => None,
-            }
-        })
+    pub async fn wait_reason(
+        &self,
+        name: &str,
+        reason: &str,
+        timeout: Duration,
+        controller: &ControllerProcess,
+    ) -> DynamicRegistration {
+        self.wait_for(
+            &format!("{name} to report {reason}"),
+            timeout,
+            Some(controller),
+            || async {
+                match self.ready_reason(name).await {
+                    Some((_, found)) if found == reason => {
+                        self.registrations().get_opt(name).await.ok().flatten()
+                    }
+                    _ => None,
+                }
+            },
+        )
         .await
     }
 }
@@ -237,7 +312,12 @@ impl Drop for Harness {
     }
 }
 
-pub fn registration(name: &str, product_id: &str, kind: RegistrationMode, limit: i64) -> DynamicRegistration {
+pub fn registration(
+    name: &str,
+    product_id: &str,
+    kind: RegistrationMode,
+    limit: i64,
+) -> DynamicRegistration {
     let mut resource = DynamicRegistration::new(
         name,
         DynamicRegistrationSpec {
@@ -245,7 +325,9 @@ pub fn registration(name: &str, product_id: &str, kind: RegistrationMode, limit:
             region: "ap-guangzhou".into(),
             register_type: kind,
             register_limit: limit,
-            credentials_secret_ref: Some(SecretReference { name: "tencent-credentials".into() }),
+            credentials_secret_ref: Some(SecretReference {
+                name: "tencent-credentials".into(),
+            }),
             secret_name: None,
             management_policy: ManagementPolicy::Full,
             deletion_policy: DeletionPolicy::Orphan,
@@ -271,12 +353,18 @@ impl Harness {
     pub async fn assert_no_secrets_logged(&self, controller: &ControllerProcess) {
         let log = controller.stderr();
         assert!(!log.is_empty(), "the controller logged nothing at all");
-        assert!(!log.contains(SECRET_KEY), "SecretKey in the controller's log");
+        assert!(
+            !log.contains(SECRET_KEY),
+            "SecretKey in the controller's log"
+        );
         let products = self.emulator_get("products").await;
         for product in products.as_array().unwrap() {
             let secret = product["productSecret"].as_str().unwrap_or_default();
             if !secret.is_empty() {
-                assert!(!log.contains(secret), "a ProductSecret in the controller's log");
+                assert!(
+                    !log.contains(secret),
+                    "a ProductSecret in the controller's log"
+                );
             }
         }
     }
@@ -285,17 +373,27 @@ impl Harness {
     pub async fn set_credentials_key(&self, name: &str, secret_key: &str) {
         use kube::api::{Patch, PatchParams};
         self.secrets()
-            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"stringData": {"secretKey": secret_key}})))
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"secretKey": secret_key}})),
+            )
             .await
             .unwrap();
     }
 
     /// Names of the resources reporting Ready=True for their current generation.
     pub async fn ready_names(&self) -> Vec<String> {
-        let list = self.registrations().list(&Default::default()).await.unwrap();
+        let list = self
+            .registrations()
+            .list(&Default::default())
+            .await
+            .unwrap();
         list.items
             .iter()
-            .filter(|r| r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation)
+            .filter(|r| {
+                r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation
+            })
             .filter(|r| r.condition("Ready").is_some_and(|c| c.status == "True"))
             .filter_map(|r| r.metadata.name.clone())
             .collect()

@@ -180,7 +180,8 @@ impl FakeKubeApi {
 
     /// Ends every open watch stream, as an API server restart or a load balancer would.
     pub fn close_all_watches(&self) {
-        self.close_watches.send_modify(|generation| *generation += 1);
+        self.close_watches
+            .send_modify(|generation| *generation += 1);
     }
 
     /// Forgets the watch history: watches from an older resourceVersion get 410 Gone.
@@ -226,7 +227,14 @@ impl Drop for FakeKubeApi {
     }
 }
 
-fn builtin(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool, status: bool) -> ResourceType {
+fn builtin(
+    group: &str,
+    version: &str,
+    plural: &str,
+    kind: &str,
+    namespaced: bool,
+    status: bool,
+) -> ResourceType {
     ResourceType {
         group: group.into(),
         version: version.into(),
@@ -283,10 +291,15 @@ type Reply = Result<(StatusCode, Value), (StatusCode, String, &'static str)>;
 impl Server {
     async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let (parts, body) = request.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let query: HashMap<String, String> = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let query: HashMap<String, String> =
+            form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
         let metadata_only = parts
             .headers
             .get("accept")
@@ -299,7 +312,11 @@ impl Server {
             .unwrap_or("")
             .to_owned();
         let Some(target) = self.resolve(parts.uri.path()) else {
-            return status_response(StatusCode::NOT_FOUND, "the server could not find the requested resource", "NotFound");
+            return status_response(
+                StatusCode::NOT_FOUND,
+                "the server could not find the requested resource",
+                "NotFound",
+            );
         };
         let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
         self.record(&parts.method, &target, watching);
@@ -313,7 +330,11 @@ impl Server {
             (&Method::PUT, Some(name)) => self.replace(&target, name, &body),
             (&Method::PATCH, Some(name)) => self.patch(&target, name, &body, &content_type, &query),
             (&Method::DELETE, Some(name)) => self.delete(&target, name),
-            _ => Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into(), "MethodNotAllowed")),
+            _ => Err((
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed".into(),
+                "MethodNotAllowed",
+            )),
         };
         match reply {
             Ok((status, value)) => json_response(status, &value),
@@ -346,7 +367,10 @@ impl Server {
             namespace: target.namespace.clone().unwrap_or_default(),
         };
         if matches!(verb, "create" | "update" | "patch" | "delete") {
-            *state.writes.entry(format!("{verb} {resource}")).or_default() += 1;
+            *state
+                .writes
+                .entry(format!("{verb} {resource}"))
+                .or_default() += 1;
         }
         state.requests.push(record);
     }
@@ -359,7 +383,9 @@ impl Server {
             _ => return None,
         };
         let (namespace, rest) = match rest {
-            ["namespaces", namespace, rest @ ..] if !rest.is_empty() => (Some(namespace.to_string()), rest),
+            ["namespaces", namespace, rest @ ..] if !rest.is_empty() => {
+                (Some(namespace.to_string()), rest)
+            }
             _ => (None, rest),
         };
         let (plural, name, sub) = match rest {
@@ -389,12 +415,19 @@ impl Server {
     fn list(&self, target: &Target, query: &HashMap<String, String>, metadata_only: bool) -> Reply {
         let state = lock(&self.state);
         let resource_type = &state.types[target.type_index];
-        let selector = Selector::parse(query.get("labelSelector").map_or("", String::as_str), query.get("fieldSelector").map_or("", String::as_str));
+        let selector = Selector::parse(
+            query.get("labelSelector").map_or("", String::as_str),
+            query.get("fieldSelector").map_or("", String::as_str),
+        );
         let matching: Vec<&Value> = state
             .objects
             .iter()
             .filter(|((index, namespace, _), _)| {
-                *index == target.type_index && target.namespace.as_ref().is_none_or(|wanted| wanted == namespace)
+                *index == target.type_index
+                    && target
+                        .namespace
+                        .as_ref()
+                        .is_none_or(|wanted| wanted == namespace)
             })
             .map(|(_, object)| object)
             .filter(|object| selector.matches(object))
@@ -404,7 +437,11 @@ impl Server {
             .and_then(|token| token.split_once(':'))
             .and_then(|(_, offset)| offset.parse().ok())
             .unwrap_or(0);
-        let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).filter(|&l| l > 0).unwrap_or(usize::MAX);
+        let limit: usize = query
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|&l| l > 0)
+            .unwrap_or(usize::MAX);
         let page: Vec<Value> = matching
             .iter()
             .skip(offset)
@@ -413,14 +450,27 @@ impl Server {
             .collect();
         let mut metadata = json!({"resourceVersion": state.resource_version.to_string()});
         if offset + page.len() < matching.len() {
-            metadata["continue"] = json!(format!("{}:{}", state.resource_version, offset + page.len()));
+            metadata["continue"] = json!(format!(
+                "{}:{}",
+                state.resource_version,
+                offset + page.len()
+            ));
         }
         let (api_version, kind) = if metadata_only {
-            ("meta.k8s.io/v1".to_owned(), "PartialObjectMetadataList".to_owned())
+            (
+                "meta.k8s.io/v1".to_owned(),
+                "PartialObjectMetadataList".to_owned(),
+            )
         } else {
-            (resource_type.api_version(), format!("{}List", resource_type.kind))
+            (
+                resource_type.api_version(),
+                format!("{}List", resource_type.kind),
+            )
         };
-        Ok((StatusCode::OK, json!({"apiVersion": api_version, "kind": kind, "metadata": metadata, "items": page})))
+        Ok((
+            StatusCode::OK,
+            json!({"apiVersion": api_version, "kind": kind, "metadata": metadata, "items": page}),
+        ))
     }
 
     fn get(&self, target: &Target, name: &str) -> Reply {
@@ -439,29 +489,55 @@ impl Server {
         let name = object["metadata"]["name"]
             .as_str()
             .map(str::to_owned)
-            .or_else(|| object["metadata"]["generateName"].as_str().map(|prefix| format!("{prefix}{}", UID_COUNTER.fetch_add(1, Ordering::SeqCst))))
-            .ok_or_else(|| (StatusCode::UNPROCESSABLE_ENTITY, "metadata.name is required".to_owned(), "Invalid"))?;
+            .or_else(|| {
+                object["metadata"]["generateName"]
+                    .as_str()
+                    .map(|prefix| format!("{prefix}{}", UID_COUNTER.fetch_add(1, Ordering::SeqCst)))
+            })
+            .ok_or_else(|| {
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "metadata.name is required".to_owned(),
+                    "Invalid",
+                )
+            })?;
         let mut state = lock(&self.state);
         let key = object_key(target, &name);
         if state.objects.contains_key(&key) {
             let kind = state.types[target.type_index].plural.clone();
-            return Err((StatusCode::CONFLICT, format!("{kind} \"{name}\" already exists"), "AlreadyExists"));
+            return Err((
+                StatusCode::CONFLICT,
+                format!("{kind} \"{name}\" already exists"),
+                "AlreadyExists",
+            ));
         }
         object["metadata"]["name"] = json!(name);
         let created = self.insert_new(&mut state, target, key, object);
         Ok((StatusCode::CREATED, created))
     }
 
-    fn insert_new(&self, state: &mut State, target: &Target, key: ObjectKey, mut object: Value) -> Value {
+    fn insert_new(
+        &self,
+        state: &mut State,
+        target: &Target,
+        key: ObjectKey,
+        mut object: Value,
+    ) -> Value {
         let resource_type = state.types[target.type_index].clone();
         object["apiVersion"] = json!(resource_type.api_version());
         object["kind"] = json!(resource_type.kind);
-        let metadata = object["metadata"].as_object_mut().map(std::mem::take).unwrap_or_default();
+        let metadata = object["metadata"]
+            .as_object_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
         let mut metadata = Value::Object(metadata);
         if let Some(namespace) = &target.namespace {
             metadata["namespace"] = json!(namespace);
         }
-        metadata["uid"] = json!(format!("uid-{:08}", UID_COUNTER.fetch_add(1, Ordering::SeqCst)));
+        metadata["uid"] = json!(format!(
+            "uid-{:08}",
+            UID_COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
         metadata["creationTimestamp"] = json!(now_rfc3339());
         if resource_type.generation {
             metadata["generation"] = json!(1);
@@ -471,7 +547,9 @@ impl Server {
             map.remove("resourceVersion");
         }
         object["metadata"] = metadata;
-        if resource_type.status_subresource && let Some(map) = object.as_object_mut() {
+        if resource_type.status_subresource
+            && let Some(map) = object.as_object_mut()
+        {
             map.remove("status");
         }
         fold_string_data(&mut object);
@@ -479,7 +557,13 @@ impl Server {
     }
 
     /// Stores an object with a new resourceVersion and tells the watchers.
-    fn store(&self, state: &mut State, key: ObjectKey, mut object: Value, kind: &'static str) -> Value {
+    fn store(
+        &self,
+        state: &mut State,
+        key: ObjectKey,
+        mut object: Value,
+        kind: &'static str,
+    ) -> Value {
         state.resource_version += 1;
         object["metadata"]["resourceVersion"] = json!(state.resource_version.to_string());
         state.objects.insert(key.clone(), object.clone());
@@ -518,7 +602,14 @@ impl Server {
 
     /// Applies a new version of an existing object: status and spec kept apart, generation
     /// bumped on spec changes, deletion completed when the last finalizer goes.
-    fn update(&self, state: &mut State, target: &Target, key: ObjectKey, current: Value, incoming: Value) -> Value {
+    fn update(
+        &self,
+        state: &mut State,
+        target: &Target,
+        key: ObjectKey,
+        current: Value,
+        incoming: Value,
+    ) -> Value {
         let resource_type = state.types[target.type_index].clone();
         let mut next = if target.status {
             let mut next = current.clone();
@@ -527,7 +618,14 @@ impl Server {
         } else {
             let mut next = incoming;
             // System fields are the server's; metadata the client may change is kept.
-            for field in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "namespace", "name"] {
+            for field in [
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "deletionTimestamp",
+                "namespace",
+                "name",
+            ] {
                 match current["metadata"].get(field) {
                     Some(value) => next["metadata"][field] = value.clone(),
                     None => {
@@ -556,7 +654,9 @@ impl Server {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
             next["metadata"]["generation"] = json!(generation + 1);
         }
-        let finalizers_left = next["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let finalizers_left = next["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
         if next["metadata"].get("deletionTimestamp").is_some() && !finalizers_left {
             return self.remove(state, &key, next);
         }
@@ -566,7 +666,14 @@ impl Server {
         self.store(state, key, next, "MODIFIED")
     }
 
-    fn patch(&self, target: &Target, name: &str, body: &[u8], content_type: &str, query: &HashMap<String, String>) -> Reply {
+    fn patch(
+        &self,
+        target: &Target,
+        name: &str,
+        body: &[u8],
+        content_type: &str,
+        query: &HashMap<String, String>,
+    ) -> Reply {
         let patch: Value = if content_type.starts_with("application/apply-patch+yaml") {
             serde_yaml::from_slice(body).map_err(bad_request)?
         } else {
@@ -586,10 +693,18 @@ impl Server {
             return Ok((StatusCode::OK, updated));
         }
         if !content_type.starts_with("application/apply-patch+yaml") {
-            return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("patch type {content_type} is not supported here"), "UnsupportedMediaType"));
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("patch type {content_type} is not supported here"),
+                "UnsupportedMediaType",
+            ));
         }
         let Some(manager) = query.get("fieldManager").cloned() else {
-            return Err((StatusCode::UNPROCESSABLE_ENTITY, "fieldManager is required for apply patches".into(), "Invalid"));
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "fieldManager is required for apply patches".into(),
+                "Invalid",
+            ));
         };
         let applied_paths = leaf_paths(&patch);
         let previous_paths = state
@@ -620,7 +735,9 @@ impl Server {
         let Some(current) = state.objects.get(&key).cloned() else {
             return Err(not_found(&state.types[target.type_index], name));
         };
-        let has_finalizers = current["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let has_finalizers = current["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
         if !has_finalizers {
             let removed = self.remove(&mut state, &key, current);
             return Ok((StatusCode::OK, removed));
@@ -642,26 +759,38 @@ impl Server {
     /// all gone (background propagation, finalizers of dependents honoured).
     fn remove(&self, state: &mut State, key: &ObjectKey, object: Value) -> Value {
         state.objects.remove(key);
-        state.applied.retain(|(applied_key, _, _), _| applied_key != key);
+        state
+            .applied
+            .retain(|(applied_key, _, _), _| applied_key != key);
         state.resource_version += 1;
         let mut gone = object;
         gone["metadata"]["resourceVersion"] = json!(state.resource_version.to_string());
         self.announce(state, key, "DELETED", gone.clone());
-        let uid = gone["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+        let uid = gone["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let orphans: Vec<(ObjectKey, Value)> = state
             .objects
             .iter()
             .filter(|((_, namespace, _), _)| namespace == &key.1)
             .filter(|(_, dependent)| {
-                let owners = dependent["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+                let owners = dependent["metadata"]["ownerReferences"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
                 !owners.is_empty()
                     && owners.iter().any(|owner| owner["uid"] == uid.as_str())
-                    && owners.iter().all(|owner| owner["uid"] == uid.as_str() || !owner_alive(state, owner))
+                    && owners
+                        .iter()
+                        .all(|owner| owner["uid"] == uid.as_str() || !owner_alive(state, owner))
             })
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect();
         for (dependent_key, dependent) in orphans {
-            let has_finalizers = dependent["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+            let has_finalizers = dependent["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty());
             if has_finalizers {
                 let mut marked = dependent.clone();
                 marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
@@ -673,14 +802,27 @@ impl Server {
         gone
     }
 
-    fn watch(&self, target: &Target, query: &HashMap<String, String>, metadata_only: bool) -> Response<Body> {
-        let since: u64 = query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    fn watch(
+        &self,
+        target: &Target,
+        query: &HashMap<String, String>,
+        metadata_only: bool,
+    ) -> Response<Body> {
+        let since: u64 = query
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let timeout = query
             .get("timeoutSeconds")
             .and_then(|v| v.parse().ok())
             .map_or(Duration::from_secs(300), Duration::from_secs);
-        let bookmarks = query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
-        let selector = Selector::parse(query.get("labelSelector").map_or("", String::as_str), query.get("fieldSelector").map_or("", String::as_str));
+        let bookmarks = query
+            .get("allowWatchBookmarks")
+            .is_some_and(|v| v == "true");
+        let selector = Selector::parse(
+            query.get("labelSelector").map_or("", String::as_str),
+            query.get("fieldSelector").map_or("", String::as_str),
+        );
         let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(1024);
         let mut live = self.events.subscribe();
         let (backlog, gone, current) = {
@@ -691,17 +833,31 @@ impl Server {
                 state
                     .objects
                     .iter()
-                    .filter(|((index, namespace, _), _)| *index == target.type_index && target.namespace.as_ref().is_none_or(|n| n == namespace))
-                    .map(|((index, namespace, _), object)| Arc::new(WatchEvent {
-                        resource_version: object["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0),
-                        type_index: *index,
-                        namespace: namespace.clone(),
-                        kind: "ADDED",
-                        object: object.clone(),
-                    }))
+                    .filter(|((index, namespace, _), _)| {
+                        *index == target.type_index
+                            && target.namespace.as_ref().is_none_or(|n| n == namespace)
+                    })
+                    .map(|((index, namespace, _), object)| {
+                        Arc::new(WatchEvent {
+                            resource_version: object["metadata"]["resourceVersion"]
+                                .as_str()
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(0),
+                            type_index: *index,
+                            namespace: namespace.clone(),
+                            kind: "ADDED",
+                            object: object.clone(),
+                        })
+                    })
                     .collect()
             } else {
-                state.history.iter().filter(|event| event.resource_version > since).cloned().map(Arc::new).collect()
+                state
+                    .history
+                    .iter()
+                    .filter(|event| event.resource_version > since)
+                    .cloned()
+                    .map(Arc::new)
+                    .collect()
             };
             (backlog, gone, state.resource_version)
         };
@@ -712,18 +868,26 @@ impl Server {
         let api_version = lock(&self.state).types[type_index].api_version();
         let kind = lock(&self.state).types[type_index].kind.clone();
         tokio::spawn(async move {
-            let frame = |event: &str, object: Value| Bytes::from(format!("{}\n", json!({"type": event, "object": object})));
+            let frame = |event: &str, object: Value| {
+                Bytes::from(format!("{}\n", json!({"type": event, "object": object})))
+            };
             if gone {
                 let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410});
                 let _ = sender.send(frame("ERROR", status)).await;
                 return;
             }
             let relevant = |event: &WatchEvent| {
-                event.type_index == type_index && namespace.as_ref().is_none_or(|n| n == &event.namespace) && selector.matches(&event.object)
+                event.type_index == type_index
+                    && namespace.as_ref().is_none_or(|n| n == &event.namespace)
+                    && selector.matches(&event.object)
             };
             let mut last_sent = since;
             for event in backlog.iter().filter(|e| relevant(e)) {
-                if sender.send(frame(event.kind, present(&event.object, metadata_only))).await.is_err() {
+                if sender
+                    .send(frame(event.kind, present(&event.object, metadata_only)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 last_sent = last_sent.max(event.resource_version);
@@ -753,7 +917,10 @@ impl Server {
             }
         });
         let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), receiver))
+            receiver
+                .recv()
+                .await
+                .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), receiver))
         });
         Response::builder()
             .status(StatusCode::OK)
@@ -764,11 +931,18 @@ impl Server {
 }
 
 fn owner_alive(state: &State, owner: &Value) -> bool {
-    state.objects.values().any(|object| object["metadata"]["uid"] == owner["uid"])
+    state
+        .objects
+        .values()
+        .any(|object| object["metadata"]["uid"] == owner["uid"])
 }
 
 fn object_key(target: &Target, name: &str) -> ObjectKey {
-    (target.type_index, target.namespace.clone().unwrap_or_default(), name.to_owned())
+    (
+        target.type_index,
+        target.namespace.clone().unwrap_or_default(),
+        name.to_owned(),
+    )
 }
 
 /// What a watch or list shows: the object, or only its metadata for metadata-only requests.
@@ -801,7 +975,10 @@ fn without_resource_version(object: &Value) -> Value {
     copy
 }
 
-fn check_resource_version(current: &Value, incoming: &Value) -> Result<(), (StatusCode, String, &'static str)> {
+fn check_resource_version(
+    current: &Value,
+    incoming: &Value,
+) -> Result<(), (StatusCode, String, &'static str)> {
     match incoming["metadata"]["resourceVersion"].as_str() {
         Some(wanted) if Some(wanted) != current["metadata"]["resourceVersion"].as_str() => Err((
             StatusCode::CONFLICT,
@@ -814,13 +991,17 @@ fn check_resource_version(current: &Value, incoming: &Value) -> Result<(), (Stat
 
 /// Secrets written with stringData store it base64-encoded in data, as the API server does.
 fn fold_string_data(object: &mut Value) {
-    let Some(string_data) = object.as_object_mut().and_then(|map| map.remove("stringData")) else {
+    let Some(string_data) = object
+        .as_object_mut()
+        .and_then(|map| map.remove("stringData"))
+    else {
         return;
     };
     use base64::Engine;
     if let Some(entries) = string_data.as_object() {
         for (key, value) in entries {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(value.as_str().unwrap_or_default());
+            let encoded = base64::engine::general_purpose::STANDARD
+                .encode(value.as_str().unwrap_or_default());
             object["data"][key] = json!(encoded);
         }
     }
@@ -879,7 +1060,12 @@ fn leaf_paths(value: &Value) -> BTreeSet<Vec<String>> {
     }
     let mut out = BTreeSet::new();
     walk(value, &mut Vec::new(), &mut out);
-    out.retain(|path| !matches!(path.first().map(String::as_str), Some("apiVersion" | "kind")));
+    out.retain(|path| {
+        !matches!(
+            path.first().map(String::as_str),
+            Some("apiVersion" | "kind")
+        )
+    });
     out
 }
 
@@ -915,7 +1101,9 @@ impl Selector {
             .map(|term| {
                 if let Some((key, value)) = term.split_once("!=") {
                     (key.trim().into(), Some(value.trim().into()), false)
-                } else if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                } else if let Some((key, value)) =
+                    term.split_once("==").or_else(|| term.split_once('='))
+                {
                     (key.trim().into(), Some(value.trim().into()), true)
                 } else if let Some(key) = term.strip_prefix('!') {
                     (key.trim().into(), None, false)
@@ -927,7 +1115,12 @@ impl Selector {
         let fields = fields
             .split(',')
             .filter_map(|term| term.split_once('='))
-            .map(|(key, value)| (key.trim_end_matches('=').trim().to_owned(), value.trim().to_owned()))
+            .map(|(key, value)| {
+                (
+                    key.trim_end_matches('=').trim().to_owned(),
+                    value.trim().to_owned(),
+                )
+            })
             .collect();
         Self { labels, fields }
     }
@@ -941,21 +1134,31 @@ impl Selector {
                 None => actual.is_some() == *equal,
             }
         });
-        let fields_ok = self.fields.iter().all(|(field, value)| match field.as_str() {
-            "metadata.name" => object["metadata"]["name"] == value.as_str(),
-            "metadata.namespace" => object["metadata"]["namespace"] == value.as_str(),
-            _ => true,
-        });
+        let fields_ok = self
+            .fields
+            .iter()
+            .all(|(field, value)| match field.as_str() {
+                "metadata.name" => object["metadata"]["name"] == value.as_str(),
+                "metadata.namespace" => object["metadata"]["namespace"] == value.as_str(),
+                _ => true,
+            });
         labels_ok && fields_ok
     }
 }
 
 fn now_rfc3339() -> String {
-    k8s_openapi::jiff::Timestamp::now().round(k8s_openapi::jiff::Unit::Second).unwrap().to_string()
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .unwrap()
+        .to_string()
 }
 
 fn not_found(resource_type: &ResourceType, name: &str) -> (StatusCode, String, &'static str) {
-    (StatusCode::NOT_FOUND, format!("{} \"{name}\" not found", resource_type.plural), "NotFound")
+    (
+        StatusCode::NOT_FOUND,
+        format!("{} \"{name}\" not found", resource_type.plural),
+        "NotFound",
+    )
 }
 
 fn bad_request(error: impl std::fmt::Display) -> (StatusCode, String, &'static str) {
@@ -966,7 +1169,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(BodyExt::boxed_unsync(Full::new(Bytes::from(body.to_string()))))
+        .body(BodyExt::boxed_unsync(Full::new(Bytes::from(
+            body.to_string(),
+        ))))
         .unwrap()
 }
 

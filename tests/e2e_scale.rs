@@ -1,0 +1,132 @@
+//! End-to-end: 200 resources at the cloud's limit, and the process killed and stopped.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use iothub_dynreg::crd::RegistrationMode;
+use support::e2e::{Harness, SECRET_KEY};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_resources_at_the_rate_limit_without_throttling() {
+    let harness = Harness::start(
+        "generate: {count: 200, region: ap-guangzhou, prefix: SCALE}",
+        |config| {
+            config.rate_limit_per_second = 20;
+        },
+    )
+    .await;
+    harness
+        .create_credentials("tencent-credentials", SECRET_KEY)
+        .await;
+    let controller = harness.spawn_controller(&["--resync-interval", "10m"]);
+    let started = Instant::now();
+    let creations = (0..200).map(|index| {
+        let harness = &harness;
+        async move {
+            harness
+                .create_registration(
+                    &format!("r{index:03}"),
+                    &format!("SCALE{index:05}"),
+                    RegistrationMode::AutoCreate,
+                    1000,
+                )
+                .await
+        }
+    });
+    futures::future::join_all(creations).await;
+    harness
+        .wait_for(
+            "all 200 Ready",
+            Duration::from_secs(120),
+            Some(&controller),
+            || async { (harness.ready_names().await.len() == 200).then_some(()) },
+        )
+        .await;
+    let elapsed = started.elapsed();
+    let stats = harness.emulator_get("stats").await;
+    println!(
+        "200 resources Ready in {elapsed:?}; peaks {} ; RequestLimitExceeded {}; calls {}",
+        stats["peakCallsPerSecondByAction"], stats["requestLimitExceeded"], stats["calls"]
+    );
+    assert_eq!(stats["requestLimitExceeded"], 0);
+    for (action, peak) in stats["peakCallsPerSecondByAction"].as_object().unwrap() {
+        assert!(
+            peak.as_u64().unwrap() <= 20,
+            "{action} peaked at {peak} calls per second"
+        );
+    }
+    assert_eq!(
+        stats["calls"]["UpdateProductDynamicRegister"]["Success"],
+        200
+    );
+    harness.assert_no_secrets_logged(&controller).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_way_it_converges_after_restart_and_sigterm_stops_it_cleanly() {
+    let harness = Harness::start(
+        "generate: {count: 60, region: ap-guangzhou, prefix: KILL}",
+        |config| {
+            config.rate_limit_per_second = 20;
+        },
+    )
+    .await;
+    harness
+        .create_credentials("tencent-credentials", SECRET_KEY)
+        .await;
+    let first = harness.spawn_controller(&[]);
+    for index in 0..60 {
+        harness
+            .create_registration(
+                &format!("k{index:02}"),
+                &format!("KILL{index:06}"),
+                RegistrationMode::PreCreate,
+                3,
+            )
+            .await;
+    }
+    // Let it get part of the way, then SIGKILL it.
+    harness
+        .wait_for(
+            "some progress",
+            Duration::from_secs(30),
+            Some(&first),
+            || async { (harness.ready_names().await.len() >= 5).then_some(()) },
+        )
+        .await;
+    first.signal("KILL");
+    let done_before = harness.ready_names().await.len();
+    println!("killed with {done_before}/60 Ready");
+    drop(first);
+
+    let mut second = harness.spawn_controller(&[]);
+    harness
+        .wait_for(
+            "all 60 Ready after the restart",
+            Duration::from_secs(60),
+            Some(&second),
+            || async { (harness.ready_names().await.len() == 60).then_some(()) },
+        )
+        .await;
+    let stats = harness.emulator_get("stats").await;
+    assert_eq!(stats["requestLimitExceeded"], 0);
+    let secrets = harness
+        .secrets()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(secrets, 61, "60 published Secrets and the credentials");
+
+    let stopping = Instant::now();
+    second.signal("TERM");
+    let status = second
+        .wait_exit(Duration::from_secs(10))
+        .expect("still running 10 s after SIGTERM");
+    println!("SIGTERM → exit {status} in {:?}", stopping.elapsed());
+    assert!(status.success(), "exit status {status}");
+    assert!(stopping.elapsed() < Duration::from_secs(5));
+    harness.assert_no_secrets_logged(&second).await;
+}
