@@ -2,7 +2,7 @@
 //! per-object backoff.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
@@ -14,6 +14,7 @@ use rand::Rng;
 use crate::cloud::{CloudClient, Credentials};
 use crate::crd::DynamicRegistration;
 use crate::credentials::{CredentialGate, NamespaceAllowList};
+use crate::metrics::Metrics;
 use crate::plan::Progress;
 
 /// Operator-chosen behaviour (flags).
@@ -65,8 +66,12 @@ pub struct Context {
     pub settings: Settings,
     /// Every DynamicRegistration in view, for conflict detection.
     pub registrations: Store<DynamicRegistration>,
+    /// Turns true once `registrations` holds the first complete list.
+    cache_ready: tokio::sync::watch::Receiver<bool>,
     /// Which credentials may be used now.
     pub credential_gate: CredentialGate,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
     failures: Mutex<HashMap<ObjectRef<DynamicRegistration>, u32>>,
 }
 
@@ -78,8 +83,12 @@ impl Context {
         recorder: Recorder,
         settings: Settings,
         registrations: Store<DynamicRegistration>,
+        cache_ready: tokio::sync::watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            cache_ready,
+            metrics,
             client,
             cloud,
             recorder,
@@ -88,6 +97,14 @@ impl Context {
             registrations,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Waits until the resource cache holds a complete list. (kube's `Store::wait_until_ready`
+    /// wakes only one of several concurrent waiters, so reconciles wait on this channel instead,
+    /// fed by a single waiter.)
+    pub async fn cache_ready(&self) {
+        let mut ready = self.cache_ready.clone();
+        let _ = ready.wait_for(|ready| *ready).await;
     }
 
     /// The controller's own credentials, if configured and allowed for `namespace`.

@@ -14,9 +14,16 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use std::time::Duration;
+
+use tokio::sync::watch;
+
 use crate::cloud::CloudClient;
 use crate::context::{Context, Settings};
 use crate::crd::{DynamicRegistration, MANAGER};
+use crate::http::Health;
+use crate::leader::{LeaderElector, LeaseSettings};
+use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
 
 /// How the controller runs.
@@ -30,12 +37,22 @@ pub struct RunOptions {
     pub instance: Option<String>,
 }
 
+/// Everything the controller shares with the operations endpoint.
+#[derive(Clone)]
+pub struct Shared {
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Readiness.
+    pub health: Arc<Health>,
+}
+
 /// Runs the controller until `shutdown` completes, then lets in-flight reconciles finish.
 pub async fn run(
     client: Client,
     cloud: CloudClient,
     settings: Settings,
     options: RunOptions,
+    shared: Shared,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (registrations, secrets) = match &options.watch_namespace {
@@ -46,10 +63,22 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let (reader, writer) = reflector::store();
+    // Readiness comes from the watch stream itself: kube's `Store::wait_until_ready` wakes only
+    // one of several waiters, and the controller runtime is one of them already.
+    let (cache_ready, cache_ready_rx) = watch::channel(false);
+    let health = shared.health.clone();
+    let mark_ready = move |event: &Result<watcher::Event<DynamicRegistration>, watcher::Error>| {
+        if matches!(event, Ok(watcher::Event::InitDone)) && !*cache_ready.borrow() {
+            info!("watches established");
+            let _ = cache_ready.send(true);
+            health.watches_established();
+        }
+    };
     // Only spec changes and lifecycle changes trigger: our own status writes must not.
     let resources = watcher(registrations, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
+        .inspect(mark_ready)
         .applied_objects()
         .predicate_filter(spec_or_lifecycle, Default::default());
     // Secrets are watched by metadata only: their data never needs to sit in this process.
@@ -63,12 +92,15 @@ pub async fn run(
             instance: options.instance.clone(),
         },
     );
+    shared.health.set_watches(Some(reader.clone()), false);
     let context = Arc::new(Context::new(
         client,
         cloud,
         recorder,
         settings,
         reader.clone(),
+        cache_ready_rx,
+        shared.metrics.clone(),
     ));
     info!(
         namespace = options.watch_namespace.as_deref().unwrap_or("(all)"),
@@ -88,7 +120,132 @@ pub async fn run(
             }
         })
         .await;
+    shared.health.set_watches(None, false);
     info!("controller stopped");
+}
+
+/// How long in-flight reconciles may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs the controller, under leader election when `lease` is given, until `shutdown` turns true.
+pub async fn operate(
+    client: Client,
+    cloud: CloudClient,
+    settings: Settings,
+    options: RunOptions,
+    shared: Shared,
+    lease: Option<LeaseSettings>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Some(lease) = lease else {
+        shared.metrics.set_leader(true);
+        shared.health.set_leading(true);
+        run(
+            client,
+            cloud,
+            settings,
+            options,
+            shared,
+            shutdown_requested(shutdown),
+        )
+        .await;
+        return;
+    };
+    let elector = LeaderElector::new(client.clone(), lease);
+    loop {
+        if !stand_by(&elector, &shared.health, shutdown.clone()).await {
+            return;
+        }
+        info!(identity = %elector.settings().identity, "leading: starting to reconcile");
+        shared.metrics.set_leader(true);
+        shared.health.set_leading(true);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let controller = run(
+            client.clone(),
+            cloud.clone(),
+            settings.clone(),
+            options.clone(),
+            shared.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        );
+        tokio::pin!(controller);
+        let shutting_down = tokio::select! {
+            () = &mut controller => true,
+            () = keep_leadership(&elector, &shared.health) => false,
+            () = shutdown_requested(shutdown.clone()) => true,
+        };
+        shared.metrics.set_leader(false);
+        shared.health.set_leading(false);
+        if !shutting_down {
+            // Dropping the controller aborts its reconciles at once: another replica leads now.
+            warn!("lost the Lease: stopped reconciling, standing by");
+            continue;
+        }
+        let _ = stop.send(());
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut controller)
+            .await
+            .is_err()
+        {
+            warn!("in-flight reconciles did not finish within {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+        match elector.release().await {
+            Ok(()) => info!("released the Lease"),
+            Err(error) => warn!(%error, "could not release the Lease; it expires by itself"),
+        }
+        return;
+    }
+}
+
+/// Waits for the Lease; `false` when shutdown came first.
+async fn stand_by(
+    elector: &LeaderElector,
+    health: &Health,
+    mut shutdown: watch::Receiver<bool>,
+) -> bool {
+    loop {
+        if *shutdown.borrow() {
+            return false;
+        }
+        match elector.try_acquire_or_renew().await {
+            Ok(true) => {
+                health.lease_checked();
+                return true;
+            }
+            Ok(false) => health.lease_checked(),
+            Err(error) => warn!(%error, "leader election: cannot read or write the Lease"),
+        }
+        let pause = elector.settings().renew_interval();
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Renews the Lease; returns when it is lost (taken, or not renewed within its duration).
+async fn keep_leadership(elector: &LeaderElector, health: &Health) {
+    let mut last_renewal = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(elector.settings().renew_interval()).await;
+        match elector.try_acquire_or_renew().await {
+            Ok(true) => {
+                last_renewal = tokio::time::Instant::now();
+                health.lease_checked();
+            }
+            Ok(false) => return,
+            Err(error) => warn!(%error, "leader election: renewal failed"),
+        }
+        // Stop before the Lease can expire in others' eyes, not after.
+        if last_renewal.elapsed() >= elector.settings().lease_duration * 2 / 3 {
+            return;
+        }
+    }
+}
+
+async fn shutdown_requested(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|requested| *requested).await;
 }
 
 /// Generation (spec), deletion and finalizers: the changes a reconcile must see.

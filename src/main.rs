@@ -1,15 +1,20 @@
 //! `iothub-dynreg`: flags → clients → controller. No logic lives here.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use iothub_dynreg::cloud::limit::{ActionRateLimit, RateLimits};
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint};
 use iothub_dynreg::context::Settings;
-use iothub_dynreg::controller::{self, RunOptions};
+use iothub_dynreg::controller::{self, RunOptions, Shared};
 use iothub_dynreg::crd::DynamicRegistration;
 use iothub_dynreg::credentials::{self, NamespaceAllowList};
+use iothub_dynreg::http::{self, Health};
+use iothub_dynreg::leader::LeaseSettings;
+use iothub_dynreg::metrics::Metrics;
 use iothub_dynreg::telemetry::{self, LogFormat};
 use kube::CustomResourceExt;
 
@@ -25,7 +30,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
-    Run(RunFlags),
+    Run(Box<RunFlags>),
     /// Print the DynamicRegistration CustomResourceDefinition as YAML.
     Crd,
 }
@@ -76,6 +81,29 @@ struct RunFlags {
         default_value = "text"
     )]
     log_format: LogFormat,
+    /// Address of the /metrics, /healthz and /readyz endpoint.
+    #[arg(
+        long,
+        env = "IOTHUB_DYNREG_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_addr: SocketAddr,
+    /// Reconcile only while holding a coordination.k8s.io/v1 Lease, so replicas can run side by side.
+    #[arg(long, env = "IOTHUB_DYNREG_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE, else "default").
+    #[arg(long, env = "IOTHUB_DYNREG_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "IOTHUB_DYNREG_LEADER_ELECTION_LEASE_NAME",
+        default_value = "iothub-dynreg"
+    )]
+    leader_election_lease_name: String,
+    /// A leader that has not renewed for this long loses the Lease; it renews every third of it.
+    #[arg(long, env = "IOTHUB_DYNREG_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    leader_election_lease_duration: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -108,7 +136,7 @@ async fn main() -> ExitCode {
         },
         Command::Run(flags) => {
             telemetry::init(flags.log_format);
-            match run(flags).await {
+            match run(*flags).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     tracing::error!("{message}");
@@ -126,12 +154,14 @@ async fn run(flags: RunFlags) -> Result<(), String> {
     }
     let endpoint = Endpoint::parse(&flags.endpoint, flags.insecure_loopback_endpoint)
         .map_err(|e| e.to_string())?;
+    let metrics = Arc::new(Metrics::new());
     let cloud = CloudClient::new(ClientConfig {
         endpoint,
         rate_limits,
         ..ClientConfig::default()
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?
+    .observed_by(metrics.clone());
     let settings = Settings {
         resync_interval: flags.resync_interval,
         stalled_retry_interval: flags.stalled_retry_interval,
@@ -144,18 +174,55 @@ async fn run(flags: RunFlags) -> Result<(), String> {
     let client = kube::Client::try_default().await.map_err(|e| {
         format!("cannot reach the Kubernetes API (kubeconfig or in-cluster config): {e}")
     })?;
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "iothub-dynreg".into()),
+            std::process::id()
+        )
+    });
+    let lease = flags.leader_election.then(|| LeaseSettings {
+        name: flags.leader_election_lease_name.clone(),
+        namespace: flags
+            .leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into()),
+        identity: identity.clone(),
+        lease_duration: flags.leader_election_lease_duration,
+    });
+    let shared = Shared {
+        metrics,
+        health: Arc::new(Health::new(
+            lease.as_ref().map(LeaseSettings::renew_interval),
+        )),
+    };
+    let listener = http::bind(flags.metrics_addr).await.map_err(|e| {
+        format!(
+            "cannot listen on --metrics-addr {}: {e}",
+            flags.metrics_addr
+        )
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    tokio::spawn(http::serve(
+        listener,
+        shared.metrics.clone(),
+        shared.health.clone(),
+    ));
+    let (request_shutdown, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        telemetry::shutdown_signal().await;
+        tracing::info!("shutdown requested: finishing in-flight reconciles");
+        let _ = request_shutdown.send(true);
+    });
     let options = RunOptions {
         watch_namespace: flags.watch_namespace,
         concurrency: flags.concurrency.max(1),
-        instance: std::env::var("POD_NAME").ok(),
+        instance: Some(identity),
     };
-    controller::run(
-        client,
-        cloud,
-        settings,
-        options,
-        telemetry::shutdown_signal(),
-    )
-    .await;
+    controller::operate(client, cloud, settings, options, shared, lease, shutdown).await;
     Ok(())
 }

@@ -30,21 +30,35 @@ pub async fn reconcile(resource: Arc<DynamicRegistration>, ctx: Arc<Context>) ->
         product_id = %resource.spec.product_id,
     );
     async move {
-        // Conflict detection needs every resource in view, not a half-listed cache.
-        ctx.registrations.wait_until_ready().await.ok();
-        let progress = if resource.metadata.deletion_timestamp.is_some() {
-            match finalize(&resource, &ctx, &namespace).await? {
-                None => return Ok(Action::await_change()),
-                Some(progress) => progress,
-            }
-        } else {
-            keep_finalizer_in_line(&resource, &ctx).await?;
-            sync(&resource, &ctx, &namespace).await?
-        };
-        Ok(ctx.requeue_after(&ObjectRef::from_obj(&*resource), progress))
+        let started = tokio::time::Instant::now();
+        let outcome = reconcile_once(&resource, &ctx, &namespace).await;
+        let progress = outcome
+            .as_ref()
+            .ok()
+            .map(|p| p.unwrap_or(Progress::Settled));
+        ctx.metrics.reconciled(progress, started.elapsed());
+        match outcome? {
+            None => Ok(Action::await_change()),
+            Some(progress) => Ok(ctx.requeue_after(&ObjectRef::from_obj(&*resource), progress)),
+        }
     }
     .instrument(span)
     .await
+}
+
+/// `None` once a deleted resource has been let go.
+async fn reconcile_once(
+    resource: &DynamicRegistration,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<Progress>> {
+    // Conflict detection needs every resource in view, not a half-listed cache.
+    ctx.cache_ready().await;
+    if resource.metadata.deletion_timestamp.is_some() {
+        return finalize(resource, ctx, namespace).await;
+    }
+    keep_finalizer_in_line(resource, ctx).await?;
+    sync(resource, ctx, namespace).await.map(Some)
 }
 
 /// Called by the controller when [`reconcile`] returns an error (a Kubernetes API failure).
@@ -112,6 +126,7 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
                     crate::crd::RegistrationMode::from(wanted.register_type),
                     wanted.register_limit
                 );
+                ctx.metrics.drift_corrected();
                 kube_io::publish_event(
                     &ctx.recorder,
                     resource,

@@ -123,12 +123,15 @@ fn context(
     writer.apply_watcher_event(&watcher::Event::InitDone);
     // The store must outlive the writer's drop: keep the writer alive for the test.
     std::mem::forget(writer);
+    let (_, ready) = tokio::sync::watch::channel(true);
     Arc::new(Context::new(
         client,
         cloud,
         recorder,
         Settings::default(),
         reader,
+        ready,
+        Arc::new(iothub_dynreg::metrics::Metrics::new()),
     ))
 }
 

@@ -153,10 +153,18 @@ pub struct RegistrationRequest {
     pub register_limit: u64,
 }
 
+/// Told of every attempt, for metrics.
+pub trait CallObserver: Send + Sync {
+    /// An attempt of `action` ended with `code` (`Success` or the error code) after `latency`,
+    /// having waited `waited` for the rate limiter.
+    fn call_finished(&self, action: Action, code: &str, latency: Duration, waited: Duration);
+}
+
 /// Client of the IoT Hub API; cheap to clone, one per process.
 #[derive(Clone)]
 pub struct CloudClient {
     inner: Arc<Inner>,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 struct Inner {
@@ -200,7 +208,14 @@ impl CloudClient {
                 retry: config.retry,
                 clock,
             }),
+            observer: None,
         })
+    }
+
+    /// The same client, reporting every attempt to `observer`.
+    pub fn observed_by(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The endpoint this client talks to.
@@ -302,7 +317,12 @@ impl CloudClient {
         let mut attempt = 1;
         loop {
             let waited = self.inner.limiter.acquire(&bucket).await;
+            let started = tokio::time::Instant::now();
             let result = self.attempt(credentials, region, action, &payload).await;
+            if let Some(observer) = &self.observer {
+                let code = result.as_ref().err().map_or("Success", CloudError::code);
+                observer.call_finished(action, code, started.elapsed(), waited);
+            }
             let error = match result {
                 Ok(answer) => {
                     debug!(%action, region, attempt, waited_ms = waited.as_millis() as u64, "cloud call succeeded");

@@ -37,6 +37,17 @@ pub struct Harness {
 pub struct ControllerProcess {
     child: Child,
     stderr: Arc<Mutex<String>>,
+    /// `http://127.0.0.1:<port>` of its /metrics, /healthz and /readyz.
+    pub ops_url: String,
+}
+
+impl ControllerProcess {
+    /// GET on the operations endpoint: status and body, or `None` when it does not answer.
+    pub async fn ops(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::get(format!("{}{path}", self.ops_url)).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
 }
 
 impl ControllerProcess {
@@ -123,6 +134,12 @@ impl Harness {
         if !extra.contains(&"--stalled-retry-interval") {
             args.extend(["--stalled-retry-interval".into(), "30s".into()]);
         }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        args.extend(["--metrics-addr".into(), format!("127.0.0.1:{port}")]);
         args.extend(extra.iter().map(|a| a.to_string()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"))
             .args(&args)
@@ -144,7 +161,11 @@ impl Harness {
                 all.push('\n');
             }
         });
-        ControllerProcess { child, stderr }
+        ControllerProcess {
+            child,
+            stderr,
+            ops_url: format!("http://127.0.0.1:{port}"),
+        }
     }
 
     pub fn registrations(&self) -> Api<DynamicRegistration> {

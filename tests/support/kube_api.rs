@@ -68,6 +68,8 @@ struct WatchEvent {
 /// A request as seen, for RBAC checks: verb, API group, resource (with subresource), namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordedRequest {
+    /// False for the test's own requests (made with the `x-e2e-client` header).
+    pub by_controller: bool,
     pub verb: String,
     pub group: String,
     pub resource: String,
@@ -172,9 +174,14 @@ impl FakeKubeApi {
         path
     }
 
-    /// A kube client for the test's own requests.
+    /// A kube client for the test's own requests, marked so they are not taken for the
+    /// controller's.
     pub fn client(&self) -> kube::Client {
-        let config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
+        let mut config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
+        config.headers.push((
+            http::HeaderName::from_static("x-e2e-client"),
+            http::HeaderValue::from_static("test"),
+        ));
         kube::Client::try_from(config).unwrap()
     }
 
@@ -319,7 +326,8 @@ impl Server {
             );
         };
         let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
-        self.record(&parts.method, &target, watching);
+        let by_controller = !parts.headers.contains_key("x-e2e-client");
+        self.record(&parts.method, &target, watching, by_controller);
         if watching {
             return self.watch(&target, &query, metadata_only);
         }
@@ -328,7 +336,9 @@ impl Server {
             (&Method::GET, Some(name)) => self.get(&target, name),
             (&Method::POST, None) => self.create(&target, &body),
             (&Method::PUT, Some(name)) => self.replace(&target, name, &body),
-            (&Method::PATCH, Some(name)) => self.patch(&target, name, &body, &content_type, &query),
+            (&Method::PATCH, Some(name)) => {
+                self.patch(&target, name, &body, &content_type, &query, by_controller)
+            }
             (&Method::DELETE, Some(name)) => self.delete(&target, name),
             _ => Err((
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -342,7 +352,7 @@ impl Server {
         }
     }
 
-    fn record(&self, method: &Method, target: &Target, watching: bool) {
+    fn record(&self, method: &Method, target: &Target, watching: bool, by_controller: bool) {
         let mut state = lock(&self.state);
         let resource_type = &state.types[target.type_index];
         let verb = match (method, target.name.is_some(), watching) {
@@ -361,6 +371,7 @@ impl Server {
             resource_type.plural.clone()
         };
         let record = RecordedRequest {
+            by_controller,
             verb: verb.into(),
             group: resource_type.group.clone(),
             resource: resource.clone(),
@@ -673,6 +684,7 @@ impl Server {
         body: &[u8],
         content_type: &str,
         query: &HashMap<String, String>,
+        by_controller: bool,
     ) -> Reply {
         let patch: Value = if content_type.starts_with("application/apply-patch+yaml") {
             serde_yaml::from_slice(body).map_err(bad_request)?
@@ -715,6 +727,16 @@ impl Server {
             if target.status {
                 return Err(not_found(&state.types[target.type_index], name));
             }
+            // The API server authorizes an apply that creates as a create, too.
+            let resource_type = &state.types[target.type_index];
+            let record = RecordedRequest {
+                by_controller,
+                verb: "create".into(),
+                group: resource_type.group.clone(),
+                resource: resource_type.plural.clone(),
+                namespace: target.namespace.clone().unwrap_or_default(),
+            };
+            state.requests.push(record);
             let created = self.insert_new(&mut state, target, key, patch);
             return Ok((StatusCode::CREATED, created));
         };

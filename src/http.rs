@@ -1,0 +1,184 @@
+//! The operations endpoint: `/metrics`, `/healthz`, `/readyz`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use kube::runtime::reflector::Store;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::crd::DynamicRegistration;
+use crate::metrics::Metrics;
+
+/// What `/readyz` reports on: watches established, and leader election healthy.
+pub struct Health {
+    leader_election: Option<Duration>,
+    leading: AtomicBool,
+    registrations: Mutex<Option<Store<DynamicRegistration>>>,
+    watching: AtomicBool,
+    lease_checked: Mutex<Option<Instant>>,
+}
+
+impl Health {
+    /// `renew_interval` is `Some` when leader election is on.
+    pub fn new(renew_interval: Option<Duration>) -> Self {
+        Self {
+            leader_election: renew_interval,
+            leading: AtomicBool::new(false),
+            registrations: Mutex::new(None),
+            watching: AtomicBool::new(false),
+            lease_checked: Mutex::new(None),
+        }
+    }
+
+    /// The controller started watching with this cache; `watching` says whether its first
+    /// list completed.
+    pub fn set_watches(&self, registrations: Option<Store<DynamicRegistration>>, watching: bool) {
+        *self.registrations.lock().unwrap_or_else(|e| e.into_inner()) = registrations;
+        self.watching.store(watching, Ordering::SeqCst);
+    }
+
+    /// Marks the initial list as complete.
+    pub fn watches_established(&self) {
+        self.watching.store(true, Ordering::SeqCst);
+    }
+
+    /// Leadership gained or lost.
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::SeqCst);
+    }
+
+    /// The Lease was read or written successfully just now.
+    pub fn lease_checked(&self) {
+        *self.lease_checked.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// `Ok` with a word on the state, or why the replica is not ready.
+    pub fn readiness(&self) -> Result<&'static str, &'static str> {
+        let leading = self.leading.load(Ordering::SeqCst);
+        match self.leader_election {
+            Some(renew_interval) if !leading => {
+                let checked = *self.lease_checked.lock().unwrap_or_else(|e| e.into_inner());
+                match checked {
+                    Some(at) if at.elapsed() <= renew_interval * 3 => Ok("standing by"),
+                    _ => Err("leader election cannot reach the Lease"),
+                }
+            }
+            _ if self.watching.load(Ordering::SeqCst) => Ok("leading, watches established"),
+            _ => Err("watches not established yet"),
+        }
+    }
+
+    fn registrations(&self) -> Option<Store<DynamicRegistration>> {
+        self.registrations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Serves the endpoint on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                warn!(%error, "metrics endpoint: accept failed");
+                continue;
+            }
+        };
+        let (metrics, health) = (metrics.clone(), health.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let (metrics, health) = (metrics.clone(), health.clone());
+                async move { Ok::<_, Infallible>(route(&request, &metrics, &health)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Binds the endpoint's address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+fn route<B>(request: &Request<B>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+    match request.uri().path() {
+        "/metrics" => {
+            if let Some(registrations) = health.registrations() {
+                metrics.count_resources(registrations.state().iter());
+            }
+            text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.render(),
+            )
+        }
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" => match health.readiness() {
+            Ok(state) => text(StatusCode::OK, "text/plain", format!("ok: {state}\n")),
+            Err(reason) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {reason}\n"),
+            ),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_follows_watches_and_leadership() {
+        let without_election = Health::new(None);
+        assert!(without_election.readiness().is_err());
+        without_election.watches_established();
+        assert!(without_election.readiness().is_ok());
+
+        let standby = Health::new(Some(Duration::from_secs(5)));
+        assert_eq!(
+            standby.readiness(),
+            Err("leader election cannot reach the Lease")
+        );
+        standby.lease_checked();
+        assert_eq!(standby.readiness(), Ok("standing by"));
+        tokio::time::advance(Duration::from_secs(16)).await;
+        assert!(
+            standby.readiness().is_err(),
+            "stale lease checks make it unready"
+        );
+        standby.set_leading(true);
+        assert_eq!(standby.readiness(), Err("watches not established yet"));
+        standby.watches_established();
+        assert!(standby.readiness().is_ok());
+    }
+}

@@ -1,0 +1,229 @@
+//! Prometheus metrics. Labels are bounded: actions, error codes, results and reasons, never an
+//! object name, never a secret.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::cloud::Action;
+use crate::cloud::client::CallObserver;
+use crate::crd::DynamicRegistration;
+use crate::plan::Progress;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionCodeLabel {
+    action: &'static str,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 5 ms … ~40 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// The controller's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabel, Counter>,
+    reconcile_duration: Histogram,
+    cloud_calls: Family<ActionCodeLabel, Counter>,
+    cloud_latency: Family<ActionLabel, Histogram, fn() -> Histogram>,
+    limiter_wait: Family<ActionLabel, Histogram, fn() -> Histogram>,
+    drift_corrected: Counter,
+    resources: Family<ReasonLabel, Gauge>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `iothub_dynreg` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("iothub_dynreg");
+        let reconciles = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by result: settled, retrying (transient failure), stalled (needs a person), error (Kubernetes API failure)",
+            reconciles.clone(),
+        );
+        let reconcile_duration = latency_histogram();
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of a reconcile, cloud calls and rate-limiter waits included",
+            reconcile_duration.clone(),
+        );
+        let cloud_calls = Family::<ActionCodeLabel, Counter>::default();
+        registry.register(
+            "cloud_calls",
+            "Cloud API calls (attempts) by action and result code (Success or the error code)",
+            cloud_calls.clone(),
+        );
+        let cloud_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "cloud_call_duration_seconds",
+            "Latency of one cloud API attempt, by action",
+            cloud_latency.clone(),
+        );
+        let limiter_wait = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "rate_limiter_wait_seconds",
+            "Time a cloud call waited for a token of the client-side rate limiter, by action",
+            limiter_wait.clone(),
+        );
+        let drift_corrected = Counter::default();
+        registry.register(
+            "drift_corrected",
+            "UpdateProductDynamicRegister calls that made a product match its spec (first setup, spec changes and drift from console edits)",
+            drift_corrected.clone(),
+        );
+        let resources = Family::<ReasonLabel, Gauge>::default();
+        registry.register(
+            "resources",
+            "DynamicRegistrations by the reason of their Ready condition",
+            resources.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease (or runs without leader election)",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            cloud_calls,
+            cloud_latency,
+            limiter_wait,
+            drift_corrected,
+            resources,
+            leader,
+        }
+    }
+
+    /// Counts a reconcile and its duration.
+    pub fn reconciled(&self, progress: Option<Progress>, duration: Duration) {
+        let result = match progress {
+            Some(Progress::Settled) => "settled",
+            Some(Progress::Retrying) => "retrying",
+            Some(Progress::Stalled) => "stalled",
+            None => "error",
+        };
+        self.reconciles.get_or_create(&ResultLabel { result }).inc();
+        self.reconcile_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Counts an update that corrected drift.
+    pub fn drift_corrected(&self) {
+        self.drift_corrected.inc();
+    }
+
+    /// Whether this replica leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Recounts resources by Ready reason from the controller's cache, just before a scrape.
+    pub fn count_resources<'a>(
+        &self,
+        resources: impl IntoIterator<Item = &'a Arc<DynamicRegistration>>,
+    ) {
+        let mut counts = std::collections::BTreeMap::<String, i64>::new();
+        for resource in resources {
+            let reason = resource
+                .condition("Ready")
+                .map_or_else(|| "Unknown".to_owned(), |ready| ready.reason.clone());
+            *counts.entry(reason).or_default() += 1;
+        }
+        self.resources.clear();
+        for (reason, count) in counts {
+            self.resources
+                .get_or_create(&ReasonLabel { reason })
+                .set(count);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl CallObserver for Metrics {
+    fn call_finished(&self, action: Action, code: &str, latency: Duration, waited: Duration) {
+        let action = action.as_str();
+        self.cloud_calls
+            .get_or_create(&ActionCodeLabel {
+                action,
+                code: code.to_owned(),
+            })
+            .inc();
+        self.cloud_latency
+            .get_or_create(&ActionLabel { action })
+            .observe(latency.as_secs_f64());
+        self.limiter_wait
+            .get_or_create(&ActionLabel { action })
+            .observe(waited.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text_with_bounded_labels() {
+        let metrics = Metrics::new();
+        metrics.reconciled(Some(Progress::Settled), Duration::from_millis(30));
+        metrics.reconciled(None, Duration::from_millis(3));
+        metrics.call_finished(
+            Action::UpdateProductDynamicRegister,
+            "Success",
+            Duration::from_millis(12),
+            Duration::from_millis(50),
+        );
+        metrics.drift_corrected();
+        metrics.set_leader(true);
+        let text = metrics.render();
+        for expected in [
+            "iothub_dynreg_reconciles_total{result=\"settled\"} 1",
+            "iothub_dynreg_reconciles_total{result=\"error\"} 1",
+            "iothub_dynreg_cloud_calls_total{action=\"UpdateProductDynamicRegister\",code=\"Success\"} 1",
+            "iothub_dynreg_cloud_call_duration_seconds_count{action=\"UpdateProductDynamicRegister\"} 1",
+            "iothub_dynreg_rate_limiter_wait_seconds_sum{action=\"UpdateProductDynamicRegister\"} 0.05",
+            "iothub_dynreg_drift_corrected_total 1",
+            "iothub_dynreg_leader 1",
+            "# HELP iothub_dynreg_reconcile_duration_seconds",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+    }
+}
