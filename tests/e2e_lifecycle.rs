@@ -141,7 +141,7 @@ async fn console_drift_is_corrected_and_a_deleted_secret_restored() {
     harness
         .create_credentials("tencent-credentials", SECRET_KEY)
         .await;
-    let controller = harness.spawn_controller(&["--resync-interval", "2s"]);
+    let controller = harness.spawn_controller(&["--resync-interval", "2s", "--log-format", "json"]);
     harness
         .create_registration("sensors", "LIFE000001", RegistrationMode::AutoCreate, 100)
         .await;
@@ -215,4 +215,24 @@ async fn console_drift_is_corrected_and_a_deleted_secret_restored() {
             },
         )
         .await;
+
+    // JSON logs: every line parses, and every line of a reconcile names the resource.
+    let log = controller.stderr();
+    let mut reconcile_lines = 0;
+    for line in log.lines() {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let span = &entry["span"];
+        if span["name"] == "reconcile" {
+            reconcile_lines += 1;
+            assert_eq!(span["namespace"], NS, "{line}");
+            assert_eq!(span["product_id"], "LIFE000001", "{line}");
+            assert!(span.get("name").is_some(), "{line}");
+        }
+    }
+    assert!(
+        reconcile_lines > 3,
+        "only {reconcile_lines} reconcile lines"
+    );
+    harness.assert_no_secrets_logged(&controller).await;
 }
