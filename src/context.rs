@@ -15,6 +15,7 @@ use crate::cloud::{CloudClient, Credentials};
 use crate::crd::DynamicRegistration;
 use crate::credentials::{CredentialGate, NamespaceAllowList};
 use crate::metrics::Metrics;
+use crate::observe::Observer;
 use crate::plan::Progress;
 
 /// Operator-chosen behaviour (flags).
@@ -24,6 +25,8 @@ pub struct Settings {
     pub resync_interval: Duration,
     /// Requeue after an error a person must fix (the resource also reconciles on any change).
     pub stalled_retry_interval: Duration,
+    /// Longest age of the shared product snapshot a reconcile may decide on.
+    pub observe_interval: Duration,
     /// First backoff after a transient failure; doubles up to `max_backoff`.
     pub base_backoff: Duration,
     /// Longest backoff after transient failures.
@@ -40,6 +43,7 @@ impl Settings {
         Self {
             resync_interval: Duration::from_secs(600),
             stalled_retry_interval: Duration::from_secs(900),
+            observe_interval: Duration::from_secs(60),
             base_backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(300),
             default_credentials: None,
@@ -72,6 +76,8 @@ pub struct Context {
     pub credential_gate: CredentialGate,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Shared snapshots of the cloud's products.
+    pub observer: Observer,
     failures: Mutex<HashMap<ObjectRef<DynamicRegistration>, u32>>,
 }
 
@@ -87,6 +93,7 @@ impl Context {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            observer: Observer::new(cloud.clone(), settings.observe_interval),
             cache_ready,
             metrics,
             client,
@@ -105,6 +112,24 @@ impl Context {
     pub async fn cache_ready(&self) {
         let mut ready = self.cache_ready.clone();
         let _ = ready.wait_for(|ready| *ready).await;
+    }
+
+    /// How many resources read the cloud with the same credentials in the same region (the
+    /// same credentials Secret, or the default credentials), this one included.
+    pub fn resources_sharing_credentials(&self, resource: &DynamicRegistration) -> usize {
+        let source = |r: &DynamicRegistration| {
+            r.spec
+                .credentials_secret_ref
+                .as_ref()
+                .map(|reference| (r.namespace(), reference.name.clone()))
+        };
+        let key = (source(resource), resource.spec.region.as_str());
+        self.registrations
+            .state()
+            .iter()
+            .filter(|other| (source(other), other.spec.region.as_str()) == key)
+            .count()
+            .max(1)
     }
 
     /// The controller's own credentials, if configured and allowed for `namespace`.

@@ -163,9 +163,14 @@ pub struct DynamicRegistrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
 
-    /// When the cloud was last observed successfully.
+    /// When the controller last compared the cloud with the spec successfully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
+
+    /// When the cloud state in `cloud` was read. Resyncs read a snapshot of all products shared
+    /// by the resources using the same credentials and region, at most --observe-interval old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observation_time: Option<Time>,
 
     /// RequestId of the last cloud call, for Tencent Cloud support.
     #[serde(default, skip_serializing_if = "Option::is_none")]

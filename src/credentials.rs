@@ -104,7 +104,7 @@ pub fn from_environment(lookup: impl Fn(&str) -> Option<String>) -> Option<Crede
 
 /// Identifies one exact set of credentials without keeping or showing the key: a changed key or
 /// token is a different fingerprint, so rotated credentials are tried at once.
-fn fingerprint(credentials: &Credentials) -> [u8; 32] {
+pub(crate) fn fingerprint(credentials: &Credentials) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(credentials.secret_id.as_bytes());
     hasher.update([0]);

@@ -12,6 +12,7 @@ pub mod http;
 pub mod kube_io;
 pub mod leader;
 pub mod metrics;
+pub mod observe;
 pub mod plan;
 pub mod reconcile;
 pub mod secret;

@@ -55,6 +55,10 @@ struct RunFlags {
     /// Reconcile every resource this often (±10%) to catch changes made in the console.
     #[arg(long, env = "IOTHUB_DYNREG_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     resync_interval: Duration,
+    /// Longest age of the shared snapshot of all products (one DescribeProducts page per 250
+    /// products) a resync may decide on; products missing from it are read alone.
+    #[arg(long, env = "IOTHUB_DYNREG_OBSERVE_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    observe_interval: Duration,
     /// Retry errors a person must fix (bad credentials, product not found) this often.
     #[arg(long, env = "IOTHUB_DYNREG_STALLED_RETRY_INTERVAL", default_value = "15m", value_parser = parse_duration)]
     stalled_retry_interval: Duration,
@@ -165,6 +169,7 @@ async fn run(flags: RunFlags) -> Result<(), String> {
     let settings = Settings {
         resync_interval: flags.resync_interval,
         stalled_retry_interval: flags.stalled_retry_interval,
+        observe_interval: flags.observe_interval,
         default_credentials: credentials::from_environment(|name| std::env::var(name).ok()),
         default_credentials_namespaces: NamespaceAllowList::parse(
             &flags.default_credentials_namespaces,

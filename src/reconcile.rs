@@ -16,6 +16,7 @@ use crate::crd::{DeletionPolicy, DynamicRegistration, DynamicRegistrationStatus,
 use crate::credentials::{self, Probe};
 use crate::error::{Error, Result};
 use crate::kube_io;
+use crate::observe::Observation;
 use crate::plan::{self, Plan, PlanInput, Problem, Progress, Reason, Verdict};
 
 /// Reconciles one DynamicRegistration; the controller calls this for every trigger.
@@ -91,10 +92,12 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
     let secret = kube_io::get_secret(&ctx.client, namespace, &secret_name).await?;
     let secret_state = kube_io::secret_state(secret.as_ref(), resource);
     let access = access(resource, ctx, namespace).await?;
-    let observed = match &access {
+    let observation = match &access {
         Ok(access) => observe(resource, ctx, &access.credentials).await,
         Err(problem) => Err(problem.clone()),
     };
+    let observed_at = observation.as_ref().ok().map(|o| o.taken_at);
+    let observed = observation.map(|o| o.product);
     let generation = resource.metadata.generation.unwrap_or(0);
     let input = PlanInput {
         spec: &resource.spec,
@@ -116,6 +119,9 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
                     registration: after,
                     ..before.clone()
                 };
+                ctx.observer
+                    .remember(&access.credentials, &resource.spec.region, &after)
+                    .await;
                 plan = plan::plan(PlanInput {
                     cloud: Ok(&after),
                     just_asked: Some(wanted),
@@ -167,7 +173,7 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
         .await;
     }
 
-    let status = next_status(resource, &plan, observed.is_ok(), request_id);
+    let status = next_status(resource, &plan, observed_at, request_id);
     record(resource, ctx, status, &plan.verdict).await?;
     Ok(plan.verdict.progress)
 }
@@ -225,19 +231,24 @@ async fn observe(
     resource: &DynamicRegistration,
     ctx: &Context,
     credentials: &Credentials,
-) -> Result<Product, Problem> {
+) -> Result<Observation, Problem> {
     let result = ctx
-        .cloud
-        .describe_product(
+        .observer
+        .observe(
             credentials,
             &resource.spec.region,
             &resource.spec.product_id,
+            ctx.resources_sharing_credentials(resource),
         )
         .await;
-    note_credentials(ctx, credentials, result.as_ref().err());
-    result.map_err(|error| Problem::Cloud {
-        class: error.class(),
-        message: error.to_string(),
+    note_credentials(
+        ctx,
+        credentials,
+        result.as_ref().err().map(|f| (f.class, f.code.as_str())),
+    );
+    result.map_err(|failure| Problem::Cloud {
+        class: failure.class,
+        message: failure.message,
     })
 }
 
@@ -261,17 +272,21 @@ async fn update(
             wanted,
         )
         .await;
-    note_credentials(ctx, credentials, result.as_ref().err());
+    note_credentials(
+        ctx,
+        credentials,
+        result.as_ref().err().map(|e| (e.class(), e.code())),
+    );
     result.map(|outcome| (outcome.applied, outcome.request_id))
 }
 
 /// Rests credentials the cloud refused, and clears them once they work.
-fn note_credentials(ctx: &Context, credentials: &Credentials, error: Option<&CloudError>) {
+fn note_credentials(ctx: &Context, credentials: &Credentials, error: Option<(ErrorClass, &str)>) {
     match error {
         None => ctx.credential_gate.accepted(credentials),
-        Some(error) if error.class() == ErrorClass::Auth => {
-            warn!(secret_id = %credentials.secret_id, code = error.code(), "the cloud refused the credentials; resting them");
-            ctx.credential_gate.refused(credentials, error.code());
+        Some((ErrorClass::Auth, code)) => {
+            warn!(secret_id = %credentials.secret_id, code, "the cloud refused the credentials; resting them");
+            ctx.credential_gate.refused(credentials, code);
         }
         Some(_) => {}
     }
@@ -280,9 +295,10 @@ fn note_credentials(ctx: &Context, credentials: &Credentials, error: Option<&Clo
 fn next_status(
     resource: &DynamicRegistration,
     plan: &Plan,
-    observed: bool,
+    observed_at: Option<k8s_openapi::jiff::Timestamp>,
     request_id: Option<String>,
 ) -> DynamicRegistrationStatus {
+    let observed = observed_at.is_some();
     let previous = resource.status.clone().unwrap_or_default();
     let generation = resource.metadata.generation.unwrap_or(0);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -302,6 +318,7 @@ fn next_status(
         } else {
             previous.last_sync_time
         },
+        observation_time: observed_at.map(Time).or(previous.observation_time),
         last_request_id: request_id.or(previous.last_request_id),
     }
 }

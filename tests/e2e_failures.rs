@@ -153,7 +153,7 @@ products:
         "calls kept coming while stalled: {}",
         stats["calls"]
     );
-    let auth_failures = stats["calls"]["DescribeProduct"]["AuthFailure.SignatureFailure"]
+    let auth_failures = stats["calls"]["DescribeProducts"]["AuthFailure.SignatureFailure"]
         .as_u64()
         .unwrap_or(0);
     assert_eq!(
@@ -225,16 +225,15 @@ async fn converges_through_cloud_faults_and_closed_watch_streams() {
 
     let stats = harness.emulator_get("stats").await;
     println!("calls under faults: {}", stats["calls"]);
+    let actions = [
+        "DescribeProduct",
+        "DescribeProducts",
+        "UpdateProductDynamicRegister",
+    ];
     let injected: u64 = ["InternalError", "HTTP503", "Dropped"]
         .iter()
-        .map(|code| {
-            stats["calls"]["DescribeProduct"][code]
-                .as_u64()
-                .unwrap_or(0)
-                + stats["calls"]["UpdateProductDynamicRegister"][code]
-                    .as_u64()
-                    .unwrap_or(0)
-        })
+        .flat_map(|code| actions.iter().map(move |action| (action, code)))
+        .map(|(action, code)| stats["calls"][action][code].as_u64().unwrap_or(0))
         .sum();
     assert!(injected > 0, "the faults were not exercised");
     // Every product updated in the cloud; exactly one published Secret per resource.

@@ -21,7 +21,8 @@ async fn create_then_steady_state_then_spec_change() {
     harness
         .create_credentials("tencent-credentials", SECRET_KEY)
         .await;
-    let controller = harness.spawn_controller(&["--resync-interval", "2s"]);
+    let controller =
+        harness.spawn_controller(&["--resync-interval", "2s", "--observe-interval", "1s"]);
     let started = std::time::Instant::now();
     harness
         .create_registration("sensors", "LIFE000001", RegistrationMode::AutoCreate, 100)
@@ -67,9 +68,10 @@ async fn create_then_steady_state_then_spec_change() {
         .get("patch secrets")
         .copied()
         .unwrap_or(0);
-    let describes_before = harness.cloud_calls("DescribeProduct", "Success").await;
+    // Resyncs read the shared snapshot, refreshed at most every --observe-interval (1 s here).
+    let describes_before = harness.cloud_calls("DescribeProducts", "Success").await;
     tokio::time::sleep(Duration::from_secs(7)).await;
-    let describes_after = harness.cloud_calls("DescribeProduct", "Success").await;
+    let describes_after = harness.cloud_calls("DescribeProducts", "Success").await;
     assert!(
         describes_after >= describes_before + 2,
         "resyncs happened: {describes_before} → {describes_after}"
@@ -141,7 +143,14 @@ async fn console_drift_is_corrected_and_a_deleted_secret_restored() {
     harness
         .create_credentials("tencent-credentials", SECRET_KEY)
         .await;
-    let controller = harness.spawn_controller(&["--resync-interval", "2s", "--log-format", "json"]);
+    let controller = harness.spawn_controller(&[
+        "--resync-interval",
+        "2s",
+        "--observe-interval",
+        "2s",
+        "--log-format",
+        "json",
+    ]);
     harness
         .create_registration("sensors", "LIFE000001", RegistrationMode::AutoCreate, 100)
         .await;

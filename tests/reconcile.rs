@@ -266,7 +266,9 @@ async fn new_resource_updates_the_cloud_publishes_the_secret_and_reports_ready()
     assert!((540.0..=660.0).contains(&after), "{action:?}");
     api.expect_nothing_more().await;
     let stats = stats(&emulator).await;
-    assert_eq!(stats["calls"]["DescribeProduct"]["Success"], 1);
+    // One page of DescribeProducts fills the shared snapshot; no DescribeProduct needed.
+    assert_eq!(stats["calls"]["DescribeProducts"]["Success"], 1);
+    assert!(stats["calls"].get("DescribeProduct").is_none(), "{stats}");
     assert_eq!(stats["calls"]["UpdateProductDynamicRegister"]["Success"], 1);
 }
 
@@ -291,7 +293,7 @@ async fn steady_state_makes_no_update_and_no_secret_write() {
     task.await.unwrap().unwrap();
     api.expect_nothing_more().await;
     let stats = stats(&emulator).await;
-    assert_eq!(stats["calls"]["DescribeProduct"]["Success"], 1);
+    assert_eq!(stats["calls"]["DescribeProducts"]["Success"], 1);
     assert!(
         stats["calls"].get("UpdateProductDynamicRegister").is_none(),
         "{stats}"

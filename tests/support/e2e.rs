@@ -131,6 +131,9 @@ impl Harness {
         if !extra.contains(&"--resync-interval") {
             args.extend(["--resync-interval".into(), "30s".into()]);
         }
+        if !extra.contains(&"--observe-interval") {
+            args.extend(["--observe-interval".into(), "2s".into()]);
+        }
         if !extra.contains(&"--stalled-retry-interval") {
             args.extend(["--stalled-retry-interval".into(), "30s".into()]);
         }

@@ -1,0 +1,188 @@
+//! Batch observation: one shared snapshot of all products per (credentials, region), filled by
+//! paging `DescribeProducts` (250 a page) at most once per `--observe-interval`, so that a resync
+//! of N resources costs about N/250 calls instead of N.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use tokio::time::Instant;
+
+use crate::cloud::wire::DESCRIBE_PRODUCTS_MAX_LIMIT;
+use crate::cloud::{CloudClient, CloudError, Credentials, ErrorClass, Product};
+use crate::credentials::fingerprint;
+
+/// The product as the cloud held it, and when that was read.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    /// The product.
+    pub product: Product,
+    /// When it was read (the snapshot's time, or now for a single read).
+    pub taken_at: Timestamp,
+}
+
+/// A failed observation, cheap to share among the reconciles that waited for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObserveFailure {
+    /// How to handle it.
+    pub class: ErrorClass,
+    /// The cloud's error code or a fixed name.
+    pub code: String,
+    /// The error, as safe text.
+    pub message: String,
+}
+
+impl From<&CloudError> for ObserveFailure {
+    fn from(error: &CloudError) -> Self {
+        Self {
+            class: error.class(),
+            code: error.code().to_owned(),
+            message: error.to_string(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    snapshot: Option<Snapshot>,
+    /// A refresh that failed just now is not repeated by every waiter.
+    failed: Option<(Instant, ObserveFailure)>,
+    /// TotalCount of the account's products in the region, from the last refresh.
+    total_products: Option<u64>,
+}
+
+struct Snapshot {
+    taken: Instant,
+    taken_at: Timestamp,
+    products: HashMap<String, Product>,
+}
+
+/// How long a failed refresh answers for itself before the next reconcile tries again.
+const FAILURE_MEMORY: Duration = Duration::from_secs(2);
+
+/// Credentials fingerprint and region: whose products, where.
+type SlotKey = ([u8; 32], String);
+
+/// The shared snapshots.
+pub struct Observer {
+    cloud: CloudClient,
+    interval: Duration,
+    slots: Mutex<HashMap<SlotKey, Arc<tokio::sync::Mutex<Slot>>>>,
+}
+
+impl Observer {
+    /// Snapshots refreshed at most once per `interval`.
+    pub fn new(cloud: CloudClient, interval: Duration) -> Self {
+        Self {
+            cloud,
+            interval,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, credentials: &Credentials, region: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry((fingerprint(credentials), region.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// The product, from the snapshot when one is fresh enough (refreshing it when not), else
+    /// read alone. `managed` is how many resources share these credentials and region: when
+    /// paging the whole account would cost more calls than reading each of them, they are read
+    /// one by one.
+    pub async fn observe(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        product_id: &str,
+        managed: usize,
+    ) -> Result<Observation, ObserveFailure> {
+        let slot = self.slot(credentials, region);
+        {
+            let mut slot = slot.lock().await;
+            let pages = slot.total_products.map_or(1, |total| {
+                total.div_ceil(DESCRIBE_PRODUCTS_MAX_LIMIT).max(1)
+            });
+            if pages as usize <= managed.max(1) {
+                self.refresh_if_stale(&mut slot, credentials, region)
+                    .await?;
+                if let Some(snapshot) = &slot.snapshot
+                    && let Some(product) = snapshot.products.get(product_id)
+                {
+                    return Ok(Observation {
+                        product: product.clone(),
+                        taken_at: snapshot.taken_at,
+                    });
+                }
+            }
+        }
+        // Not in the snapshot (created since, or gone), or too few resources to page for.
+        let product = self
+            .cloud
+            .describe_product(credentials, region, product_id)
+            .await
+            .map_err(|error| ObserveFailure::from(&error))?;
+        self.remember(credentials, region, &product).await;
+        Ok(Observation {
+            product,
+            taken_at: Timestamp::now(),
+        })
+    }
+
+    async fn refresh_if_stale(
+        &self,
+        slot: &mut Slot,
+        credentials: &Credentials,
+        region: &str,
+    ) -> Result<(), ObserveFailure> {
+        let fresh = slot
+            .snapshot
+            .as_ref()
+            .is_some_and(|snapshot| snapshot.taken.elapsed() < self.interval);
+        if fresh {
+            return Ok(());
+        }
+        if let Some((at, failure)) = &slot.failed
+            && at.elapsed() < FAILURE_MEMORY
+        {
+            return Err(failure.clone());
+        }
+        let taken = Instant::now();
+        let taken_at = Timestamp::now();
+        match self.cloud.describe_products(credentials, region).await {
+            Ok(products) => {
+                slot.total_products = Some(products.len() as u64);
+                slot.snapshot = Some(Snapshot {
+                    taken,
+                    taken_at,
+                    products: products
+                        .into_iter()
+                        .map(|product| (product.product_id.clone(), product))
+                        .collect(),
+                });
+                slot.failed = None;
+                Ok(())
+            }
+            Err(error) => {
+                let failure = ObserveFailure::from(&error);
+                slot.failed = Some((Instant::now(), failure.clone()));
+                Err(failure)
+            }
+        }
+    }
+
+    /// Writes a product's new state into the snapshot (after an update, or a single read), so
+    /// that the next resync does not act on what the snapshot held before.
+    pub async fn remember(&self, credentials: &Credentials, region: &str, product: &Product) {
+        let slot = self.slot(credentials, region);
+        let mut slot = slot.lock().await;
+        if let Some(snapshot) = slot.snapshot.as_mut() {
+            snapshot
+                .products
+                .insert(product.product_id.clone(), product.clone());
+        }
+    }
+}
