@@ -263,8 +263,18 @@ async fn update(
         register_limit = wanted.register_limit,
         "updating the product's dynamic registration"
     );
-    let result = ctx
-        .cloud
+    // A person changed the spec (or deletes the resource) and waits for it: overtake the
+    // backlog of new resources and resyncs in the rate limiter.
+    let changed_by_person = resource.metadata.deletion_timestamp.is_some()
+        || resource.status.as_ref().is_some_and(|status| {
+            status.observed_generation.is_some() && status.observed_generation < resource.metadata.generation
+        });
+    let cloud = if changed_by_person {
+        ctx.cloud.prioritized()
+    } else {
+        ctx.cloud.clone()
+    };
+    let result = cloud
         .update_product_dynamic_register(
             credentials,
             &resource.spec.region,

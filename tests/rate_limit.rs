@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iothub_dynreg::cloud::Action;
-use iothub_dynreg::cloud::limit::{BucketKey, RateLimiter, RateLimits};
+use iothub_dynreg::cloud::limit::{BucketKey, Lane, RateLimiter, RateLimits};
 use tokio::time::Instant;
 
 fn key(secret_id: &str, action: Action) -> BucketKey {
@@ -44,7 +44,7 @@ async fn hammer(
         for (key, log) in keys.iter().zip(&sends) {
             let (limiter, key, log) = (limiter.clone(), key.clone(), log.clone());
             tasks.push(tokio::spawn(async move {
-                limiter.acquire(&key).await;
+                limiter.acquire(&key, Lane::Bulk).await;
                 log.lock().unwrap().push(Instant::now());
             }));
         }

@@ -9,7 +9,7 @@ use tracing::debug;
 
 use super::credentials::Credentials;
 use super::error::CloudError;
-use super::limit::{BucketKey, RateLimiter, RateLimits};
+use super::limit::{BucketKey, Lane, RateLimiter, RateLimits};
 use super::retry::RetryPolicy;
 use super::sign::{self, Method};
 use super::types::{Product, RegisterType, UpdateOutcome};
@@ -165,6 +165,7 @@ pub trait CallObserver: Send + Sync {
 pub struct CloudClient {
     inner: Arc<Inner>,
     observer: Option<Arc<dyn CallObserver>>,
+    lane: Lane,
 }
 
 struct Inner {
@@ -209,7 +210,17 @@ impl CloudClient {
                 clock,
             }),
             observer: None,
+            lane: Lane::Bulk,
         })
+    }
+
+    /// The same client, its calls served before bulk calls in the rate limiter: for the
+    /// changes people are waiting for.
+    pub fn prioritized(&self) -> Self {
+        Self {
+            lane: Lane::Priority,
+            ..self.clone()
+        }
     }
 
     /// The same client, reporting every attempt to `observer`.
@@ -316,7 +327,7 @@ impl CloudClient {
         };
         let mut attempt = 1;
         loop {
-            let waited = self.inner.limiter.acquire(&bucket).await;
+            let waited = self.inner.limiter.acquire(&bucket, self.lane).await;
             let started = tokio::time::Instant::now();
             let result = self.attempt(credentials, region, action, &payload).await;
             if let Some(observer) = &self.observer {

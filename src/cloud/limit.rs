@@ -6,12 +6,13 @@
 //! than bursting keeps the promise "never more than the limit in any one-second window" for every
 //! window, not only for windows aligned to whole seconds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::wire::Action;
@@ -120,6 +121,20 @@ impl fmt::Debug for BucketKey {
     }
 }
 
+/// Which queue a call waits in. Priority calls (a person's spec change) are served before bulk
+/// ones (a backlog of new resources, resyncs), at most four in a row while bulk calls wait, so
+/// neither starves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Served first.
+    Priority,
+    /// Everything else.
+    Bulk,
+}
+
+/// Consecutive priority slots handed out while bulk calls wait.
+const PRIORITY_STREAK: u32 = 4;
+
 /// The buckets of one client, created on first use.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -137,9 +152,9 @@ impl RateLimiter {
     }
 
     /// Waits for a send slot in the bucket of `key`; returns how long it waited.
-    pub async fn acquire(&self, key: &BucketKey) -> Duration {
+    pub async fn acquire(&self, key: &BucketKey, lane: Lane) -> Duration {
         let bucket = self.bucket(key);
-        bucket.acquire().await
+        bucket.acquire(lane).await
     }
 
     fn bucket(&self, key: &BucketKey) -> Arc<Bucket> {
@@ -153,11 +168,38 @@ impl RateLimiter {
     }
 }
 
-/// Evenly spaced send slots.
+/// Evenly spaced send slots, handed to waiting callers by lane.
 #[derive(Debug)]
 pub struct Bucket {
     spacing: Duration,
-    next_free: Mutex<Option<Instant>>,
+    state: Mutex<BucketState>,
+}
+
+#[derive(Debug, Default)]
+struct BucketState {
+    next_free: Option<Instant>,
+    priority: VecDeque<oneshot::Sender<()>>,
+    bulk: VecDeque<oneshot::Sender<()>>,
+    dispatching: bool,
+    priority_streak: u32,
+}
+
+impl BucketState {
+    fn next_waiter(&mut self) -> Option<oneshot::Sender<()>> {
+        let bulk_waiting = !self.bulk.is_empty();
+        if !self.priority.is_empty() && (self.priority_streak < PRIORITY_STREAK || !bulk_waiting) {
+            self.priority_streak += 1;
+            return self.priority.pop_front();
+        }
+        self.priority_streak = 0;
+        self.bulk.pop_front().or_else(|| self.priority.pop_front())
+    }
+
+    fn take_slot(&mut self, now: Instant, spacing: Duration) -> Instant {
+        let slot = self.next_free.map_or(now, |next| next.max(now));
+        self.next_free = Some(slot + spacing);
+        slot
+    }
 }
 
 impl Bucket {
@@ -166,21 +208,57 @@ impl Bucket {
         let window = Duration::from_secs(1) + WINDOW_GUARD;
         Self {
             spacing: window / per_second.max(1),
-            next_free: Mutex::new(None),
+            state: Mutex::new(BucketState::default()),
         }
     }
 
-    /// Reserves the next slot and sleeps until it; returns the time waited.
-    pub async fn acquire(&self) -> Duration {
-        let now = Instant::now();
-        let slot = {
-            let mut next_free = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = next_free.map_or(now, |next| next.max(now));
-            *next_free = Some(slot + self.spacing);
-            slot
+    fn state(&self) -> std::sync::MutexGuard<'_, BucketState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a slot in `lane`; returns the time waited.
+    pub async fn acquire(self: &Arc<Self>, lane: Lane) -> Duration {
+        let arrived = Instant::now();
+        let turn = {
+            let mut state = self.state();
+            let idle = state.priority.is_empty() && state.bulk.is_empty();
+            if idle && state.next_free.is_none_or(|next| next <= arrived) {
+                state.take_slot(arrived, self.spacing);
+                return Duration::ZERO;
+            }
+            let (notify, turn) = oneshot::channel();
+            match lane {
+                Lane::Priority => state.priority.push_back(notify),
+                Lane::Bulk => state.bulk.push_back(notify),
+            }
+            if !state.dispatching {
+                state.dispatching = true;
+                tokio::spawn(self.clone().dispatch());
+            }
+            turn
         };
-        tokio::time::sleep_until(slot).await;
-        slot - now
+        // The dispatcher only goes away with the runtime; either way the wait is over.
+        let _ = turn.await;
+        arrived.elapsed()
+    }
+
+    /// Hands out slots one at a time, choosing the waiter just before each slot comes due, so
+    /// a priority call that arrives while a backlog waits is served within a slot or two.
+    async fn dispatch(self: Arc<Self>) {
+        loop {
+            let (waiter, slot) = {
+                let mut state = self.state();
+                let Some(waiter) = state.next_waiter() else {
+                    state.dispatching = false;
+                    return;
+                };
+                let slot = state.take_slot(Instant::now(), self.spacing);
+                (waiter, slot)
+            };
+            tokio::time::sleep_until(slot).await;
+            // A waiter that gave up (its reconcile was dropped) wastes its slot: harmless.
+            let _ = waiter.send(());
+        }
     }
 }
 
@@ -212,8 +290,41 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn first_request_does_not_wait() {
-        let bucket = Bucket::new(20);
-        assert_eq!(bucket.acquire().await, Duration::ZERO);
-        assert!(bucket.acquire().await > Duration::ZERO);
+        let bucket = Arc::new(Bucket::new(20));
+        assert_eq!(bucket.acquire(Lane::Bulk).await, Duration::ZERO);
+        assert!(bucket.acquire(Lane::Bulk).await > Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_priority_call_overtakes_a_backlog_without_starving_it() {
+        let bucket = Arc::new(Bucket::new(20));
+        let start = Instant::now();
+        let backlog: Vec<_> = (0..200)
+            .map(|_| {
+                let bucket = bucket.clone();
+                tokio::spawn(async move { bucket.acquire(Lane::Bulk).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let waited = bucket.acquire(Lane::Priority).await;
+        // 200 bulk calls queued ahead would mean 8 more seconds; priority takes a slot or two.
+        assert!(waited <= bucket.spacing * 2, "priority waited {waited:?}");
+        // A stream of priority calls still lets bulk calls through.
+        let priority: Vec<_> = (0..40)
+            .map(|_| {
+                let bucket = bucket.clone();
+                tokio::spawn(async move { bucket.acquire(Lane::Priority).await })
+            })
+            .collect();
+        for task in priority {
+            task.await.unwrap();
+        }
+        let bulk_served = backlog.iter().filter(|task| task.is_finished()).count();
+        assert!(bulk_served >= 40 + 8, "bulk starved: {bulk_served} served");
+        for task in backlog {
+            task.await.unwrap();
+        }
+        // All 241 calls at the limit: about 241 × 52.5 ms.
+        assert!(start.elapsed() <= Duration::from_millis(241 * 53), "{:?}", start.elapsed());
     }
 }

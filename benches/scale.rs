@@ -1,0 +1,329 @@
+//! Scale benchmark: the real controller (release build) between the loopback Kubernetes API and
+//! the emulator, converging N products at a scaled rate limit, against a naive baseline in the
+//! same run. `cargo bench --bench scale -- [N ...]` (default 100 1000 5000).
+
+#[path = "../tests/support/kube_api.rs"]
+#[allow(dead_code)]
+mod kube_api;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use iothub_dynreg::cloud::limit::RateLimits;
+use iothub_dynreg::cloud::retry::RetryPolicy;
+use iothub_dynreg::cloud::{ClientConfig, CloudClient, Credentials, Endpoint, RegisterType, RegistrationRequest};
+use iothub_dynreg::crd::{
+    DeletionPolicy, DynamicRegistration, DynamicRegistrationSpec, ManagementPolicy, RegistrationMode, SecretReference,
+};
+use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+/// The scaled limit: 5× the cloud's 20/s keeps runs short; the ratios are what count.
+const LIMIT: u32 = 100;
+const SECRET_ID: &str = "AKIDbenchmark0000001";
+const SECRET_KEY: &str = "benchmark-secret-key";
+const NS: &str = "fleet";
+const PAGE: u64 = 250;
+/// Resync and observe interval of the steady-state measurement.
+const RESYNC: Duration = Duration::from_secs(20);
+
+struct Report {
+    n: usize,
+    converge: Duration,
+    ideal: Duration,
+    peaks: Value,
+    throttled: u64,
+    describes_steady: u64,
+    updates_steady: u64,
+    steady_window: Duration,
+    rss_kib: u64,
+    priority_latency: Option<Duration>,
+    naive_time: Duration,
+    naive_throttled: u64,
+    naive_peak: Value,
+}
+
+fn seed(n: usize) -> Seed {
+    Seed::from_yaml(&format!(
+        "accounts: [{{secretId: {SECRET_ID}, secretKey: {SECRET_KEY}}}]\ngenerate: {{count: {n}, region: ap-guangzhou, prefix: B}}"
+    ))
+    .unwrap()
+}
+
+fn product_id(index: usize) -> String {
+    format!("B{index:09}")
+}
+
+async fn emulator(n: usize) -> RunningEmulator {
+    let mut config = EmulatorConfig::new(seed(n));
+    config.rate_limit_per_second = LIMIT;
+    RunningEmulator::start(config).await.unwrap()
+}
+
+async fn stats(emulator: &RunningEmulator) -> Value {
+    let body = reqwest::get(format!("{}/_emulator/stats", emulator.endpoint())).await.unwrap().bytes().await.unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+async fn reset_stats(emulator: &RunningEmulator) {
+    reqwest::Client::new().post(format!("{}/_emulator/stats/reset", emulator.endpoint())).send().await.unwrap();
+}
+
+fn calls(stats: &Value, action: &str) -> u64 {
+    stats["calls"][action].as_object().map_or(0, |results| results.values().filter_map(Value::as_u64).sum())
+}
+
+fn resource(index: usize) -> DynamicRegistration {
+    let mut resource = DynamicRegistration::new(
+        &format!("r{index:05}"),
+        DynamicRegistrationSpec {
+            product_id: product_id(index),
+            region: "ap-guangzhou".into(),
+            register_type: RegistrationMode::AutoCreate,
+            register_limit: 1000,
+            credentials_secret_ref: Some(SecretReference { name: "credentials".into() }),
+            secret_name: None,
+            management_policy: ManagementPolicy::Full,
+            deletion_policy: DeletionPolicy::Orphan,
+            suspend: false,
+        },
+    );
+    resource.metadata.namespace = Some(NS.into());
+    resource
+}
+
+fn ready_count(api: &kube_api::FakeKubeApi) -> usize {
+    api.objects("dynamicregistrations", NS)
+        .iter()
+        .filter(|object| {
+            object["status"]["observedGeneration"] == object["metadata"]["generation"]
+                && object["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        })
+        .count()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn controller_run(n: usize) -> (Duration, Duration, Value, u64, u64, u64, Duration, u64, Option<Duration>) {
+    let crd = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds/iothub.dynreg.io_dynamicregistrations.yaml");
+    let api = kube_api::FakeKubeApi::start(&[&crd]).await;
+    let emulator = emulator(n).await;
+    let dir = std::env::temp_dir().join(format!("iothub-dynreg-bench-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = api.write_kubeconfig(&dir);
+    let client = api.client();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let credentials: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "credentials", "namespace": NS},
+        "stringData": {"secretId": SECRET_ID, "secretKey": SECRET_KEY}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &credentials).await.unwrap();
+    let registrations: Api<DynamicRegistration> = Api::namespaced(client.clone(), NS);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let creations = chunk.iter().map(|&index| {
+            let registrations = registrations.clone();
+            async move { registrations.create(&PostParams::default(), &resource(index)).await.unwrap() }
+        });
+        futures::future::join_all(creations).await;
+    }
+
+    let rate = format!("DescribeProduct={LIMIT},DescribeProducts={LIMIT},UpdateProductDynamicRegister={LIMIT}");
+    let seconds = format!("{}s", RESYNC.as_secs());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let started = Instant::now();
+    let mut controller: Child = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"))
+        .args(["run", "--endpoint", &emulator.endpoint(), "--insecure-loopback-endpoint", "--rate-limit", &rate])
+        .args(["--resync-interval", &seconds, "--observe-interval", &seconds, "--metrics-addr", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Half-way, a person changes the spec of a resource that is already Ready: how long until
+    // the cloud has it, while the rest of the backlog waits?
+    let mut priority_latency = None;
+    let mut changed = false;
+    let mut changed_at = Instant::now();
+    let mut target = String::new();
+    loop {
+        let ready = ready_count(&api);
+        if ready == n {
+            break;
+        }
+        if !changed && n >= 1000 && ready >= n / 4 {
+            let objects = api.objects("dynamicregistrations", NS);
+            if let Some(object) = objects.iter().find(|o| o["status"]["conditions"][0]["status"] == "True") {
+                let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+                target = object["spec"]["productId"].as_str().unwrap().to_owned();
+                registrations
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"registerLimit": 7}})))
+                    .await
+                    .unwrap();
+                changed = true;
+                changed_at = Instant::now();
+            }
+        }
+        if changed && priority_latency.is_none() {
+            let products: Value = serde_json::from_slice(
+                &reqwest::get(format!("{}/_emulator/products", emulator.endpoint())).await.unwrap().bytes().await.unwrap(),
+            )
+            .unwrap();
+            if products.as_array().unwrap().iter().any(|p| p["productId"] == target.as_str() && p["registerLimit"] == 7) {
+                priority_latency = Some(changed_at.elapsed());
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "not converged after 10 minutes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let converge = started.elapsed();
+    let converged = stats(&emulator).await;
+    let peaks = converged["peakCallsPerSecondByAction"].clone();
+    let throttled = converged["requestLimitExceeded"].as_u64().unwrap_or(0);
+
+    // Steady state: one full resync period (plus its jitter) of an in-sync fleet.
+    reset_stats(&emulator).await;
+    let window = RESYNC + RESYNC / 10;
+    tokio::time::sleep(window).await;
+    let steady = stats(&emulator).await;
+    let describes = calls(&steady, "DescribeProduct") + calls(&steady, "DescribeProducts");
+    let updates = calls(&steady, "UpdateProductDynamicRegister");
+    let throttled = throttled + steady["requestLimitExceeded"].as_u64().unwrap_or(0);
+    let rss = peak_rss_kib(controller.id());
+    let _ = controller.kill();
+    let _ = controller.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let ideal = Duration::from_secs_f64(n as f64 / f64::from(LIMIT));
+    (converge, ideal, peaks, throttled, describes, updates, window, rss, priority_latency)
+}
+
+/// The naive way: each resource read with DescribeProduct then updated, 16 at a time, no
+/// client-side limit, and on RequestLimitExceeded the official SDK's back-off of 2^n seconds.
+async fn naive_run(n: usize) -> (Duration, u64, Value) {
+    let emulator = emulator(n).await;
+    let client = CloudClient::new(ClientConfig {
+        endpoint: Endpoint::parse(&emulator.endpoint(), true).unwrap(),
+        rate_limits: RateLimits::uniform(1_000_000),
+        retry: RetryPolicy::none(),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let credentials = Credentials::new(SECRET_ID, SECRET_KEY);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers = (0..16).map(|_| {
+        let (client, credentials, next) = (client.clone(), credentials.clone(), next.clone());
+        async move {
+            loop {
+                let index = next.fetch_add(1, Ordering::SeqCst) as usize;
+                if index >= n {
+                    return;
+                }
+                let id = product_id(index);
+                with_sdk_backoff(|| client.describe_product(&credentials, "ap-guangzhou", &id)).await;
+                let wanted = RegistrationRequest { register_type: RegisterType::AutoCreate, register_limit: 1000 };
+                with_sdk_backoff(|| client.update_product_dynamic_register(&credentials, "ap-guangzhou", &id, wanted)).await;
+            }
+        }
+    });
+    futures::future::join_all(workers).await;
+    let elapsed = started.elapsed();
+    let stats = stats(&emulator).await;
+    (elapsed, stats["requestLimitExceeded"].as_u64().unwrap_or(0), stats["peakCallsPerSecondByAction"].clone())
+}
+
+async fn with_sdk_backoff<T, F, Fut>(mut call: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, iothub_dynreg::cloud::CloudError>>,
+{
+    for attempt in 0..10u32 {
+        match call().await {
+            Ok(_) => return,
+            Err(error) if error.code().starts_with("RequestLimitExceeded") => {
+                tokio::time::sleep(Duration::from_secs(1 << attempt.min(5))).await;
+            }
+            Err(error) => panic!("naive baseline: {error}"),
+        }
+    }
+    panic!("naive baseline: gave up after 10 attempts");
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|arg| arg.parse().ok())
+        .collect::<Vec<_>>();
+    let sizes = if sizes.is_empty() { vec![100, 1000, 5000] } else { sizes };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut reports = Vec::new();
+    for n in sizes {
+        eprintln!("N = {n}: controller run…");
+        let (converge, ideal, peaks, throttled, describes_steady, updates_steady, steady_window, rss_kib, priority_latency) =
+            runtime.block_on(controller_run(n));
+        eprintln!("N = {n}: naive baseline…");
+        let (naive_time, naive_throttled, naive_peak) = runtime.block_on(naive_run(n));
+        reports.push(Report {
+            n,
+            converge,
+            ideal,
+            peaks,
+            throttled,
+            describes_steady,
+            updates_steady,
+            steady_window,
+            rss_kib,
+            priority_latency,
+            naive_time,
+            naive_throttled,
+            naive_peak,
+        });
+    }
+    println!("limit: {LIMIT} requests/s per action (the cloud's 20/s scaled); page: {PAGE} products; resync = observe interval = {}s", RESYNC.as_secs());
+    println!("| N | all Ready | ideal N/limit | ratio | peak calls/s (Describe, DescribeProducts, Update) | RequestLimitExceeded | Describe calls in one resync ({}s) | bound ceil(N/250)+1 | Updates in steady state | peak RSS | spec change during backlog | naive: time | naive ratio | naive RequestLimitExceeded | naive peak calls/s |", (RESYNC + RESYNC / 10).as_secs());
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &reports {
+        let peak = |action: &str| r.peaks[action].as_u64().map_or("-".to_owned(), |p| p.to_string());
+        let naive_peak = |action: &str| r.naive_peak[action].as_u64().map_or("-".to_owned(), |p| p.to_string());
+        println!(
+            "| {} | {:.2} s | {:.2} s | {:.3} | {}, {}, {} | {} | {} | {} | {} | {:.1} MiB | {} | {:.2} s | {:.2} | {} | {}, {} |",
+            r.n,
+            r.converge.as_secs_f64(),
+            r.ideal.as_secs_f64(),
+            r.converge.as_secs_f64() / r.ideal.as_secs_f64(),
+            peak("DescribeProduct"),
+            peak("DescribeProducts"),
+            peak("UpdateProductDynamicRegister"),
+            r.throttled,
+            r.describes_steady,
+            (r.n as u64).div_ceil(PAGE) + 1,
+            r.updates_steady,
+            r.rss_kib as f64 / 1024.0,
+            r.priority_latency.map_or("-".to_owned(), |d| format!("{:.2} s", d.as_secs_f64())),
+            r.naive_time.as_secs_f64(),
+            r.naive_time.as_secs_f64() / r.ideal.as_secs_f64(),
+            r.naive_throttled,
+            naive_peak("DescribeProduct"),
+            naive_peak("UpdateProductDynamicRegister"),
+        );
+        let _ = r.steady_window;
+    }
+}
