@@ -13,9 +13,12 @@ use std::time::{Duration, Instant};
 
 use iothub_dynreg::cloud::limit::RateLimits;
 use iothub_dynreg::cloud::retry::RetryPolicy;
-use iothub_dynreg::cloud::{ClientConfig, CloudClient, Credentials, Endpoint, RegisterType, RegistrationRequest};
+use iothub_dynreg::cloud::{
+    ClientConfig, CloudClient, Credentials, Endpoint, RegisterType, RegistrationRequest,
+};
 use iothub_dynreg::crd::{
-    DeletionPolicy, DynamicRegistration, DynamicRegistrationSpec, ManagementPolicy, RegistrationMode, SecretReference,
+    DeletionPolicy, DynamicRegistration, DynamicRegistrationSpec, ManagementPolicy,
+    RegistrationMode, SecretReference,
 };
 use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -64,16 +67,27 @@ async fn emulator(n: usize) -> RunningEmulator {
 }
 
 async fn stats(emulator: &RunningEmulator) -> Value {
-    let body = reqwest::get(format!("{}/_emulator/stats", emulator.endpoint())).await.unwrap().bytes().await.unwrap();
+    let body = reqwest::get(format!("{}/_emulator/stats", emulator.endpoint()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     serde_json::from_slice(&body).unwrap()
 }
 
 async fn reset_stats(emulator: &RunningEmulator) {
-    reqwest::Client::new().post(format!("{}/_emulator/stats/reset", emulator.endpoint())).send().await.unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/_emulator/stats/reset", emulator.endpoint()))
+        .send()
+        .await
+        .unwrap();
 }
 
 fn calls(stats: &Value, action: &str) -> u64 {
-    stats["calls"][action].as_object().map_or(0, |results| results.values().filter_map(Value::as_u64).sum())
+    stats["calls"][action].as_object().map_or(0, |results| {
+        results.values().filter_map(Value::as_u64).sum()
+    })
 }
 
 fn resource(index: usize) -> DynamicRegistration {
@@ -84,7 +98,9 @@ fn resource(index: usize) -> DynamicRegistration {
             region: "ap-guangzhou".into(),
             register_type: RegistrationMode::AutoCreate,
             register_limit: 1000,
-            credentials_secret_ref: Some(SecretReference { name: "credentials".into() }),
+            credentials_secret_ref: Some(SecretReference {
+                name: "credentials".into(),
+            }),
             secret_name: None,
             management_policy: ManagementPolicy::Full,
             deletion_policy: DeletionPolicy::Orphan,
@@ -100,9 +116,10 @@ fn ready_count(api: &kube_api::FakeKubeApi) -> usize {
         .iter()
         .filter(|object| {
             object["status"]["observedGeneration"] == object["metadata"]["generation"]
-                && object["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                && object["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
         })
         .count()
 }
@@ -120,8 +137,21 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn controller_run(n: usize) -> (Duration, Duration, Value, u64, u64, u64, Duration, u64, Option<Duration>) {
-    let crd = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds/iothub.dynreg.io_dynamicregistrations.yaml");
+async fn controller_run(
+    n: usize,
+) -> (
+    Duration,
+    Duration,
+    Value,
+    u64,
+    u64,
+    u64,
+    Duration,
+    u64,
+    Option<Duration>,
+) {
+    let crd = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("crds/iothub.dynreg.io_dynamicregistrations.yaml");
     let api = kube_api::FakeKubeApi::start(&[&crd]).await;
     let emulator = emulator(n).await;
     let dir = std::env::temp_dir().join(format!("iothub-dynreg-bench-{}-{n}", std::process::id()));
@@ -134,23 +164,56 @@ async fn controller_run(n: usize) -> (Duration, Duration, Value, u64, u64, u64, 
         "stringData": {"secretId": SECRET_ID, "secretKey": SECRET_KEY}
     }))
     .unwrap();
-    secrets.create(&PostParams::default(), &credentials).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &credentials)
+        .await
+        .unwrap();
     let registrations: Api<DynamicRegistration> = Api::namespaced(client.clone(), NS);
     for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
         let creations = chunk.iter().map(|&index| {
             let registrations = registrations.clone();
-            async move { registrations.create(&PostParams::default(), &resource(index)).await.unwrap() }
+            async move {
+                registrations
+                    .create(&PostParams::default(), &resource(index))
+                    .await
+                    .unwrap()
+            }
         });
         futures::future::join_all(creations).await;
     }
 
-    let rate = format!("DescribeProduct={LIMIT},DescribeProducts={LIMIT},UpdateProductDynamicRegister={LIMIT}");
+    let rate = format!(
+        "DescribeProduct={LIMIT},DescribeProducts={LIMIT},UpdateProductDynamicRegister={LIMIT}"
+    );
     let seconds = format!("{}s", RESYNC.as_secs());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let started = Instant::now();
     let mut controller: Child = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"))
-        .args(["run", "--endpoint", &emulator.endpoint(), "--insecure-loopback-endpoint", "--rate-limit", &rate])
-        .args(["--resync-interval", &seconds, "--observe-interval", &seconds, "--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "run",
+            "--endpoint",
+            &emulator.endpoint(),
+            "--insecure-loopback-endpoint",
+            "--rate-limit",
+            &rate,
+        ])
+        .args([
+            "--resync-interval",
+            &seconds,
+            "--observe-interval",
+            &seconds,
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(
+            std::env::var("BENCH_CONTROLLER_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -171,11 +234,18 @@ async fn controller_run(n: usize) -> (Duration, Duration, Value, u64, u64, u64, 
         }
         if !changed && n >= 1000 && ready >= n / 4 {
             let objects = api.objects("dynamicregistrations", NS);
-            if let Some(object) = objects.iter().find(|o| o["status"]["conditions"][0]["status"] == "True") {
+            if let Some(object) = objects
+                .iter()
+                .find(|o| o["status"]["conditions"][0]["status"] == "True")
+            {
                 let name = object["metadata"]["name"].as_str().unwrap().to_owned();
                 target = object["spec"]["productId"].as_str().unwrap().to_owned();
                 registrations
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"registerLimit": 7}})))
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"registerLimit": 7}})),
+                    )
                     .await
                     .unwrap();
                 changed = true;
@@ -184,14 +254,27 @@ async fn controller_run(n: usize) -> (Duration, Duration, Value, u64, u64, u64, 
         }
         if changed && priority_latency.is_none() {
             let products: Value = serde_json::from_slice(
-                &reqwest::get(format!("{}/_emulator/products", emulator.endpoint())).await.unwrap().bytes().await.unwrap(),
+                &reqwest::get(format!("{}/_emulator/products", emulator.endpoint()))
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap(),
             )
             .unwrap();
-            if products.as_array().unwrap().iter().any(|p| p["productId"] == target.as_str() && p["registerLimit"] == 7) {
+            if products
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["productId"] == target.as_str() && p["registerLimit"] == 7)
+            {
                 priority_latency = Some(changed_at.elapsed());
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "not converged after 10 minutes");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "not converged after 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let converge = started.elapsed();
@@ -212,7 +295,17 @@ async fn controller_run(n: usize) -> (Duration, Duration, Value, u64, u64, u64, 
     let _ = controller.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let ideal = Duration::from_secs_f64(n as f64 / f64::from(LIMIT));
-    (converge, ideal, peaks, throttled, describes, updates, window, rss, priority_latency)
+    (
+        converge,
+        ideal,
+        peaks,
+        throttled,
+        describes,
+        updates,
+        window,
+        rss,
+        priority_latency,
+    )
 }
 
 /// The naive way: each resource read with DescribeProduct then updated, 16 at a time, no
@@ -238,16 +331,32 @@ async fn naive_run(n: usize) -> (Duration, u64, Value) {
                     return;
                 }
                 let id = product_id(index);
-                with_sdk_backoff(|| client.describe_product(&credentials, "ap-guangzhou", &id)).await;
-                let wanted = RegistrationRequest { register_type: RegisterType::AutoCreate, register_limit: 1000 };
-                with_sdk_backoff(|| client.update_product_dynamic_register(&credentials, "ap-guangzhou", &id, wanted)).await;
+                with_sdk_backoff(|| client.describe_product(&credentials, "ap-guangzhou", &id))
+                    .await;
+                let wanted = RegistrationRequest {
+                    register_type: RegisterType::AutoCreate,
+                    register_limit: 1000,
+                };
+                with_sdk_backoff(|| {
+                    client.update_product_dynamic_register(
+                        &credentials,
+                        "ap-guangzhou",
+                        &id,
+                        wanted,
+                    )
+                })
+                .await;
             }
         }
     });
     futures::future::join_all(workers).await;
     let elapsed = started.elapsed();
     let stats = stats(&emulator).await;
-    (elapsed, stats["requestLimitExceeded"].as_u64().unwrap_or(0), stats["peakCallsPerSecondByAction"].clone())
+    (
+        elapsed,
+        stats["requestLimitExceeded"].as_u64().unwrap_or(0),
+        stats["peakCallsPerSecondByAction"].clone(),
+    )
 }
 
 async fn with_sdk_backoff<T, F, Fut>(mut call: F)
@@ -272,15 +381,37 @@ fn main() {
         .skip(1)
         .filter_map(|arg| arg.parse().ok())
         .collect::<Vec<_>>();
-    let sizes = if sizes.is_empty() { vec![100, 1000, 5000] } else { sizes };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let sizes = if sizes.is_empty() {
+        vec![100, 1000, 5000]
+    } else {
+        sizes
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut reports = Vec::new();
     for n in sizes {
         eprintln!("N = {n}: controller run…");
-        let (converge, ideal, peaks, throttled, describes_steady, updates_steady, steady_window, rss_kib, priority_latency) =
-            runtime.block_on(controller_run(n));
+        let (
+            converge,
+            ideal,
+            peaks,
+            throttled,
+            describes_steady,
+            updates_steady,
+            steady_window,
+            rss_kib,
+            priority_latency,
+        ) = runtime.block_on(controller_run(n));
         eprintln!("N = {n}: naive baseline…");
-        let (naive_time, naive_throttled, naive_peak) = runtime.block_on(naive_run(n));
+        let (naive_time, naive_throttled, naive_peak) =
+            if std::env::var_os("BENCH_SKIP_NAIVE").is_some() {
+                (Duration::ZERO, 0, Value::Null)
+            } else {
+                runtime.block_on(naive_run(n))
+            };
         reports.push(Report {
             n,
             converge,
@@ -297,12 +428,26 @@ fn main() {
             naive_peak,
         });
     }
-    println!("limit: {LIMIT} requests/s per action (the cloud's 20/s scaled); page: {PAGE} products; resync = observe interval = {}s", RESYNC.as_secs());
-    println!("| N | all Ready | ideal N/limit | ratio | peak calls/s (Describe, DescribeProducts, Update) | RequestLimitExceeded | Describe calls in one resync ({}s) | bound ceil(N/250)+1 | Updates in steady state | peak RSS | spec change during backlog | naive: time | naive ratio | naive RequestLimitExceeded | naive peak calls/s |", (RESYNC + RESYNC / 10).as_secs());
+    println!(
+        "limit: {LIMIT} requests/s per action (the cloud's 20/s scaled); page: {PAGE} products; resync = observe interval = {}s",
+        RESYNC.as_secs()
+    );
+    println!(
+        "| N | all Ready | ideal N/limit | ratio | peak calls/s (Describe, DescribeProducts, Update) | RequestLimitExceeded | Describe calls in one resync ({}s) | bound ceil(N/250)+1 | Updates in steady state | peak RSS | spec change during backlog | naive: time | naive ratio | naive RequestLimitExceeded | naive peak calls/s |",
+        (RESYNC + RESYNC / 10).as_secs()
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &reports {
-        let peak = |action: &str| r.peaks[action].as_u64().map_or("-".to_owned(), |p| p.to_string());
-        let naive_peak = |action: &str| r.naive_peak[action].as_u64().map_or("-".to_owned(), |p| p.to_string());
+        let peak = |action: &str| {
+            r.peaks[action]
+                .as_u64()
+                .map_or("-".to_owned(), |p| p.to_string())
+        };
+        let naive_peak = |action: &str| {
+            r.naive_peak[action]
+                .as_u64()
+                .map_or("-".to_owned(), |p| p.to_string())
+        };
         println!(
             "| {} | {:.2} s | {:.2} s | {:.3} | {}, {}, {} | {} | {} | {} | {} | {:.1} MiB | {} | {:.2} s | {:.2} | {} | {}, {} |",
             r.n,
@@ -317,7 +462,8 @@ fn main() {
             (r.n as u64).div_ceil(PAGE) + 1,
             r.updates_steady,
             r.rss_kib as f64 / 1024.0,
-            r.priority_latency.map_or("-".to_owned(), |d| format!("{:.2} s", d.as_secs_f64())),
+            r.priority_latency
+                .map_or("-".to_owned(), |d| format!("{:.2} s", d.as_secs_f64())),
             r.naive_time.as_secs_f64(),
             r.naive_time.as_secs_f64() / r.ideal.as_secs_f64(),
             r.naive_throttled,

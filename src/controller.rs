@@ -77,6 +77,8 @@ pub async fn run(
     // Only spec changes and lifecycle changes trigger: our own status writes must not.
     let resources = watcher(registrations, watcher::Config::default())
         .default_backoff()
+        // managedFields can be larger than the rest of the object; nothing here reads them.
+        .modify(|resource| resource.managed_fields_mut().clear())
         .reflect(writer)
         .inspect(mark_ready)
         .applied_objects()

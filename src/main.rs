@@ -62,9 +62,9 @@ struct RunFlags {
     /// Retry errors a person must fix (bad credentials, product not found) this often.
     #[arg(long, env = "IOTHUB_DYNREG_STALLED_RETRY_INTERVAL", default_value = "15m", value_parser = parse_duration)]
     stalled_retry_interval: Duration,
-    /// Reconciles running at once. Reconciles waiting for cloud quota count, so this should
-    /// exceed the backlog for a person's spec change to overtake it in the rate limiter.
-    #[arg(long, env = "IOTHUB_DYNREG_CONCURRENCY", default_value_t = 1024)]
+    /// Reconciles running at once (those waiting for cloud quota included). A person's spec
+    /// change overtakes a backlog in the rate limiter's priority lane.
+    #[arg(long, env = "IOTHUB_DYNREG_CONCURRENCY", default_value_t = 256)]
     concurrency: u16,
     /// Namespaces whose resources may use the controller's own credentials
     /// (TENCENTCLOUD_SECRET_ID, TENCENTCLOUD_SECRET_KEY, TENCENTCLOUD_SESSION_TOKEN) when they

@@ -267,7 +267,8 @@ async fn update(
     // backlog of new resources and resyncs in the rate limiter.
     let changed_by_person = resource.metadata.deletion_timestamp.is_some()
         || resource.status.as_ref().is_some_and(|status| {
-            status.observed_generation.is_some() && status.observed_generation < resource.metadata.generation
+            status.observed_generation.is_some()
+                && status.observed_generation < resource.metadata.generation
         });
     let cloud = if changed_by_person {
         ctx.cloud.prioritized()

@@ -60,6 +60,20 @@ async fn two_hundred_resources_at_the_rate_limit_without_throttling() {
         stats["calls"]["UpdateProductDynamicRegister"]["Success"],
         200
     );
+    // Observation in batches: one DescribeProducts page covers all 200 products; the snapshot
+    // is refreshed at most every 2 s (the harness's --observe-interval), and no product needs
+    // to be read alone.
+    let single_reads = stats["calls"]["DescribeProduct"]["Success"]
+        .as_u64()
+        .unwrap_or(0);
+    let pages = stats["calls"]["DescribeProducts"]["Success"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(single_reads, 0, "{}", stats["calls"]);
+    assert!(
+        pages <= elapsed.as_secs() / 2 + 2,
+        "{pages} DescribeProducts calls in {elapsed:?}"
+    );
     harness.assert_no_secrets_logged(&controller).await;
 }
 

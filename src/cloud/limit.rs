@@ -325,6 +325,10 @@ mod tests {
             task.await.unwrap();
         }
         // All 241 calls at the limit: about 241 × 52.5 ms.
-        assert!(start.elapsed() <= Duration::from_millis(241 * 53), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() <= Duration::from_millis(241 * 53),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }
