@@ -212,12 +212,7 @@ async fn converges_through_cloud_faults_and_closed_watch_streams() {
                 .await;
         }
         harness
-            .wait_for(
-                "all 20 to be Ready despite faults",
-                Duration::from_secs(90),
-                Some(&controller),
-                || async { (harness.ready_names().await.len() == 20).then_some(()) },
-            )
+            .wait_all_ready(20, Duration::from_secs(90), &controller)
             .await;
         stop.store(true, Ordering::SeqCst);
     };

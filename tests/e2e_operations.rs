@@ -83,12 +83,7 @@ async fn one_leader_reconciles_the_other_takes_over_and_sigterm_releases_the_lea
             .await;
     }
     harness
-        .wait_for(
-            "10 Ready",
-            Duration::from_secs(30),
-            Some(&first),
-            || async { (harness.ready_names().await.len() == 10).then_some(()) },
-        )
+        .wait_all_ready(10, Duration::from_secs(30), &first)
         .await;
     assert_eq!(leads(&second), 0, "the stand-by reconciled");
     assert!(
@@ -143,12 +138,7 @@ async fn one_leader_reconciles_the_other_takes_over_and_sigterm_releases_the_lea
             .await;
     }
     harness
-        .wait_for(
-            "20 Ready",
-            Duration::from_secs(30),
-            Some(&second),
-            || async { (harness.ready_names().await.len() == 20).then_some(()) },
-        )
+        .wait_all_ready(20, Duration::from_secs(30), &second)
         .await;
     assert_eq!(
         harness

@@ -36,12 +36,7 @@ async fn two_hundred_resources_at_the_rate_limit_without_throttling() {
     });
     futures::future::join_all(creations).await;
     harness
-        .wait_for(
-            "all 200 Ready",
-            Duration::from_secs(120),
-            Some(&controller),
-            || async { (harness.ready_names().await.len() == 200).then_some(()) },
-        )
+        .wait_all_ready(200, Duration::from_secs(120), &controller)
         .await;
     let elapsed = started.elapsed();
     let stats = harness.emulator_get("stats").await;
@@ -116,12 +111,7 @@ async fn killed_mid_way_it_converges_after_restart_and_sigterm_stops_it_cleanly(
 
     let mut second = harness.spawn_controller(&[]);
     harness
-        .wait_for(
-            "all 60 Ready after the restart",
-            Duration::from_secs(60),
-            Some(&second),
-            || async { (harness.ready_names().await.len() == 60).then_some(()) },
-        )
+        .wait_all_ready(60, Duration::from_secs(60), &second)
         .await;
     let stats = harness.emulator_get("stats").await;
     assert_eq!(stats["requestLimitExceeded"], 0);

@@ -135,6 +135,24 @@ fn context(
     ))
 }
 
+/// A product as the emulator's control endpoint shows it (with its ProductSecret).
+async fn cloud_product(emulator: &RunningEmulator, product_id: &str) -> Value {
+    let body = reqwest::get(format!("{}/_emulator/products", emulator.endpoint()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let products: Value = serde_json::from_slice(&body).unwrap();
+    products
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["productId"] == product_id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 async fn stats(emulator: &RunningEmulator) -> Value {
     let body = reqwest::get(format!("{}/_emulator/stats", emulator.endpoint()))
         .await
@@ -215,21 +233,7 @@ async fn new_resource_updates_the_cloud_publishes_the_secret_and_reports_ready()
         (Some("uid-sensors"), Some(true))
     );
     assert_eq!(secret["data"]["productId"], b64("NEW0000001"));
-    let products: Value = serde_json::from_slice(
-        &reqwest::get(format!("{}/_emulator/products", emulator.endpoint()))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let cloud_secret = products
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["productId"] == "NEW0000001")
-        .unwrap()["productSecret"]
+    let cloud_secret = cloud_product(&emulator, "NEW0000001").await["productSecret"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -410,16 +414,10 @@ async fn a_limit_the_cloud_rewrites_is_asked_for_once() {
     again.status = Some(serde_json::from_value(status).unwrap());
     let task = tokio::spawn(reconcile(Arc::new(again.clone()), ctx));
     let secret = api.expect("GET", PRODUCT_SECRET_PATH).await;
-    let products: Value = serde_json::from_slice(
-        &reqwest::get(format!("{}/_emulator/products", emulator.endpoint()))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let cloud_secret = products[0]["productSecret"].as_str().unwrap().to_owned();
+    let cloud_secret = cloud_product(&emulator, "NEW0000001").await["productSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     secret.respond(
         200,
         published_secret("NEW0000001", &cloud_secret, Some("uid-sensors")),
@@ -515,22 +513,10 @@ async fn deletion_policy_disable_adds_a_finalizer_and_disables_before_release() 
     release.respond(200, serde_json::to_value(&resource).unwrap());
     let action = task.await.unwrap().unwrap();
     assert_eq!(requeue_seconds(&action), None, "{action:?}");
-    let products: Value = serde_json::from_slice(
-        &reqwest::get(format!("{}/_emulator/products", emulator.endpoint()))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let steady = products
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["productId"] == "STEADY0001")
-        .unwrap();
-    assert_eq!(steady["registerType"], 0);
+    assert_eq!(
+        cloud_product(&emulator, "STEADY0001").await["registerType"],
+        0
+    );
 }
 
 #[tokio::test]

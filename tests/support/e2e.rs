@@ -406,6 +406,22 @@ impl Harness {
             .unwrap();
     }
 
+    /// Waits until `count` resources report Ready=True for their current generation.
+    pub async fn wait_all_ready(
+        &self,
+        count: usize,
+        timeout: Duration,
+        controller: &ControllerProcess,
+    ) {
+        self.wait_for(
+            &format!("{count} Ready"),
+            timeout,
+            Some(controller),
+            || async { (self.ready_names().await.len() == count).then_some(()) },
+        )
+        .await;
+    }
+
     /// Names of the resources reporting Ready=True for their current generation.
     pub async fn ready_names(&self) -> Vec<String> {
         let list = self
