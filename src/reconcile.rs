@@ -313,11 +313,14 @@ fn next_status(
     let previous = resource.status.clone().unwrap_or_default();
     let generation = resource.metadata.generation.unwrap_or(0);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let secret_name = match (plan.secret_published, observed) {
-        (true, _) => Some(resource.published_secret_name()),
-        // The cloud could not be seen: what was published is still there.
-        (false, false) => previous.secret_name.clone(),
-        (false, true) => None,
+    // What was published stays published (the cloud could not be seen, or an update failed),
+    // unless the name now belongs to someone else's Secret.
+    let secret_name = if plan.secret_published {
+        Some(resource.published_secret_name())
+    } else if plan.verdict.reason == Reason::SecretConflict {
+        None
+    } else {
+        previous.secret_name.clone()
     };
     DynamicRegistrationStatus {
         observed_generation: Some(generation),
