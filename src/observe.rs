@@ -92,13 +92,15 @@ impl Observer {
     /// The product, from the snapshot when one is fresh enough (refreshing it when not), else
     /// read alone. `managed` is how many resources share these credentials and region: when
     /// paging the whole account would cost more calls than reading each of them, they are read
-    /// one by one.
+    /// one by one. With `needs_secret`, a snapshot entry of an enabled product that carries no
+    /// ProductSecret is not enough: the list call may leave it out, DescribeProduct has it.
     pub async fn observe(
         &self,
         credentials: &Credentials,
         region: &str,
         product_id: &str,
         managed: usize,
+        needs_secret: bool,
     ) -> Result<Observation, ObserveFailure> {
         let slot = self.slot(credentials, region);
         {
@@ -111,6 +113,7 @@ impl Observer {
                     .await?;
                 if let Some(snapshot) = &slot.snapshot
                     && let Some(product) = snapshot.products.get(product_id)
+                    && !(needs_secret && lacks_secret(product))
                 {
                     return Ok(Observation {
                         product: product.clone(),
@@ -119,7 +122,8 @@ impl Observer {
                 }
             }
         }
-        // Not in the snapshot (created since, or gone), or too few resources to page for.
+        // Not in the snapshot (created since, or gone), its secret left out, or too few
+        // resources to page for.
         let product = self
             .cloud
             .describe_product(credentials, region, product_id)
@@ -185,4 +189,10 @@ impl Observer {
                 .insert(product.product_id.clone(), product.clone());
         }
     }
+}
+
+/// Registration is on, yet the observation carries no ProductSecret.
+pub fn lacks_secret(product: &Product) -> bool {
+    product.registration.register_type != crate::cloud::RegisterType::Disabled
+        && product.registration.product_secret.is_none()
 }

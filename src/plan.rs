@@ -274,6 +274,21 @@ fn with_secret(
     cloud: CloudSettings,
     verdict: Verdict,
 ) -> Plan {
+    // Registration on but no ProductSecret in the observation (a list answer may leave it out):
+    // a Secret we published stays as it is.
+    if crate::observe::lacks_secret(product) && matches!(input.secret, SecretState::Owned { .. }) {
+        let message = format!(
+            "{}; ProductSecret published in Secret {}",
+            verdict.message, input.secret_name
+        );
+        return Plan {
+            update: None,
+            write_secret: None,
+            cloud: Some(cloud),
+            secret_published: true,
+            verdict: Verdict { message, ..verdict },
+        };
+    }
     let Some(product_secret) = &product.registration.product_secret else {
         let message = format!(
             "{}; the product has no ProductSecret yet (dynamic registration was never enabled), so no Secret is published",
@@ -781,6 +796,21 @@ mod tests {
                 ..row(
                     "no ProductSecret yet: nothing to publish",
                     Ok(product(RegisterType::Disabled, 0, None)),
+                )
+            },
+            Row {
+                ready: true,
+                ..row(
+                    "an observation without the secret keeps our published Secret",
+                    Ok(product(RegisterType::AutoCreate, 100, None)),
+                )
+            },
+            Row {
+                secret: SecretState::Absent,
+                ready: true,
+                ..row(
+                    "registration on but no secret known: nothing published yet",
+                    Ok(product(RegisterType::AutoCreate, 100, None)),
                 )
             },
         ];

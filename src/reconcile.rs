@@ -92,8 +92,11 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
     let secret = kube_io::get_secret(&ctx.client, namespace, &secret_name).await?;
     let secret_state = kube_io::secret_state(secret.as_ref(), resource);
     let access = access(resource, ctx, namespace).await?;
+    // A published Secret of ours is kept as it is when an observation lacks the ProductSecret;
+    // otherwise the secret is needed and is read from DescribeProduct if the snapshot lacks it.
+    let needs_secret = !matches!(secret_state, plan::SecretState::Owned { .. });
     let observation = match &access {
-        Ok(access) => observe(resource, ctx, &access.credentials).await,
+        Ok(access) => observe(resource, ctx, &access.credentials, needs_secret).await,
         Err(problem) => Err(problem.clone()),
     };
     let observed_at = observation.as_ref().ok().map(|o| o.taken_at);
@@ -231,6 +234,7 @@ async fn observe(
     resource: &DynamicRegistration,
     ctx: &Context,
     credentials: &Credentials,
+    needs_secret: bool,
 ) -> Result<Observation, Problem> {
     let result = ctx
         .observer
@@ -239,6 +243,7 @@ async fn observe(
             &resource.spec.region,
             &resource.spec.product_id,
             ctx.resources_sharing_credentials(resource),
+            needs_secret,
         )
         .await;
     note_credentials(

@@ -1,0 +1,155 @@
+//! Batch observation against a scripted cloud: one page serves many reads, refreshes happen
+//! once for all waiters, and a list answer without the ProductSecret is completed by
+//! DescribeProduct only when the secret is needed.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use iothub_dynreg::cloud::retry::RetryPolicy;
+use iothub_dynreg::cloud::{ClientConfig, CloudClient, Credentials, Endpoint};
+use iothub_dynreg::observe::Observer;
+use support::scripted_cloud::{Reply, ScriptedCloud};
+
+fn product(id: &str, secret: Option<&str>) -> String {
+    let secret = secret.map_or(String::new(), |s| format!(r#","ProductSecret":"{s}""#));
+    format!(
+        r#"{{"ProductId":"{id}","ProductName":"n","ProductProperties":{{"RegisterType":2,"RegisterLimit":5{secret}}}}}"#
+    )
+}
+
+fn page(products: &[String]) -> Reply {
+    Reply::Json(format!(
+        r#"{{"Response":{{"TotalCount":{},"Products":[{}],"RequestId":"r"}}}}"#,
+        products.len(),
+        products.join(",")
+    ))
+}
+
+fn single(id: &str, secret: &str) -> Reply {
+    let product = product(id, Some(secret));
+    Reply::Json(format!(
+        r#"{{"Response":{},"RequestId":"r"}}}}"#,
+        &product[..product.len() - 1]
+    ))
+}
+
+fn observer(cloud: &ScriptedCloud) -> Arc<Observer> {
+    let client = CloudClient::new(ClientConfig {
+        endpoint: Endpoint::parse(&cloud.endpoint(), true).unwrap(),
+        retry: RetryPolicy::none(),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    Arc::new(Observer::new(client, Duration::from_secs(60)))
+}
+
+fn actions(cloud: &ScriptedCloud) -> Vec<String> {
+    cloud
+        .received()
+        .iter()
+        .map(|r| r.headers["x-tc-action"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_page_serves_every_reader_and_refreshes_once() {
+    let cloud = ScriptedCloud::start([page(&[
+        product("P1", Some("s1")),
+        product("P2", Some("s2")),
+    ])])
+    .await;
+    let observer = observer(&cloud);
+    let creds = Credentials::new("AKID", "key");
+    let reads: Vec<_> = (0..20)
+        .map(|i| {
+            let (observer, creds) = (observer.clone(), creds.clone());
+            let id = if i % 2 == 0 { "P1" } else { "P2" };
+            tokio::spawn(
+                async move { observer.observe(&creds, "ap-guangzhou", id, 20, true).await },
+            )
+        })
+        .collect();
+    for read in reads {
+        let observation = read.await.unwrap().unwrap();
+        assert!(observation.product.registration.product_secret.is_some());
+    }
+    assert_eq!(
+        actions(&cloud),
+        ["DescribeProducts"],
+        "one refresh for twenty readers"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_read_alone_only_when_needed() {
+    let cloud = ScriptedCloud::start([
+        page(&[product("P1", None)]),
+        single("P1", "from-describe-product"),
+    ])
+    .await;
+    let observer = observer(&cloud);
+    let creds = Credentials::new("AKID", "key");
+    let without = observer
+        .observe(&creds, "ap-guangzhou", "P1", 1, false)
+        .await
+        .unwrap();
+    assert!(without.product.registration.product_secret.is_none());
+    assert_eq!(actions(&cloud), ["DescribeProducts"]);
+
+    let with = observer
+        .observe(&creds, "ap-guangzhou", "P1", 1, true)
+        .await
+        .unwrap();
+    let secret = with.product.registration.product_secret.unwrap();
+    assert_eq!(secret.expose(), "from-describe-product");
+    assert_eq!(actions(&cloud), ["DescribeProducts", "DescribeProduct"]);
+
+    // Remembered in the snapshot: no third call.
+    observer
+        .observe(&creds, "ap-guangzhou", "P1", 1, true)
+        .await
+        .unwrap();
+    assert_eq!(cloud.received().len(), 2);
+}
+
+#[tokio::test]
+async fn products_missing_from_the_snapshot_and_failures_are_shared() {
+    let not_found = Reply::Json(
+        r#"{"Response":{"Error":{"Code":"ResourceNotFound.ProductNotExist","Message":"gone"},"RequestId":"r"}}"#.into(),
+    );
+    let cloud = ScriptedCloud::start([page(&[product("P1", Some("s"))]), not_found]).await;
+    let observer = observer(&cloud);
+    let creds = Credentials::new("AKID", "key");
+    let failure = observer
+        .observe(&creds, "ap-guangzhou", "GONE", 2, true)
+        .await
+        .unwrap_err();
+    assert_eq!(failure.code, "ResourceNotFound.ProductNotExist");
+    assert_eq!(actions(&cloud), ["DescribeProducts", "DescribeProduct"]);
+
+    // A refresh that fails answers every waiter for a moment instead of being repeated by each.
+    let internal = || {
+        Reply::Json(
+            r#"{"Response":{"Error":{"Code":"InternalError","Message":"x"},"RequestId":"r"}}"#
+                .into(),
+        )
+    };
+    let failing = ScriptedCloud::start([internal(), internal(), internal()]).await;
+    let observer = self::observer(&failing);
+    let reads: Vec<_> = (0..10)
+        .map(|_| {
+            let (observer, creds) = (observer.clone(), creds.clone());
+            tokio::spawn(async move {
+                observer
+                    .observe(&creds, "ap-guangzhou", "P1", 10, true)
+                    .await
+            })
+        })
+        .collect();
+    for read in reads {
+        assert_eq!(read.await.unwrap().unwrap_err().code, "InternalError");
+    }
+    assert_eq!(failing.received().len(), 1);
+}
