@@ -201,14 +201,16 @@ async fn converges_through_cloud_faults_and_closed_watch_streams() {
         .create_credentials("tencent-credentials", SECRET_KEY)
         .await;
     let controller = harness.spawn_controller(&["--resync-interval", "5s"]);
-    // The API stand-in ends every watch stream every 700 ms.
+    // The API stand-in ends every watch stream every 500 ms, each time forgetting its watch
+    // history first, so that resuming watches get 410 Gone and must list again.
     let stop = Arc::new(AtomicBool::new(false));
     let api = &harness.api;
     let closer = {
         let stop = stop.clone();
         async move {
             while !stop.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(700)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                api.compact();
                 api.close_all_watches();
             }
         }
@@ -256,6 +258,7 @@ async fn converges_through_cloud_faults_and_closed_watch_streams() {
             (Some(2), Some(50))
         );
     }
+    assert!(api.gone_answers() > 0, "no watch was answered 410 Gone");
     let secrets = harness.secrets().list(&Default::default()).await.unwrap();
     let published: Vec<_> = secrets
         .items

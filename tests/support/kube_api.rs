@@ -87,6 +87,7 @@ struct State {
     applied: HashMap<(ObjectKey, String, bool), BTreeSet<Vec<String>>>,
     requests: Vec<RecordedRequest>,
     writes: BTreeMap<String, u64>,
+    gone_answers: u64,
 }
 
 /// The running server and the test's handle on it.
@@ -124,6 +125,7 @@ impl FakeKubeApi {
             applied: HashMap::new(),
             requests: Vec::new(),
             writes: BTreeMap::new(),
+            gone_answers: 0,
         }));
         let (events, _) = broadcast::channel(65_536);
         let (close_watches, _) = watch::channel(0u64);
@@ -219,9 +221,9 @@ impl FakeKubeApi {
             .collect()
     }
 
-    /// Number of watch events broadcast so far (any resource).
-    pub fn events_sent(&self) -> usize {
-        self.events.len()
+    /// Watches answered 410 Gone so far.
+    pub fn gone_answers(&self) -> u64 {
+        lock(&self.state).gone_answers
     }
 }
 
@@ -848,8 +850,9 @@ impl Server {
         let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(1024);
         let mut live = self.events.subscribe();
         let (backlog, gone, current) = {
-            let state = lock(&self.state);
+            let mut state = lock(&self.state);
             let gone = since != 0 && since < state.compacted_before;
+            state.gone_answers += u64::from(gone);
             let backlog: Vec<Arc<WatchEvent>> = if since == 0 {
                 // "Any" semantics: start with the current objects as ADDED.
                 state
