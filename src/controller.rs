@@ -94,7 +94,7 @@ pub async fn run(
             instance: options.instance.clone(),
         },
     );
-    shared.health.set_watches(Some(reader.clone()), false);
+    shared.health.set_watches(Some(reader.clone()));
     let context = Arc::new(Context::new(
         client,
         cloud,
@@ -122,7 +122,7 @@ pub async fn run(
             }
         })
         .await;
-    shared.health.set_watches(None, false);
+    shared.health.set_watches(None);
     info!("controller stopped");
 }
 

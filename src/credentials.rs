@@ -117,9 +117,10 @@ pub(crate) fn fingerprint(credentials: &Credentials) -> [u8; 32] {
 }
 
 /// What the cloud said of a set of credentials.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 enum Verdict {
     /// Not used yet, or the last use failed for another reason: one caller at a time probes.
+    #[default]
     Unverified,
     /// A call succeeded: use freely.
     Verified,
@@ -127,7 +128,7 @@ enum Verdict {
     Resting { until: Instant, code: String },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Entry {
     verdict: Verdict,
     probe: Arc<tokio::sync::Mutex<()>>,
@@ -165,10 +166,7 @@ impl CredentialGate {
         loop {
             let probe = {
                 let mut entries = self.entries();
-                let entry = entries.entry(key).or_insert_with(|| Entry {
-                    verdict: Verdict::Unverified,
-                    probe: Arc::new(tokio::sync::Mutex::new(())),
-                });
+                let entry = entries.entry(key).or_default();
                 match &entry.verdict {
                     Verdict::Verified => return Ok(Probe(None)),
                     Verdict::Resting { until, code } if Instant::now() < *until => {
@@ -212,12 +210,7 @@ impl CredentialGate {
 
     fn set(&self, credentials: &Credentials, verdict: Verdict) {
         let mut entries = self.entries();
-        let entry = entries
-            .entry(fingerprint(credentials))
-            .or_insert_with(|| Entry {
-                verdict: Verdict::Unverified,
-                probe: Arc::new(tokio::sync::Mutex::new(())),
-            });
+        let entry = entries.entry(fingerprint(credentials)).or_default();
         entry.verdict = verdict;
     }
 }

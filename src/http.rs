@@ -1,7 +1,6 @@
 //! The operations endpoint: `/metrics`, `/healthz`, `/readyz`.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,11 +39,11 @@ impl Health {
         }
     }
 
-    /// The controller started watching with this cache; `watching` says whether its first
-    /// list completed.
-    pub fn set_watches(&self, registrations: Option<Store<DynamicRegistration>>, watching: bool) {
+    /// The controller started watching with this cache (or stopped, with `None`); its first
+    /// list is yet to complete.
+    pub fn set_watches(&self, registrations: Option<Store<DynamicRegistration>>) {
         *self.registrations.lock().unwrap_or_else(|e| e.into_inner()) = registrations;
-        self.watching.store(watching, Ordering::SeqCst);
+        self.watching.store(false, Ordering::SeqCst);
     }
 
     /// Marks the initial list as complete.
@@ -107,11 +106,6 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
                 .await;
         });
     }
-}
-
-/// Binds the endpoint's address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 fn route<B>(request: &Request<B>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {

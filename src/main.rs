@@ -203,12 +203,14 @@ async fn run(flags: RunFlags) -> Result<(), String> {
             lease.as_ref().map(LeaseSettings::renew_interval),
         )),
     };
-    let listener = http::bind(flags.metrics_addr).await.map_err(|e| {
-        format!(
-            "cannot listen on --metrics-addr {}: {e}",
-            flags.metrics_addr
-        )
-    })?;
+    let listener = tokio::net::TcpListener::bind(flags.metrics_addr)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on --metrics-addr {}: {e}",
+                flags.metrics_addr
+            )
+        })?;
     let bound = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;

@@ -350,8 +350,19 @@ fn with_secret(
 }
 
 fn blocked(problem: &Problem) -> Plan {
+    Plan {
+        update: None,
+        write_secret: None,
+        cloud: None,
+        secret_published: false,
+        verdict: problem_verdict(problem),
+    }
+}
+
+/// The verdict when the cloud state is unknown because of `problem`.
+pub fn problem_verdict(problem: &Problem) -> Verdict {
     let stalled = |reason, message: String| Verdict::new(false, reason, Progress::Stalled, message);
-    let verdict = match problem {
+    match problem {
         Problem::Suspended => Verdict::new(
             false,
             Reason::Suspended,
@@ -385,13 +396,6 @@ fn blocked(problem: &Problem) -> Plan {
             ),
         ),
         Problem::Cloud { class, message } => cloud_verdict(*class, message),
-    };
-    Plan {
-        update: None,
-        write_secret: None,
-        cloud: None,
-        secret_published: false,
-        verdict,
     }
 }
 

@@ -428,16 +428,7 @@ async fn disable_in_cloud(
             return Ok(None);
         }
         Err(problem) => {
-            let verdict = plan::plan(PlanInput {
-                spec: &resource.spec,
-                generation: 0,
-                last_status: None,
-                cloud: Err(&problem),
-                secret: &plan::SecretState::Absent,
-                secret_name: "",
-                just_asked: None,
-            })
-            .verdict;
+            let verdict = plan::problem_verdict(&problem);
             return Ok(blocked(
                 Reason::Deleting,
                 Progress::Stalled,

@@ -9,8 +9,7 @@ use base64::Engine;
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint};
 use iothub_dynreg::context::{Context, Settings};
 use iothub_dynreg::crd::{
-    DeletionPolicy, DynamicRegistration, DynamicRegistrationSpec, FINALIZER, MANAGER,
-    ManagementPolicy, RegistrationMode, SecretReference,
+    DeletionPolicy, DynamicRegistration, FINALIZER, MANAGER, RegistrationMode,
 };
 use iothub_dynreg::emulator::{EmulatorConfig, LimitPolicy, RunningEmulator, Seed};
 use iothub_dynreg::reconcile::reconcile;
@@ -38,24 +37,10 @@ fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
+/// The shared test resource, with the metadata the API server would have set.
 fn registration(product_id: &str, limit: i64) -> DynamicRegistration {
-    let mut resource = DynamicRegistration::new(
-        "sensors",
-        DynamicRegistrationSpec {
-            product_id: product_id.into(),
-            region: "ap-guangzhou".into(),
-            register_type: RegistrationMode::AutoCreate,
-            register_limit: limit,
-            credentials_secret_ref: Some(SecretReference {
-                name: "tencent-credentials".into(),
-            }),
-            secret_name: None,
-            management_policy: ManagementPolicy::Full,
-            deletion_policy: DeletionPolicy::Orphan,
-            suspend: false,
-        },
-    );
-    resource.metadata.namespace = Some(NS.into());
+    let mut resource =
+        support::e2e::registration("sensors", product_id, RegistrationMode::AutoCreate, limit);
     resource.metadata.uid = Some("uid-sensors".into());
     resource.metadata.generation = Some(1);
     resource.metadata.resource_version = Some("10".into());

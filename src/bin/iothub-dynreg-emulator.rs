@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use iothub_dynreg::emulator::{Emulator, EmulatorConfig, Faults, LimitPolicy, Seed};
+use iothub_dynreg::telemetry;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -114,28 +115,8 @@ async fn run(flags: Flags) -> Result<(), String> {
         .map_err(|e| format!("cannot write the address to stdout: {e}"))?;
     info!(%addr, accounts, products, rate_limit = flags.rate_limit, "emulator serving");
     Arc::new(Emulator::new(config))
-        .serve(listener, shutdown_signal())
+        .serve(listener, telemetry::shutdown_signal())
         .await;
     info!("emulator stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => return interrupt.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
 }
