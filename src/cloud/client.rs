@@ -327,9 +327,12 @@ impl CloudClient {
         };
         let mut attempt = 1;
         loop {
-            let waited = self.inner.limiter.acquire(&bucket, self.lane).await;
+            let permit = self.inner.limiter.acquire(&bucket, self.lane).await;
+            let waited = permit.waited();
             let started = tokio::time::Instant::now();
             let result = self.attempt(credentials, region, action, &payload).await;
+            // The answer is read: this call has reached the cloud, and its slot is over.
+            drop(permit);
             if let Some(observer) = &self.observer {
                 let code = result.as_ref().err().map_or("Success", CloudError::code);
                 observer.call_finished(action, code, started.elapsed(), waited);

@@ -1,10 +1,12 @@
 //! Client-side rate limiting: one bucket per (endpoint, SecretId, action).
 //!
-//! Each bucket hands out send slots spaced evenly, first come first served. A caller reserves the
-//! next free slot under a lock and sleeps until it, so waiters form a queue without waking each
-//! other, and the whole thing runs on tokio's clock (testable with paused time). Spacing rather
-//! than bursting keeps the promise "never more than the limit in any one-second window" for every
-//! window, not only for windows aligned to whole seconds.
+//! Each bucket hands out send slots spaced evenly, first come first served, and runs on tokio's
+//! clock (testable with paused time). The cloud counts requests when they reach it, which is
+//! some time between our send and our reading of the answer: network and scheduling jitter can
+//! bunch requests sent evenly. So a bucket also holds each slot as a [`Permit`] until the call is
+//! over, and gives slot `n` only one second after every call up to `n - limit` was over. Then
+//! no window of one second, sliding or aligned, can see more than `limit` of our requests
+//! arrive, whatever the jitter; the price is the round trip, once per `limit` calls.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -12,7 +14,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::wire::Action;
@@ -20,11 +22,8 @@ use super::wire::Action;
 /// The cloud's documented limit for each of our actions.
 pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 20;
 
-/// Slack added to each one-second window, so that scheduling and network jitter between our send
-/// and the cloud's count cannot bring `limit + 1` requests into one second at the cloud's side.
-/// Measured on a loaded 2-core machine, 10 ms was not enough (21 arrivals in a second); 50 ms
-/// costs 5% of throughput and has held since.
-pub const WINDOW_GUARD: Duration = Duration::from_millis(50);
+/// The cloud's window.
+const WINDOW: Duration = Duration::from_secs(1);
 
 /// Requests per second allowed for each action.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,8 +150,9 @@ impl RateLimiter {
         }
     }
 
-    /// Waits for a send slot in the bucket of `key`; returns how long it waited.
-    pub async fn acquire(&self, key: &BucketKey, lane: Lane) -> Duration {
+    /// Waits for a send slot in the bucket of `key`. Hold the permit until the call's answer
+    /// was read (or the call failed).
+    pub async fn acquire(&self, key: &BucketKey, lane: Lane) -> Permit {
         let bucket = self.bucket(key);
         bucket.acquire(lane).await
     }
@@ -171,21 +171,41 @@ impl RateLimiter {
 /// Evenly spaced send slots, handed to waiting callers by lane.
 #[derive(Debug)]
 pub struct Bucket {
+    per_second: usize,
     spacing: Duration,
     state: Mutex<BucketState>,
+    /// Woken when a call is over, for a dispatcher waiting on one.
+    call_over: Notify,
 }
 
 #[derive(Debug, Default)]
 struct BucketState {
     next_free: Option<Instant>,
-    priority: VecDeque<oneshot::Sender<()>>,
-    bulk: VecDeque<oneshot::Sender<()>>,
+    /// The last `per_second` slots given, oldest first.
+    recent: VecDeque<Slot>,
+    /// When the last of the calls older than `recent` was over.
+    older_over: Option<Instant>,
+    next_index: u64,
+    priority: VecDeque<oneshot::Sender<Permit>>,
+    bulk: VecDeque<oneshot::Sender<Permit>>,
     dispatching: bool,
     priority_streak: u32,
 }
 
+#[derive(Debug)]
+struct Slot {
+    index: u64,
+    over: Option<Instant>,
+}
+
+/// Why no slot can be given yet.
+enum NoSlot {
+    /// The call `per_second` slots back is still under way: its arrival time is unknown.
+    CallUnderWay,
+}
+
 impl BucketState {
-    fn next_waiter(&mut self) -> Option<oneshot::Sender<()>> {
+    fn next_waiter(&mut self) -> Option<oneshot::Sender<Permit>> {
         let bulk_waiting = !self.bulk.is_empty();
         if !self.priority.is_empty() && (self.priority_streak < PRIORITY_STREAK || !bulk_waiting) {
             self.priority_streak += 1;
@@ -195,20 +215,73 @@ impl BucketState {
         self.bulk.pop_front().or_else(|| self.priority.pop_front())
     }
 
-    fn take_slot(&mut self, now: Instant, spacing: Duration) -> Instant {
-        let slot = self.next_free.map_or(now, |next| next.max(now));
+    /// The next slot: no earlier than `now`, one spacing after the previous slot, and one
+    /// window after every call `per_second` slots back or older was over.
+    fn earliest_slot(&self, now: Instant, per_second: usize) -> Result<Instant, NoSlot> {
+        let mut earliest = self.next_free.map_or(now, |next| next.max(now));
+        if self.recent.len() >= per_second {
+            let Some(over) = self.recent.front().and_then(|slot| slot.over) else {
+                return Err(NoSlot::CallUnderWay);
+            };
+            let older_over = self.older_over.map_or(over, |older| older.max(over));
+            earliest = earliest.max(older_over + WINDOW);
+        }
+        Ok(earliest)
+    }
+
+    /// Takes `slot` (from [`Self::earliest_slot`]); returns its index.
+    fn take_slot(&mut self, slot: Instant, spacing: Duration, per_second: usize) -> u64 {
+        if self.recent.len() >= per_second
+            && let Some(oldest) = self.recent.pop_front()
+        {
+            self.older_over = self.older_over.max(oldest.over);
+        }
+        let index = self.next_index;
+        self.next_index += 1;
+        self.recent.push_back(Slot { index, over: None });
         self.next_free = Some(slot + spacing);
-        slot
+        index
+    }
+
+    fn call_over(&mut self, index: u64, at: Instant) {
+        if let Some(slot) = self.recent.iter_mut().find(|slot| slot.index == index) {
+            slot.over = Some(at);
+        }
+    }
+}
+
+/// A send slot, held while the call is under way. Dropping it marks the call over: a permit
+/// dropped unused (its caller went away) frees its place at once.
+#[derive(Debug)]
+pub struct Permit {
+    bucket: Arc<Bucket>,
+    index: u64,
+    waited: Duration,
+}
+
+impl Permit {
+    /// How long the caller waited for this slot.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.bucket.state().call_over(self.index, Instant::now());
+        self.bucket.call_over.notify_one();
     }
 }
 
 impl Bucket {
-    /// At most `per_second` slots in any window of one second (plus [`WINDOW_GUARD`]).
+    /// At most `per_second` calls reach the cloud in any window of one second.
     pub fn new(per_second: u32) -> Self {
-        let window = Duration::from_secs(1) + WINDOW_GUARD;
+        let per_second = per_second.max(1);
         Self {
-            spacing: window / per_second.max(1),
+            per_second: per_second as usize,
+            spacing: WINDOW / per_second,
             state: Mutex::new(BucketState::default()),
+            call_over: Notify::new(),
         }
     }
 
@@ -216,15 +289,26 @@ impl Bucket {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a slot in `lane`; returns the time waited.
-    pub async fn acquire(self: &Arc<Self>, lane: Lane) -> Duration {
+    fn permit(self: &Arc<Self>, index: u64) -> Permit {
+        Permit {
+            bucket: self.clone(),
+            index,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// Waits for a slot in `lane`.
+    pub async fn acquire(self: &Arc<Self>, lane: Lane) -> Permit {
         let arrived = Instant::now();
         let turn = {
             let mut state = self.state();
             let idle = state.priority.is_empty() && state.bulk.is_empty();
-            if idle && state.next_free.is_none_or(|next| next <= arrived) {
-                state.take_slot(arrived, self.spacing);
-                return Duration::ZERO;
+            let due_now = state
+                .earliest_slot(arrived, self.per_second)
+                .is_ok_and(|slot| slot <= arrived);
+            if idle && due_now {
+                let index = state.take_slot(arrived, self.spacing, self.per_second);
+                return self.permit(index);
             }
             let (notify, turn) = oneshot::channel();
             match lane {
@@ -237,27 +321,42 @@ impl Bucket {
             }
             turn
         };
-        // The dispatcher only goes away with the runtime; either way the wait is over.
-        let _ = turn.await;
-        arrived.elapsed()
+        match turn.await {
+            Ok(mut permit) => {
+                permit.waited = arrived.elapsed();
+                permit
+            }
+            // The dispatcher only goes away with the runtime; nothing is left to limit.
+            Err(_) => self.permit(u64::MAX),
+        }
     }
 
     /// Hands out slots one at a time, choosing the waiter just before each slot comes due, so
     /// a priority call that arrives while a backlog waits is served within a slot or two.
     async fn dispatch(self: Arc<Self>) {
         loop {
-            let (waiter, slot) = {
+            let next = {
                 let mut state = self.state();
-                let Some(waiter) = state.next_waiter() else {
+                if state.priority.is_empty() && state.bulk.is_empty() {
                     state.dispatching = false;
                     return;
-                };
-                let slot = state.take_slot(Instant::now(), self.spacing);
-                (waiter, slot)
+                }
+                state
+                    .earliest_slot(Instant::now(), self.per_second)
+                    .map(|slot| (slot, state.take_slot(slot, self.spacing, self.per_second)))
             };
+            let Ok((slot, index)) = next else {
+                // A permit's drop wakes us (or already has: Notify keeps one wake-up).
+                self.call_over.notified().await;
+                continue;
+            };
+            let permit = self.permit(index);
             tokio::time::sleep_until(slot).await;
-            // A waiter that gave up (its reconcile was dropped) wastes its slot: harmless.
-            let _ = waiter.send(());
+            let waiter = self.state().next_waiter();
+            // A waiter that gave up gets its permit dropped with the channel: the slot is over.
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(permit);
+            }
         }
     }
 }
@@ -291,8 +390,49 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn first_request_does_not_wait() {
         let bucket = Arc::new(Bucket::new(20));
-        assert_eq!(bucket.acquire(Lane::Bulk).await, Duration::ZERO);
-        assert!(bucket.acquire(Lane::Bulk).await > Duration::ZERO);
+        assert_eq!(bucket.acquire(Lane::Bulk).await.waited(), Duration::ZERO);
+        assert!(bucket.acquire(Lane::Bulk).await.waited() > Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_under_way_holds_its_place_in_the_window() {
+        let bucket = Arc::new(Bucket::new(2));
+        let start = Instant::now();
+        let slow = bucket.acquire(Lane::Bulk).await;
+        // Spaced half a second after the first, and over at once.
+        drop(bucket.acquire(Lane::Bulk).await);
+        let third = tokio::spawn({
+            let bucket = bucket.clone();
+            async move { bucket.acquire(Lane::Bulk).await.waited() }
+        });
+        // The first call's answer comes at 3.5 s: until then it may still reach the cloud.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            !third.is_finished(),
+            "a slot given while an older call was under way"
+        );
+        drop(slow);
+        let waited = third.await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(4500),
+            "a window after it was over"
+        );
+        assert_eq!(waited, Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permit_dropped_unused_frees_its_place() {
+        let bucket = Arc::new(Bucket::new(1));
+        drop(bucket.acquire(Lane::Bulk).await);
+        // A caller that gives up while waiting leaves no call under way behind it.
+        let given_up = tokio::time::timeout(Duration::from_millis(10), bucket.acquire(Lane::Bulk));
+        assert!(given_up.await.is_err());
+        let waited = tokio::time::timeout(Duration::from_secs(5), bucket.acquire(Lane::Bulk))
+            .await
+            .expect("the bucket is not stuck")
+            .waited();
+        assert!(waited <= Duration::from_secs(2), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -302,18 +442,18 @@ mod tests {
         let backlog: Vec<_> = (0..200)
             .map(|_| {
                 let bucket = bucket.clone();
-                tokio::spawn(async move { bucket.acquire(Lane::Bulk).await })
+                tokio::spawn(async move { bucket.acquire(Lane::Bulk).await.waited() })
             })
             .collect();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let waited = bucket.acquire(Lane::Priority).await;
+        let waited = bucket.acquire(Lane::Priority).await.waited();
         // 200 bulk calls queued ahead would mean 8 more seconds; priority takes a slot or two.
         assert!(waited <= bucket.spacing * 2, "priority waited {waited:?}");
         // A stream of priority calls still lets bulk calls through.
         let priority: Vec<_> = (0..40)
             .map(|_| {
                 let bucket = bucket.clone();
-                tokio::spawn(async move { bucket.acquire(Lane::Priority).await })
+                tokio::spawn(async move { bucket.acquire(Lane::Priority).await.waited() })
             })
             .collect();
         for task in priority {
@@ -324,9 +464,9 @@ mod tests {
         for task in backlog {
             task.await.unwrap();
         }
-        // All 241 calls at the limit: about 241 × 52.5 ms.
+        // All 241 calls at the limit: about 241 × 50 ms.
         assert!(
-            start.elapsed() <= Duration::from_millis(241 * 53),
+            start.elapsed() <= Duration::from_millis(241 * 51),
             "{:?}",
             start.elapsed()
         );
