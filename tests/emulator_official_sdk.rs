@@ -11,7 +11,10 @@ use std::process::Command;
 
 use support::emulator_process::EmulatorProcess;
 
-const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/emulator-seed.yaml");
+const SEED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/emulator/example-seed.yaml"
+);
 
 fn sdk_python() -> Option<PathBuf> {
     let candidate = std::env::var_os("IOTHUB_DYNREG_SDK_PYTHON")

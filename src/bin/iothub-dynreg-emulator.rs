@@ -23,7 +23,7 @@ struct Flags {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// YAML file with the accounts and products (see examples/emulator-seed.yaml).
+    /// YAML file with the accounts and products (see src/emulator/example-seed.yaml).
     #[arg(long)]
     seed: PathBuf,
     /// Calls per second allowed per (SecretId, action); the cloud allows 20.

@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn reads_the_example_seed() {
-        let text = include_str!("../../examples/emulator-seed.yaml");
+        let text = include_str!("example-seed.yaml");
         let seed = Seed::from_yaml(text).unwrap();
         assert!(!seed.accounts.is_empty());
         assert!(!seed.all_products().is_empty());
