@@ -1,16 +1,23 @@
-//! Scale benchmark: the real controller (release build) between the loopback Kubernetes API and
-//! the emulator, converging N products at a scaled rate limit, against a naive baseline in the
-//! same run. `cargo bench --bench scale -- [N ...]` (default 100 1000 5000).
+//! Scale benchmark: the real controller (release build) between a Kubernetes API and the
+//! emulator, converging N products at a scaled rate limit, against a naive baseline in the same
+//! run. `cargo bench --bench scale -- [--api stand-in|real] [N ...]` (default: the loopback
+//! stand-in, N = 100 1000 5000). `--api real` runs against the real kube-apiserver of the tests
+//! (tests/support/control_plane), the controller under deploy/'s RBAC.
 
-#[path = "../tests/support/kube_api.rs"]
+#[path = "support/kube_api.rs"]
 #[allow(dead_code)]
 mod kube_api;
+
+#[path = "../tests/support/control_plane/mod.rs"]
+#[allow(dead_code)]
+mod control_plane;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use iothub_dynreg::cloud::limit::RateLimits;
 use iothub_dynreg::cloud::retry::RetryPolicy;
 use iothub_dynreg::cloud::{
@@ -21,14 +28,15 @@ use iothub_dynreg::crd::{
     RegistrationMode, SecretReference,
 };
 use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::{Value, json};
 
 /// The scaled limit: 5× the cloud's 20/s keeps runs short; the ratios are what count.
 const LIMIT: u32 = 100;
 const SECRET_ID: &str = "AKIDbenchmark0000001";
 const SECRET_KEY: &str = "benchmark-secret-key";
-const NS: &str = "fleet";
 const PAGE: u64 = 250;
 /// Resync and observe interval of the steady-state measurement.
 const RESYNC: Duration = Duration::from_secs(20);
@@ -40,6 +48,7 @@ struct Report {
     peaks: Value,
     throttled: u64,
     describes_steady: u64,
+    api_requests_steady: usize,
     updates_steady: u64,
     steady_window: Duration,
     rss_kib: u64,
@@ -91,7 +100,7 @@ fn calls(stats: &Value, action: &str) -> u64 {
 }
 
 fn resource(index: usize) -> DynamicRegistration {
-    let mut resource = DynamicRegistration::new(
+    DynamicRegistration::new(
         &format!("r{index:05}"),
         DynamicRegistrationSpec {
             product_id: product_id(index),
@@ -106,22 +115,88 @@ fn resource(index: usize) -> DynamicRegistration {
             deletion_policy: DeletionPolicy::Orphan,
             suspend: false,
         },
-    );
-    resource.metadata.namespace = Some(NS.into());
-    resource
+    )
 }
 
-fn ready_count(api: &kube_api::FakeKubeApi) -> usize {
-    api.objects("dynamicregistrations", NS)
-        .iter()
-        .filter(|object| {
-            object["status"]["observedGeneration"] == object["metadata"]["generation"]
-                && object["status"]["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-        })
-        .count()
+/// Which Kubernetes API server the controller runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ApiKind {
+    /// The loopback stand-in of benches/support: the controller's own cost alone.
+    StandIn,
+    /// The real kube-apiserver of the tests, with etcd, on the same machine.
+    Real,
+}
+
+/// The Kubernetes side of one run.
+enum Cluster {
+    StandIn(kube_api::FakeKubeApi),
+    Real(&'static control_plane::ControlPlane),
+}
+
+impl Cluster {
+    async fn start(kind: ApiKind, namespace: &str) -> Self {
+        match kind {
+            ApiKind::StandIn => {
+                let crd = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("crds/iothub.dynreg.io_dynamicregistrations.yaml");
+                Cluster::StandIn(kube_api::FakeKubeApi::start(&[&crd]).await)
+            }
+            ApiKind::Real => {
+                let plane = control_plane::ControlPlane::shared()
+                    .expect("--api real needs the control plane of the tests");
+                plane
+                    .create_namespace(&plane.admin_client().await, namespace)
+                    .await;
+                Cluster::Real(plane)
+            }
+        }
+    }
+
+    async fn client(&self) -> kube::Client {
+        match self {
+            Cluster::StandIn(api) => api.client(),
+            Cluster::Real(plane) => plane.admin_client().await,
+        }
+    }
+
+    /// The controller's kubeconfig (on the real server: deploy/'s ServiceAccount).
+    fn write_kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        match self {
+            Cluster::StandIn(api) => api.write_kubeconfig(dir),
+            Cluster::Real(plane) => plane.write_controller_kubeconfig(dir),
+        }
+    }
+
+    /// Requests the controller made so far, counted by the API server.
+    fn controller_requests(&self) -> usize {
+        match self {
+            Cluster::StandIn(api) => api.requests().iter().filter(|r| r.by_controller).count(),
+            Cluster::Real(plane) => plane.controller_requests().len(),
+        }
+    }
+}
+
+fn is_ready(resource: &DynamicRegistration) -> bool {
+    resource.status.as_ref().and_then(|s| s.observed_generation) == resource.metadata.generation
+        && resource
+            .condition("Ready")
+            .is_some_and(|c| c.status == "True")
+}
+
+/// A watch-fed cache of the resources, so that counting Ready ones costs the API server nothing
+/// more than one watch.
+fn track(registrations: Api<DynamicRegistration>) -> reflector::Store<DynamicRegistration> {
+    let (reader, writer) = reflector::store();
+    let stream = watcher(registrations, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    tokio::spawn(stream.for_each(|_| async {}));
+    reader
+}
+
+fn ready_count(store: &reflector::Store<DynamicRegistration>) -> usize {
+    store.state().iter().filter(|r| is_ready(r)).count()
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -137,30 +212,32 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn controller_run(
-    n: usize,
-) -> (
-    Duration,
-    Duration,
-    Value,
-    u64,
-    u64,
-    u64,
-    Duration,
-    u64,
-    Option<Duration>,
-) {
-    let crd = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("crds/iothub.dynreg.io_dynamicregistrations.yaml");
-    let api = kube_api::FakeKubeApi::start(&[&crd]).await;
+/// What one controller run measured.
+struct ControllerRun {
+    converge: Duration,
+    ideal: Duration,
+    peaks: Value,
+    throttled: u64,
+    describes_steady: u64,
+    api_requests_steady: usize,
+    updates_steady: u64,
+    steady_window: Duration,
+    rss_kib: u64,
+    priority_latency: Option<Duration>,
+}
+
+async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
+    let namespace = format!("bench-{n}");
+    let cluster = Cluster::start(kind, &namespace).await;
     let emulator = emulator(n).await;
     let dir = std::env::temp_dir().join(format!("iothub-dynreg-bench-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = api.write_kubeconfig(&dir);
-    let client = api.client();
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let kubeconfig = cluster.write_kubeconfig(&dir);
+    let client = cluster.client().await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &namespace);
     let credentials: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "credentials", "namespace": NS},
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "credentials"},
         "stringData": {"secretId": SECRET_ID, "secretKey": SECRET_KEY}
     }))
     .unwrap();
@@ -168,7 +245,7 @@ async fn controller_run(
         .create(&PostParams::default(), &credentials)
         .await
         .unwrap();
-    let registrations: Api<DynamicRegistration> = Api::namespaced(client.clone(), NS);
+    let registrations: Api<DynamicRegistration> = Api::namespaced(client.clone(), &namespace);
     for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
         let creations = chunk.iter().map(|&index| {
             let registrations = registrations.clone();
@@ -181,6 +258,7 @@ async fn controller_run(
         });
         futures::future::join_all(creations).await;
     }
+    let store = track(registrations.clone());
 
     let rate = format!(
         "DescribeProduct={LIMIT},DescribeProducts={LIMIT},UpdateProductDynamicRegister={LIMIT}"
@@ -200,6 +278,8 @@ async fn controller_run(
             "--insecure-loopback-endpoint",
             "--rate-limit",
             &rate,
+            "--watch-namespace",
+            &namespace,
         ])
         .args([
             "--resync-interval",
@@ -228,29 +308,27 @@ async fn controller_run(
     let mut changed_at = Instant::now();
     let mut target = String::new();
     loop {
-        let ready = ready_count(&api);
+        let ready = ready_count(&store);
         if ready == n {
             break;
         }
-        if !changed && n >= 1000 && ready >= n / 4 {
-            let objects = api.objects("dynamicregistrations", NS);
-            if let Some(object) = objects
-                .iter()
-                .find(|o| o["status"]["conditions"][0]["status"] == "True")
-            {
-                let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-                target = object["spec"]["productId"].as_str().unwrap().to_owned();
-                registrations
-                    .patch(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"spec": {"registerLimit": 7}})),
-                    )
-                    .await
-                    .unwrap();
-                changed = true;
-                changed_at = Instant::now();
-            }
+        if !changed
+            && n >= 1000
+            && ready >= n / 4
+            && let Some(object) = store.state().into_iter().find(|r| is_ready(r))
+        {
+            let name = object.name_any();
+            target = object.spec.product_id.clone();
+            registrations
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"registerLimit": 7}})),
+                )
+                .await
+                .unwrap();
+            changed = true;
+            changed_at = Instant::now();
         }
         if changed && priority_latency.is_none() {
             let products: Value = serde_json::from_slice(
@@ -284,9 +362,11 @@ async fn controller_run(
 
     // Steady state: one full resync period (plus its jitter) of an in-sync fleet.
     reset_stats(&emulator).await;
+    let requests_before = cluster.controller_requests();
     let window = RESYNC + RESYNC / 10;
     tokio::time::sleep(window).await;
     let steady = stats(&emulator).await;
+    let api_requests_steady = cluster.controller_requests() - requests_before;
     let describes = calls(&steady, "DescribeProduct") + calls(&steady, "DescribeProducts");
     let updates = calls(&steady, "UpdateProductDynamicRegister");
     let throttled = throttled + steady["requestLimitExceeded"].as_u64().unwrap_or(0);
@@ -295,17 +375,18 @@ async fn controller_run(
     let _ = controller.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let ideal = Duration::from_secs_f64(n as f64 / f64::from(LIMIT));
-    (
+    ControllerRun {
         converge,
         ideal,
         peaks,
         throttled,
-        describes,
-        updates,
-        window,
-        rss,
+        describes_steady: describes,
+        api_requests_steady,
+        updates_steady: updates,
+        steady_window: window,
+        rss_kib: rss,
         priority_latency,
-    )
+    }
 }
 
 /// The naive way: each resource read with DescribeProduct then updated, 16 at a time, no
@@ -377,10 +458,19 @@ where
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let kind = match arguments.iter().position(|arg| arg == "--api") {
+        Some(at) => match arguments.get(at + 1).map(String::as_str) {
+            Some("real") => ApiKind::Real,
+            Some("stand-in") => ApiKind::StandIn,
+            other => panic!("--api takes real or stand-in, not {other:?}"),
+        },
+        None => ApiKind::StandIn,
+    };
+    let sizes: Vec<usize> = arguments
+        .iter()
         .filter_map(|arg| arg.parse().ok())
-        .collect::<Vec<_>>();
+        .collect();
     let sizes = if sizes.is_empty() {
         vec![100, 1000, 5000]
     } else {
@@ -393,18 +483,8 @@ fn main() {
         .unwrap();
     let mut reports = Vec::new();
     for n in sizes {
-        eprintln!("N = {n}: controller run…");
-        let (
-            converge,
-            ideal,
-            peaks,
-            throttled,
-            describes_steady,
-            updates_steady,
-            steady_window,
-            rss_kib,
-            priority_latency,
-        ) = runtime.block_on(controller_run(n));
+        eprintln!("N = {n}: controller run against the {kind:?} API…");
+        let run = runtime.block_on(controller_run(n, kind));
         eprintln!("N = {n}: naive baseline…");
         let (naive_time, naive_throttled, naive_peak) =
             if std::env::var_os("BENCH_SKIP_NAIVE").is_some() {
@@ -414,29 +494,31 @@ fn main() {
             };
         reports.push(Report {
             n,
-            converge,
-            ideal,
-            peaks,
-            throttled,
-            describes_steady,
-            updates_steady,
-            steady_window,
-            rss_kib,
-            priority_latency,
+            converge: run.converge,
+            ideal: run.ideal,
+            peaks: run.peaks,
+            throttled: run.throttled,
+            describes_steady: run.describes_steady,
+            api_requests_steady: run.api_requests_steady,
+            updates_steady: run.updates_steady,
+            steady_window: run.steady_window,
+            rss_kib: run.rss_kib,
+            priority_latency: run.priority_latency,
             naive_time,
             naive_throttled,
             naive_peak,
         });
     }
+    println!("Kubernetes API: {kind:?}");
     println!(
         "limit: {LIMIT} requests/s per action (the cloud's 20/s scaled); page: {PAGE} products; resync = observe interval = {}s",
         RESYNC.as_secs()
     );
     println!(
-        "| N | all Ready | ideal N/limit | ratio | peak calls/s (Describe, DescribeProducts, Update) | RequestLimitExceeded | Describe calls in one resync ({}s) | bound ceil(N/250)+1 | Updates in steady state | peak RSS | spec change during backlog | naive: time | naive ratio | naive RequestLimitExceeded | naive peak calls/s |",
+        "| N | all Ready | ideal N/limit | ratio | peak calls/s (Describe, DescribeProducts, Update) | RequestLimitExceeded | Describe calls in one resync ({}s) | bound ceil(N/250)+1 | Kubernetes API requests in that resync | Updates in steady state | peak RSS | spec change during backlog | naive: time | naive ratio | naive RequestLimitExceeded | naive peak calls/s |",
         (RESYNC + RESYNC / 10).as_secs()
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &reports {
         let peak = |action: &str| {
             r.peaks[action]
@@ -449,7 +531,7 @@ fn main() {
                 .map_or("-".to_owned(), |p| p.to_string())
         };
         println!(
-            "| {} | {:.2} s | {:.2} s | {:.3} | {}, {}, {} | {} | {} | {} | {} | {:.1} MiB | {} | {:.2} s | {:.2} | {} | {}, {} |",
+            "| {} | {:.2} s | {:.2} s | {:.3} | {}, {}, {} | {} | {} | {} | {} | {} | {:.1} MiB | {} | {:.2} s | {:.2} | {} | {}, {} |",
             r.n,
             r.converge.as_secs_f64(),
             r.ideal.as_secs_f64(),
@@ -460,6 +542,7 @@ fn main() {
             r.throttled,
             r.describes_steady,
             (r.n as u64).div_ceil(PAGE) + 1,
+            r.api_requests_steady,
             r.updates_steady,
             r.rss_kib as f64 / 1024.0,
             r.priority_latency

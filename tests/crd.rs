@@ -1,11 +1,14 @@
 //! The committed CRD matches the code, and its schema and CEL rules accept good resources and
 //! reject bad ones with messages a person understands.
 
+mod support;
+
 use std::process::Command;
 
 use iothub_dynreg::crd::DynamicRegistration;
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
+use support::specs::{bad_values, good_spec, resource};
 
 const CRD_FILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -30,26 +33,6 @@ fn committed_crd_matches_the_code() {
             "{file} is stale: run `cargo run -- crd > crds/iothub.dynreg.io_dynamicregistrations.yaml && cp crds/iothub.dynreg.io_dynamicregistrations.yaml deploy/crd.yaml`"
         );
     }
-}
-
-fn resource(spec: Value) -> Value {
-    json!({
-        "apiVersion": "iothub.dynreg.io/v1alpha1",
-        "kind": "DynamicRegistration",
-        "metadata": {"name": "sensors", "namespace": "fleet"},
-        "spec": spec,
-    })
-}
-
-fn good_spec() -> Value {
-    json!({
-        "productId": "ABCDE12345",
-        "region": "ap-guangzhou",
-        "registerType": "AutoCreate",
-        "registerLimit": 10000,
-        "credentialsSecretRef": {"name": "tencent-credentials"},
-        "secretName": "sensors-product-secret",
-    })
 }
 
 fn schema() -> Value {
@@ -83,7 +66,7 @@ fn cel_rules_accept_a_good_resource() {
     // The example under examples/ too.
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/examples/dynamicregistration.yaml"
+        "/examples/3-dynamicregistration.yaml"
     ))
     .unwrap();
     for document in serde_yaml::Deserializer::from_str(&text) {
@@ -100,25 +83,7 @@ use serde::Deserialize;
 
 #[test]
 fn cel_rules_reject_bad_input_with_clear_messages() {
-    let cases = [
-        (
-            "registerLimit",
-            json!(-1),
-            "registerLimit must be 0 or more",
-        ),
-        ("productId", json!(""), "productId must not be empty"),
-        ("region", json!(""), "region must not be empty"),
-        (
-            "region",
-            json!("Guangzhou"),
-            "region must look like ap-guangzhou",
-        ),
-        (
-            "secretName",
-            json!("Not_A_Name"),
-            "secretName must be a valid Secret name",
-        ),
-    ];
+    let cases = bad_values();
     for (field, value, message) in cases {
         let mut spec = good_spec();
         spec[field] = value.clone();

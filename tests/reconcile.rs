@@ -41,6 +41,7 @@ fn b64(text: &str) -> String {
 fn registration(product_id: &str, limit: i64) -> DynamicRegistration {
     let mut resource =
         support::e2e::registration("sensors", product_id, RegistrationMode::AutoCreate, limit);
+    resource.metadata.namespace = Some("fleet".into());
     resource.metadata.uid = Some("uid-sensors".into());
     resource.metadata.generation = Some(1);
     resource.metadata.resource_version = Some("10".into());

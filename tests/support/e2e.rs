@@ -1,9 +1,10 @@
-//! End-to-end harness: the loopback Kubernetes API, the emulator, and the real
-//! `iothub-dynreg run` process between them.
+//! End-to-end harness: the real Kubernetes control plane (one per test binary, a namespace per
+//! test), the emulator, and the real `iothub-dynreg run` process between them, running as the
+//! ServiceAccount that `deploy/` grants its rights to.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,25 +18,29 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
-use super::kube_api::FakeKubeApi;
+use super::control_plane::process::Supervised;
+use super::control_plane::{AuditedRequest, CONTROLLER_NAMESPACE, ControlPlane};
 
-pub const NS: &str = "fleet";
 pub const SECRET_ID: &str = "AKIDe2eTEST000000001";
 pub const SECRET_KEY: &str = "e2e-SECRETKEY-never-logged-5be1";
 
-static DIR_COUNTER: AtomicU64 = AtomicU64::new(0);
+static NAMESPACE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 pub struct Harness {
-    pub api: FakeKubeApi,
+    pub plane: &'static ControlPlane,
+    /// This test's namespace: its resources, Secrets, and the controller's watch.
+    pub namespace: String,
     pub emulator: RunningEmulator,
+    /// The test's own client, with cluster-admin rights.
     pub client: kube::Client,
     pub dir: PathBuf,
+    /// The controller's kubeconfig: the ServiceAccount of deploy/.
     pub kubeconfig: PathBuf,
 }
 
 /// The controller as a child process; killed when dropped.
 pub struct ControllerProcess {
-    child: Child,
+    child: Supervised,
     stderr: Arc<Mutex<String>>,
     /// `http://127.0.0.1:<port>` of its /metrics, /healthz and /readyz.
     pub ops_url: String,
@@ -60,74 +65,96 @@ impl ControllerProcess {
         self.child.id()
     }
 
-    /// Sends a signal (`TERM`, `KILL`) with kill(1).
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+    /// Sends a signal (`libc::SIGTERM`, `libc::SIGKILL`).
+    pub fn signal(&self, signal: libc::c_int) {
+        self.child.signal(signal);
     }
 
     /// Waits for the process to exit; `None` if it is still running after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.wait_timeout(timeout)
     }
 }
 
 impl Harness {
-    /// Starts the API stand-in (with the committed CRD) and an emulator with `products_yaml`
-    /// (the `products:` list and any other seed keys) and the e2e account.
-    pub async fn start(products_yaml: &str, configure: impl FnOnce(&mut EmulatorConfig)) -> Self {
-        let crd = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("crds/iothub.dynreg.io_dynamicregistrations.yaml");
-        let api = FakeKubeApi::start(&[&crd]).await;
+    /// A namespace of its own on the shared control plane, and an emulator with
+    /// `products_yaml` (the `products:` list and any other seed keys) and the e2e account.
+    /// `None` when there is no control plane here (the reason is printed; CI fails instead).
+    pub async fn start(
+        products_yaml: &str,
+        configure: impl FnOnce(&mut EmulatorConfig),
+    ) -> Option<Self> {
+        let plane = ControlPlane::shared()?;
+        let client = plane.admin_client().await;
+        let namespace = unique_namespace();
+        plane.create_namespace(&client, &namespace).await;
         let seed = format!(
             "accounts: [{{secretId: {SECRET_ID}, secretKey: {SECRET_KEY}}}]\n{products_yaml}"
         );
         let mut config = EmulatorConfig::new(Seed::from_yaml(&seed).unwrap());
         configure(&mut config);
         let emulator = RunningEmulator::start(config).await.unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "iothub-dynreg-e2e-{}-{}",
-            std::process::id(),
-            DIR_COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
+        let dir = plane.dir().join(&namespace);
         std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = api.write_kubeconfig(&dir);
-        let client = api.client();
-        Self {
-            api,
+        let kubeconfig = plane.write_controller_kubeconfig(&dir);
+        Some(Self {
+            plane,
+            namespace,
             emulator,
             client,
             dir,
             kubeconfig,
-        }
+        })
     }
 
-    /// Starts `iothub-dynreg run` against the stand-ins, with fast intervals unless overridden.
+    /// The Lease of leader election in these tests: one per test, in the namespace where
+    /// deploy/ lets the controller hold Leases.
+    pub fn lease(&self) -> (&'static str, &str) {
+        (CONTROLLER_NAMESPACE, &self.namespace)
+    }
+
+    /// The requests the controller made for this test (its namespace and its Lease), as the
+    /// API server audited them.
+    pub fn controller_requests(&self) -> Vec<AuditedRequest> {
+        let (lease_namespace, lease_name) = self.lease();
+        self.plane
+            .controller_requests()
+            .into_iter()
+            .filter(|request| {
+                request.namespace == self.namespace
+                    || (request.namespace == lease_namespace && request.name == lease_name)
+            })
+            .collect()
+    }
+
+    /// How many `verb` requests on `resource` the controller made in this test.
+    pub fn controller_calls(&self, verb: &str, resource: &str) -> usize {
+        self.controller_requests()
+            .iter()
+            .filter(|request| request.verb == verb && request.resource == resource)
+            .count()
+    }
+
+    /// Starts `iothub-dynreg run` for this test's namespace, against the emulator, with fast
+    /// intervals unless overridden.
     pub fn spawn_controller(&self, extra: &[&str]) -> ControllerProcess {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--endpoint".into(),
             self.emulator.endpoint(),
             "--insecure-loopback-endpoint".into(),
+            "--watch-namespace".into(),
+            self.namespace.clone(),
         ];
+        if extra.contains(&"--leader-election") {
+            let (lease_namespace, lease_name) = self.lease();
+            args.extend([
+                "--leader-election-namespace".into(),
+                lease_namespace.into(),
+                "--leader-election-lease-name".into(),
+                lease_name.into(),
+            ]);
+        }
         if !extra.contains(&"--resync-interval") {
             args.extend(["--resync-interval".into(), "30s".into()]);
         }
@@ -144,19 +171,19 @@ impl Harness {
             .port();
         args.extend(["--metrics-addr".into(), format!("127.0.0.1:{port}")]);
         args.extend(extra.iter().map(|a| a.to_string()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"));
+        command
             .args(&args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,iothub_dynreg=debug")
             .env_remove("TENCENTCLOUD_SECRET_ID")
             .env_remove("TENCENTCLOUD_SECRET_KEY")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start iothub-dynreg run");
+            .stderr(Stdio::piped());
+        let mut child = Supervised::spawn(command).expect("start iothub-dynreg run");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
-        let pipe = child.stderr.take().unwrap();
+        let pipe = child.take_stderr().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 let mut all = sink.lock().unwrap();
@@ -172,18 +199,18 @@ impl Harness {
     }
 
     pub fn registrations(&self) -> Api<DynamicRegistration> {
-        Api::namespaced(self.client.clone(), NS)
+        Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     pub fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.client.clone(), NS)
+        Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     /// The credentials Secret the resources reference.
     pub async fn create_credentials(&self, name: &str, secret_key: &str) {
         let secret: Secret = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name, "namespace": self.namespace},
             "stringData": {"secretId": SECRET_ID, "secretKey": secret_key}
         }))
         .unwrap();
@@ -204,7 +231,9 @@ impl Harness {
             .await
     }
 
-    pub async fn create(&self, resource: DynamicRegistration) -> DynamicRegistration {
+    /// Creates `resource` in this test's namespace.
+    pub async fn create(&self, mut resource: DynamicRegistration) -> DynamicRegistration {
+        resource.metadata.namespace = Some(self.namespace.clone());
         self.registrations()
             .create(&PostParams::default(), &resource)
             .await
@@ -330,10 +359,20 @@ impl Harness {
     }
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A namespace name unique in this control plane, after the running test where it can.
+fn unique_namespace() -> String {
+    let test = std::thread::current()
+        .name()
+        .filter(|name| *name != "main")
+        .unwrap_or("e2e")
+        .rsplit("::")
+        .next()
+        .unwrap_or("e2e")
+        .replace('_', "-");
+    let number = NAMESPACE_COUNTER.fetch_add(1, Ordering::SeqCst);
+    let mut name: String = test.chars().take(50).collect();
+    name = name.trim_end_matches('-').to_owned();
+    format!("{name}-{number}")
 }
 
 pub fn registration(
@@ -342,7 +381,7 @@ pub fn registration(
     kind: RegistrationMode,
     limit: i64,
 ) -> DynamicRegistration {
-    let mut resource = DynamicRegistration::new(
+    DynamicRegistration::new(
         name,
         DynamicRegistrationSpec {
             product_id: product_id.into(),
@@ -357,9 +396,7 @@ pub fn registration(
             deletion_policy: DeletionPolicy::Orphan,
             suspend: false,
         },
-    );
-    resource.metadata.namespace = Some(NS.into());
-    resource
+    )
 }
 
 /// Decoded data of a Secret.

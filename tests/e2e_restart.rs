@@ -1,0 +1,122 @@
+//! End-to-end through faults on both sides: the cloud failing (InternalError, HTTP 503, dropped
+//! connections) while kube-apiserver is restarted twice, the second time after etcd was
+//! compacted, so the controller's watches break, resume from resourceVersions the server no
+//! longer serves, and must list again. A test binary of its own: the restarts would disturb
+//! other tests sharing the control plane.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use iothub_dynreg::crd::RegistrationMode;
+use iothub_dynreg::emulator::Faults;
+use kube::ResourceExt;
+use support::e2e::{Harness, SECRET_KEY};
+
+const OUTAGE: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converges_through_cloud_faults_and_api_server_restarts() {
+    let products = "generate: {count: 30, region: ap-guangzhou, prefix: FAULT}";
+    let Some(harness) = Harness::start(products, |config| {
+        config.faults = Faults {
+            latency_ms: 5,
+            internal_error_rate: 0.1,
+            http503_rate: 0.1,
+            drop_rate: 0.1,
+            ..Faults::default()
+        };
+    })
+    .await
+    else {
+        return;
+    };
+    harness
+        .create_credentials("tencent-credentials", SECRET_KEY)
+        .await;
+    let controller = harness.spawn_controller(&["--resync-interval", "5s"]);
+    let create = |range: std::ops::Range<usize>| {
+        let harness = &harness;
+        async move {
+            for index in range {
+                harness
+                    .create_registration(
+                        &format!("r{index}"),
+                        &format!("FAULT{index:05}"),
+                        RegistrationMode::AutoCreate,
+                        50,
+                    )
+                    .await;
+            }
+        }
+    };
+    create(0..10).await;
+    harness
+        .wait_all_ready(10, Duration::from_secs(60), &controller)
+        .await;
+    let lists_before = harness.controller_calls("list", "dynamicregistrations");
+
+    // A plain restart: the watches end and resume.
+    harness.plane.restart_apiserver(OUTAGE).await;
+    let back = Instant::now();
+    create(10..20).await;
+    harness
+        .wait_all_ready(20, Duration::from_secs(90), &controller)
+        .await;
+    println!(
+        "after a restart: 10 new resources Ready {:?} after the API server was back",
+        back.elapsed()
+    );
+
+    // Compacted, then restarted: resuming from an old resourceVersion is refused (410 Gone).
+    let revision = harness.plane.compact_etcd().await;
+    harness.plane.restart_apiserver(OUTAGE).await;
+    let back = Instant::now();
+    create(20..30).await;
+    harness
+        .wait_all_ready(30, Duration::from_secs(90), &controller)
+        .await;
+    println!(
+        "after compaction at revision {revision} and a restart: 10 new resources Ready {:?} after the API server was back",
+        back.elapsed()
+    );
+    let relists = harness.controller_calls("list", "dynamicregistrations") - lists_before;
+    assert!(
+        relists >= 1,
+        "the controller never listed again after the restarts"
+    );
+    println!("the controller listed the resources again {relists} times after the restarts");
+
+    let stats = harness.emulator_get("stats").await;
+    println!("calls under faults: {}", stats["calls"]);
+    let actions = [
+        "DescribeProduct",
+        "DescribeProducts",
+        "UpdateProductDynamicRegister",
+    ];
+    let injected: u64 = ["InternalError", "HTTP503", "Dropped"]
+        .iter()
+        .flat_map(|code| actions.iter().map(move |action| (action, code)))
+        .map(|(action, code)| stats["calls"][action][code].as_u64().unwrap_or(0))
+        .sum();
+    assert!(injected > 0, "the faults were not exercised");
+    // Every product updated in the cloud; exactly one published Secret per resource.
+    for index in 0..30 {
+        let cloud = harness.cloud_product(&format!("FAULT{index:05}")).await;
+        assert_eq!(
+            (
+                cloud["registerType"].as_i64(),
+                cloud["registerLimit"].as_i64()
+            ),
+            (Some(2), Some(50))
+        );
+    }
+    let secrets = harness.secrets().list(&Default::default()).await.unwrap();
+    let published = secrets
+        .items
+        .iter()
+        .filter(|s| s.labels().contains_key("app.kubernetes.io/managed-by"))
+        .count();
+    assert_eq!(published, 30);
+    harness.assert_no_secrets_logged(&controller).await;
+}

@@ -1,0 +1,180 @@
+//! The CRD, the examples and deploy/ against the real API server: bad input is refused by the
+//! server itself with the intended messages, `kubectl apply -f examples/` works on a fresh
+//! cluster, and the server validates every object of deploy/.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use iothub_dynreg::crd::DynamicRegistration;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use support::control_plane::ControlPlane;
+use support::specs::{bad_values, good_spec, resource};
+
+fn registrations(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    let kind = GroupVersionKind::gvk("iothub.dynreg.io", "v1alpha1", "DynamicRegistration");
+    Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::from_gvk_with_plural(&kind, "dynamicregistrations"),
+    )
+}
+
+fn object(mut value: Value, namespace: &str) -> DynamicObject {
+    value["metadata"]["namespace"] = json!(namespace);
+    serde_json::from_value(value).unwrap()
+}
+
+/// The API server's refusal message, or `None` when it accepted.
+async fn refusal(result: Result<DynamicObject, kube::Error>) -> Option<String> {
+    match result {
+        Ok(_) => None,
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            Some(status.message)
+        }
+        Err(other) => panic!("not an API answer: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_refuses_bad_input_with_clear_messages() {
+    let Some(plane) = ControlPlane::shared() else {
+        return;
+    };
+    let client = plane.admin_client().await;
+    plane.create_namespace(&client, "validation").await;
+    let api = registrations(&client, "validation");
+    let create = |spec: Value| {
+        let api = api.clone();
+        async move {
+            api.create(
+                &PostParams::default(),
+                &object(resource(spec), "validation"),
+            )
+            .await
+        }
+    };
+
+    let mut cases = bad_values();
+    cases.push((
+        "registerType",
+        json!("Sometimes"),
+        r#"supported values: "Disabled", "PreCreate", "AutoCreate""#,
+    ));
+    for (field, value, expected) in cases {
+        let mut spec = good_spec();
+        spec[field] = value.clone();
+        let message = refusal(create(spec).await)
+            .await
+            .unwrap_or_else(|| panic!("{field}={value} was accepted"));
+        println!("{field}={value}: {message}");
+        assert!(message.contains(expected), "{field}={value}: {message}");
+    }
+    let mut spec = good_spec();
+    spec.as_object_mut().unwrap().remove("registerLimit");
+    let message = refusal(create(spec).await)
+        .await
+        .expect("accepted without a limit");
+    assert!(
+        message.contains("spec.registerLimit: Required value"),
+        "{message}"
+    );
+
+    // A good resource is accepted and typed; its productId cannot change afterwards.
+    assert_eq!(refusal(create(good_spec()).await).await, None);
+    let typed: Api<DynamicRegistration> = Api::namespaced(client.clone(), "validation");
+    assert_eq!(
+        typed.get("sensors").await.unwrap().spec.register_limit,
+        10000
+    );
+    let changed = api
+        .patch(
+            "sensors",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"productId": "ZZZZZ99999"}})),
+        )
+        .await;
+    let message = refusal(changed).await.expect("productId changed");
+    assert!(message.contains("productId is immutable"), "{message}");
+    let limit_changed = api
+        .patch(
+            "sensors",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"registerLimit": 5}})),
+        )
+        .await;
+    assert_eq!(
+        refusal(limit_changed).await,
+        None,
+        "other fields may change"
+    );
+}
+
+/// kubectl with the admin's kubeconfig; `None` when kubectl is missing outside CI.
+fn kubectl(plane: &ControlPlane, args: &[&str]) -> Option<Output> {
+    let output = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", plane.admin_kubeconfig())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    match output {
+        Ok(output) => Some(output),
+        Err(error) if std::env::var_os("CI").is_some() => panic!("CI needs kubectl: {error}"),
+        Err(error) => {
+            eprintln!("SKIPPED: kubectl cannot run: {error}");
+            None
+        }
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_the_examples_and_the_server_validates_deploy() {
+    let Some(plane) = ControlPlane::shared() else {
+        return;
+    };
+    // The examples on a fresh cluster with the CRD installed: they create their namespace.
+    let Some(applied) = kubectl(plane, &["apply", "-f", "examples/"]) else {
+        return;
+    };
+    println!("kubectl apply -f examples/\n{}", text(&applied));
+    assert!(applied.status.success(), "{}", text(&applied));
+    let client = plane.admin_client().await;
+    let example: Api<DynamicRegistration> = Api::namespaced(client, "fleet");
+    assert_eq!(
+        example.get("sensors").await.unwrap().spec.product_id,
+        "ABCDE12345"
+    );
+
+    // Every object of the kustomize base, validated by the server without being stored.
+    let validated = kubectl(plane, &["apply", "--dry-run=server", "-k", "deploy/"]).unwrap();
+    println!(
+        "kubectl apply --dry-run=server -k deploy/\n{}",
+        text(&validated)
+    );
+    assert!(validated.status.success(), "{}", text(&validated));
+    let summary = text(&validated);
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/dynamicregistrations.iothub.dynreg.io",
+        "namespace/iothub-dynreg",
+        "serviceaccount/iothub-dynreg",
+        "clusterrole.rbac.authorization.k8s.io/iothub-dynreg",
+        "deployment.apps/iothub-dynreg",
+        "service/iothub-dynreg-metrics",
+    ] {
+        assert!(
+            summary.contains(object),
+            "{object} missing from:\n{summary}"
+        );
+    }
+}
