@@ -23,9 +23,8 @@ use iothub_dynreg::cloud::retry::RetryPolicy;
 use iothub_dynreg::cloud::{
     ClientConfig, CloudClient, Credentials, Endpoint, RegisterType, RegistrationRequest,
 };
-use iothub_dynreg::crd::{
-    DeletionPolicy, DynamicRegistration, DynamicRegistrationSpec, ManagementPolicy,
-    RegistrationMode, SecretReference,
+use iothub_dynreg::controller::crd::{
+    DynamicRegistration, DynamicRegistrationSpec, RegistrationMode,
 };
 use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};
 use kube::ResourceExt;
@@ -100,21 +99,15 @@ fn calls(stats: &Value, action: &str) -> u64 {
 }
 
 fn resource(index: usize) -> DynamicRegistration {
+    let spec = DynamicRegistrationSpec::new(
+        product_id(index),
+        "ap-guangzhou",
+        RegistrationMode::AutoCreate,
+        1000,
+    );
     DynamicRegistration::new(
         &format!("r{index:05}"),
-        DynamicRegistrationSpec {
-            product_id: product_id(index),
-            region: "ap-guangzhou".into(),
-            register_type: RegistrationMode::AutoCreate,
-            register_limit: 1000,
-            credentials_secret_ref: Some(SecretReference {
-                name: "credentials".into(),
-            }),
-            secret_name: None,
-            management_policy: ManagementPolicy::Full,
-            deletion_policy: DeletionPolicy::Orphan,
-            suspend: false,
-        },
+        spec.with_credentials("credentials"),
     )
 }
 

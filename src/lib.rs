@@ -1,19 +1,16 @@
 //! iothub-dynreg: keeps the dynamic-registration settings of Tencent Cloud IoT Hub products equal
 //! to what `DynamicRegistration` resources declare, and publishes each product's ProductSecret.
+//!
+//! - [`cloud`]: the IoT Hub API, usable without Kubernetes (signing, rate limiting, retries).
+//! - [`controller`]: the resource, the pure decision, and the reconcile around it.
+//! - [`ops`]: what running it needs (metrics, health endpoints, leader election, logging).
+//! - `emulator` (feature `emulator`): a loopback stand-in for the IoT Hub API.
+//!
+//! Arrows point one way: `controller` uses `ops` and `cloud`, `ops` uses `cloud`, and `cloud`
+//! knows no Kubernetes.
 
 pub mod cloud;
-pub mod context;
 pub mod controller;
-pub mod crd;
-pub mod credentials;
+#[cfg(feature = "emulator")]
 pub mod emulator;
-pub mod error;
-pub mod http;
-pub mod kube_io;
-pub mod leader;
-pub mod metrics;
-pub mod observe;
-pub mod plan;
-pub mod reconcile;
-pub mod secret;
-pub mod telemetry;
+pub mod ops;

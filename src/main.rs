@@ -8,14 +8,16 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use iothub_dynreg::cloud::limit::{ActionRateLimit, RateLimits};
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint};
-use iothub_dynreg::context::Settings;
-use iothub_dynreg::controller::{self, RunOptions, Shared};
-use iothub_dynreg::crd::DynamicRegistration;
-use iothub_dynreg::credentials::{self, NamespaceAllowList};
-use iothub_dynreg::http::{self, Health};
-use iothub_dynreg::leader::LeaseSettings;
-use iothub_dynreg::metrics::Metrics;
-use iothub_dynreg::telemetry::{self, LogFormat};
+use iothub_dynreg::controller::context::Settings;
+use iothub_dynreg::controller::crd::DynamicRegistration;
+use iothub_dynreg::controller::credentials::{self, NamespaceAllowList};
+use iothub_dynreg::controller::leading;
+use iothub_dynreg::controller::run::{RunOptions, Shared};
+use iothub_dynreg::ops::http::{self, Health};
+use iothub_dynreg::ops::leader::LeaseSettings;
+use iothub_dynreg::ops::logging::{self, LogFormat};
+use iothub_dynreg::ops::metrics::Metrics;
+use iothub_dynreg::ops::shutdown;
 use kube::CustomResourceExt;
 
 /// Keeps Tencent Cloud IoT Hub dynamic-registration settings equal to DynamicRegistration
@@ -140,7 +142,7 @@ async fn main() -> ExitCode {
             }
         },
         Command::Run(flags) => {
-            telemetry::init(flags.log_format);
+            logging::init(flags.log_format);
             match run(*flags).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
@@ -153,40 +155,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(flags: RunFlags) -> Result<(), String> {
-    let mut rate_limits = RateLimits::default();
-    for limit in flags.rate_limits {
-        rate_limits.set(limit);
-    }
-    let endpoint = Endpoint::parse(&flags.endpoint, flags.insecure_loopback_endpoint)
-        .map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::new());
-    let cloud = CloudClient::new(ClientConfig {
-        endpoint,
-        rate_limits,
-        ..ClientConfig::default()
-    })
-    .map_err(|e| e.to_string())?
-    .observed_by(metrics.clone());
-    let settings = Settings {
-        resync_interval: flags.resync_interval,
-        stalled_retry_interval: flags.stalled_retry_interval,
-        observe_interval: flags.observe_interval,
-        default_credentials: credentials::from_environment(|name| std::env::var(name).ok()),
-        default_credentials_namespaces: NamespaceAllowList::parse(
-            &flags.default_credentials_namespaces,
-        ),
-        ..Settings::default()
-    };
+    let cloud = cloud_client(&flags, metrics.clone())?;
     let client = kube::Client::try_default().await.map_err(|e| {
         format!("cannot reach the Kubernetes API (kubeconfig or in-cluster config): {e}")
     })?;
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
-        format!(
-            "{}-{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "iothub-dynreg".into()),
-            std::process::id()
-        )
-    });
+    let identity = replica_identity();
     let lease = flags.leader_election.then(|| LeaseSettings {
         name: flags.leader_election_lease_name.clone(),
         namespace: flags
@@ -203,34 +177,75 @@ async fn run(flags: RunFlags) -> Result<(), String> {
             lease.as_ref().map(LeaseSettings::renew_interval),
         )),
     };
-    let listener = tokio::net::TcpListener::bind(flags.metrics_addr)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot listen on --metrics-addr {}: {e}",
-                flags.metrics_addr
-            )
-        })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the bound address: {e}"))?;
-    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
-    tokio::spawn(http::serve(
-        listener,
+    let bound = http::start(
+        flags.metrics_addr,
         shared.metrics.clone(),
         shared.health.clone(),
-    ));
-    let (request_shutdown, shutdown) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        telemetry::shutdown_signal().await;
-        tracing::info!("shutdown requested: finishing in-flight reconciles");
-        let _ = request_shutdown.send(true);
-    });
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "cannot listen on --metrics-addr {}: {e}",
+            flags.metrics_addr
+        )
+    })?;
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     let options = RunOptions {
-        watch_namespace: flags.watch_namespace,
+        watch_namespace: flags.watch_namespace.clone(),
         concurrency: flags.concurrency.max(1),
         instance: Some(identity),
     };
-    controller::operate(client, cloud, settings, options, shared, lease, shutdown).await;
+    let shutdown = shutdown::requested();
+    leading::operate(
+        client,
+        cloud,
+        settings(&flags),
+        options,
+        shared,
+        lease,
+        shutdown,
+    )
+    .await;
     Ok(())
+}
+
+/// The IoT Hub client: endpoint, rate limits, and metrics of every call.
+fn cloud_client(flags: &RunFlags, metrics: Arc<Metrics>) -> Result<CloudClient, String> {
+    let mut rate_limits = RateLimits::default();
+    for limit in &flags.rate_limits {
+        rate_limits.set(*limit);
+    }
+    let endpoint = Endpoint::parse(&flags.endpoint, flags.insecure_loopback_endpoint)
+        .map_err(|e| e.to_string())?;
+    let client = CloudClient::new(ClientConfig {
+        endpoint,
+        rate_limits,
+        ..ClientConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(client.observed_by(metrics))
+}
+
+fn settings(flags: &RunFlags) -> Settings {
+    Settings {
+        resync_interval: flags.resync_interval,
+        stalled_retry_interval: flags.stalled_retry_interval,
+        observe_interval: flags.observe_interval,
+        default_credentials: credentials::from_environment(|name| std::env::var(name).ok()),
+        default_credentials_namespaces: NamespaceAllowList::parse(
+            &flags.default_credentials_namespaces,
+        ),
+        ..Settings::default()
+    }
+}
+
+/// The pod's name (`POD_NAME`), else host name and process id: unique among replicas.
+fn replica_identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "iothub-dynreg".into()),
+            std::process::id()
+        )
+    })
 }

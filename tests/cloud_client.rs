@@ -63,7 +63,7 @@ fn error_answer(code: &str) -> Reply {
 fn assert_signed(request: &Received, key: &str) {
     let auth = sign::parse_authorization(&request.headers["authorization"]).unwrap();
     let timestamp: i64 = request.headers["x-tc-timestamp"].parse().unwrap();
-    assert_eq!(auth.date, sign::utc_date(timestamp));
+    assert_eq!(auth.date, sign::utc_date(timestamp).unwrap());
     let canonical = sign::canonical_request(
         Method::Post,
         "",

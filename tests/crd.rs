@@ -5,7 +5,7 @@ mod support;
 
 use std::process::Command;
 
-use iothub_dynreg::crd::DynamicRegistration;
+use iothub_dynreg::controller::crd::DynamicRegistration;
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 use support::specs::{bad_values, good_spec, resource};

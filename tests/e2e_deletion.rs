@@ -4,10 +4,12 @@ mod support;
 
 use std::time::Duration;
 
-use iothub_dynreg::crd::{DeletionPolicy, FINALIZER, ManagementPolicy, RegistrationMode};
+use iothub_dynreg::controller::crd::{
+    DeletionPolicy, FINALIZER, ManagementPolicy, RegistrationMode,
+};
 use kube::api::DeleteParams;
 use serde_json::json;
-use support::e2e::{Harness, SECRET_KEY, registration};
+use support::e2e::{Harness, registration};
 
 const PRODUCTS: &str = r#"
 products:
@@ -18,12 +20,9 @@ products:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_with_disable_and_with_orphan() {
-    let Some(harness) = Harness::start(PRODUCTS, |_| {}).await else {
+    let Some(harness) = Harness::with_credentials(PRODUCTS, |_| {}).await else {
         return;
     };
-    harness
-        .create_credentials("tencent-credentials", SECRET_KEY)
-        .await;
     let controller = harness.spawn_controller(&[]);
     let mut disable = registration("disable", "DISABLE001", RegistrationMode::AutoCreate, 10);
     disable.spec.deletion_policy = DeletionPolicy::Disable;
@@ -92,12 +91,9 @@ async fn delete_with_disable_and_with_orphan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observe_only_reports_drift_and_never_writes_to_the_cloud() {
-    let Some(harness) = Harness::start(PRODUCTS, |_| {}).await else {
+    let Some(harness) = Harness::with_credentials(PRODUCTS, |_| {}).await else {
         return;
     };
-    harness
-        .create_credentials("tencent-credentials", SECRET_KEY)
-        .await;
     let controller = harness.spawn_controller(&["--resync-interval", "2s"]);
     let mut watcher = registration("watcher", "OBSERVE001", RegistrationMode::PreCreate, 7);
     watcher.spec.management_policy = ManagementPolicy::ObserveOnly;

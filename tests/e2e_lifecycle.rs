@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use iothub_dynreg::crd::RegistrationMode;
+use iothub_dynreg::controller::crd::RegistrationMode;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use support::e2e::{Harness, SECRET_KEY, secret_data};
@@ -17,12 +17,9 @@ products:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_then_steady_state_then_spec_change() {
-    let Some(harness) = Harness::start(PRODUCTS, |_| {}).await else {
+    let Some(harness) = Harness::with_credentials(PRODUCTS, |_| {}).await else {
         return;
     };
-    harness
-        .create_credentials("tencent-credentials", SECRET_KEY)
-        .await;
     let controller =
         harness.spawn_controller(&["--resync-interval", "2s", "--observe-interval", "1s"]);
     let started = std::time::Instant::now();
@@ -134,12 +131,9 @@ async fn create_then_steady_state_then_spec_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_drift_is_corrected_and_a_deleted_secret_restored() {
-    let Some(harness) = Harness::start(PRODUCTS, |_| {}).await else {
+    let Some(harness) = Harness::with_credentials(PRODUCTS, |_| {}).await else {
         return;
     };
-    harness
-        .create_credentials("tencent-credentials", SECRET_KEY)
-        .await;
     let controller = harness.spawn_controller(&[
         "--resync-interval",
         "2s",

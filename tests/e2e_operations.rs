@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use iothub_dynreg::crd::{DeletionPolicy, RegistrationMode};
+use iothub_dynreg::controller::crd::{DeletionPolicy, RegistrationMode};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -37,7 +37,7 @@ async fn metric(controller: &ControllerProcess, line_start: &str) -> Option<f64>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_reconciles_the_other_takes_over_and_sigterm_releases_the_lease() {
-    let Some(harness) = Harness::start(
+    let Some(harness) = Harness::with_credentials(
         "generate: {count: 20, region: ap-guangzhou, prefix: LEAD}",
         |_| {},
     )
@@ -45,9 +45,6 @@ async fn one_leader_reconciles_the_other_takes_over_and_sigterm_releases_the_lea
     else {
         return;
     };
-    harness
-        .create_credentials("tencent-credentials", SECRET_KEY)
-        .await;
     let mut args: Vec<&str> = ELECTION.to_vec();
     args.push("10m");
     let first = harness.spawn_controller(&args);
@@ -191,7 +188,7 @@ fn allowed(rules: &[Value]) -> BTreeSet<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_rules_cover_every_call_and_grant_nothing_unused() {
-    let Some(harness) = Harness::start(
+    let Some(harness) = Harness::with_credentials(
         "products: [{productId: RBAC000001, region: ap-guangzhou}]",
         |_| {},
     )
@@ -199,9 +196,6 @@ async fn rbac_rules_cover_every_call_and_grant_nothing_unused() {
     else {
         return;
     };
-    harness
-        .create_credentials("tencent-credentials", SECRET_KEY)
-        .await;
     let mut args: Vec<&str> = ELECTION.to_vec();
     args.push("2s");
     let mut controller = harness.spawn_controller(&args);

@@ -8,17 +8,17 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use iothub_dynreg::crd::RegistrationMode;
+use iothub_dynreg::controller::crd::RegistrationMode;
 use iothub_dynreg::emulator::Faults;
 use kube::ResourceExt;
-use support::e2e::{Harness, SECRET_KEY};
+use support::e2e::Harness;
 
 const OUTAGE: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn converges_through_cloud_faults_and_api_server_restarts() {
     let products = "generate: {count: 30, region: ap-guangzhou, prefix: FAULT}";
-    let Some(harness) = Harness::start(products, |config| {
+    let Some(harness) = Harness::with_credentials(products, |config| {
         config.faults = Faults {
             latency_ms: 5,
             internal_error_rate: 0.1,
@@ -31,9 +31,6 @@ async fn converges_through_cloud_faults_and_api_server_restarts() {
     else {
         return;
     };
-    harness
-        .create_credentials("tencent-credentials", SECRET_KEY)
-        .await;
     let controller = harness.spawn_controller(&["--resync-interval", "5s"]);
     let create = |range: std::ops::Range<usize>| {
         let harness = &harness;

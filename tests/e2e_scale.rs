@@ -4,12 +4,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use iothub_dynreg::crd::RegistrationMode;
-use support::e2e::{Harness, SECRET_KEY};
+use iothub_dynreg::controller::crd::RegistrationMode;
+use support::e2e::Harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_resources_at_the_rate_limit_without_throttling() {
-    let Some(harness) = Harness::start(
+    let Some(harness) = Harness::with_credentials(
         "generate: {count: 200, region: ap-guangzhou, prefix: SCALE}",
         |config| {
             config.rate_limit_per_second = 20;
@@ -19,9 +19,6 @@ async fn two_hundred_resources_at_the_rate_limit_without_throttling() {
     else {
         return;
     };
-    harness
-        .create_credentials("tencent-credentials", SECRET_KEY)
-        .await;
     let controller = harness.spawn_controller(&["--resync-interval", "10m"]);
     let started = Instant::now();
     let creations = (0..200).map(|index| {
@@ -77,7 +74,7 @@ async fn two_hundred_resources_at_the_rate_limit_without_throttling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_way_it_converges_after_restart_and_sigterm_stops_it_cleanly() {
-    let Some(harness) = Harness::start(
+    let Some(harness) = Harness::with_credentials(
         "generate: {count: 60, region: ap-guangzhou, prefix: KILL}",
         |config| {
             config.rate_limit_per_second = 20;
@@ -87,9 +84,6 @@ async fn killed_mid_way_it_converges_after_restart_and_sigterm_stops_it_cleanly(
     else {
         return;
     };
-    harness
-        .create_credentials("tencent-credentials", SECRET_KEY)
-        .await;
     let first = harness.spawn_controller(&[]);
     for index in 0..60 {
         harness

@@ -133,7 +133,7 @@ async fn send_raw(emulator: &RunningEmulator, raw: Raw<'_>) -> Value {
     let date = raw
         .scope_date
         .clone()
-        .unwrap_or_else(|| sign::utc_date(raw.timestamp));
+        .unwrap_or_else(|| sign::utc_date(raw.timestamp).unwrap_or_default());
     let canonical = sign::canonical_request(
         Method::Post,
         "",

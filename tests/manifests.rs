@@ -6,7 +6,7 @@ mod support;
 
 use std::process::{Command, Output};
 
-use iothub_dynreg::crd::DynamicRegistration;
+use iothub_dynreg::controller::crd::DynamicRegistration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};

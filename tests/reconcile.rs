@@ -1,5 +1,5 @@
-//! `reconcile` against a mocked Kubernetes API (every request asserted, in order) with the
-//! in-process emulator as the cloud.
+//! One reconcile against a mocked Kubernetes API (every request asserted, in order) with the
+//! in-process emulator as the cloud: the exact requests a reconcile makes.
 
 mod support;
 
@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use base64::Engine;
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint};
-use iothub_dynreg::context::{Context, Settings};
-use iothub_dynreg::crd::{
+use iothub_dynreg::controller::context::{Context, Settings};
+use iothub_dynreg::controller::crd::{
     DeletionPolicy, DynamicRegistration, FINALIZER, MANAGER, RegistrationMode,
 };
+use iothub_dynreg::controller::decision::Progress;
+use iothub_dynreg::controller::reconcile::reconcile_progress;
 use iothub_dynreg::emulator::{EmulatorConfig, LimitPolicy, RunningEmulator, Seed};
-use iothub_dynreg::reconcile::reconcile;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::watcher;
@@ -78,10 +79,67 @@ fn published_secret(product_id: &str, secret: &str, owner_uid: Option<&str>) -> 
     value
 }
 
-async fn emulator(limit_policy: LimitPolicy) -> RunningEmulator {
-    let mut config = EmulatorConfig::new(Seed::from_yaml(SEED).unwrap());
-    config.limit_policy = limit_policy;
-    RunningEmulator::start(config).await.unwrap()
+/// A reconcile scenario: a fresh emulator and the controller's context with `resources` in its
+/// cache, and the mocked API through which the test answers each request.
+struct Scenario {
+    emulator: RunningEmulator,
+    ctx: Arc<Context>,
+}
+
+impl Scenario {
+    async fn start(
+        limit_policy: LimitPolicy,
+        resources: &[DynamicRegistration],
+    ) -> (Self, MockApi) {
+        let mut config = EmulatorConfig::new(Seed::from_yaml(SEED).unwrap());
+        config.limit_policy = limit_policy;
+        let emulator = RunningEmulator::start(config).await.unwrap();
+        let (client, api) = MockApi::new();
+        let ctx = context(client, &emulator, resources);
+        (Self { emulator, ctx }, api)
+    }
+
+    /// The usual case: `resource` alone in the cache, the cloud applying what it is asked, and
+    /// its reconcile started.
+    async fn reconciling(
+        resource: &DynamicRegistration,
+    ) -> (Self, MockApi, tokio::task::JoinHandle<Option<Progress>>) {
+        let (scenario, api) =
+            Self::start(LimitPolicy::default(), std::slice::from_ref(resource)).await;
+        let task = scenario.reconcile(resource);
+        (scenario, api, task)
+    }
+
+    /// Starts one reconcile of `resource`; the test answers its requests through `api`.
+    fn reconcile(
+        &self,
+        resource: &DynamicRegistration,
+    ) -> tokio::task::JoinHandle<Option<Progress>> {
+        let (resource, ctx) = (resource.clone(), self.ctx.clone());
+        tokio::spawn(async move { reconcile_progress(&resource, &ctx).await.unwrap() })
+    }
+
+    /// A product as the emulator's control endpoint shows it (with its ProductSecret).
+    async fn cloud_product(&self, product_id: &str) -> Value {
+        let products = self.emulator_get("products").await;
+        products
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["productId"] == product_id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    async fn stats(&self) -> Value {
+        self.emulator_get("stats").await
+    }
+
+    async fn emulator_get(&self, path: &str) -> Value {
+        let url = format!("{}/_emulator/{path}", self.emulator.endpoint());
+        let body = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
 }
 
 fn context(
@@ -117,49 +175,21 @@ fn context(
         Settings::default(),
         reader,
         ready,
-        Arc::new(iothub_dynreg::metrics::Metrics::new()),
+        Arc::new(iothub_dynreg::ops::metrics::Metrics::new()),
     ))
 }
 
-/// A product as the emulator's control endpoint shows it (with its ProductSecret).
-async fn cloud_product(emulator: &RunningEmulator, product_id: &str) -> Value {
-    let body = reqwest::get(format!("{}/_emulator/products", emulator.endpoint()))
+/// The reads every reconcile starts with: the published Secret (`None`: there is none), then
+/// the credentials Secret.
+async fn answer_reads(api: &mut MockApi, published: Option<Value>) {
+    let secret = api.expect("GET", PRODUCT_SECRET_PATH).await;
+    match published {
+        Some(found) => secret.respond(200, found),
+        None => secret.not_found(),
+    }
+    api.expect("GET", CREDENTIALS_PATH)
         .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let products: Value = serde_json::from_slice(&body).unwrap();
-    products
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["productId"] == product_id)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
-async fn stats(emulator: &RunningEmulator) -> Value {
-    let body = reqwest::get(format!("{}/_emulator/stats", emulator.endpoint()))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    serde_json::from_slice(&body).unwrap()
-}
-
-/// Seconds until the requeue an `Action` asks for (its Debug form is the only public view).
-fn requeue_seconds(action: &kube::runtime::controller::Action) -> Option<f64> {
-    let text = format!("{action:?}");
-    let start = text.find("Some(")? + "Some(".len();
-    let rest = &text[start..];
-    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let value: f64 = rest[..end].parse().ok()?;
-    Some(match &rest[end..] {
-        unit if unit.starts_with("ms") => value / 1000.0,
-        _ => value,
-    })
+        .respond(200, credentials_secret());
 }
 
 fn ready(status: &Value) -> &Value {
@@ -181,16 +211,10 @@ fn has_condition(status: &Value, type_: &str) -> bool {
 
 #[tokio::test]
 async fn new_resource_updates_the_cloud_publishes_the_secret_and_reports_ready() {
-    let emulator = emulator(LimitPolicy::default()).await;
-    let (client, mut api) = MockApi::new();
     let resource = registration("NEW0000001", 100);
-    let ctx = context(client, &emulator, std::slice::from_ref(&resource));
-    let task = tokio::spawn(reconcile(Arc::new(resource.clone()), ctx));
+    let (scenario, mut api, task) = Scenario::reconciling(&resource).await;
 
-    api.expect("GET", PRODUCT_SECRET_PATH).await.not_found();
-    api.expect("GET", CREDENTIALS_PATH)
-        .await
-        .respond(200, credentials_secret());
+    answer_reads(&mut api, None).await;
     let updated = api.expect_event(NS).await;
     assert_eq!(updated["reason"], "Updated");
     assert_eq!(updated["type"], "Normal");
@@ -219,7 +243,7 @@ async fn new_resource_updates_the_cloud_publishes_the_secret_and_reports_ready()
         (Some("uid-sensors"), Some(true))
     );
     assert_eq!(secret["data"]["productId"], b64("NEW0000001"));
-    let cloud_secret = cloud_product(&emulator, "NEW0000001").await["productSecret"]
+    let cloud_secret = scenario.cloud_product("NEW0000001").await["productSecret"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -250,12 +274,10 @@ async fn new_resource_updates_the_cloud_publishes_the_secret_and_reports_ready()
     );
     status_patch.respond(200, serde_json::to_value(&resource).unwrap());
 
-    let action = task.await.unwrap().unwrap();
-    // Resync after 10 min ± 10%.
-    let after = requeue_seconds(&action).expect("requeued");
-    assert!((540.0..=660.0).contains(&after), "{action:?}");
+    // Settled: resynced after --resync-interval.
+    assert_eq!(task.await.unwrap(), Some(Progress::Settled));
     api.expect_nothing_more().await;
-    let stats = stats(&emulator).await;
+    let stats = scenario.stats().await;
     // One page of DescribeProducts fills the shared snapshot; no DescribeProduct needed.
     assert_eq!(stats["calls"]["DescribeProducts"]["Success"], 1);
     assert!(stats["calls"].get("DescribeProduct").is_none(), "{stats}");
@@ -264,25 +286,24 @@ async fn new_resource_updates_the_cloud_publishes_the_secret_and_reports_ready()
 
 #[tokio::test]
 async fn steady_state_makes_no_update_and_no_secret_write() {
-    let emulator = emulator(LimitPolicy::default()).await;
-    let (client, mut api) = MockApi::new();
     let resource = registration("STEADY0001", 100);
-    let ctx = context(client, &emulator, std::slice::from_ref(&resource));
-    let task = tokio::spawn(reconcile(Arc::new(resource.clone()), ctx));
+    let (scenario, mut api, task) = Scenario::reconciling(&resource).await;
 
-    api.expect("GET", PRODUCT_SECRET_PATH).await.respond(
-        200,
-        published_secret("STEADY0001", "steady-product-secret", Some("uid-sensors")),
-    );
-    api.expect("GET", CREDENTIALS_PATH)
-        .await
-        .respond(200, credentials_secret());
+    answer_reads(
+        &mut api,
+        Some(published_secret(
+            "STEADY0001",
+            "steady-product-secret",
+            Some("uid-sensors"),
+        )),
+    )
+    .await;
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
     assert_eq!(ready(&status_patch.body["status"])["reason"], "InSync");
     status_patch.respond(200, serde_json::to_value(&resource).unwrap());
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
     api.expect_nothing_more().await;
-    let stats = stats(&emulator).await;
+    let stats = scenario.stats().await;
     assert_eq!(stats["calls"]["DescribeProducts"]["Success"], 1);
     assert!(
         stats["calls"].get("UpdateProductDynamicRegister").is_none(),
@@ -292,18 +313,14 @@ async fn steady_state_makes_no_update_and_no_secret_write() {
 
 #[tokio::test]
 async fn a_foreign_secret_is_never_overwritten() {
-    let emulator = emulator(LimitPolicy::default()).await;
-    let (client, mut api) = MockApi::new();
     let resource = registration("STEADY0001", 100);
-    let ctx = context(client, &emulator, std::slice::from_ref(&resource));
-    let task = tokio::spawn(reconcile(Arc::new(resource.clone()), ctx));
+    let (_scenario, mut api, task) = Scenario::reconciling(&resource).await;
 
-    api.expect("GET", PRODUCT_SECRET_PATH)
-        .await
-        .respond(200, published_secret("OTHER", "someone-elses", None));
-    api.expect("GET", CREDENTIALS_PATH)
-        .await
-        .respond(200, credentials_secret());
+    answer_reads(
+        &mut api,
+        Some(published_secret("OTHER", "someone-elses", None)),
+    )
+    .await;
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
     let status = status_patch.body["status"].clone();
     assert_eq!(ready(&status)["reason"], "SecretConflict");
@@ -314,17 +331,14 @@ async fn a_foreign_secret_is_never_overwritten() {
         (warning["type"].as_str(), warning["reason"].as_str()),
         (Some("Warning"), Some("SecretConflict"))
     );
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
     api.expect_nothing_more().await;
 }
 
 #[tokio::test]
 async fn missing_credentials_make_no_cloud_call() {
-    let emulator = emulator(LimitPolicy::default()).await;
-    let (client, mut api) = MockApi::new();
     let resource = registration("NEW0000001", 100);
-    let ctx = context(client, &emulator, std::slice::from_ref(&resource));
-    let task = tokio::spawn(reconcile(Arc::new(resource.clone()), ctx));
+    let (scenario, mut api, task) = Scenario::reconciling(&resource).await;
 
     api.expect("GET", PRODUCT_SECRET_PATH).await.not_found();
     api.expect("GET", CREDENTIALS_PATH).await.not_found();
@@ -340,50 +354,40 @@ async fn missing_credentials_make_no_cloud_call() {
     assert!(has_condition(&status, "Stalled"));
     status_patch.respond(200, serde_json::to_value(&resource).unwrap());
     assert_eq!(api.expect_event(NS).await["reason"], "CredentialsMissing");
-    task.await.unwrap().unwrap();
-    assert_eq!(stats(&emulator).await["totalCalls"], 0);
+    task.await.unwrap();
+    assert_eq!(scenario.stats().await["totalCalls"], 0);
 }
 
 #[tokio::test]
 async fn product_not_found_stalls() {
-    let emulator = emulator(LimitPolicy::default()).await;
-    let (client, mut api) = MockApi::new();
     let resource = registration("NOSUCHPROD", 100);
-    let ctx = context(client, &emulator, std::slice::from_ref(&resource));
-    let task = tokio::spawn(reconcile(Arc::new(resource.clone()), ctx));
+    let (_scenario, mut api, task) = Scenario::reconciling(&resource).await;
 
-    api.expect("GET", PRODUCT_SECRET_PATH).await.not_found();
-    api.expect("GET", CREDENTIALS_PATH)
-        .await
-        .respond(200, credentials_secret());
+    answer_reads(&mut api, None).await;
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
     let status = status_patch.body["status"].clone();
     assert_eq!(ready(&status)["reason"], "ProductNotFound");
     assert!(has_condition(&status, "Stalled"));
     status_patch.respond(200, serde_json::to_value(&resource).unwrap());
     assert_eq!(api.expect_event(NS).await["reason"], "ProductNotFound");
-    let action = task.await.unwrap().unwrap();
-    // Slow retry (15 min ± 10%), not a hot loop.
-    let after = requeue_seconds(&action).expect("requeued");
-    assert!((810.0..=990.0).contains(&after), "{action:?}");
+    // Stalled: retried slowly (--stalled-retry-interval), never in a hot loop.
+    assert_eq!(task.await.unwrap(), Some(Progress::Stalled));
 }
 
 #[tokio::test]
 async fn a_limit_the_cloud_rewrites_is_asked_for_once() {
-    let emulator = emulator(LimitPolicy {
-        max: None,
-        override_to: Some(10_000),
-    })
-    .await;
-    let (client, mut api) = MockApi::new();
     let resource = registration("NEW0000001", 10);
-    let ctx = context(client, &emulator, std::slice::from_ref(&resource));
-    let task = tokio::spawn(reconcile(Arc::new(resource.clone()), ctx.clone()));
+    let (scenario, mut api) = Scenario::start(
+        LimitPolicy {
+            max: None,
+            override_to: Some(10_000),
+        },
+        std::slice::from_ref(&resource),
+    )
+    .await;
+    let task = scenario.reconcile(&resource);
 
-    api.expect("GET", PRODUCT_SECRET_PATH).await.not_found();
-    api.expect("GET", CREDENTIALS_PATH)
-        .await
-        .respond(200, credentials_secret());
+    answer_reads(&mut api, None).await;
     assert_eq!(api.expect_event(NS).await["reason"], "Updated");
     api.expect("PATCH", PRODUCT_SECRET_PATH).await.echo();
     assert_eq!(api.expect_event(NS).await["reason"], "SecretPublished");
@@ -393,14 +397,14 @@ async fn a_limit_the_cloud_rewrites_is_asked_for_once() {
     assert_eq!(status["cloud"]["registerLimit"], 10_000);
     status_patch.respond(200, serde_json::to_value(&resource).unwrap());
     assert_eq!(api.expect_event(NS).await["reason"], "NotAccepted");
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
 
     // The next reconcile of the same generation sees the recorded refusal and does not ask again.
     let mut again = resource.clone();
     again.status = Some(serde_json::from_value(status).unwrap());
-    let task = tokio::spawn(reconcile(Arc::new(again.clone()), ctx));
+    let task = scenario.reconcile(&again);
     let secret = api.expect("GET", PRODUCT_SECRET_PATH).await;
-    let cloud_secret = cloud_product(&emulator, "NEW0000001").await["productSecret"]
+    let cloud_secret = scenario.cloud_product("NEW0000001").await["productSecret"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -414,18 +418,16 @@ async fn a_limit_the_cloud_rewrites_is_asked_for_once() {
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
     assert_eq!(ready(&status_patch.body["status"])["reason"], "NotAccepted");
     status_patch.respond(200, serde_json::to_value(&again).unwrap());
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
     api.expect_nothing_more().await;
     assert_eq!(
-        stats(&emulator).await["calls"]["UpdateProductDynamicRegister"]["Success"],
+        scenario.stats().await["calls"]["UpdateProductDynamicRegister"]["Success"],
         1
     );
 }
 
 #[tokio::test]
 async fn the_newer_of_two_claimants_makes_no_cloud_call() {
-    let emulator = emulator(LimitPolicy::default()).await;
-    let (client, mut api) = MockApi::new();
     let mut older = registration("NEW0000001", 100);
     older.metadata.name = Some("older".into());
     older.metadata.uid = Some("uid-older".into());
@@ -434,8 +436,9 @@ async fn the_newer_of_two_claimants_makes_no_cloud_call() {
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap(),
         ));
-    let ctx = context(client, &emulator, &[older, resource.clone()]);
-    let task = tokio::spawn(reconcile(Arc::new(resource.clone()), ctx));
+    let (scenario, mut api) =
+        Scenario::start(LimitPolicy::default(), &[older, resource.clone()]).await;
+    let task = scenario.reconcile(&resource);
 
     api.expect("GET", PRODUCT_SECRET_PATH).await.not_found();
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
@@ -449,20 +452,19 @@ async fn the_newer_of_two_claimants_makes_no_cloud_call() {
     );
     status_patch.respond(200, serde_json::to_value(&resource).unwrap());
     assert_eq!(api.expect_event(NS).await["reason"], "Conflict");
-    task.await.unwrap().unwrap();
-    assert_eq!(stats(&emulator).await["totalCalls"], 0);
+    task.await.unwrap();
+    assert_eq!(scenario.stats().await["totalCalls"], 0);
 }
 
 #[tokio::test]
 async fn deletion_policy_disable_adds_a_finalizer_and_disables_before_release() {
-    let emulator = emulator(LimitPolicy::default()).await;
-    let (client, mut api) = MockApi::new();
     let mut resource = registration("STEADY0001", 100);
     resource.spec.deletion_policy = DeletionPolicy::Disable;
-    let ctx = context(client, &emulator, std::slice::from_ref(&resource));
+    let (scenario, mut api) =
+        Scenario::start(LimitPolicy::default(), std::slice::from_ref(&resource)).await;
 
     // Alive: the finalizer goes on first, guarded by the resourceVersion.
-    let task = tokio::spawn(reconcile(Arc::new(resource.clone()), ctx.clone()));
+    let task = scenario.reconcile(&resource);
     let patch = api.expect("PATCH", RESOURCE_PATH).await;
     assert_eq!(patch.content_type, "application/merge-patch+json");
     assert_eq!(
@@ -470,23 +472,25 @@ async fn deletion_policy_disable_adds_a_finalizer_and_disables_before_release() 
         json!({"metadata": {"resourceVersion": "10", "finalizers": [FINALIZER]}})
     );
     patch.respond(200, serde_json::to_value(&resource).unwrap());
-    api.expect("GET", PRODUCT_SECRET_PATH).await.respond(
-        200,
-        published_secret("STEADY0001", "steady-product-secret", Some("uid-sensors")),
-    );
-    api.expect("GET", CREDENTIALS_PATH)
-        .await
-        .respond(200, credentials_secret());
+    answer_reads(
+        &mut api,
+        Some(published_secret(
+            "STEADY0001",
+            "steady-product-secret",
+            Some("uid-sensors"),
+        )),
+    )
+    .await;
     api.expect("PATCH", STATUS_PATH)
         .await
         .respond(200, serde_json::to_value(&resource).unwrap());
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
 
     // Deleted: RegisterType 0 in the cloud, then the finalizer comes off.
     resource.metadata.finalizers = Some(vec!["other.io/keep".into(), FINALIZER.into()]);
     resource.metadata.resource_version = Some("11".into());
     resource.metadata.deletion_timestamp = resource.metadata.creation_timestamp.clone();
-    let task = tokio::spawn(reconcile(Arc::new(resource.clone()), ctx));
+    let task = scenario.reconcile(&resource);
     api.expect("GET", CREDENTIALS_PATH)
         .await
         .respond(200, credentials_secret());
@@ -497,24 +501,20 @@ async fn deletion_policy_disable_adds_a_finalizer_and_disables_before_release() 
         json!({"metadata": {"resourceVersion": "11", "finalizers": ["other.io/keep"]}})
     );
     release.respond(200, serde_json::to_value(&resource).unwrap());
-    let action = task.await.unwrap().unwrap();
-    assert_eq!(requeue_seconds(&action), None, "{action:?}");
+    assert_eq!(task.await.unwrap(), None, "let go: no requeue");
     assert_eq!(
-        cloud_product(&emulator, "STEADY0001").await["registerType"],
+        scenario.cloud_product("STEADY0001").await["registerType"],
         0
     );
 }
 
 #[tokio::test]
 async fn deleting_a_resource_whose_product_is_gone_does_not_wedge() {
-    let emulator = emulator(LimitPolicy::default()).await;
-    let (client, mut api) = MockApi::new();
     let mut resource = registration("NOSUCHPROD", 100);
     resource.spec.deletion_policy = DeletionPolicy::Disable;
     resource.metadata.finalizers = Some(vec![FINALIZER.into()]);
     resource.metadata.deletion_timestamp = resource.metadata.creation_timestamp.clone();
-    let ctx = context(client, &emulator, std::slice::from_ref(&resource));
-    let task = tokio::spawn(reconcile(Arc::new(resource.clone()), ctx));
+    let (_scenario, mut api, task) = Scenario::reconciling(&resource).await;
     api.expect("GET", CREDENTIALS_PATH)
         .await
         .respond(200, credentials_secret());
@@ -526,5 +526,5 @@ async fn deleting_a_resource_whose_product_is_gone_does_not_wedge() {
     let release = api.expect("PATCH", RESOURCE_PATH).await;
     assert_eq!(release.body["metadata"]["finalizers"], json!([]));
     release.respond(200, serde_json::to_value(&resource).unwrap());
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
 }

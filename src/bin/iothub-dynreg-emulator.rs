@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use iothub_dynreg::emulator::{Emulator, EmulatorConfig, Faults, LimitPolicy, Seed};
-use iothub_dynreg::telemetry;
+use iothub_dynreg::ops::shutdown;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -115,7 +115,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         .map_err(|e| format!("cannot write the address to stdout: {e}"))?;
     info!(%addr, accounts, products, rate_limit = flags.rate_limit, "emulator serving");
     Arc::new(Emulator::new(config))
-        .serve(listener, telemetry::shutdown_signal())
+        .serve(listener, shutdown::shutdown_signal())
         .await;
     info!("emulator stopped");
     Ok(())

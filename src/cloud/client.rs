@@ -247,12 +247,7 @@ impl CloudClient {
         };
         let answer: wire::DescribeProductResponse =
             self.call(credentials, region, action, &params).await?;
-        Product::from_wire(
-            action,
-            answer.product_id,
-            answer.product_name,
-            answer.product_properties,
-        )
+        Product::from_wire(action, answer.product_id, answer.product_properties)
     }
 
     /// Reads every product of the account in `region`, a page of 250 at a time.
@@ -264,6 +259,7 @@ impl CloudClient {
         let action = Action::DescribeProducts;
         let limit = wire::DESCRIBE_PRODUCTS_MAX_LIMIT;
         let mut products: Vec<Product> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut offset = 0;
         loop {
             let params = wire::DescribeProductsRequest { offset, limit };
@@ -272,13 +268,12 @@ impl CloudClient {
             let received = page.products.len() as u64;
             for info in page.products {
                 // Products created while paging shift the pages; keep the first sighting.
-                if products.iter().any(|p| p.product_id == info.product_id) {
+                if !seen.insert(info.product_id.clone()) {
                     continue;
                 }
                 products.push(Product::from_wire(
                     action,
                     info.product_id,
-                    info.product_name,
                     info.product_properties,
                 )?);
             }

@@ -1,6 +1,8 @@
 //! Tencent Cloud API credentials.
 
-use crate::secret::Redacted;
+use sha2::{Digest, Sha256};
+
+use crate::cloud::redacted::Redacted;
 
 /// A SecretId/SecretKey pair, with the session token of temporary (STS) credentials.
 ///
@@ -29,6 +31,20 @@ impl Credentials {
     pub fn with_token(mut self, token: impl Into<Redacted>) -> Self {
         self.token = Some(token.into());
         self
+    }
+
+    /// Identifies this exact set of credentials without keeping or showing the key: a changed
+    /// key or token is a different fingerprint, so rotated credentials are told apart at once.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(self.secret_id.as_bytes());
+        hasher.update([0]);
+        hasher.update(self.secret_key.expose().as_bytes());
+        hasher.update([0]);
+        if let Some(token) = &self.token {
+            hasher.update(token.expose().as_bytes());
+        }
+        hasher.finalize().into()
     }
 }
 

@@ -64,7 +64,8 @@ pub struct Request<'a> {
 
 /// Headers to add to the request: `Authorization`, `Content-Type`, `Host` and the `X-TC-*` set.
 pub fn sign(credentials: &Credentials, request: &Request<'_>) -> Vec<(&'static str, String)> {
-    let date = utc_date(request.timestamp);
+    // A clock beyond the year 9999 leaves the scope without a date, which the cloud refuses.
+    let date = utc_date(request.timestamp).unwrap_or_default();
     let canonical = canonical_request(
         request.method,
         request.query,
@@ -162,29 +163,11 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// The UTC calendar date (`YYYY-MM-DD`) of a Unix timestamp, as the credential scope needs it.
-pub fn utc_date(timestamp: i64) -> String {
-    let (year, month, day) = civil_from_days(timestamp.div_euclid(86_400));
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// The UTC calendar date (`YYYY-MM-DD`) of a Unix timestamp, as the credential scope needs it;
+/// `None` outside the years -9999 to 9999.
+pub fn utc_date(timestamp: i64) -> Option<String> {
+    let time = jiff::Timestamp::from_second(timestamp).ok()?;
+    Some(time.strftime("%Y-%m-%d").to_string())
 }
 
 /// The parts of an `Authorization` header a verifier needs.
@@ -239,12 +222,14 @@ mod tests {
 
     #[test]
     fn utc_dates_around_boundaries() {
-        assert_eq!(utc_date(0), "1970-01-01");
-        assert_eq!(utc_date(1_551_113_065), "2019-02-25");
-        assert_eq!(utc_date(1_767_225_599), "2025-12-31");
-        assert_eq!(utc_date(1_767_225_600), "2026-01-01");
-        assert_eq!(utc_date(951_782_400), "2000-02-29");
-        assert_eq!(utc_date(-1), "1969-12-31");
+        let date = |timestamp| utc_date(timestamp).unwrap();
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(1_551_113_065), "2019-02-25");
+        assert_eq!(date(1_767_225_599), "2025-12-31");
+        assert_eq!(date(1_767_225_600), "2026-01-01");
+        assert_eq!(date(951_782_400), "2000-02-29");
+        assert_eq!(date(-1), "1969-12-31");
+        assert_eq!(utc_date(i64::MAX), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::error::CloudError;
 use super::wire::{self, Action};
-use crate::secret::Redacted;
+use crate::cloud::redacted::Redacted;
 
 /// How devices of a product may register themselves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,12 +52,17 @@ pub struct RegistrationSettings {
 pub struct Product {
     /// The product's id.
     pub product_id: String,
-    /// The product's name.
-    pub product_name: String,
-    /// True when the platform has forbidden the product.
-    pub forbidden: bool,
     /// Its dynamic-registration settings.
     pub registration: RegistrationSettings,
+}
+
+impl Product {
+    /// Registration is on, yet this observation carries no ProductSecret (a list answer may
+    /// leave it out).
+    pub fn lacks_secret(&self) -> bool {
+        self.registration.register_type != RegisterType::Disabled
+            && self.registration.product_secret.is_none()
+    }
 }
 
 /// What `UpdateProductDynamicRegister` applied.
@@ -93,13 +98,10 @@ impl Product {
     pub(crate) fn from_wire(
         action: Action,
         product_id: String,
-        product_name: String,
         properties: wire::ProductProperties,
     ) -> Result<Self, CloudError> {
         Ok(Product {
             product_id,
-            product_name,
-            forbidden: properties.forbidden_status.unwrap_or(0) == 1,
             registration: RegistrationSettings {
                 // `null` means registration was never configured, which behaves as disabled.
                 register_type: register_type(action, properties.register_type.unwrap_or(0))?,

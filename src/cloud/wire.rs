@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::secret::Redacted;
+use crate::cloud::redacted::Redacted;
 
 /// Service name in the host and the credential scope.
 pub const SERVICE: &str = "iotcloud";

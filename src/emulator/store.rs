@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 
 use super::seed::SeedProduct;
 use super::verify::Refusal;
+use crate::cloud::redacted::Redacted;
 use crate::cloud::wire::{self, Action};
-use crate::secret::Redacted;
 
 /// Product types that support dynamic registration (ordinary products and gateways).
 const TYPES_WITH_DYNAMIC_REGISTRATION: [i64; 2] = [0, 5];

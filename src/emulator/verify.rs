@@ -100,64 +100,14 @@ impl Verifier<'_> {
         check_token(account, header("x-tc-token"))?;
         check_scope(&authorization, timestamp)?;
 
-        let content_type = header("content-type").unwrap_or("");
-        let host = header("host").unwrap_or("");
-        let canonical = sign::canonical_request(
+        check_signature(
+            request,
             method,
-            request.query,
-            content_type,
-            host,
-            sign::signed_payload(method, request.body),
-        );
-        let to_sign = sign::string_to_sign(
+            &authorization,
             timestamp,
-            &sign::credential_scope(&authorization.date, &authorization.service),
-            &canonical,
-        );
-        let expected = sign::signature(
             &account.secret_key,
-            &authorization.date,
-            &authorization.service,
-            &to_sign,
-        );
-        if !bool::from(
-            expected
-                .as_bytes()
-                .ct_eq(authorization.signature.as_bytes()),
-        ) {
-            return Err(Refusal::new(
-                "AuthFailure.SignatureFailure",
-                "the request signature does not match; check the SecretKey and the signing method",
-            ));
-        }
-
-        let action = match header("x-tc-action") {
-            None | Some("") => {
-                return Err(Refusal::new("MissingParameter", "X-TC-Action is missing"));
-            }
-            Some(name) => Action::from_name(name).ok_or_else(|| {
-                Refusal::new("InvalidAction", format!("the action {name} does not exist"))
-            })?,
-        };
-        match header("x-tc-version") {
-            None | Some("") => {
-                return Err(Refusal::new("MissingParameter", "X-TC-Version is missing"));
-            }
-            Some(wire::VERSION) => {}
-            Some(other) => {
-                return Err(Refusal::new(
-                    "NoSuchVersion",
-                    format!(
-                        "version {other} does not exist; iotcloud speaks {}",
-                        wire::VERSION
-                    ),
-                ));
-            }
-        }
-        let region = match header("x-tc-region") {
-            Some(region) if !region.trim().is_empty() => region.trim().to_owned(),
-            _ => return Err(Refusal::new("MissingParameter", "X-TC-Region is missing")),
-        };
+        )?;
+        let (action, region) = target(&header)?;
         Ok(Caller {
             secret_id: authorization.secret_id,
             action,
@@ -203,13 +153,89 @@ fn check_token(account: &Account, sent: Option<&str>) -> Result<(), Refusal> {
     }
 }
 
+/// The signature, recomputed from the received parts, must match (compared in constant time).
+fn check_signature(
+    request: &Incoming<'_>,
+    method: Method,
+    authorization: &sign::Authorization,
+    timestamp: i64,
+    secret_key: &str,
+) -> Result<(), Refusal> {
+    let header = |name| (request.header)(name);
+    let content_type = header("content-type").unwrap_or("");
+    let host = header("host").unwrap_or("");
+    let canonical = sign::canonical_request(
+        method,
+        request.query,
+        content_type,
+        host,
+        sign::signed_payload(method, request.body),
+    );
+    let to_sign = sign::string_to_sign(
+        timestamp,
+        &sign::credential_scope(&authorization.date, &authorization.service),
+        &canonical,
+    );
+    let expected = sign::signature(
+        secret_key,
+        &authorization.date,
+        &authorization.service,
+        &to_sign,
+    );
+    if bool::from(
+        expected
+            .as_bytes()
+            .ct_eq(authorization.signature.as_bytes()),
+    ) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        "AuthFailure.SignatureFailure",
+        "the request signature does not match; check the SecretKey and the signing method",
+    ))
+}
+
+/// The action, version and region the request names.
+fn target<'a>(header: &impl Fn(&'a str) -> Option<&'a str>) -> Result<(Action, String), Refusal> {
+    let action = match header("x-tc-action") {
+        None | Some("") => {
+            return Err(Refusal::new("MissingParameter", "X-TC-Action is missing"));
+        }
+        Some(name) => Action::from_name(name).ok_or_else(|| {
+            Refusal::new("InvalidAction", format!("the action {name} does not exist"))
+        })?,
+    };
+    match header("x-tc-version") {
+        None | Some("") => {
+            return Err(Refusal::new("MissingParameter", "X-TC-Version is missing"));
+        }
+        Some(wire::VERSION) => {}
+        Some(other) => {
+            return Err(Refusal::new(
+                "NoSuchVersion",
+                format!(
+                    "version {other} does not exist; iotcloud speaks {}",
+                    wire::VERSION
+                ),
+            ));
+        }
+    }
+    let region = match header("x-tc-region") {
+        Some(region) if !region.trim().is_empty() => region.trim().to_owned(),
+        _ => return Err(Refusal::new("MissingParameter", "X-TC-Region is missing")),
+    };
+    Ok((action, region))
+}
+
 fn check_scope(authorization: &sign::Authorization, timestamp: i64) -> Result<(), Refusal> {
     let failure = |message: String| Refusal::new("AuthFailure.SignatureFailure", message);
-    if authorization.date != sign::utc_date(timestamp) {
+    let Some(date) = sign::utc_date(timestamp) else {
+        return Err(failure("X-TC-Timestamp is not a time".to_owned()));
+    };
+    if authorization.date != date {
         return Err(failure(format!(
-            "credential scope date {} is not the UTC date of X-TC-Timestamp ({})",
-            authorization.date,
-            sign::utc_date(timestamp)
+            "credential scope date {} is not the UTC date of X-TC-Timestamp ({date})",
+            authorization.date
         )));
     }
     if authorization.service != wire::SERVICE {

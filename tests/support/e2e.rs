@@ -9,9 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use iothub_dynreg::crd::{
-    DeletionPolicy, DynamicRegistration, DynamicRegistrationSpec, ManagementPolicy,
-    RegistrationMode, SecretReference,
+use iothub_dynreg::controller::crd::{
+    DynamicRegistration, DynamicRegistrationSpec, RegistrationMode,
 };
 use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};
 use k8s_openapi::api::core::v1::Secret;
@@ -105,6 +104,19 @@ impl Harness {
             dir,
             kubeconfig,
         })
+    }
+
+    /// [`Harness::start`], with the credentials Secret `tencent-credentials` of the emulator's
+    /// account in place.
+    pub async fn with_credentials(
+        products_yaml: &str,
+        configure: impl FnOnce(&mut EmulatorConfig),
+    ) -> Option<Self> {
+        let harness = Self::start(products_yaml, configure).await?;
+        harness
+            .create_credentials("tencent-credentials", SECRET_KEY)
+            .await;
+        Some(harness)
     }
 
     /// The Lease of leader election in these tests: one per test, in the namespace where
@@ -375,28 +387,15 @@ fn unique_namespace() -> String {
     format!("{name}-{number}")
 }
 
+/// A resource for `product_id` in ap-guangzhou using the Secret `tencent-credentials`.
 pub fn registration(
     name: &str,
     product_id: &str,
     kind: RegistrationMode,
     limit: i64,
 ) -> DynamicRegistration {
-    DynamicRegistration::new(
-        name,
-        DynamicRegistrationSpec {
-            product_id: product_id.into(),
-            region: "ap-guangzhou".into(),
-            register_type: kind,
-            register_limit: limit,
-            credentials_secret_ref: Some(SecretReference {
-                name: "tencent-credentials".into(),
-            }),
-            secret_name: None,
-            management_policy: ManagementPolicy::Full,
-            deletion_policy: DeletionPolicy::Orphan,
-            suspend: false,
-        },
-    )
+    let spec = DynamicRegistrationSpec::new(product_id, "ap-guangzhou", kind, limit);
+    DynamicRegistration::new(name, spec.with_credentials("tencent-credentials"))
 }
 
 /// Decoded data of a Secret.

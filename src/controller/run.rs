@@ -10,21 +10,18 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
-
-use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::cloud::CloudClient;
-use crate::context::{Context, Settings};
-use crate::crd::{DynamicRegistration, MANAGER};
-use crate::http::Health;
-use crate::leader::{LeaderElector, LeaseSettings};
-use crate::metrics::Metrics;
-use crate::reconcile::{error_policy, reconcile};
+use crate::controller::context::{Context, Settings};
+use crate::controller::crd::{DynamicRegistration, MANAGER};
+use crate::controller::reconcile::{error_policy, reconcile};
+use crate::ops::http::Health;
+use crate::ops::metrics::{Census, Metrics};
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -63,26 +60,8 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let (reader, writer) = reflector::store();
-    // Readiness comes from the watch stream itself: kube's `Store::wait_until_ready` wakes only
-    // one of several waiters, and the controller runtime is one of them already.
     let (cache_ready, cache_ready_rx) = watch::channel(false);
-    let health = shared.health.clone();
-    let mark_ready = move |event: &Result<watcher::Event<DynamicRegistration>, watcher::Error>| {
-        if matches!(event, Ok(watcher::Event::InitDone)) && !*cache_ready.borrow() {
-            info!("watches established");
-            let _ = cache_ready.send(true);
-            health.watches_established();
-        }
-    };
-    // Only spec changes and lifecycle changes trigger: our own status writes must not.
-    let resources = watcher(registrations, watcher::Config::default())
-        .default_backoff()
-        // managedFields can be larger than the rest of the object; nothing here reads them.
-        .modify(|resource| resource.managed_fields_mut().clear())
-        .reflect(writer)
-        .inspect(mark_ready)
-        .applied_objects()
-        .predicate_filter(spec_or_lifecycle, Default::default());
+    let resources = resource_changes(registrations, writer, cache_ready, shared.health.clone());
     // Secrets are watched by metadata only: their data never needs to sit in this process.
     let secret_changes = watcher(secrets, watcher::Config::default())
         .default_backoff()
@@ -94,7 +73,8 @@ pub async fn run(
             instance: options.instance.clone(),
         },
     );
-    shared.health.set_watches(Some(reader.clone()));
+    shared.health.set_watches_established(false);
+    shared.metrics.set_census(Some(census(reader.clone())));
     let context = Arc::new(Context::new(
         client,
         cloud,
@@ -122,146 +102,56 @@ pub async fn run(
             }
         })
         .await;
-    shared.health.set_watches(None);
+    shared.health.set_watches_established(false);
+    shared.metrics.set_census(None);
     info!("controller stopped");
 }
 
-/// How long in-flight reconciles may take to finish after SIGTERM.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-
-/// Runs the controller, under leader election when `lease` is given, until `shutdown` turns true.
-pub async fn operate(
-    client: Client,
-    cloud: CloudClient,
-    settings: Settings,
-    options: RunOptions,
-    shared: Shared,
-    lease: Option<LeaseSettings>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let Some(lease) = lease else {
-        shared.metrics.set_leader(true);
-        shared.health.set_leading(true);
-        run(
-            client,
-            cloud,
-            settings,
-            options,
-            shared,
-            shutdown_requested(shutdown),
-        )
-        .await;
-        return;
+/// The resources that need a reconcile, fed into the cache `writer`. `cache_ready` turns true
+/// once the first list is complete.
+fn resource_changes(
+    registrations: Api<DynamicRegistration>,
+    writer: reflector::store::Writer<DynamicRegistration>,
+    cache_ready: watch::Sender<bool>,
+    health: Arc<Health>,
+) -> impl futures::Stream<Item = Result<DynamicRegistration, watcher::Error>> + Send + 'static {
+    // Readiness comes from the watch stream itself: kube's `Store::wait_until_ready` wakes only
+    // one of several waiters, and the controller runtime is one of them already.
+    let mark_ready = move |event: &Result<watcher::Event<DynamicRegistration>, watcher::Error>| {
+        if matches!(event, Ok(watcher::Event::InitDone)) && !*cache_ready.borrow() {
+            info!("watches established");
+            let _ = cache_ready.send(true);
+            health.set_watches_established(true);
+        }
     };
-    let elector = LeaderElector::new(client.clone(), lease);
-    loop {
-        if !stand_by(&elector, &shared.health, shutdown.clone()).await {
-            return;
-        }
-        info!(identity = %elector.settings().identity, "leading: starting to reconcile");
-        shared.metrics.set_leader(true);
-        shared.health.set_leading(true);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let controller = run(
-            client.clone(),
-            cloud.clone(),
-            settings.clone(),
-            options.clone(),
-            shared.clone(),
-            async {
-                let _ = stopped.await;
-            },
-        );
-        tokio::pin!(controller);
-        let shutting_down = tokio::select! {
-            () = &mut controller => true,
-            () = keep_leadership(&elector, &shared.health) => false,
-            () = shutdown_requested(shutdown.clone()) => true,
-        };
-        shared.metrics.set_leader(false);
-        shared.health.set_leading(false);
-        if !shutting_down {
-            // Dropping the controller aborts its reconciles at once: another replica leads now.
-            warn!("lost the Lease: stopped reconciling, standing by");
-            continue;
-        }
-        let _ = stop.send(());
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut controller)
-            .await
-            .is_err()
-        {
-            warn!("in-flight reconciles did not finish within {SHUTDOWN_GRACE:?}; stopping anyway");
-        }
-        match elector.release().await {
-            Ok(()) => info!("released the Lease"),
-            Err(error) => warn!(%error, "could not release the Lease; it expires by itself"),
-        }
-        return;
-    }
+    // Only spec changes and lifecycle changes trigger (marking for deletion bumps the
+    // generation too), never our own status writes.
+    watcher(registrations, watcher::Config::default())
+        .default_backoff()
+        // managedFields can be larger than the rest of the object; nothing here reads them.
+        .modify(|resource| resource.managed_fields_mut().clear())
+        .reflect(writer)
+        .inspect(mark_ready)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
+        )
 }
 
-/// Waits for the Lease; `false` when shutdown came first.
-async fn stand_by(
-    elector: &LeaderElector,
-    health: &Health,
-    mut shutdown: watch::Receiver<bool>,
-) -> bool {
-    loop {
-        if *shutdown.borrow() {
-            return false;
-        }
-        match elector.try_acquire_or_renew().await {
-            Ok(true) => {
-                health.lease_checked();
-                return true;
-            }
-            Ok(false) => health.lease_checked(),
-            Err(error) => warn!(%error, "leader election: cannot read or write the Lease"),
-        }
-        let pause = elector.settings().renew_interval();
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            _ = shutdown.changed() => {}
-        }
-    }
-}
-
-/// Renews the Lease; returns when it is lost (taken, or not renewed within its duration).
-async fn keep_leadership(elector: &LeaderElector, health: &Health) {
-    let mut last_renewal = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(elector.settings().renew_interval()).await;
-        match elector.try_acquire_or_renew().await {
-            Ok(true) => {
-                last_renewal = tokio::time::Instant::now();
-                health.lease_checked();
-            }
-            Ok(false) => return,
-            Err(error) => warn!(%error, "leader election: renewal failed"),
-        }
-        // Stop before the Lease can expire in others' eyes, not after.
-        if last_renewal.elapsed() >= elector.settings().lease_duration * 2 / 3 {
-            return;
-        }
-    }
-}
-
-async fn shutdown_requested(mut shutdown: watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|requested| *requested).await;
-}
-
-/// Generation (spec), deletion and finalizers: the changes a reconcile must see.
-fn spec_or_lifecycle(resource: &DynamicRegistration) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    resource.metadata.generation.hash(&mut hasher);
-    resource
-        .metadata
-        .deletion_timestamp
-        .is_some()
-        .hash(&mut hasher);
-    resource.finalizers().hash(&mut hasher);
-    Some(hasher.finish())
+/// The Ready reason of every resource in the cache, for the `resources` metric.
+fn census(registrations: Store<DynamicRegistration>) -> Census {
+    Box::new(move || {
+        registrations
+            .state()
+            .iter()
+            .map(|resource| {
+                resource
+                    .condition("Ready")
+                    .map_or_else(|| "Unknown".to_owned(), |ready| ready.reason.clone())
+            })
+            .collect()
+    })
 }
 
 /// The resources a Secret change concerns: its owner (a published Secret edited or deleted),
@@ -301,29 +191,17 @@ fn affected_by_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{
-        DeletionPolicy, DynamicRegistrationSpec, ManagementPolicy, RegistrationMode,
-        SecretReference,
-    };
+    use crate::controller::crd::{DynamicRegistrationSpec, RegistrationMode};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     fn registration(name: &str, namespace: &str, credentials: &str) -> DynamicRegistration {
-        let mut resource = DynamicRegistration::new(
-            name,
-            DynamicRegistrationSpec {
-                product_id: format!("P-{name}"),
-                region: "ap-guangzhou".into(),
-                register_type: RegistrationMode::AutoCreate,
-                register_limit: 1,
-                credentials_secret_ref: Some(SecretReference {
-                    name: credentials.into(),
-                }),
-                secret_name: None,
-                management_policy: ManagementPolicy::Full,
-                deletion_policy: DeletionPolicy::Orphan,
-                suspend: false,
-            },
+        let spec = DynamicRegistrationSpec::new(
+            format!("P-{name}"),
+            "ap-guangzhou",
+            RegistrationMode::AutoCreate,
+            1,
         );
+        let mut resource = DynamicRegistration::new(name, spec.with_credentials(credentials));
         resource.metadata.namespace = Some(namespace.into());
         resource
     }
@@ -397,16 +275,21 @@ mod tests {
 
     #[test]
     fn status_writes_do_not_trigger_but_spec_and_lifecycle_do() {
+        let triggers = predicates::generation.combine(predicates::finalizers);
         let mut resource = registration("a", "fleet", "creds");
         resource.metadata.generation = Some(1);
-        let before = spec_or_lifecycle(&resource);
+        let before = triggers.hash_property(&resource);
         resource.status = Some(Default::default());
         resource.metadata.resource_version = Some("99".into());
-        assert_eq!(spec_or_lifecycle(&resource), before, "status-only change");
+        assert_eq!(
+            triggers.hash_property(&resource),
+            before,
+            "status-only change"
+        );
         resource.metadata.generation = Some(2);
-        let after_spec = spec_or_lifecycle(&resource);
+        let after_spec = triggers.hash_property(&resource);
         assert_ne!(after_spec, before);
         resource.metadata.finalizers = Some(vec!["x".into()]);
-        assert_ne!(spec_or_lifecycle(&resource), after_spec);
+        assert_ne!(triggers.hash_property(&resource), after_spec);
     }
 }

@@ -11,7 +11,6 @@ use tokio::time::Instant;
 
 use crate::cloud::wire::DESCRIBE_PRODUCTS_MAX_LIMIT;
 use crate::cloud::{CloudClient, CloudError, Credentials, ErrorClass, Product};
-use crate::credentials::fingerprint;
 
 /// The product as the cloud held it, and when that was read.
 #[derive(Clone, Debug)]
@@ -84,7 +83,7 @@ impl Observer {
     fn slot(&self, credentials: &Credentials, region: &str) -> Arc<tokio::sync::Mutex<Slot>> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots
-            .entry((fingerprint(credentials), region.to_owned()))
+            .entry((credentials.fingerprint(), region.to_owned()))
             .or_default()
             .clone()
     }
@@ -113,7 +112,7 @@ impl Observer {
                     .await?;
                 if let Some(snapshot) = &slot.snapshot
                     && let Some(product) = snapshot.products.get(product_id)
-                    && !(needs_secret && lacks_secret(product))
+                    && !(needs_secret && product.lacks_secret())
                 {
                     return Ok(Observation {
                         product: product.clone(),
@@ -189,10 +188,4 @@ impl Observer {
                 .insert(product.product_id.clone(), product.clone());
         }
     }
-}
-
-/// Registration is on, yet the observation carries no ProductSecret.
-pub fn lacks_secret(product: &Product) -> bool {
-    product.registration.register_type != crate::cloud::RegisterType::Disabled
-        && product.registration.product_secret.is_none()
 }

@@ -1,5 +1,5 @@
-//! Every call to the Kubernetes API the controller makes: the published Secret, credentials
-//! Secrets, status, finalizers and Events.
+//! The reconcile's calls to the Kubernetes API: the published Secret, credentials Secrets,
+//! status, finalizers and Events. (Leader election makes its own, in `ops::leader`.)
 
 use std::collections::BTreeMap;
 
@@ -10,9 +10,9 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::crd::{DynamicRegistration, DynamicRegistrationStatus, FINALIZER, MANAGER};
-use crate::error::Result;
-use crate::plan::{SecretContent, SecretState};
+use crate::controller::crd::{DynamicRegistration, DynamicRegistrationStatus, FINALIZER, MANAGER};
+use crate::controller::decision::{SecretContent, SecretState};
+use crate::controller::error::Result;
 
 /// Label set on every published Secret.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -58,9 +58,9 @@ pub async fn apply_secret(
     content: &SecretContent,
 ) -> Result<()> {
     let namespace = owner.namespace().unwrap_or_default();
-    let owner_reference = owner
-        .controller_owner_ref(&())
-        .ok_or(crate::error::Error::MissingObjectKey("metadata.uid"))?;
+    let owner_reference = owner.controller_owner_ref(&()).ok_or(
+        crate::controller::error::Error::MissingObjectKey("metadata.uid"),
+    )?;
     let data: BTreeMap<String, ByteString> = content
         .data
         .iter()
@@ -81,15 +81,11 @@ pub async fn apply_secret(
         data: Some(data),
         ..Default::default()
     };
-    // The typed Secret serializes without apiVersion/kind, which apply requires.
-    let mut body = serde_json::to_value(&secret).map_err(kube::Error::SerdeError)?;
-    body["apiVersion"] = json!("v1");
-    body["kind"] = json!("Secret");
     Api::<Secret>::namespaced(client.clone(), &namespace)
         .patch(
             &content.name,
             &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(body),
+            &Patch::Apply(&secret),
         )
         .await?;
     Ok(())

@@ -10,19 +10,16 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use kube::runtime::reflector::Store;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::crd::DynamicRegistration;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// What `/readyz` reports on: watches established, and leader election healthy.
 pub struct Health {
     leader_election: Option<Duration>,
     leading: AtomicBool,
-    registrations: Mutex<Option<Store<DynamicRegistration>>>,
     watching: AtomicBool,
     lease_checked: Mutex<Option<Instant>>,
 }
@@ -33,22 +30,15 @@ impl Health {
         Self {
             leader_election: renew_interval,
             leading: AtomicBool::new(false),
-            registrations: Mutex::new(None),
             watching: AtomicBool::new(false),
             lease_checked: Mutex::new(None),
         }
     }
 
-    /// The controller started watching with this cache (or stopped, with `None`); its first
-    /// list is yet to complete.
-    pub fn set_watches(&self, registrations: Option<Store<DynamicRegistration>>) {
-        *self.registrations.lock().unwrap_or_else(|e| e.into_inner()) = registrations;
-        self.watching.store(false, Ordering::SeqCst);
-    }
-
-    /// Marks the initial list as complete.
-    pub fn watches_established(&self) {
-        self.watching.store(true, Ordering::SeqCst);
+    /// Whether the controller's watches have completed their first list (false again when
+    /// they stop).
+    pub fn set_watches_established(&self, established: bool) {
+        self.watching.store(established, Ordering::SeqCst);
     }
 
     /// Leadership gained or lost.
@@ -76,13 +66,18 @@ impl Health {
             _ => Err("watches not established yet"),
         }
     }
+}
 
-    fn registrations(&self) -> Option<Store<DynamicRegistration>> {
-        self.registrations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
+/// Listens on `addr` and serves the endpoint in the background; returns the bound address.
+pub async fn start(
+    addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(serve(listener, metrics, health));
+    Ok(bound)
 }
 
 /// Serves the endpoint on `listener` until the process ends.
@@ -110,16 +105,11 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
 
 fn route<B>(request: &Request<B>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
     match request.uri().path() {
-        "/metrics" => {
-            if let Some(registrations) = health.registrations() {
-                metrics.count_resources(registrations.state().iter());
-            }
-            text(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                metrics.render(),
-            )
-        }
+        "/metrics" => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => match health.readiness() {
             Ok(state) => text(StatusCode::OK, "text/plain", format!("ok: {state}\n")),
@@ -155,7 +145,7 @@ mod tests {
     async fn readiness_follows_watches_and_leadership() {
         let without_election = Health::new(None);
         assert!(without_election.readiness().is_err());
-        without_election.watches_established();
+        without_election.set_watches_established(true);
         assert!(without_election.readiness().is_ok());
 
         let standby = Health::new(Some(Duration::from_secs(5)));
@@ -172,7 +162,7 @@ mod tests {
         );
         standby.set_leading(true);
         assert_eq!(standby.readiness(), Err("watches not established yet"));
-        standby.watches_established();
+        standby.set_watches_established(true);
         assert!(standby.readiness().is_ok());
     }
 }

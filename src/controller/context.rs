@@ -12,11 +12,11 @@ use kube::{Client, ResourceExt};
 use rand::Rng;
 
 use crate::cloud::{CloudClient, Credentials};
-use crate::crd::DynamicRegistration;
-use crate::credentials::{CredentialGate, NamespaceAllowList};
-use crate::metrics::Metrics;
-use crate::observe::Observer;
-use crate::plan::Progress;
+use crate::controller::crd::DynamicRegistration;
+use crate::controller::credentials::{CredentialGate, NamespaceAllowList};
+use crate::controller::decision::Progress;
+use crate::controller::observe::Observer;
+use crate::ops::metrics::Metrics;
 
 /// Operator-chosen behaviour (flags).
 #[derive(Clone, Debug)]
@@ -165,32 +165,40 @@ impl Context {
             })
     }
 
-    /// When to reconcile this resource again, given how this reconcile ended.
+    /// When to reconcile this resource again, given how this reconcile ended: [`requeue_delay`]
+    /// with this resource's count of transient failures in a row, jittered.
     pub fn requeue_after(
         &self,
         object: &ObjectRef<DynamicRegistration>,
         progress: Progress,
     ) -> Action {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let delay = match progress {
-            Progress::Settled => {
-                failures.remove(object);
-                self.settings.resync_interval
-            }
-            Progress::Stalled => {
-                failures.remove(object);
-                self.settings.stalled_retry_interval
-            }
+        let in_a_row = match progress {
             Progress::Retrying => {
                 let count = failures.entry(object.clone()).or_insert(0);
                 *count = count.saturating_add(1);
-                self.settings
-                    .base_backoff
-                    .saturating_mul(1u32 << (*count - 1).min(16))
-                    .min(self.settings.max_backoff)
+                *count
+            }
+            Progress::Settled | Progress::Stalled => {
+                failures.remove(object);
+                0
             }
         };
-        Action::requeue(jittered(delay))
+        Action::requeue(jittered(requeue_delay(&self.settings, progress, in_a_row)))
+    }
+}
+
+/// How long to wait before the next reconcile: the resync after success, the slow retry when a
+/// person must act, and for the `failures`-th transient failure in a row a backoff doubling from
+/// `base_backoff` up to `max_backoff`.
+pub fn requeue_delay(settings: &Settings, progress: Progress, failures: u32) -> Duration {
+    match progress {
+        Progress::Settled => settings.resync_interval,
+        Progress::Stalled => settings.stalled_retry_interval,
+        Progress::Retrying => settings
+            .base_backoff
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+            .min(settings.max_backoff),
     }
 }
 
@@ -211,4 +219,36 @@ fn claim_order(
         resource.namespace().unwrap_or_default(),
         resource.name_any(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requeue_delays() {
+        let settings = Settings::default();
+        let secs = Duration::from_secs;
+        let rows = [
+            (Progress::Settled, 0, secs(600)),
+            (Progress::Stalled, 0, secs(900)),
+            (Progress::Retrying, 1, secs(2)),
+            (Progress::Retrying, 2, secs(4)),
+            (Progress::Retrying, 5, secs(32)),
+            (Progress::Retrying, 8, secs(256)),
+            (Progress::Retrying, 9, secs(300)),
+            (Progress::Retrying, u32::MAX, secs(300)),
+        ];
+        for (progress, failures, expected) in rows {
+            assert_eq!(
+                requeue_delay(&settings, progress, failures),
+                expected,
+                "{progress:?} after {failures} failures"
+            );
+        }
+        for _ in 0..100 {
+            let delay = jittered(secs(600));
+            assert!((secs(540)..=secs(660)).contains(&delay), "{delay:?}");
+        }
+    }
 }

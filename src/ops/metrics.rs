@@ -1,7 +1,7 @@
 //! Prometheus metrics. Labels are bounded: actions, error codes, results and reasons, never an
 //! object name, never a secret.
 
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -13,8 +13,9 @@ use prometheus_client::registry::Registry;
 
 use crate::cloud::Action;
 use crate::cloud::client::CallObserver;
-use crate::crd::DynamicRegistration;
-use crate::plan::Progress;
+
+/// Reads the Ready reason of every resource in view, for the `resources` gauge at each scrape.
+pub type Census = Box<dyn Fn() -> Vec<String> + Send + Sync>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -52,6 +53,7 @@ pub struct Metrics {
     limiter_wait: Family<ActionLabel, Histogram, fn() -> Histogram>,
     drift_corrected: Counter,
     resources: Family<ReasonLabel, Gauge>,
+    census: Mutex<Option<Census>>,
     leader: Gauge,
 }
 
@@ -122,18 +124,14 @@ impl Metrics {
             limiter_wait,
             drift_corrected,
             resources,
+            census: Mutex::new(None),
             leader,
         }
     }
 
-    /// Counts a reconcile and its duration.
-    pub fn reconciled(&self, progress: Option<Progress>, duration: Duration) {
-        let result = match progress {
-            Some(Progress::Settled) => "settled",
-            Some(Progress::Retrying) => "retrying",
-            Some(Progress::Stalled) => "stalled",
-            None => "error",
-        };
+    /// Counts a reconcile by its result (`settled`, `retrying`, `stalled`, `error`) and its
+    /// duration.
+    pub fn reconciled(&self, result: &'static str, duration: Duration) {
         self.reconciles.get_or_create(&ResultLabel { result }).inc();
         self.reconcile_duration.observe(duration.as_secs_f64());
     }
@@ -148,16 +146,17 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
-    /// Recounts resources by Ready reason from the controller's cache, just before a scrape.
-    pub fn count_resources<'a>(
-        &self,
-        resources: impl IntoIterator<Item = &'a Arc<DynamicRegistration>>,
-    ) {
+    /// Where the `resources` gauge is counted from, while the controller watches (`None` when it
+    /// stops).
+    pub fn set_census(&self, census: Option<Census>) {
+        *self.census.lock().unwrap_or_else(|e| e.into_inner()) = census;
+    }
+
+    /// Recounts resources by Ready reason, just before a scrape.
+    fn count_resources(&self) {
+        let census = self.census.lock().unwrap_or_else(|e| e.into_inner());
         let mut counts = std::collections::BTreeMap::<String, i64>::new();
-        for resource in resources {
-            let reason = resource
-                .condition("Ready")
-                .map_or_else(|| "Unknown".to_owned(), |ready| ready.reason.clone());
+        for reason in census.as_ref().map(|census| census()).unwrap_or_default() {
             *counts.entry(reason).or_default() += 1;
         }
         self.resources.clear();
@@ -170,6 +169,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.count_resources();
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -202,8 +202,15 @@ mod tests {
     #[test]
     fn renders_prometheus_text_with_bounded_labels() {
         let metrics = Metrics::new();
-        metrics.reconciled(Some(Progress::Settled), Duration::from_millis(30));
-        metrics.reconciled(None, Duration::from_millis(3));
+        metrics.reconciled("settled", Duration::from_millis(30));
+        metrics.reconciled("error", Duration::from_millis(3));
+        metrics.set_census(Some(Box::new(|| {
+            vec![
+                "InSync".to_owned(),
+                "InSync".to_owned(),
+                "Drifted".to_owned(),
+            ]
+        })));
         metrics.call_finished(
             Action::UpdateProductDynamicRegister,
             "Success",
@@ -221,6 +228,8 @@ mod tests {
             "iothub_dynreg_rate_limiter_wait_seconds_sum{action=\"UpdateProductDynamicRegister\"} 0.05",
             "iothub_dynreg_drift_corrected_total 1",
             "iothub_dynreg_leader 1",
+            "iothub_dynreg_resources{reason=\"InSync\"} 2",
+            "iothub_dynreg_resources{reason=\"Drifted\"} 1",
             "# HELP iothub_dynreg_reconcile_duration_seconds",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");

@@ -18,15 +18,5 @@ impl From<kube::Error> for Error {
     }
 }
 
-impl Error {
-    /// A short, fixed label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kube_api",
-            Error::MissingObjectKey(_) => "missing_object_key",
-        }
-    }
-}
-
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

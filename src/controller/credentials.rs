@@ -5,12 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::cloud::Credentials;
-use crate::plan::Problem;
-use crate::secret::Redacted;
+use crate::cloud::redacted::Redacted;
+use crate::controller::decision::Problem;
 
 /// Key names in a credentials Secret.
 pub const SECRET_ID_KEY: &str = "secretId";
@@ -102,20 +101,6 @@ pub fn from_environment(lookup: impl Fn(&str) -> Option<String>) -> Option<Crede
     })
 }
 
-/// Identifies one exact set of credentials without keeping or showing the key: a changed key or
-/// token is a different fingerprint, so rotated credentials are tried at once.
-pub(crate) fn fingerprint(credentials: &Credentials) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(credentials.secret_id.as_bytes());
-    hasher.update([0]);
-    hasher.update(credentials.secret_key.expose().as_bytes());
-    hasher.update([0]);
-    if let Some(token) = &credentials.token {
-        hasher.update(token.expose().as_bytes());
-    }
-    hasher.finalize().into()
-}
-
 /// What the cloud said of a set of credentials.
 #[derive(Debug, Default)]
 enum Verdict {
@@ -162,7 +147,7 @@ impl CredentialGate {
     /// Waits until `credentials` may be used and returns the probe to hold during the call, or
     /// the problem to report while they rest.
     pub async fn admit(&self, credentials: &Credentials) -> Result<Probe, Problem> {
-        let key = fingerprint(credentials);
+        let key = credentials.fingerprint();
         loop {
             let probe = {
                 let mut entries = self.entries();
@@ -210,7 +195,7 @@ impl CredentialGate {
 
     fn set(&self, credentials: &Credentials, verdict: Verdict) {
         let mut entries = self.entries();
-        let entry = entries.entry(fingerprint(credentials)).or_default();
+        let entry = entries.entry(credentials.fingerprint()).or_default();
         entry.verdict = verdict;
     }
 }

@@ -89,6 +89,36 @@ pub struct DynamicRegistrationSpec {
     pub suspend: bool,
 }
 
+impl DynamicRegistrationSpec {
+    /// A spec for `product_id` in `region` with these settings; every optional field at its
+    /// default (credentials of the controller, default Secret name, Full, Orphan, not
+    /// suspended).
+    pub fn new(
+        product_id: impl Into<String>,
+        region: impl Into<String>,
+        register_type: RegistrationMode,
+        register_limit: i64,
+    ) -> Self {
+        Self {
+            product_id: product_id.into(),
+            region: region.into(),
+            register_type,
+            register_limit,
+            credentials_secret_ref: None,
+            secret_name: None,
+            management_policy: ManagementPolicy::default(),
+            deletion_policy: DeletionPolicy::default(),
+            suspend: false,
+        }
+    }
+
+    /// The same spec, using the credentials Secret `name`.
+    pub fn with_credentials(mut self, name: impl Into<String>) -> Self {
+        self.credentials_secret_ref = Some(SecretReference { name: name.into() });
+        self
+    }
+}
+
 /// Dynamic-registration type, by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum RegistrationMode {
@@ -216,20 +246,13 @@ mod tests {
 
     #[test]
     fn default_secret_name_follows_the_resource_name() {
-        let mut resource = DynamicRegistration::new(
-            "sensors",
-            DynamicRegistrationSpec {
-                product_id: "ABCDE12345".into(),
-                region: "ap-guangzhou".into(),
-                register_type: RegistrationMode::AutoCreate,
-                register_limit: 10,
-                credentials_secret_ref: None,
-                secret_name: None,
-                management_policy: ManagementPolicy::Full,
-                deletion_policy: DeletionPolicy::Orphan,
-                suspend: false,
-            },
+        let spec = DynamicRegistrationSpec::new(
+            "ABCDE12345",
+            "ap-guangzhou",
+            RegistrationMode::AutoCreate,
+            10,
         );
+        let mut resource = DynamicRegistration::new("sensors", spec);
         assert_eq!(resource.published_secret_name(), "sensors-product-secret");
         resource.spec.secret_name = Some("custom".into());
         assert_eq!(resource.published_secret_name(), "custom");

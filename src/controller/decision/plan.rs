@@ -1,176 +1,15 @@
-//! The decision, as a pure function: from the spec, what the cloud holds (or why it could not be
-//! seen) and the published Secret, to the actions to take and the status to record.
+//! What one reconcile does, and the verdict once it is done.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-
+use super::{
+    Problem, Progress, Reason, SecretContent, SecretState, Verdict, cloud_verdict, problem_verdict,
+};
 use crate::cloud::{ErrorClass, Product, RegisterType, RegistrationRequest};
-use crate::crd::{
+use crate::controller::crd::{
     CloudSettings, DynamicRegistrationSpec, DynamicRegistrationStatus, ManagementPolicy,
     RegistrationMode,
 };
-
-/// Why the cloud state is not available to decide on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Problem {
-    /// `spec.suspend` is true.
-    Suspended,
-    /// An older resource manages the same product.
-    Conflict {
-        /// `namespace/name` of the older resource.
-        owner: String,
-    },
-    /// The referenced credentials Secret does not exist.
-    CredentialsMissing {
-        /// Its name.
-        secret: String,
-    },
-    /// The credentials Secret lacks a key or holds an empty value.
-    CredentialsInvalid {
-        /// Its name.
-        secret: String,
-        /// What is wrong with it.
-        detail: String,
-    },
-    /// No credentials Secret, and the controller's own credentials are not for this namespace.
-    CredentialsNotAllowed {
-        /// The resource's namespace.
-        namespace: String,
-    },
-    /// The credentials failed authentication recently and rest until they change or a slow
-    /// retry comes due, so that many resources sharing them do not burn the account's quota.
-    CredentialsResting {
-        /// The SecretId refused.
-        secret_id: String,
-        /// The cloud's error code.
-        code: String,
-    },
-    /// The cloud call failed.
-    Cloud {
-        /// How to handle it.
-        class: ErrorClass,
-        /// The error, as safe text.
-        message: String,
-    },
-}
-
-/// The published Secret, as found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretState {
-    /// No Secret of that name.
-    Absent,
-    /// Ours (controller ownerReference to this resource), with its data and whether our label is
-    /// in place.
-    Owned {
-        /// Decoded data.
-        data: BTreeMap<String, Vec<u8>>,
-        /// `app.kubernetes.io/managed-by: iothub-dynreg` is set.
-        labelled: bool,
-    },
-    /// Someone else's Secret: never overwritten.
-    Foreign,
-}
-
-/// What the published Secret must hold.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretContent {
-    /// Name of the Secret.
-    pub name: String,
-    /// `productId` and `productSecret`.
-    pub data: BTreeMap<String, Vec<u8>>,
-}
-
-impl std::fmt::Debug for SecretContent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretContent")
-            .field("name", &self.name)
-            .field("keys", &self.data.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-/// Condition reasons, the vocabulary of `status.conditions[].reason`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Reason {
-    InSync,
-    Drifted,
-    NotAccepted,
-    Suspended,
-    Conflict,
-    SecretConflict,
-    CredentialsMissing,
-    CredentialsInvalid,
-    CredentialsNotAllowed,
-    AuthFailed,
-    ProductNotFound,
-    ProductForbidden,
-    ProductTypeNotSupported,
-    InvalidRequest,
-    CloudUnavailable,
-    CloudError,
-    Deleting,
-}
-
-impl Reason {
-    /// The reason as written in conditions and events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::InSync => "InSync",
-            Reason::Drifted => "Drifted",
-            Reason::NotAccepted => "NotAccepted",
-            Reason::Suspended => "Suspended",
-            Reason::Conflict => "Conflict",
-            Reason::SecretConflict => "SecretConflict",
-            Reason::CredentialsMissing => "CredentialsMissing",
-            Reason::CredentialsInvalid => "CredentialsInvalid",
-            Reason::CredentialsNotAllowed => "CredentialsNotAllowed",
-            Reason::AuthFailed => "AuthFailed",
-            Reason::ProductNotFound => "ProductNotFound",
-            Reason::ProductForbidden => "ProductForbidden",
-            Reason::ProductTypeNotSupported => "ProductTypeNotSupported",
-            Reason::InvalidRequest => "InvalidRequest",
-            Reason::CloudUnavailable => "CloudUnavailable",
-            Reason::CloudError => "CloudError",
-            Reason::Deleting => "Deleting",
-        }
-    }
-}
-
-/// Where the resource stands after this reconcile.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Progress {
-    /// Nothing left to do until the next resync.
-    Settled,
-    /// A fault that may clear by itself: retry with backoff (Reconciling=True).
-    Retrying,
-    /// A person must act (Stalled=True): retry slowly, and on any change.
-    Stalled,
-}
-
-/// The outcome to record: Ready or not, why, and what happens next.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    /// Ready=True.
-    pub ready: bool,
-    /// Condition reason.
-    pub reason: Reason,
-    /// Condition message, for people.
-    pub message: String,
-    /// What happens next.
-    pub progress: Progress,
-}
-
-impl Verdict {
-    fn new(ready: bool, reason: Reason, progress: Progress, message: impl Into<String>) -> Self {
-        Self {
-            ready,
-            reason,
-            message: message.into(),
-            progress,
-        }
-    }
-}
 
 /// Everything the decision looks at.
 #[derive(Clone, Copy, Debug)]
@@ -274,32 +113,27 @@ fn with_secret(
     cloud: CloudSettings,
     verdict: Verdict,
 ) -> Plan {
+    let published = |write_secret, note: String| Plan {
+        update: None,
+        write_secret,
+        cloud: Some(cloud.clone()),
+        secret_published: true,
+        verdict: Verdict {
+            message: format!("{}; {note}", verdict.message),
+            ..verdict.clone()
+        },
+    };
+    let published_in = format!("ProductSecret published in Secret {}", input.secret_name);
     // Registration on but no ProductSecret in the observation (a list answer may leave it out):
     // a Secret we published stays as it is.
-    if crate::observe::lacks_secret(product) && matches!(input.secret, SecretState::Owned { .. }) {
-        let message = format!(
-            "{}; ProductSecret published in Secret {}",
-            verdict.message, input.secret_name
-        );
-        return Plan {
-            update: None,
-            write_secret: None,
-            cloud: Some(cloud),
-            secret_published: true,
-            verdict: Verdict { message, ..verdict },
-        };
+    if product.lacks_secret() && matches!(input.secret, SecretState::Owned { .. }) {
+        return published(None, published_in);
     }
     let Some(product_secret) = &product.registration.product_secret else {
-        let message = format!(
-            "{}; the product has no ProductSecret yet (dynamic registration was never enabled), so no Secret is published",
-            verdict.message
-        );
+        let note = "the product has no ProductSecret yet (dynamic registration was never enabled), so no Secret is published";
         return Plan {
-            update: None,
-            write_secret: None,
-            cloud: Some(cloud),
             secret_published: false,
-            verdict: Verdict { message, ..verdict },
+            ..published(None, note.to_owned())
         };
     };
     let desired = SecretContent {
@@ -315,37 +149,39 @@ fn with_secret(
             ),
         ]),
     };
-    let write_secret = match input.secret {
-        SecretState::Foreign => {
-            return Plan {
-                update: None,
-                write_secret: None,
-                cloud: Some(cloud),
-                secret_published: false,
-                verdict: Verdict::new(
-                    false,
-                    Reason::SecretConflict,
-                    Progress::Stalled,
-                    format!(
-                        "Secret {} exists and is not owned by this DynamicRegistration; it is never overwritten: delete it or set spec.secretName",
-                        input.secret_name
-                    ),
-                ),
-            };
+    match input.secret {
+        SecretState::Foreign => Plan {
+            secret_published: false,
+            verdict: secret_conflict(input.secret_name),
+            ..published(None, String::new())
+        },
+        SecretState::Owned { data, labelled } if *data == desired.data && *labelled => {
+            published(None, published_in)
         }
-        SecretState::Owned { data, labelled } if *data == desired.data && *labelled => None,
-        SecretState::Owned { .. } | SecretState::Absent => Some(desired),
-    };
-    let message = format!(
-        "{}; ProductSecret published in Secret {}",
-        verdict.message, input.secret_name
-    );
+        SecretState::Owned { .. } | SecretState::Absent => published(Some(desired), published_in),
+    }
+}
+
+fn secret_conflict(secret_name: &str) -> Verdict {
+    Verdict::new(
+        false,
+        Reason::SecretConflict,
+        Progress::Stalled,
+        format!(
+            "Secret {secret_name} exists and is not owned by this DynamicRegistration; it is never overwritten: delete it or set spec.secretName"
+        ),
+    )
+}
+
+/// The plan once the update it asked for failed: nothing more is done this time, and the
+/// failure is the verdict.
+pub fn after_failed_update(plan: Plan, class: ErrorClass, message: &str) -> Plan {
     Plan {
         update: None,
-        write_secret,
-        cloud: Some(cloud),
-        secret_published: true,
-        verdict: Verdict { message, ..verdict },
+        write_secret: None,
+        secret_published: false,
+        verdict: cloud_verdict(class, message),
+        ..plan
     }
 }
 
@@ -357,62 +193,6 @@ fn blocked(problem: &Problem) -> Plan {
         secret_published: false,
         verdict: problem_verdict(problem),
     }
-}
-
-/// The verdict when the cloud state is unknown because of `problem`.
-pub fn problem_verdict(problem: &Problem) -> Verdict {
-    let stalled = |reason, message: String| Verdict::new(false, reason, Progress::Stalled, message);
-    match problem {
-        Problem::Suspended => Verdict::new(
-            false,
-            Reason::Suspended,
-            Progress::Settled,
-            "spec.suspend is true: no cloud calls and no writes",
-        ),
-        Problem::Conflict { owner } => stalled(
-            Reason::Conflict,
-            format!(
-                "the older DynamicRegistration {owner} manages the same product and region; this one makes no changes"
-            ),
-        ),
-        Problem::CredentialsMissing { secret } => stalled(
-            Reason::CredentialsMissing,
-            format!("credentials Secret {secret} not found in this namespace"),
-        ),
-        Problem::CredentialsInvalid { secret, detail } => stalled(
-            Reason::CredentialsInvalid,
-            format!("credentials Secret {secret} is unusable: {detail}"),
-        ),
-        Problem::CredentialsNotAllowed { namespace } => stalled(
-            Reason::CredentialsNotAllowed,
-            format!(
-                "spec.credentialsSecretRef is not set and the controller's default credentials are not allowed for namespace {namespace} (--default-credentials-namespaces)"
-            ),
-        ),
-        Problem::CredentialsResting { secret_id, code } => stalled(
-            Reason::AuthFailed,
-            format!(
-                "the cloud refused credentials {secret_id} ({code}); they are not used again until they change or the slow retry comes due"
-            ),
-        ),
-        Problem::Cloud { class, message } => cloud_verdict(*class, message),
-    }
-}
-
-/// The verdict for a failed cloud call.
-pub fn cloud_verdict(class: ErrorClass, message: &str) -> Verdict {
-    let (reason, progress) = match class {
-        ErrorClass::Throttled | ErrorClass::Transient => {
-            (Reason::CloudUnavailable, Progress::Retrying)
-        }
-        ErrorClass::Unknown => (Reason::CloudError, Progress::Retrying),
-        ErrorClass::Auth => (Reason::AuthFailed, Progress::Stalled),
-        ErrorClass::NotFound => (Reason::ProductNotFound, Progress::Stalled),
-        ErrorClass::Forbidden => (Reason::ProductForbidden, Progress::Stalled),
-        ErrorClass::Unsupported => (Reason::ProductTypeNotSupported, Progress::Stalled),
-        ErrorClass::Invalid => (Reason::InvalidRequest, Progress::Stalled),
-    };
-    Verdict::new(false, reason, progress, message)
 }
 
 fn not_accepted(differences: &[String], asked: RegistrationRequest) -> Verdict {
@@ -479,82 +259,12 @@ pub fn differences(spec: &DynamicRegistrationSpec, product: &Product) -> Vec<Str
     differences
 }
 
-/// Builds the conditions for a verdict, keeping `lastTransitionTime` of conditions whose status
-/// did not change.
-pub fn conditions(
-    verdict: &Verdict,
-    generation: i64,
-    previous: &[Condition],
-    now: &Time,
-) -> Vec<Condition> {
-    let make = |type_: &str, status: bool| {
-        let status = if status { "True" } else { "False" };
-        let last_transition_time = previous
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-        Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: verdict.reason.as_str().to_owned(),
-            message: verdict.message.clone(),
-            observed_generation: Some(generation),
-            last_transition_time,
-        }
-    };
-    // kstatus: Reconciling and Stalled are "abnormal-true" conditions, present only when true.
-    let mut conditions = vec![make("Ready", verdict.ready)];
-    match verdict.progress {
-        Progress::Retrying => conditions.push(make("Reconciling", true)),
-        Progress::Stalled => conditions.push(make("Stalled", true)),
-        Progress::Settled => {}
-    }
-    conditions
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::RegistrationSettings;
-    use crate::crd::DeletionPolicy;
-    use crate::secret::Redacted;
-
-    fn spec(kind: RegistrationMode, limit: i64) -> DynamicRegistrationSpec {
-        DynamicRegistrationSpec {
-            product_id: "ABCDE12345".into(),
-            region: "ap-guangzhou".into(),
-            register_type: kind,
-            register_limit: limit,
-            credentials_secret_ref: None,
-            secret_name: None,
-            management_policy: ManagementPolicy::Full,
-            deletion_policy: DeletionPolicy::Orphan,
-            suspend: false,
-        }
-    }
-
-    fn product(kind: RegisterType, limit: u64, secret: Option<&str>) -> Product {
-        Product {
-            product_id: "ABCDE12345".into(),
-            product_name: "sensors".into(),
-            forbidden: false,
-            registration: RegistrationSettings {
-                register_type: kind,
-                register_limit: limit,
-                product_secret: secret.map(Redacted::from),
-            },
-        }
-    }
-
-    fn published(secret: &str) -> SecretState {
-        SecretState::Owned {
-            data: BTreeMap::from([
-                ("productId".to_owned(), b"ABCDE12345".to_vec()),
-                ("productSecret".to_owned(), secret.as_bytes().to_vec()),
-            ]),
-            labelled: true,
-        }
-    }
+    use crate::controller::decision::conditions;
+    use crate::controller::decision::fixtures::{auto, product, published, spec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn input<'a>(
         spec: &'a DynamicRegistrationSpec,
@@ -569,13 +279,6 @@ mod tests {
             secret,
             secret_name: "sensors-product-secret",
             just_asked: None,
-        }
-    }
-
-    fn auto(limit: u64) -> RegistrationRequest {
-        RegistrationRequest {
-            register_type: RegisterType::AutoCreate,
-            register_limit: limit,
         }
     }
 
@@ -892,39 +595,5 @@ mod tests {
         assert_eq!(content.data["productId"], b"ABCDE12345");
         assert_eq!(content.data["productSecret"], b"s3cret");
         assert!(!format!("{content:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn transition_time_moves_only_when_status_changes() {
-        let t0 = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-        let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(60).unwrap());
-        let ready = Verdict::new(true, Reason::InSync, Progress::Settled, "a");
-        let first = conditions(&ready, 1, &[], &t0);
-        assert_eq!(first.len(), 1);
-        let same = conditions(
-            &Verdict {
-                message: "b".into(),
-                ..ready.clone()
-            },
-            2,
-            &first,
-            &t1,
-        );
-        assert_eq!(same[0].last_transition_time, t0);
-        assert_eq!(same[0].observed_generation, Some(2));
-        let failing = Verdict::new(false, Reason::CloudUnavailable, Progress::Retrying, "c");
-        let changed = conditions(&failing, 2, &same, &t1);
-        assert_eq!(changed[0].last_transition_time, t1);
-        assert_eq!(changed[1].type_, "Reconciling");
-        let stalled = conditions(
-            &Verdict::new(false, Reason::ProductNotFound, Progress::Stalled, "d"),
-            2,
-            &changed,
-            &t1,
-        );
-        assert_eq!(
-            stalled.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
-            ["Ready", "Stalled"]
-        );
     }
 }

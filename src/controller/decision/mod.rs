@@ -1,0 +1,298 @@
+//! The decisions, as pure functions: from the spec, what the cloud holds (or why it could not
+//! be seen) and the published Secret, to the actions to take and the status to record. Nothing
+//! here does I/O or reads a clock; every verdict the controller records comes from here.
+//!
+//! - [`plan()`]: what a reconcile does (update the cloud? write the Secret?) and its verdict;
+//!   [`after_failed_update`] when the update then fails.
+//! - [`next_status`]: the status to record, and its kstatus [`conditions`].
+//! - [`deletion`]: the steps of deleting a resource that holds our finalizer.
+
+pub mod deletion;
+mod plan;
+mod status;
+
+use std::collections::BTreeMap;
+
+use crate::cloud::ErrorClass;
+
+pub use deletion::{DeletionStep, Note};
+pub use plan::{Plan, PlanInput, after_failed_update, differences, plan};
+pub use status::{StatusInput, conditions, next_status, while_deleting};
+
+/// Why the cloud state is not available to decide on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// `spec.suspend` is true.
+    Suspended,
+    /// An older resource manages the same product.
+    Conflict {
+        /// `namespace/name` of the older resource.
+        owner: String,
+    },
+    /// The referenced credentials Secret does not exist.
+    CredentialsMissing {
+        /// Its name.
+        secret: String,
+    },
+    /// The credentials Secret lacks a key or holds an empty value.
+    CredentialsInvalid {
+        /// Its name.
+        secret: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// No credentials Secret, and the controller's own credentials are not for this namespace.
+    CredentialsNotAllowed {
+        /// The resource's namespace.
+        namespace: String,
+    },
+    /// The credentials failed authentication recently and rest until they change or a slow
+    /// retry comes due, so that many resources sharing them do not burn the account's quota.
+    CredentialsResting {
+        /// The SecretId refused.
+        secret_id: String,
+        /// The cloud's error code.
+        code: String,
+    },
+    /// The cloud call failed.
+    Cloud {
+        /// How to handle it.
+        class: ErrorClass,
+        /// The error, as safe text.
+        message: String,
+    },
+}
+
+/// The published Secret, as found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretState {
+    /// No Secret of that name.
+    Absent,
+    /// Ours (controller ownerReference to this resource), with its data and whether our label is
+    /// in place.
+    Owned {
+        /// Decoded data.
+        data: BTreeMap<String, Vec<u8>>,
+        /// `app.kubernetes.io/managed-by: iothub-dynreg` is set.
+        labelled: bool,
+    },
+    /// Someone else's Secret: never overwritten.
+    Foreign,
+}
+
+/// What the published Secret must hold.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretContent {
+    /// Name of the Secret.
+    pub name: String,
+    /// `productId` and `productSecret`.
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+impl std::fmt::Debug for SecretContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretContent")
+            .field("name", &self.name)
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Condition reasons, the vocabulary of `status.conditions[].reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    InSync,
+    Drifted,
+    NotAccepted,
+    Suspended,
+    Conflict,
+    SecretConflict,
+    CredentialsMissing,
+    CredentialsInvalid,
+    CredentialsNotAllowed,
+    AuthFailed,
+    ProductNotFound,
+    ProductForbidden,
+    ProductTypeNotSupported,
+    InvalidRequest,
+    CloudUnavailable,
+    CloudError,
+    Deleting,
+}
+
+impl Reason {
+    /// The reason as written in conditions and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InSync => "InSync",
+            Reason::Drifted => "Drifted",
+            Reason::NotAccepted => "NotAccepted",
+            Reason::Suspended => "Suspended",
+            Reason::Conflict => "Conflict",
+            Reason::SecretConflict => "SecretConflict",
+            Reason::CredentialsMissing => "CredentialsMissing",
+            Reason::CredentialsInvalid => "CredentialsInvalid",
+            Reason::CredentialsNotAllowed => "CredentialsNotAllowed",
+            Reason::AuthFailed => "AuthFailed",
+            Reason::ProductNotFound => "ProductNotFound",
+            Reason::ProductForbidden => "ProductForbidden",
+            Reason::ProductTypeNotSupported => "ProductTypeNotSupported",
+            Reason::InvalidRequest => "InvalidRequest",
+            Reason::CloudUnavailable => "CloudUnavailable",
+            Reason::CloudError => "CloudError",
+            Reason::Deleting => "Deleting",
+        }
+    }
+}
+
+/// Where the resource stands after this reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing left to do until the next resync.
+    Settled,
+    /// A fault that may clear by itself: retry with backoff (Reconciling=True).
+    Retrying,
+    /// A person must act (Stalled=True): retry slowly, and on any change.
+    Stalled,
+}
+
+impl Progress {
+    /// The `result` label of the reconciles metric.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Progress::Settled => "settled",
+            Progress::Retrying => "retrying",
+            Progress::Stalled => "stalled",
+        }
+    }
+}
+
+/// The outcome to record: Ready or not, why, and what happens next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Ready=True.
+    pub ready: bool,
+    /// Condition reason.
+    pub reason: Reason,
+    /// Condition message, for people.
+    pub message: String,
+    /// What happens next.
+    pub progress: Progress,
+}
+
+impl Verdict {
+    pub(crate) fn new(
+        ready: bool,
+        reason: Reason,
+        progress: Progress,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            ready,
+            reason,
+            message: message.into(),
+            progress,
+        }
+    }
+}
+
+/// The verdict when the cloud state is unknown because of `problem`.
+pub fn problem_verdict(problem: &Problem) -> Verdict {
+    let stalled = |reason, message: String| Verdict::new(false, reason, Progress::Stalled, message);
+    match problem {
+        Problem::Suspended => Verdict::new(
+            false,
+            Reason::Suspended,
+            Progress::Settled,
+            "spec.suspend is true: no cloud calls and no writes",
+        ),
+        Problem::Conflict { owner } => stalled(
+            Reason::Conflict,
+            format!(
+                "the older DynamicRegistration {owner} manages the same product and region; this one makes no changes"
+            ),
+        ),
+        Problem::CredentialsMissing { secret } => stalled(
+            Reason::CredentialsMissing,
+            format!("credentials Secret {secret} not found in this namespace"),
+        ),
+        Problem::CredentialsInvalid { secret, detail } => stalled(
+            Reason::CredentialsInvalid,
+            format!("credentials Secret {secret} is unusable: {detail}"),
+        ),
+        Problem::CredentialsNotAllowed { namespace } => stalled(
+            Reason::CredentialsNotAllowed,
+            format!(
+                "spec.credentialsSecretRef is not set and the controller's default credentials are not allowed for namespace {namespace} (--default-credentials-namespaces)"
+            ),
+        ),
+        Problem::CredentialsResting { secret_id, code } => stalled(
+            Reason::AuthFailed,
+            format!(
+                "the cloud refused credentials {secret_id} ({code}); they are not used again until they change or the slow retry comes due"
+            ),
+        ),
+        Problem::Cloud { class, message } => cloud_verdict(*class, message),
+    }
+}
+
+/// The verdict for a failed cloud call.
+pub fn cloud_verdict(class: ErrorClass, message: &str) -> Verdict {
+    let (reason, progress) = match class {
+        ErrorClass::Throttled | ErrorClass::Transient => {
+            (Reason::CloudUnavailable, Progress::Retrying)
+        }
+        ErrorClass::Unknown => (Reason::CloudError, Progress::Retrying),
+        ErrorClass::Auth => (Reason::AuthFailed, Progress::Stalled),
+        ErrorClass::NotFound => (Reason::ProductNotFound, Progress::Stalled),
+        ErrorClass::Forbidden => (Reason::ProductForbidden, Progress::Stalled),
+        ErrorClass::Unsupported => (Reason::ProductTypeNotSupported, Progress::Stalled),
+        ErrorClass::Invalid => (Reason::InvalidRequest, Progress::Stalled),
+    };
+    Verdict::new(false, reason, progress, message)
+}
+
+/// Builders shared by the decision tests: one per concept.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+    use crate::cloud::redacted::Redacted;
+    use crate::cloud::{Product, RegisterType, RegistrationRequest, RegistrationSettings};
+    use crate::controller::crd::{DynamicRegistrationSpec, RegistrationMode};
+
+    /// Product ABCDE12345 in ap-guangzhou with these settings, Full, Orphan.
+    pub fn spec(kind: RegistrationMode, limit: i64) -> DynamicRegistrationSpec {
+        DynamicRegistrationSpec::new("ABCDE12345", "ap-guangzhou", kind, limit)
+    }
+
+    /// The product as the cloud holds it.
+    pub fn product(kind: RegisterType, limit: u64, secret: Option<&str>) -> Product {
+        Product {
+            product_id: "ABCDE12345".into(),
+            registration: RegistrationSettings {
+                register_type: kind,
+                register_limit: limit,
+                product_secret: secret.map(Redacted::from),
+            },
+        }
+    }
+
+    /// Our published Secret holding `secret`.
+    pub fn published(secret: &str) -> SecretState {
+        SecretState::Owned {
+            data: BTreeMap::from([
+                ("productId".to_owned(), b"ABCDE12345".to_vec()),
+                ("productSecret".to_owned(), secret.as_bytes().to_vec()),
+            ]),
+            labelled: true,
+        }
+    }
+
+    /// An AutoCreate request with `limit`.
+    pub fn auto(limit: u64) -> RegistrationRequest {
+        RegistrationRequest {
+            register_type: RegisterType::AutoCreate,
+            register_limit: limit,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The controller: the `DynamicRegistration` resource ([`crd`]), the pure decision
+//! ([`decision`]), and one reconcile ([`reconcile`]) that gathers the facts ([`credentials`],
+//! [`observe`], [`kube_io`]), decides, acts and records; [`run`] wires the watches to it and
+//! [`leading`] runs it under leader election.
+
+pub mod context;
+pub mod crd;
+pub mod credentials;
+pub mod decision;
+pub mod error;
+pub mod kube_io;
+pub mod leading;
+pub mod observe;
+pub mod reconcile;
+pub mod run;

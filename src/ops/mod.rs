@@ -1,0 +1,9 @@
+//! Running the controller in production: Prometheus metrics, the `/metrics`, `/healthz` and
+//! `/readyz` endpoint, Lease leader election, logging and the shutdown signal. Nothing here knows
+//! the resource: the controller reports to it in plain terms.
+
+pub mod http;
+pub mod leader;
+pub mod logging;
+pub mod metrics;
+pub mod shutdown;
