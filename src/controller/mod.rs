@@ -13,3 +13,4 @@ pub mod leading;
 pub mod observe;
 pub mod reconcile;
 pub mod run;
+pub mod watch;

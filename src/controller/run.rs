@@ -20,6 +20,7 @@ use crate::cloud::CloudClient;
 use crate::controller::context::{Context, Settings};
 use crate::controller::crd::{DynamicRegistration, MANAGER};
 use crate::controller::reconcile::{error_policy, reconcile};
+use crate::controller::watch::{WatchBackoff, resilient_watch};
 use crate::ops::http::Health;
 use crate::ops::metrics::{Census, Metrics};
 
@@ -63,9 +64,7 @@ pub async fn run(
     let (cache_ready, cache_ready_rx) = watch::channel(false);
     let resources = resource_changes(registrations, writer, cache_ready, shared.health.clone());
     // Secrets are watched by metadata only: their data never needs to sit in this process.
-    let secret_changes = watcher(secrets, watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+    let secret_changes = resilient_watch(secrets).touched_objects();
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -94,6 +93,7 @@ pub async fn run(
             affected_by_secret(&reader, &secret)
         })
         .with_config(controller::Config::default().concurrency(options.concurrency))
+        .trigger_backoff(WatchBackoff::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -126,8 +126,7 @@ fn resource_changes(
     };
     // Only spec changes and lifecycle changes trigger (marking for deletion bumps the
     // generation too), never our own status writes.
-    watcher(registrations, watcher::Config::default())
-        .default_backoff()
+    resilient_watch(registrations)
         // managedFields can be larger than the rest of the object; nothing here reads them.
         .modify(|resource| resource.managed_fields_mut().clear())
         .reflect(writer)

@@ -187,7 +187,11 @@ impl Harness {
         command
             .args(&args)
             .env("KUBECONFIG", &self.kubeconfig)
-            .env("RUST_LOG", "info,iothub_dynreg=debug")
+            // E2E_RUST_LOG overrides the controller's log filter, to debug a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info,iothub_dynreg=debug".into()),
+            )
             .env_remove("TENCENTCLOUD_SECRET_ID")
             .env_remove("TENCENTCLOUD_SECRET_KEY")
             .stdout(Stdio::null())
