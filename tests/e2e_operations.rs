@@ -303,3 +303,178 @@ async fn rbac_rules_cover_every_call_and_grant_nothing_unused() {
         );
     }
 }
+
+/// A Lease held by another replica, renewed at `renewed` by that replica's clock.
+fn foreign_lease(name: &str, holder: &str, renewed: k8s_openapi::jiff::Timestamp) -> Lease {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": 3,
+            "acquireTime": MicroTime(renewed),
+            "renewTime": MicroTime(renewed),
+        }
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_follows_what_the_stand_by_saw_not_the_holders_clock() {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    use kube::api::PostParams;
+    let Some(harness) = Harness::with_credentials(
+        "generate: {count: 1, region: ap-guangzhou, prefix: SKEW}",
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let (lease_namespace, lease_name) = harness.lease();
+    let leases: Api<Lease> = Api::namespaced(harness.client.clone(), lease_namespace);
+    let hour = SignedDuration::from_hours(1);
+
+    // A holder whose clock runs an hour ahead died: its renewTime lies in the future. A stand-by
+    // that trusted it would wait an hour; it must take over a lease duration after it last saw
+    // the record change.
+    let ahead = format!("{lease_name}-ahead");
+    let lease = foreign_lease(&ahead, "replica-on-a-fast-clock", Timestamp::now() + hour);
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+    let mut args: Vec<&str> = ELECTION.to_vec();
+    args.extend(["10m", "--leader-election-lease-name", &ahead]);
+    let started = Instant::now();
+    let first = harness.spawn_controller(&args);
+    harness
+        .wait_for(
+            "the Lease of a dead holder with a fast clock to be taken",
+            Duration::from_secs(10),
+            Some(&first),
+            || async { (leads(&first) == 1).then_some(()) },
+        )
+        .await;
+    let takeover = started.elapsed();
+    println!("took the Lease of a dead holder whose clock is an hour ahead after {takeover:?}");
+    assert!(
+        takeover >= Duration::from_secs(3),
+        "took it before a lease duration: {takeover:?}"
+    );
+
+    // A live holder whose clock runs an hour behind keeps renewing: its renewTime lies an hour
+    // in the past at every renewal. A stand-by that trusted it would take over at once.
+    let behind = format!("{lease_name}-behind");
+    let lease = foreign_lease(&behind, "replica-on-a-slow-clock", Timestamp::now() - hour);
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+    let renewing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let renewer = tokio::spawn({
+        let (leases, behind, renewing) = (leases.clone(), behind.clone(), renewing.clone());
+        async move {
+            while renewing.load(std::sync::atomic::Ordering::SeqCst) {
+                let renewed = Timestamp::now() - hour;
+                let patch = json!({"spec": {"renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(renewed)}});
+                let _ = leases
+                    .patch(&behind, &PatchParams::default(), &Patch::Merge(patch))
+                    .await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    let mut args: Vec<&str> = ELECTION.to_vec();
+    args.extend(["10m", "--leader-election-lease-name", &behind]);
+    let second = harness.spawn_controller(&args);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        leads(&second),
+        0,
+        "took the Lease of a live holder with a slow clock"
+    );
+    renewing.store(false, std::sync::atomic::Ordering::SeqCst);
+    renewer.await.unwrap();
+    let stopped = Instant::now();
+    harness
+        .wait_for(
+            "the Lease to be taken once its holder stopped renewing",
+            Duration::from_secs(10),
+            Some(&second),
+            || async { (leads(&second) == 1).then_some(()) },
+        )
+        .await;
+    println!(
+        "took the Lease of a holder with a slow clock {:?} after it stopped renewing",
+        stopped.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_backlog_keeps_the_lease_until_the_last_call() {
+    let Some(harness) = Harness::with_credentials(
+        "generate: {count: 100, region: ap-guangzhou, prefix: DRAIN}",
+        |config| config.rate_limit_per_second = 20,
+    )
+    .await
+    else {
+        return;
+    };
+    let mut args: Vec<&str> = ELECTION.to_vec();
+    args.push("10m");
+    let mut first = harness.spawn_controller(&args);
+    harness
+        .wait_for(
+            "a leader",
+            Duration::from_secs(20),
+            Some(&first),
+            || async { (leads(&first) == 1).then_some(()) },
+        )
+        .await;
+    let second = harness.spawn_controller(&args);
+    let creations = (0..100).map(|index| {
+        let harness = &harness;
+        async move {
+            harness
+                .create_registration(
+                    &format!("d{index:03}"),
+                    &format!("DRAIN{index:05}"),
+                    RegistrationMode::AutoCreate,
+                    7,
+                )
+                .await
+        }
+    });
+    futures::future::join_all(creations).await;
+    // A backlog of about 5 s at 20 updates/s: stop the leader a second into it.
+    harness
+        .wait_for(
+            "the backlog to start",
+            Duration::from_secs(30),
+            Some(&first),
+            || async { (harness.ready_names().await.len() >= 10).then_some(()) },
+        )
+        .await;
+    first.signal(libc::SIGTERM);
+    let status = first
+        .wait_exit(Duration::from_secs(30))
+        .expect("exit after SIGTERM");
+    assert!(status.success());
+    harness
+        .wait_all_ready(100, Duration::from_secs(60), &second)
+        .await;
+    let stats = harness.emulator_get("stats").await;
+    println!(
+        "handover during a backlog: peaks {} RequestLimitExceeded {}",
+        stats["peakCallsPerSecondByAction"], stats["requestLimitExceeded"]
+    );
+    assert_eq!(
+        stats["requestLimitExceeded"], 0,
+        "two leaders called the cloud"
+    );
+    let peak = stats["peakCallsPerSecondByAction"]["UpdateProductDynamicRegister"]
+        .as_u64()
+        .unwrap();
+    assert!(peak <= 20, "{peak} updates in one second");
+    let log = first.stderr();
+    assert!(log.contains("released the Lease"));
+    assert!(
+        !log.contains("lost the Lease"),
+        "the leader lost the Lease while draining"
+    );
+}

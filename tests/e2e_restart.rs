@@ -192,3 +192,62 @@ async fn after_an_eight_second_outage_a_new_resource_is_reconciled_within_second
         "no watch was answered 410 Gone"
     );
 }
+
+/// The leader gauge on the controller's /metrics.
+async fn leader_gauge(controller: &support::e2e::ControllerProcess) -> Option<f64> {
+    let (_, body) = controller.ops("/metrics").await?;
+    body.lines()
+        .find(|line| line.starts_with("iothub_dynreg_leader "))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_renewals_go_unanswered_steps_down_before_its_lease_runs_out() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let products = "generate: {count: 1, region: ap-guangzhou, prefix: FROZEN}";
+    let Some(harness) = Harness::with_credentials(products, |_| {}).await else {
+        return;
+    };
+    let controller = harness.spawn_controller(&[
+        "--leader-election",
+        "--leader-election-lease-duration",
+        "3s",
+    ]);
+    harness
+        .wait_for(
+            "a leader",
+            Duration::from_secs(20),
+            Some(&controller),
+            || async { (leader_gauge(&controller).await == Some(1.0)).then_some(()) },
+        )
+        .await;
+
+    // The API server stops answering: the renewal hangs on an open connection.
+    harness.plane.freeze_apiserver(true);
+    let frozen = Instant::now();
+    let stepped_down = tokio::time::timeout(Duration::from_secs(10), async {
+        while leader_gauge(&controller).await != Some(0.0) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        frozen.elapsed()
+    })
+    .await;
+    harness.plane.freeze_apiserver(false);
+    let stepped_down = stepped_down.expect("still leading 10 s after the API server froze");
+    println!("renewals unanswered: stepped down after {stepped_down:?} (lease 3 s)");
+    assert!(
+        stepped_down < Duration::from_secs(3),
+        "stepped down after {stepped_down:?}, when others may already lead"
+    );
+
+    // Answered again: it leads again.
+    harness
+        .wait_for(
+            "leading again",
+            Duration::from_secs(20),
+            Some(&controller),
+            || async { (leader_gauge(&controller).await == Some(1.0)).then_some(()) },
+        )
+        .await;
+}

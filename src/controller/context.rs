@@ -78,7 +78,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Shared snapshots of the cloud's products.
     pub observer: Observer,
-    failures: Mutex<HashMap<ObjectRef<DynamicRegistration>, u32>>,
+    failures: FailureCounts,
 }
 
 impl Context {
@@ -102,7 +102,7 @@ impl Context {
             credential_gate: CredentialGate::new(settings.stalled_retry_interval),
             settings,
             registrations,
-            failures: Mutex::new(HashMap::new()),
+            failures: FailureCounts::default(),
         }
     }
 
@@ -172,19 +172,46 @@ impl Context {
         object: &ObjectRef<DynamicRegistration>,
         progress: Progress,
     ) -> Action {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let in_a_row = match progress {
-            Progress::Retrying => {
-                let count = failures.entry(object.clone()).or_insert(0);
-                *count = count.saturating_add(1);
-                *count
-            }
-            Progress::Settled | Progress::Stalled => {
-                failures.remove(object);
-                0
-            }
-        };
+        let in_a_row = self.failures.record(object, progress, |other| {
+            self.registrations.get(other).is_some()
+        });
         Action::requeue(jittered(requeue_delay(&self.settings, progress, in_a_row)))
+    }
+}
+
+/// Transient failures in a row, per resource: what its backoff grows from.
+#[derive(Debug, Default)]
+pub struct FailureCounts(Mutex<HashMap<ObjectRef<DynamicRegistration>, u32>>);
+
+impl FailureCounts {
+    /// Counts how a reconcile of `object` ended; returns its failures in a row (0 unless
+    /// `Retrying`). Entries of resources that no longer `exist` go, so that resources deleted
+    /// while retrying leave nothing behind.
+    pub fn record(
+        &self,
+        object: &ObjectRef<DynamicRegistration>,
+        progress: Progress,
+        exists: impl Fn(&ObjectRef<DynamicRegistration>) -> bool,
+    ) -> u32 {
+        let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if progress != Progress::Retrying {
+            failures.remove(object);
+            return 0;
+        }
+        failures.retain(|other, _| other == object || exists(other));
+        let count = failures.entry(object.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    /// How many resources are counted.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no resource is counted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -224,6 +251,23 @@ fn claim_order(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_counts_forget_resources_that_are_gone() {
+        let counts = FailureCounts::default();
+        let a = ObjectRef::new("a").within("fleet");
+        let b = ObjectRef::new("b").within("fleet");
+        let everything = |_: &ObjectRef<DynamicRegistration>| true;
+        assert_eq!(counts.record(&a, Progress::Retrying, everything), 1);
+        assert_eq!(counts.record(&a, Progress::Retrying, everything), 2);
+        assert_eq!(counts.record(&b, Progress::Retrying, everything), 1);
+        // `a` was deleted while retrying: the next count anywhere drops it.
+        let only_b = |object: &ObjectRef<DynamicRegistration>| object.name == "b";
+        assert_eq!(counts.record(&b, Progress::Retrying, only_b), 2);
+        assert_eq!(counts.len(), 1);
+        assert_eq!(counts.record(&b, Progress::Settled, only_b), 0);
+        assert!(counts.is_empty());
+    }
 
     #[test]
     fn requeue_delays() {

@@ -45,6 +45,7 @@ pub async fn operate(
         if !stand_by(&elector, &shared.health, shutdown.clone()).await {
             return;
         }
+        let mut last_renewal = tokio::time::Instant::now();
         info!(identity = %elector.settings().identity, "leading: starting to reconcile");
         shared.metrics.set_leader(true);
         shared.health.set_leading(true);
@@ -60,24 +61,36 @@ pub async fn operate(
             },
         );
         tokio::pin!(controller);
-        let shutting_down = tokio::select! {
-            () = &mut controller => true,
-            () = keep_leadership(&elector, &shared.health) => false,
-            () = shutdown_requested(shutdown.clone()) => true,
+        let ended = tokio::select! {
+            () = &mut controller => Ended::ControllerStopped,
+            () = keep_leadership(&elector, &shared.health, &mut last_renewal) => Ended::LeadershipLost,
+            () = shutdown_requested(shutdown.clone()) => Ended::ShutdownRequested,
         };
+        if ended == Ended::ShutdownRequested {
+            let _ = stop.send(());
+            // Still the leader while in-flight reconciles finish: a stand-by taking over now
+            // would call the cloud alongside them, with a rate limiter of its own.
+            tokio::select! {
+                finished = tokio::time::timeout(SHUTDOWN_GRACE, &mut controller) => {
+                    if finished.is_err() {
+                        warn!("in-flight reconciles did not finish within {SHUTDOWN_GRACE:?}; stopping anyway");
+                    }
+                }
+                () = keep_leadership(&elector, &shared.health, &mut last_renewal) => {
+                    warn!("lost the Lease while finishing in-flight reconciles; stopping them at once");
+                }
+            }
+        }
         shared.metrics.set_leader(false);
         shared.health.set_leading(false);
-        if !shutting_down {
-            // Dropping the controller aborts its reconciles at once: another replica leads now.
-            warn!("lost the Lease: stopped reconciling, standing by");
-            continue;
-        }
-        let _ = stop.send(());
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut controller)
-            .await
-            .is_err()
-        {
-            warn!("in-flight reconciles did not finish within {SHUTDOWN_GRACE:?}; stopping anyway");
+        match ended {
+            Ended::LeadershipLost => {
+                // Dropping the controller aborts its reconciles at once: another replica leads.
+                warn!("lost the Lease: stopped reconciling, standing by");
+                continue;
+            }
+            Ended::ControllerStopped => warn!("the controller stopped by itself"),
+            Ended::ShutdownRequested => {}
         }
         match elector.release().await {
             Ok(()) => info!("released the Lease"),
@@ -85,6 +98,17 @@ pub async fn operate(
         }
         return;
     }
+}
+
+/// Why a term of leadership ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    /// The controller's run returned by itself (its streams ended): nothing is left to drain.
+    ControllerStopped,
+    /// The Lease was taken, or could not be renewed in time.
+    LeadershipLost,
+    /// SIGTERM or SIGINT.
+    ShutdownRequested,
 }
 
 /// Waits for the Lease; `false` when shutdown came first.
@@ -97,7 +121,7 @@ async fn stand_by(
         if *shutdown.borrow() {
             return false;
         }
-        match elector.try_acquire_or_renew().await {
+        match with_deadline(elector).await {
             Ok(true) => {
                 health.lease_checked();
                 return true;
@@ -113,14 +137,18 @@ async fn stand_by(
     }
 }
 
-/// Renews the Lease; returns when it is lost (taken, or not renewed within its duration).
-async fn keep_leadership(elector: &LeaderElector, health: &Health) {
-    let mut last_renewal = tokio::time::Instant::now();
+/// Renews the Lease; returns when it is lost (taken, or not renewed for two thirds of its
+/// duration since `last_renewal`, which it keeps up to date).
+async fn keep_leadership(
+    elector: &LeaderElector,
+    health: &Health,
+    last_renewal: &mut tokio::time::Instant,
+) {
     loop {
         tokio::time::sleep(elector.settings().renew_interval()).await;
-        match elector.try_acquire_or_renew().await {
+        match with_deadline(elector).await {
             Ok(true) => {
-                last_renewal = tokio::time::Instant::now();
+                *last_renewal = tokio::time::Instant::now();
                 health.lease_checked();
             }
             Ok(false) => return,
@@ -130,6 +158,16 @@ async fn keep_leadership(elector: &LeaderElector, health: &Health) {
         if last_renewal.elapsed() >= elector.settings().lease_duration * 2 / 3 {
             return;
         }
+    }
+}
+
+/// One try to acquire or renew, abandoned after a renew interval: a request hanging on a dead
+/// connection must not keep the holder from noticing that its Lease runs out.
+async fn with_deadline(elector: &LeaderElector) -> Result<bool, String> {
+    let deadline = elector.settings().renew_interval();
+    match tokio::time::timeout(deadline, elector.try_acquire_or_renew()).await {
+        Ok(answer) => answer.map_err(|error| error.to_string()),
+        Err(_) => Err(format!("no answer from the API server within {deadline:?}")),
     }
 }
 

@@ -1,13 +1,21 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that two replicas can run safely:
 //! only the holder reconciles.
+//!
+//! As client-go does, a stand-by judges the holder by what it saw itself, on its own monotonic
+//! clock: the Lease is free once its record has not changed for a lease duration since this
+//! replica last saw it change. The holder's `renewTime` is written for people, never compared
+//! with our clock, so clock skew between nodes cannot shorten or stretch a failover.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
+use kube::ResourceExt;
 use kube::api::{Api, ObjectMeta, PostParams};
+use tokio::time::Instant;
 
 /// Which Lease, who we are, and how long a holder keeps it without renewing.
 #[derive(Clone, Debug)]
@@ -33,6 +41,7 @@ impl LeaseSettings {
 pub struct LeaderElector {
     leases: Api<Lease>,
     settings: LeaseSettings,
+    observed: RecordObserver,
 }
 
 impl LeaderElector {
@@ -41,6 +50,7 @@ impl LeaderElector {
         Self {
             leases: Api::namespaced(client, &settings.namespace),
             settings,
+            observed: RecordObserver::default(),
         }
     }
 
@@ -71,7 +81,13 @@ impl LeaderElector {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().unwrap_or_default();
         let ours = holder == self.settings.identity;
-        if !ours && !holder.is_empty() && !expired(&spec, now) {
+        let duration = Duration::from_secs(
+            u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0),
+        );
+        let unchanged_for_a_lease = self
+            .observed
+            .unchanged_for(lease.resource_version().as_deref().unwrap_or(""), duration);
+        if !ours && !holder.is_empty() && !unchanged_for_a_lease {
             return Ok(false);
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
@@ -124,35 +140,48 @@ impl LeaderElector {
     }
 }
 
-/// A Lease not renewed within its duration is free to take.
-fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let Some(MicroTime(renewed)) = spec.renew_time else {
-        return true;
-    };
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-    renewed + duration < now
+/// Remembers when this replica last saw the Lease record change (its resourceVersion), on the
+/// local monotonic clock.
+#[derive(Debug, Default)]
+struct RecordObserver {
+    last: Mutex<Option<(String, Instant)>>,
+}
+
+impl RecordObserver {
+    /// Whether the record `version` has stayed the same for at least `duration` in our eyes.
+    /// A record seen for the first time counts from now.
+    fn unchanged_for(&self, version: &str, duration: Duration) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let seen_at = match last.as_ref() {
+            Some((seen, at)) if seen == version => *at,
+            _ => {
+                let now = Instant::now();
+                *last = Some((version.to_owned(), now));
+                now
+            }
+        };
+        seen_at.elapsed() >= duration
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn spec(holder: &str, renewed_seconds_ago: i64, duration: i32) -> LeaseSpec {
-        LeaseSpec {
-            holder_identity: Some(holder.into()),
-            lease_duration_seconds: Some(duration),
-            renew_time: Some(MicroTime(
-                Timestamp::now() - SignedDuration::from_secs(renewed_seconds_ago),
-            )),
-            ..LeaseSpec::default()
-        }
-    }
-
-    #[test]
-    fn a_lease_expires_after_its_duration_without_renewal() {
-        let now = Timestamp::now();
-        assert!(!expired(&spec("a", 5, 15), now));
-        assert!(expired(&spec("a", 20, 15), now));
-        assert!(expired(&LeaseSpec::default(), now));
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_free_once_its_record_stood_still_for_a_lease_duration_here() {
+        let observer = RecordObserver::default();
+        let lease = Duration::from_secs(15);
+        // First sight: however old its renewTime claims to be, wait a full duration.
+        assert!(!observer.unchanged_for("100", lease));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(!observer.unchanged_for("100", lease));
+        // The holder renewed (a new resourceVersion): counting starts again.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(!observer.unchanged_for("101", lease));
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert!(!observer.unchanged_for("101", lease));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(observer.unchanged_for("101", lease));
     }
 }

@@ -160,12 +160,10 @@ impl Harness {
         ];
         if extra.contains(&"--leader-election") {
             let (lease_namespace, lease_name) = self.lease();
-            args.extend([
-                "--leader-election-namespace".into(),
-                lease_namespace.into(),
-                "--leader-election-lease-name".into(),
-                lease_name.into(),
-            ]);
+            args.extend(["--leader-election-namespace".into(), lease_namespace.into()]);
+            if !extra.contains(&"--leader-election-lease-name") {
+                args.extend(["--leader-election-lease-name".into(), lease_name.into()]);
+            }
         }
         if !extra.contains(&"--resync-interval") {
             args.extend(["--resync-interval".into(), "30s".into()]);

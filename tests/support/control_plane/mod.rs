@@ -259,6 +259,15 @@ impl ControlPlane {
             .unwrap_or_else(|why| panic!("kube-apiserver did not come back: {why}"));
     }
 
+    /// Freezes kube-apiserver (SIGSTOP) or thaws it (SIGCONT): open connections stay up and
+    /// requests go unanswered, as with a server that hangs or a network that drops packets.
+    pub fn freeze_apiserver(&self, frozen: bool) {
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        if let Some(apiserver) = self.apiserver.lock().unwrap().as_ref() {
+            apiserver.signal(signal);
+        }
+    }
+
     /// Compacts etcd up to its current revision, so that watches resuming from an older
     /// resourceVersion are answered 410 Gone once they are served from etcd.
     pub async fn compact_etcd(&self) -> u64 {
