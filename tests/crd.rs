@@ -96,6 +96,22 @@ fn cel_rules_reject_bad_input_with_clear_messages() {
 }
 
 #[test]
+fn observe_only_cannot_disable_on_deletion() {
+    let mut spec = good_spec();
+    spec["managementPolicy"] = json!("ObserveOnly");
+    spec["deletionPolicy"] = json!("Disable");
+    let errors = cel_errors(&resource(spec.clone()), None);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("managementPolicy ObserveOnly never does")),
+        "{errors:?}"
+    );
+    spec["deletionPolicy"] = json!("Orphan");
+    assert_eq!(cel_errors(&resource(spec), None), Vec::<String>::new());
+}
+
+#[test]
 fn product_id_is_immutable() {
     let old = resource(good_spec());
     let mut spec = good_spec();

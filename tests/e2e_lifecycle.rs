@@ -236,3 +236,55 @@ async fn console_drift_is_corrected_and_a_deleted_secret_restored() {
     );
     harness.assert_no_secrets_logged(&controller).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_labels_of_other_managers_stay_and_cause_no_writes() {
+    let Some(harness) = Harness::with_credentials(PRODUCTS, |_| {}).await else {
+        return;
+    };
+    let controller =
+        harness.spawn_controller(&["--resync-interval", "1s", "--observe-interval", "1s"]);
+    harness
+        .create_registration("sensors", "LIFE000001", RegistrationMode::AutoCreate, 100)
+        .await;
+    harness
+        .wait_reason("sensors", "InSync", Duration::from_secs(30), &controller)
+        .await;
+
+    // A backup tool labels the Secret and a provisioning job adds a key of its own.
+    let theirs = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "sensors-product-secret", "labels": {"backup.example.com/include": "true"}},
+        "stringData": {"endpoint": "mqtt.example.com"}
+    });
+    harness
+        .secrets()
+        .patch(
+            "sensors-product-secret",
+            &PatchParams::apply("provisioning-job"),
+            &Patch::Apply(theirs),
+        )
+        .await
+        .unwrap();
+    let writes = harness.controller_calls("patch", "secrets");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        harness.controller_calls("patch", "secrets"),
+        writes,
+        "the Secret was rewritten although our keys were right"
+    );
+    let secret = harness
+        .secrets()
+        .get("sensors-product-secret")
+        .await
+        .unwrap();
+    let data = secret_data(&secret);
+    assert_eq!(data["endpoint"], "mqtt.example.com");
+    assert!(data.contains_key("productSecret"));
+    assert_eq!(
+        secret.metadata.labels.unwrap()["backup.example.com/include"],
+        "true"
+    );
+    let events = harness.controller_calls("create", "events");
+    println!("secret writes: {writes}, events: {events} after six resyncs with a foreign key");
+}

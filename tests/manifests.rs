@@ -74,6 +74,16 @@ async fn the_api_server_refuses_bad_input_with_clear_messages() {
         assert!(message.contains(expected), "{field}={value}: {message}");
     }
     let mut spec = good_spec();
+    spec["managementPolicy"] = json!("ObserveOnly");
+    spec["deletionPolicy"] = json!("Disable");
+    let message = refusal(create(spec).await)
+        .await
+        .expect("ObserveOnly with Disable accepted");
+    assert!(
+        message.contains("managementPolicy ObserveOnly never does"),
+        "{message}"
+    );
+    let mut spec = good_spec();
     spec.as_object_mut().unwrap().remove("registerLimit");
     let message = refusal(create(spec).await)
         .await

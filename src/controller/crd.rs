@@ -34,6 +34,7 @@ pub const FINALIZER: &str = "iothub.dynreg.io/disable-registration";
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.managementPolicy) && self.managementPolicy == 'ObserveOnly' && has(self.deletionPolicy) && self.deletionPolicy == 'Disable')").message("deletionPolicy Disable writes to the cloud, which managementPolicy ObserveOnly never does: use deletionPolicy Orphan, or managementPolicy Full"))]
 pub struct DynamicRegistrationSpec {
     /// ID of the IoT Hub product, as shown in the console (e.g. ABCDE12345). Cannot be changed:
     /// to manage another product, create another DynamicRegistration.
@@ -80,7 +81,7 @@ pub struct DynamicRegistrationSpec {
     pub management_policy: ManagementPolicy,
 
     /// What happens in the cloud when this resource is deleted: Orphan (default) leaves the
-    /// product as it is; Disable sets its RegisterType to 0 first.
+    /// product as it is; Disable sets its RegisterType to 0 first (not with ObserveOnly).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 

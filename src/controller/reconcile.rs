@@ -14,7 +14,7 @@ use crate::cloud::{
     CloudError, Credentials, ErrorClass, Product, RegistrationRequest, RegistrationSettings,
 };
 use crate::controller::context::Context;
-use crate::controller::crd::{DeletionPolicy, DynamicRegistration, FINALIZER, RegistrationMode};
+use crate::controller::crd::{DynamicRegistration, FINALIZER, RegistrationMode};
 use crate::controller::credentials::{self, Probe};
 use crate::controller::decision::{
     self, DeletionStep, Plan, PlanInput, Problem, Progress, SecretState, StatusInput, Verdict,
@@ -90,9 +90,10 @@ pub fn error_policy(
     ctx.requeue_after(&ObjectRef::from_obj(&*resource), Progress::Retrying)
 }
 
-/// The finalizer is there exactly while `deletionPolicy: Disable` needs it.
+/// The finalizer is there exactly while deletion has something to do in the cloud
+/// (`deletionPolicy: Disable`).
 async fn keep_finalizer_in_line(resource: &DynamicRegistration, ctx: &Context) -> Result<()> {
-    let wanted = resource.spec.deletion_policy == DeletionPolicy::Disable;
+    let wanted = deletion::cloud_change(&resource.spec).is_some();
     let present = resource.finalizers().iter().any(|f| f == FINALIZER);
     if wanted != present {
         kube_io::set_finalizer(&ctx.client, resource, wanted).await?;

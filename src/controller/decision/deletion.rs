@@ -4,7 +4,7 @@
 
 use super::{Problem, Progress, Reason, Verdict, problem_verdict};
 use crate::cloud::{ErrorClass, RegisterType, RegistrationRequest};
-use crate::controller::crd::{DeletionPolicy, DynamicRegistrationSpec};
+use crate::controller::crd::{DeletionPolicy, DynamicRegistrationSpec, ManagementPolicy};
 
 /// An Event to publish about the deletion.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,10 +32,12 @@ pub enum DeletionStep {
 const LET_GO: &str = "fix it, or set deletionPolicy: Orphan to delete without touching the cloud";
 
 /// The change to make in the cloud before the resource may go; `None`: let it go as it is.
+/// ObserveOnly never writes, whatever the deletion policy (the API server refuses the pair, but
+/// an object stored before that rule may still hold it).
 pub fn cloud_change(spec: &DynamicRegistrationSpec) -> Option<RegistrationRequest> {
-    match spec.deletion_policy {
-        DeletionPolicy::Orphan => None,
-        DeletionPolicy::Disable => Some(RegistrationRequest {
+    match (spec.management_policy, spec.deletion_policy) {
+        (ManagementPolicy::ObserveOnly, _) | (_, DeletionPolicy::Orphan) => None,
+        (ManagementPolicy::Full, DeletionPolicy::Disable) => Some(RegistrationRequest {
             register_type: RegisterType::Disabled,
             register_limit: u64::try_from(spec.register_limit).unwrap_or(0),
         }),
@@ -131,6 +133,9 @@ mod tests {
         disable.deletion_policy = DeletionPolicy::Disable;
         let orphan = spec(RegistrationMode::AutoCreate, 100);
         assert_eq!(cloud_change(&orphan), None, "Orphan: let go as it is");
+        let mut observing = disable.clone();
+        observing.management_policy = ManagementPolicy::ObserveOnly;
+        assert_eq!(cloud_change(&observing), None, "ObserveOnly never writes");
         assert_eq!(
             cloud_change(&disable),
             Some(RegistrationRequest {

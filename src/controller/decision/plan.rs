@@ -155,7 +155,14 @@ fn with_secret(
             verdict: secret_conflict(input.secret_name),
             ..published(None, String::new())
         },
-        SecretState::Owned { data, labelled } if *data == desired.data && *labelled => {
+        // Only our keys count: keys other managers added stay, and are no reason to write.
+        SecretState::Owned { data, labelled }
+            if *labelled
+                && desired
+                    .data
+                    .iter()
+                    .all(|(key, value)| data.get(key) == Some(value)) =>
+        {
             published(None, published_in)
         }
         SecretState::Owned { .. } | SecretState::Absent => published(Some(desired), published_in),
@@ -489,6 +496,20 @@ mod tests {
                 writes_secret: true,
                 ready: true,
                 ..row("Secret lost its label: rewritten", in_sync())
+            },
+            Row {
+                secret: SecretState::Owned {
+                    data: match published("s3cret") {
+                        SecretState::Owned { mut data, .. } => {
+                            data.insert("addedBySomeoneElse".into(), b"x".to_vec());
+                            data
+                        }
+                        _ => unreachable!(),
+                    },
+                    labelled: true,
+                },
+                ready: true,
+                ..row("another manager's key: no write", in_sync())
             },
             Row {
                 secret: SecretState::Foreign,
