@@ -1,13 +1,16 @@
-//! End-to-end: deletion policies, garbage collection of the published Secret, ObserveOnly.
+//! End-to-end: deletion policies, garbage collection of the published Secret, ObserveOnly,
+//! namespace deletion, the credentials' in-use protection, and the handover between claimants.
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use iothub_dynreg::controller::crd::{
     DeletionPolicy, FINALIZER, ManagementPolicy, RegistrationMode,
 };
-use kube::api::DeleteParams;
+use iothub_dynreg::controller::decision::CREDENTIALS_IN_USE;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use support::e2e::{Harness, registration};
 
@@ -135,4 +138,228 @@ async fn observe_only_reports_drift_and_never_writes_to_the_cloud() {
         99
     );
     harness.assert_no_secrets_logged(&controller).await;
+}
+
+fn in_use_finalizers(secret: &k8s_openapi::api::core::v1::Secret) -> bool {
+    secret
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == CREDENTIALS_IN_USE)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_namespace_disables_the_product_and_the_namespace_goes() {
+    let Some(harness) = Harness::with_credentials(PRODUCTS, |_| {}).await else {
+        return;
+    };
+    let controller = harness.spawn_controller(&[]);
+    let mut disable = registration("disable", "DISABLE001", RegistrationMode::AutoCreate, 10);
+    disable.spec.deletion_policy = DeletionPolicy::Disable;
+    harness.create(disable).await;
+    harness
+        .wait_reason("disable", "InSync", Duration::from_secs(30), &controller)
+        .await;
+    let credentials = harness.secrets().get("tencent-credentials").await.unwrap();
+    assert!(in_use_finalizers(&credentials), "credentials not protected");
+
+    let namespaces: Api<Namespace> = Api::all(harness.client.clone());
+    namespaces
+        .delete(&harness.namespace, &DeleteParams::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    harness
+        .wait_for(
+            "the namespace to go",
+            Duration::from_secs(90),
+            Some(&controller),
+            || async {
+                namespaces
+                    .get_opt(&harness.namespace)
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+    println!("namespace deleted in {:?}", started.elapsed());
+    assert_eq!(
+        harness.cloud_product("DISABLE001").await["registerType"],
+        0,
+        "the product was not disabled"
+    );
+    harness.assert_no_secrets_logged(&controller).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credentials_protection_lasts_exactly_as_long_as_a_deletion_needs_it() {
+    let Some(harness) = Harness::with_credentials(PRODUCTS, |_| {}).await else {
+        return;
+    };
+    let mut controller = harness.spawn_controller(&[]);
+    let mut disable = registration("disable", "DISABLE001", RegistrationMode::AutoCreate, 10);
+    disable.spec.deletion_policy = DeletionPolicy::Disable;
+    harness.create(disable).await;
+    let protected = |wanted: bool| {
+        let harness = &harness;
+        move || async move {
+            let secret = harness
+                .secrets()
+                .get_opt("tencent-credentials")
+                .await
+                .ok()??;
+            (in_use_finalizers(&secret) == wanted).then_some(())
+        }
+    };
+    harness
+        .wait_for(
+            "the protection",
+            Duration::from_secs(30),
+            Some(&controller),
+            protected(true),
+        )
+        .await;
+
+    // Orphan needs no credentials on deletion: let go at once.
+    let set_policy = |policy: &'static str| {
+        let harness = &harness;
+        async move {
+            harness
+                .registrations()
+                .patch(
+                    "disable",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"deletionPolicy": policy}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_policy("Orphan").await;
+    harness
+        .wait_for(
+            "the protection to go",
+            Duration::from_secs(15),
+            Some(&controller),
+            protected(false),
+        )
+        .await;
+    set_policy("Disable").await;
+    harness
+        .wait_for(
+            "the protection again",
+            Duration::from_secs(15),
+            Some(&controller),
+            protected(true),
+        )
+        .await;
+
+    // Deleted on purpose: kept, and the resource says what holds it and how to let go.
+    harness
+        .secrets()
+        .delete("tencent-credentials", &DeleteParams::default())
+        .await
+        .unwrap();
+    let held = harness
+        .wait_reason(
+            "disable",
+            "CredentialsDeleting",
+            Duration::from_secs(15),
+            &controller,
+        )
+        .await;
+    let message = held.condition("Ready").unwrap().message.clone();
+    println!("{message}");
+    assert!(message.contains("deletionPolicy: Orphan"), "{message}");
+    assert!(message.contains(CREDENTIALS_IN_USE), "{message}");
+    set_policy("Orphan").await;
+    harness
+        .wait_for(
+            "the credentials to go",
+            Duration::from_secs(15),
+            Some(&controller),
+            || async {
+                harness
+                    .secrets()
+                    .get_opt("tencent-credentials")
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+
+    // A protection nobody needs, found after a restart (the finalizer of a controller that died
+    // before letting go): released.
+    controller.signal(libc::SIGKILL);
+    let _ = controller.wait_exit(Duration::from_secs(5));
+    let stale: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "old-credentials", "finalizers": [CREDENTIALS_IN_USE]},
+        "stringData": {"secretId": "x", "secretKey": "y"}
+    }))
+    .unwrap();
+    harness
+        .secrets()
+        .create(&kube::api::PostParams::default(), &stale)
+        .await
+        .unwrap();
+    let restarted = harness.spawn_controller(&[]);
+    harness
+        .wait_for(
+            "the stale protection to go",
+            Duration::from_secs(15),
+            Some(&restarted),
+            || async {
+                let secret = harness.secrets().get("old-credentials").await.ok()?;
+                (!in_use_finalizers(&secret)).then_some(())
+            },
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_older_claimant_goes_the_next_one_takes_over_at_once() {
+    let Some(harness) = Harness::with_credentials(PRODUCTS, |_| {}).await else {
+        return;
+    };
+    let controller = harness.spawn_controller(&["--stalled-retry-interval", "10m"]);
+    let mut older = registration("older", "DISABLE001", RegistrationMode::PreCreate, 10);
+    older.spec.deletion_policy = DeletionPolicy::Disable;
+    harness.create(older).await;
+    harness
+        .wait_reason("older", "InSync", Duration::from_secs(30), &controller)
+        .await;
+    harness
+        .create_registration("younger", "DISABLE001", RegistrationMode::AutoCreate, 20)
+        .await;
+    harness
+        .wait_reason("younger", "Conflict", Duration::from_secs(30), &controller)
+        .await;
+
+    // The older one goes, disabling the product; the younger one takes over right after.
+    harness
+        .registrations()
+        .delete("older", &DeleteParams::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    harness
+        .wait_reason("younger", "InSync", Duration::from_secs(30), &controller)
+        .await;
+    println!(
+        "handover after the older claimant went: {:?}",
+        started.elapsed()
+    );
+    let cloud = harness.cloud_product("DISABLE001").await;
+    assert_eq!(
+        (
+            cloud["registerType"].as_i64(),
+            cloud["registerLimit"].as_i64()
+        ),
+        (Some(2), Some(20))
+    );
 }

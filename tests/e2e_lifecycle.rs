@@ -61,9 +61,12 @@ async fn create_then_steady_state_then_spec_change() {
     );
 
     // 2. Steady state: several resyncs, no update and no Secret write.
-    let secret_writes = harness.controller_calls("patch", "secrets");
+    let secret_writes = || {
+        harness.controller_calls("create", "secrets") + harness.controller_calls("patch", "secrets")
+    };
+    let written = secret_writes();
     assert_eq!(
-        secret_writes, 1,
+        written, 1,
         "the Secret was published once, as the API server saw it"
     );
     // Resyncs read the shared snapshot, refreshed at most every --observe-interval (1 s here).
@@ -81,11 +84,7 @@ async fn create_then_steady_state_then_spec_change() {
         1,
         "no update in steady state"
     );
-    assert_eq!(
-        harness.controller_calls("patch", "secrets"),
-        secret_writes,
-        "no Secret write in steady state"
-    );
+    assert_eq!(secret_writes(), written, "no Secret write in steady state");
 
     // 3. Spec change: one more update, status follows the new generation.
     harness
@@ -287,4 +286,189 @@ async fn keys_and_labels_of_other_managers_stay_and_cause_no_writes() {
     );
     let events = harness.controller_calls("create", "events");
     println!("secret writes: {writes}, events: {events} after six resyncs with a foreign key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_secret_leaves_nothing_behind_and_touches_nothing_foreign() {
+    let Some(harness) = Harness::with_credentials(PRODUCTS, |_| {}).await else {
+        return;
+    };
+    let controller = harness.spawn_controller(&[]);
+    let mut resource =
+        support::e2e::registration("sensors", "LIFE000001", RegistrationMode::AutoCreate, 100);
+    resource.spec.secret_name = Some("first-name".into());
+    harness.create(resource).await;
+    harness
+        .wait_reason("sensors", "InSync", Duration::from_secs(30), &controller)
+        .await;
+    let rename = |name: &'static str| {
+        let harness = &harness;
+        async move {
+            harness
+                .registrations()
+                .patch(
+                    "sensors",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"secretName": name}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+
+    // Renamed: published under the new name, and the old Secret (ours, labelled) deleted.
+    rename("second-name").await;
+    let gone = |name: &'static str| {
+        let harness = &harness;
+        move || async move {
+            harness
+                .secrets()
+                .get_opt(name)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    };
+    harness
+        .wait_for(
+            "the old Secret to go",
+            Duration::from_secs(20),
+            Some(&controller),
+            gone("first-name"),
+        )
+        .await;
+    let second = harness.secrets().get("second-name").await.unwrap();
+    assert!(secret_data(&second).contains_key("productSecret"));
+
+    // Renamed onto someone else's Secret: theirs untouched, ours kept until ours can move.
+    let foreign: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "third-name"}, "stringData": {"theirs": "yes"}
+    }))
+    .unwrap();
+    harness
+        .secrets()
+        .create(&kube::api::PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    rename("third-name").await;
+    harness
+        .wait_reason(
+            "sensors",
+            "SecretConflict",
+            Duration::from_secs(20),
+            &controller,
+        )
+        .await;
+    let theirs = harness.secrets().get("third-name").await.unwrap();
+    assert_eq!(secret_data(&theirs).keys().collect::<Vec<_>>(), ["theirs"]);
+    assert!(theirs.metadata.owner_references.is_none());
+    assert!(
+        harness
+            .secrets()
+            .get_opt("second-name")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    harness.assert_no_secrets_logged(&controller).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_secret_is_repaired_when_list_answers_lack_the_product_secret() {
+    let Some(harness) = Harness::with_credentials(PRODUCTS, |config| {
+        config.list_omits_product_secret = true;
+    })
+    .await
+    else {
+        return;
+    };
+    let controller = harness.spawn_controller(&["--resync-interval", "2s"]);
+    harness
+        .create_registration("sensors", "LIFE000001", RegistrationMode::AutoCreate, 100)
+        .await;
+    harness
+        .wait_reason("sensors", "InSync", Duration::from_secs(30), &controller)
+        .await;
+    let expected = harness.cloud_product("LIFE000001").await["productSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    harness
+        .secrets()
+        .patch(
+            "sensors-product-secret",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"productSecret": "tampered"}})),
+        )
+        .await
+        .unwrap();
+    harness
+        .wait_for(
+            "the tampered Secret to be repaired",
+            Duration::from_secs(20),
+            Some(&controller),
+            || async {
+                let secret = harness.secrets().get("sensors-product-secret").await.ok()?;
+                (secret_data(&secret)["productSecret"] == expected).then_some(())
+            },
+        )
+        .await;
+    // Once repaired and checked, resyncs read no product alone.
+    let single_reads = harness.cloud_calls("DescribeProduct", "Success").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        harness.cloud_calls("DescribeProduct", "Success").await,
+        single_reads,
+        "a trusted Secret was checked again"
+    );
+    harness.assert_no_secrets_logged(&controller).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_resources_naming_one_secret_never_share_or_steal_it() {
+    let products = r#"
+products:
+  - {productId: LIFE000001, region: ap-guangzhou, registerType: 0}
+  - {productId: LIFE000002, region: ap-guangzhou, registerType: 0}
+"#;
+    let Some(harness) = Harness::with_credentials(products, |_| {}).await else {
+        return;
+    };
+    let controller = harness.spawn_controller(&[]);
+    let resources = ["LIFE000001", "LIFE000002"].map(|product| {
+        let mut resource = support::e2e::registration(
+            &product.to_lowercase(),
+            product,
+            RegistrationMode::AutoCreate,
+            5,
+        );
+        resource.spec.secret_name = Some("shared-name".into());
+        resource
+    });
+    futures::future::join_all(resources.map(|resource| harness.create(resource))).await;
+    let settled = harness
+        .wait_for(
+            "both to settle",
+            Duration::from_secs(30),
+            Some(&controller),
+            || async {
+                let a = harness.ready_reason("life000001").await?.1;
+                let b = harness.ready_reason("life000002").await?.1;
+                let mut reasons = [a, b];
+                reasons.sort();
+                (reasons == ["InSync", "SecretConflict"]).then_some(reasons)
+            },
+        )
+        .await;
+    println!("{settled:?}");
+    let secret = harness.secrets().get("shared-name").await.unwrap();
+    let owners = secret.metadata.owner_references.unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    let winner = if harness.ready_reason("life000001").await.unwrap().1 == "InSync" {
+        "life000001"
+    } else {
+        "life000002"
+    };
+    assert_eq!(owners[0].name, winner);
 }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use base64::Engine;
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint};
-use iothub_dynreg::controller::context::{Context, Settings};
+use iothub_dynreg::controller::context::{Caches, Context, Settings};
 use iothub_dynreg::controller::crd::{
     DeletionPolicy, DynamicRegistration, FINALIZER, MANAGER, RegistrationMode,
 };
+use iothub_dynreg::controller::decision::CREDENTIALS_IN_USE;
 use iothub_dynreg::controller::decision::Progress;
 use iothub_dynreg::controller::reconcile::reconcile_progress;
 use iothub_dynreg::emulator::{EmulatorConfig, LimitPolicy, RunningEmulator, Seed};
@@ -28,6 +29,7 @@ products:
   - {productId: STEADY0001, region: ap-guangzhou, registerType: 2, registerLimit: 100, productSecret: steady-product-secret}
 "#;
 const PRODUCT_SECRET_PATH: &str = "/api/v1/namespaces/fleet/secrets/sensors-product-secret";
+const SECRETS_PATH: &str = "/api/v1/namespaces/fleet/secrets";
 const CREDENTIALS_PATH: &str = "/api/v1/namespaces/fleet/secrets/tencent-credentials";
 const STATUS_PATH: &str =
     "/apis/iothub.dynreg.io/v1alpha1/namespaces/fleet/dynamicregistrations/sensors/status";
@@ -56,9 +58,16 @@ fn registration(product_id: &str, limit: i64) -> DynamicRegistration {
 fn credentials_secret() -> Value {
     json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "tencent-credentials", "namespace": NS},
+        "metadata": {"name": "tencent-credentials", "namespace": NS, "resourceVersion": "5"},
         "data": {"secretId": b64("AKIDtest"), "secretKey": b64("test-key")}
     })
+}
+
+/// The credentials Secret with our in-use finalizer already on.
+fn protected_credentials_secret() -> Value {
+    let mut secret = credentials_secret();
+    secret["metadata"]["finalizers"] = json!([CREDENTIALS_IN_USE]);
+    secret
 }
 
 fn published_secret(product_id: &str, secret: &str, owner_uid: Option<&str>) -> Value {
@@ -168,13 +177,17 @@ fn context(
     // The store must outlive the writer's drop: keep the writer alive for the test.
     std::mem::forget(writer);
     let (_, ready) = tokio::sync::watch::channel(true);
+    let caches = Caches {
+        registrations: reader,
+        secrets: reflector::store().0,
+        ready,
+    };
     Arc::new(Context::new(
         client,
         cloud,
         recorder,
         Settings::default(),
-        reader,
-        ready,
+        caches,
         Arc::new(iothub_dynreg::ops::metrics::Metrics::new()),
     ))
 }
@@ -225,22 +238,22 @@ async fn new_resource_updates_the_cloud_publishes_the_secret_and_reports_ready()
             .contains("RegisterLimit 100")
     );
 
-    let apply = api.expect("PATCH", PRODUCT_SECRET_PATH).await;
-    assert_eq!(apply.content_type, "application/apply-patch+yaml");
-    assert!(
-        apply.query.contains("fieldManager=iothub-dynreg") && apply.query.contains("force=true"),
-        "{}",
-        apply.query
-    );
-    let secret = apply.body.clone();
+    // Absent: created, never applied over a Secret someone might create meanwhile.
+    let create = api.expect("POST", SECRETS_PATH).await;
+    assert_eq!(create.content_type, "application/json");
+    let secret = create.body.clone();
     assert_eq!(
         secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "iothub-dynreg"
     );
     let owner = &secret["metadata"]["ownerReferences"][0];
     assert_eq!(
-        (owner["uid"].as_str(), owner["controller"].as_bool()),
-        (Some("uid-sensors"), Some(true))
+        (
+            owner["uid"].as_str(),
+            owner["controller"].as_bool(),
+            owner["blockOwnerDeletion"].as_bool()
+        ),
+        (Some("uid-sensors"), Some(true), Some(true))
     );
     assert_eq!(secret["data"]["productId"], b64("NEW0000001"));
     let cloud_secret = scenario.cloud_product("NEW0000001").await["productSecret"]
@@ -248,7 +261,7 @@ async fn new_resource_updates_the_cloud_publishes_the_secret_and_reports_ready()
         .unwrap()
         .to_owned();
     assert_eq!(secret["data"]["productSecret"], b64(&cloud_secret));
-    apply.echo();
+    create.echo();
     assert_eq!(api.expect_event(NS).await["reason"], "SecretPublished");
 
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
@@ -389,7 +402,7 @@ async fn a_limit_the_cloud_rewrites_is_asked_for_once() {
 
     answer_reads(&mut api, None).await;
     assert_eq!(api.expect_event(NS).await["reason"], "Updated");
-    api.expect("PATCH", PRODUCT_SECRET_PATH).await.echo();
+    api.expect("POST", SECRETS_PATH).await.echo();
     assert_eq!(api.expect_event(NS).await["reason"], "SecretPublished");
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
     let status = status_patch.body["status"].clone();
@@ -481,6 +494,13 @@ async fn deletion_policy_disable_adds_a_finalizer_and_disables_before_release() 
         )),
     )
     .await;
+    // The credentials its deletion will need get our in-use finalizer, guarded likewise.
+    let protect = api.expect("PATCH", CREDENTIALS_PATH).await;
+    assert_eq!(
+        protect.body,
+        json!({"metadata": {"resourceVersion": "5", "finalizers": [CREDENTIALS_IN_USE]}})
+    );
+    protect.respond(200, protected_credentials_secret());
     api.expect("PATCH", STATUS_PATH)
         .await
         .respond(200, serde_json::to_value(&resource).unwrap());
@@ -493,7 +513,7 @@ async fn deletion_policy_disable_adds_a_finalizer_and_disables_before_release() 
     let task = scenario.reconcile(&resource);
     api.expect("GET", CREDENTIALS_PATH)
         .await
-        .respond(200, credentials_secret());
+        .respond(200, protected_credentials_secret());
     assert_eq!(api.expect_event(NS).await["reason"], "RegistrationDisabled");
     let release = api.expect("PATCH", RESOURCE_PATH).await;
     assert_eq!(
@@ -517,7 +537,7 @@ async fn deleting_a_resource_whose_product_is_gone_does_not_wedge() {
     let (_scenario, mut api, task) = Scenario::reconciling(&resource).await;
     api.expect("GET", CREDENTIALS_PATH)
         .await
-        .respond(200, credentials_secret());
+        .respond(200, protected_credentials_secret());
     let warning = api.expect_event(NS).await;
     assert_eq!(
         (warning["type"].as_str(), warning["reason"].as_str()),
@@ -527,4 +547,54 @@ async fn deleting_a_resource_whose_product_is_gone_does_not_wedge() {
     assert_eq!(release.body["metadata"]["finalizers"], json!([]));
     release.respond(200, serde_json::to_value(&resource).unwrap());
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_secret_created_by_someone_else_meanwhile_is_never_taken_over() {
+    let resource = registration("NEW0000001", 100);
+    let (scenario, mut api, task) = Scenario::reconciling(&resource).await;
+    answer_reads(&mut api, None).await;
+    assert_eq!(api.expect_event(NS).await["reason"], "Updated");
+    // Found absent, but created by someone else before our create: 409 AlreadyExists.
+    let status = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "secrets \"sensors-product-secret\" already exists",
+        "reason": "AlreadyExists", "code": 409
+    });
+    api.expect("POST", SECRETS_PATH).await.respond(409, status);
+    let status_patch = api.expect("PATCH", STATUS_PATH).await;
+    let status = status_patch.body["status"].clone();
+    assert_eq!(ready(&status)["reason"], "SecretConflict");
+    assert!(status.get("secretName").is_none(), "{status}");
+    status_patch.respond(200, serde_json::to_value(&resource).unwrap());
+    assert_eq!(api.expect_event(NS).await["reason"], "SecretConflict");
+    assert_eq!(task.await.unwrap(), Some(Progress::Stalled));
+    api.expect_nothing_more().await;
+    drop(scenario);
+}
+
+#[tokio::test]
+async fn an_owned_secret_is_rewritten_only_in_the_version_found() {
+    let resource = registration("STEADY0001", 100);
+    let (_scenario, mut api, task) = Scenario::reconciling(&resource).await;
+    let mut stale = published_secret("STEADY0001", "tampered", Some("uid-sensors"));
+    stale["metadata"]["resourceVersion"] = json!("77");
+    answer_reads(&mut api, Some(stale)).await;
+    let apply = api.expect("PATCH", PRODUCT_SECRET_PATH).await;
+    assert_eq!(apply.content_type, "application/apply-patch+yaml");
+    assert_eq!(
+        apply.body["metadata"]["resourceVersion"], "77",
+        "no precondition"
+    );
+    assert!(
+        apply.query.contains("fieldManager=iothub-dynreg"),
+        "{}",
+        apply.query
+    );
+    apply.echo();
+    assert_eq!(api.expect_event(NS).await["reason"], "SecretPublished");
+    api.expect("PATCH", STATUS_PATH)
+        .await
+        .respond(200, serde_json::to_value(&resource).unwrap());
+    assert_eq!(task.await.unwrap(), Some(Progress::Settled));
 }

@@ -41,6 +41,9 @@ struct Flags {
     /// Milliseconds added to every API answer.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Leave ProductSecret out of DescribeProducts answers (DescribeProduct still has it).
+    #[arg(long)]
+    list_omits_product_secret: bool,
     /// Probability (0 to 1) of answering InternalError.
     #[arg(long, default_value_t = 0.0)]
     internal_error_rate: f64,
@@ -98,6 +101,7 @@ async fn run(flags: Flags) -> Result<(), String> {
             override_to: flags.register_limit_override,
         },
         faults,
+        list_omits_product_secret: flags.list_omits_product_secret,
     };
     let listener = TcpListener::bind(flags.listen)
         .await

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -79,6 +81,21 @@ pub struct Context {
     /// Shared snapshots of the cloud's products.
     pub observer: Observer,
     failures: FailureCounts,
+    /// Published Secrets known to match the cloud.
+    pub verified_secrets: VerifiedSecrets,
+    /// Metadata of the Secrets in view (never their data): Secrets published under a former
+    /// name, and credentials Secrets carrying our in-use finalizer.
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+}
+
+/// The watch caches a context reads.
+pub struct Caches {
+    /// Every DynamicRegistration in view.
+    pub registrations: Store<DynamicRegistration>,
+    /// Metadata of every Secret in view.
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Turns true once `registrations` holds the first complete list.
+    pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Context {
@@ -88,21 +105,22 @@ impl Context {
         cloud: CloudClient,
         recorder: Recorder,
         settings: Settings,
-        registrations: Store<DynamicRegistration>,
-        cache_ready: tokio::sync::watch::Receiver<bool>,
+        caches: Caches,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             observer: Observer::new(cloud.clone(), settings.observe_interval),
-            cache_ready,
+            cache_ready: caches.ready,
             metrics,
             client,
             cloud,
             recorder,
             credential_gate: CredentialGate::new(settings.stalled_retry_interval),
             settings,
-            registrations,
+            registrations: caches.registrations,
             failures: FailureCounts::default(),
+            verified_secrets: VerifiedSecrets::default(),
+            secrets: caches.secrets,
         }
     }
 
@@ -148,8 +166,9 @@ impl Context {
         self.registrations
             .state()
             .iter()
+            // A claimant being deleted still counts until it is gone: its deletion may still
+            // switch registration off, and the next claimant takes over after that.
             .filter(|other| other.metadata.uid != resource.metadata.uid)
-            .filter(|other| other.metadata.deletion_timestamp.is_none())
             .filter(|other| {
                 other.spec.product_id == resource.spec.product_id
                     && other.spec.region == resource.spec.region
@@ -165,6 +184,24 @@ impl Context {
             })
     }
 
+    /// The other resources claiming the product and region of `gone`: when a claimant goes, the
+    /// next in line takes over at once rather than at its slow retry.
+    pub fn other_claimants(
+        &self,
+        gone: &DynamicRegistration,
+    ) -> Vec<ObjectRef<DynamicRegistration>> {
+        self.registrations
+            .state()
+            .iter()
+            .filter(|other| other.metadata.uid != gone.metadata.uid)
+            .filter(|other| {
+                other.spec.product_id == gone.spec.product_id
+                    && other.spec.region == gone.spec.region
+            })
+            .map(|other| ObjectRef::from_obj(&**other))
+            .collect()
+    }
+
     /// When to reconcile this resource again, given how this reconcile ended: [`requeue_delay`]
     /// with this resource's count of transient failures in a row, jittered.
     pub fn requeue_after(
@@ -176,6 +213,43 @@ impl Context {
             self.registrations.get(other).is_some()
         });
         Action::requeue(jittered(requeue_delay(&self.settings, progress, in_a_row)))
+    }
+}
+
+/// How long a published Secret's content, once checked against the cloud, is trusted without a
+/// new check while its resourceVersion stays the same. Observations that carry the
+/// ProductSecret check it anyway; this bounds how long a secret regenerated in the cloud can go
+/// unnoticed when list answers leave it out (one DescribeProduct per resource per hour at most).
+pub const SECRET_TRUST: Duration = Duration::from_secs(3600);
+
+/// Published Secrets whose content is known to match the cloud: by namespace and name, the
+/// resourceVersion we wrote or checked, and when. Any other version (someone edited it) is
+/// checked again, with a single read when the shared snapshot lacks the ProductSecret.
+#[derive(Debug, Default)]
+pub struct VerifiedSecrets {
+    entries: Mutex<HashMap<(String, String), (String, tokio::time::Instant)>>,
+}
+
+impl VerifiedSecrets {
+    /// Whether the Secret `namespace/name` at `version` was written or checked recently.
+    pub fn trusts(&self, namespace: &str, name: &str, version: &str) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .is_some_and(|(known, at)| known == version && at.elapsed() < SECRET_TRUST)
+    }
+
+    /// Records that `namespace/name` at `version` matches the cloud. Entries past their trust
+    /// are dropped as the map grows, so Secrets deleted long ago leave nothing behind.
+    pub fn record(&self, namespace: &str, name: &str, version: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= 1024 && entries.len().is_power_of_two() {
+            entries.retain(|_, (_, at)| at.elapsed() < SECRET_TRUST);
+        }
+        entries.insert(
+            (namespace.to_owned(), name.to_owned()),
+            (version.to_owned(), tokio::time::Instant::now()),
+        );
     }
 }
 

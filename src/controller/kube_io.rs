@@ -5,17 +5,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::controller::crd::{DynamicRegistration, DynamicRegistrationStatus, FINALIZER, MANAGER};
+use crate::controller::decision::secrets::MANAGED_BY_LABEL;
 use crate::controller::decision::{SecretContent, SecretState};
 use crate::controller::error::Result;
-
-/// Label set on every published Secret.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
 /// Reads a Secret; `None` when it does not exist.
 pub async fn get_secret(client: &Client, namespace: &str, name: &str) -> Result<Option<Secret>> {
@@ -50,26 +48,25 @@ pub fn secret_state(secret: Option<&Secret>, owner: &DynamicRegistration) -> Sec
     }
 }
 
-/// Writes the published Secret with server-side apply: owned by the resource (so it is garbage
-/// collected with it), labelled, holding exactly `content`.
-pub async fn apply_secret(
-    client: &Client,
-    owner: &DynamicRegistration,
-    content: &SecretContent,
-) -> Result<()> {
-    let namespace = owner.namespace().unwrap_or_default();
-    let owner_reference = owner.controller_owner_ref(&()).ok_or(
+/// The published Secret: owned by the resource (so it is garbage collected with it), labelled,
+/// holding exactly `content`.
+fn published_secret(owner: &DynamicRegistration, content: &SecretContent) -> Result<Secret> {
+    let mut owner_reference = owner.controller_owner_ref(&()).ok_or(
         crate::controller::error::Error::MissingObjectKey("metadata.uid"),
     )?;
+    // As controller-runtime's SetControllerReference: a foreground deletion of the resource
+    // waits for its Secret. (Needs `update` on dynamicregistrations/finalizers where the
+    // OwnerReferencesPermissionEnforcement admission plugin runs.)
+    owner_reference.block_owner_deletion = Some(true);
     let data: BTreeMap<String, ByteString> = content
         .data
         .iter()
         .map(|(key, value)| (key.clone(), ByteString(value.clone())))
         .collect();
-    let secret = Secret {
+    Ok(Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(content.name.clone()),
-            namespace: Some(namespace.clone()),
+            namespace: owner.namespace(),
             labels: Some(BTreeMap::from([(
                 MANAGED_BY_LABEL.to_owned(),
                 MANAGER.to_owned(),
@@ -80,15 +77,123 @@ pub async fn apply_secret(
         type_: Some("Opaque".to_owned()),
         data: Some(data),
         ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), &namespace)
+    })
+}
+
+/// What became of creating the published Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Creation {
+    /// Created, at this resourceVersion.
+    Created(Option<String>),
+    /// A Secret of that name appeared since it was found absent: someone else was first.
+    AlreadyExists,
+}
+
+/// Creates the published Secret where none was found.
+pub async fn create_secret(
+    client: &Client,
+    owner: &DynamicRegistration,
+    content: &SecretContent,
+) -> Result<Creation> {
+    let secret = published_secret(owner, content)?;
+    let created = Api::<Secret>::namespaced(client.clone(), &owner.namespace().unwrap_or_default())
+        .create(&PostParams::default(), &secret)
+        .await;
+    match created {
+        Ok(created) => Ok(Creation::Created(created.resource_version())),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Creation::AlreadyExists),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Rewrites our published Secret with server-side apply, only if it is still the version found
+/// and judged ours (`resource_version`: otherwise 409 and the reconcile starts over). It sets our
+/// keys, label and ownerReference, forced back if someone edited them; keys, labels and
+/// annotations of other managers are never part of the apply and stay. Returns the new
+/// resourceVersion.
+pub async fn apply_secret(
+    client: &Client,
+    owner: &DynamicRegistration,
+    content: &SecretContent,
+    resource_version: &str,
+) -> Result<Option<String>> {
+    let mut secret = published_secret(owner, content)?;
+    secret.metadata.resource_version = Some(resource_version.to_owned());
+    let applied = Api::<Secret>::namespaced(client.clone(), &owner.namespace().unwrap_or_default())
         .patch(
             &content.name,
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(&secret),
         )
         .await?;
+    Ok(applied.resource_version())
+}
+
+/// Deletes a Secret we published under a former name, only if it is still that very object
+/// (uid and resourceVersion as seen); gone already or changed since is no error.
+pub async fn delete_left_behind(client: &Client, secret: &kube::api::ObjectMeta) -> Result<()> {
+    let (Some(namespace), Some(name)) = (&secret.namespace, &secret.name) else {
+        return Ok(());
+    };
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: secret.uid.clone(),
+            resource_version: secret.resource_version.clone(),
+        }),
+        ..DeleteParams::default()
+    };
+    match Api::<Secret>::namespaced(client.clone(), namespace)
+        .delete(name, &params)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Adds or removes `finalizer` on a Secret, leaving others' in place; guarded by the
+/// resourceVersion the change was computed from.
+pub async fn set_secret_finalizer(
+    client: &Client,
+    secret: &kube::api::ObjectMeta,
+    finalizer: &str,
+    present: bool,
+) -> Result<()> {
+    let (Some(namespace), Some(name)) = (&secret.namespace, &secret.name) else {
+        return Ok(());
+    };
+    let patch = finalizer_patch(secret, finalizer, present);
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
     Ok(())
+}
+
+/// A merge patch setting `finalizer` present or absent among the object's finalizers, with the
+/// resourceVersion it was computed from, so a concurrent edit makes it fail (409) instead of
+/// dropping someone else's finalizer.
+fn finalizer_patch(
+    object: &kube::api::ObjectMeta,
+    finalizer: &str,
+    present: bool,
+) -> serde_json::Value {
+    let mut finalizers: Vec<String> = object
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|name| name.as_str() != finalizer)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(finalizer.to_owned());
+    }
+    json!({
+        "metadata": {
+            "resourceVersion": object.resource_version,
+            "finalizers": finalizers,
+        }
+    })
 }
 
 /// Writes the status subresource with server-side apply.
@@ -113,29 +218,14 @@ pub async fn apply_status(
     Ok(())
 }
 
-/// Adds or removes our finalizer, leaving others' in place. The patch carries the
-/// resourceVersion the change was computed from, so a concurrent edit makes it fail (409) and
-/// the reconcile retry, instead of dropping someone else's finalizer.
+/// Adds or removes our finalizer on the resource, leaving others' in place (guarded by its
+/// resourceVersion, as [`set_secret_finalizer`]).
 pub async fn set_finalizer(
     client: &Client,
     resource: &DynamicRegistration,
     present: bool,
 ) -> Result<()> {
-    let mut finalizers: Vec<String> = resource
-        .finalizers()
-        .iter()
-        .filter(|finalizer| finalizer.as_str() != FINALIZER)
-        .cloned()
-        .collect();
-    if present {
-        finalizers.push(FINALIZER.to_owned());
-    }
-    let patch = json!({
-        "metadata": {
-            "resourceVersion": resource.resource_version(),
-            "finalizers": finalizers,
-        }
-    });
+    let patch = finalizer_patch(&resource.metadata, FINALIZER, present);
     Api::<DynamicRegistration>::namespaced(
         client.clone(),
         &resource.namespace().unwrap_or_default(),

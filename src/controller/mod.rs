@@ -11,6 +11,7 @@ pub mod error;
 pub mod kube_io;
 pub mod leading;
 pub mod observe;
+pub mod protection;
 pub mod reconcile;
 pub mod run;
 pub mod watch;

@@ -17,11 +17,11 @@ use crate::controller::context::Context;
 use crate::controller::crd::{DynamicRegistration, FINALIZER, RegistrationMode};
 use crate::controller::credentials::{self, Probe};
 use crate::controller::decision::{
-    self, DeletionStep, Plan, PlanInput, Problem, Progress, SecretState, StatusInput, Verdict,
-    deletion,
+    self, DeletionStep, Plan, PlanInput, Problem, Progress, SecretContent, SecretState,
+    StatusInput, Verdict, deletion,
 };
 use crate::controller::error::{Error, Result};
-use crate::controller::kube_io;
+use crate::controller::kube_io::{self, Creation};
 
 /// Reconciles one DynamicRegistration; the controller calls this for every trigger.
 pub async fn reconcile(resource: Arc<DynamicRegistration>, ctx: Arc<Context>) -> Result<Action> {
@@ -111,22 +111,17 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
     if let Some(wanted) = outcome.plan.update {
         outcome = update_cloud(resource, ctx, &facts, wanted, outcome.plan).await;
     }
-    if let Some(content) = &outcome.plan.write_secret {
-        kube_io::apply_secret(&ctx.client, resource, content).await?;
-        info!(secret = %content.name, "published the ProductSecret");
-        let note = format!(
-            "wrote Secret {} (keys productId, productSecret)",
-            content.name
+    if let Some(content) = outcome.plan.write_secret.clone() {
+        outcome.plan = publish(resource, ctx, &facts, &content, outcome.plan).await?;
+    } else if facts.secret_checked_now(&outcome.plan) {
+        ctx.verified_secrets.record(
+            namespace,
+            &facts.secret_name,
+            facts.secret_version.as_deref().unwrap_or(""),
         );
-        kube_io::publish_event(
-            &ctx.recorder,
-            resource,
-            false,
-            "SecretPublished",
-            "WriteSecret",
-            note,
-        )
-        .await;
+    }
+    if outcome.plan.secret_published {
+        delete_left_behind(resource, ctx, namespace, &facts.secret_name).await?;
     }
     let now = Time(Timestamp::now());
     let status = decision::next_status(StatusInput {
@@ -146,12 +141,23 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
 struct Facts {
     secret_name: String,
     secret: SecretState,
+    /// The resourceVersion of the Secret found under that name.
+    secret_version: Option<String>,
     access: Result<Access, Problem>,
     /// The product and when it was read, or why it could not be.
     observed: Result<(Product, Timestamp), Problem>,
 }
 
 impl Facts {
+    /// Our Secret was found right, against an observation that carried the ProductSecret.
+    fn secret_checked_now(&self, plan: &Plan) -> bool {
+        let observed_secret = self
+            .observed
+            .as_ref()
+            .is_ok_and(|(product, _)| product.registration.product_secret.is_some());
+        plan.secret_published && observed_secret && matches!(self.secret, SecretState::Owned { .. })
+    }
+
     fn plan_input<'a>(&'a self, resource: &'a DynamicRegistration) -> PlanInput<'a> {
         PlanInput {
             spec: &resource.spec,
@@ -175,20 +181,104 @@ async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) 
     let secret_name = resource.published_secret_name();
     let found = kube_io::get_secret(&ctx.client, namespace, &secret_name).await?;
     let secret = kube_io::secret_state(found.as_ref(), resource);
+    let secret_version = found.and_then(|found| found.metadata.resource_version);
     let access = access(resource, ctx, namespace).await?;
-    // A published Secret of ours is kept as it is when an observation lacks the ProductSecret;
-    // otherwise the secret is needed and is read from DescribeProduct if the snapshot lacks it.
-    let needs_secret = !matches!(secret, SecretState::Owned { .. });
+    // The ProductSecret is needed (read alone when the shared snapshot lacks it) unless our
+    // Secret is the very version we wrote or checked: then a snapshot without it will do.
+    let trusted = matches!(secret, SecretState::Owned { .. })
+        && secret_version.as_deref().is_some_and(|version| {
+            ctx.verified_secrets
+                .trusts(namespace, &secret_name, version)
+        });
     let observed = match &access {
-        Ok(access) => observe(resource, ctx, &access.credentials, needs_secret).await,
+        Ok(access) => observe(resource, ctx, &access.credentials, !trusted).await,
         Err(problem) => Err(problem.clone()),
     };
     Ok(Facts {
         secret_name,
         secret,
+        secret_version,
         access,
         observed,
     })
+}
+
+/// Writes the published Secret: created where none was found (losing that race to someone
+/// else is a SecretConflict, never a takeover), else rewritten only in the version found ours.
+async fn publish(
+    resource: &DynamicRegistration,
+    ctx: &Context,
+    facts: &Facts,
+    content: &SecretContent,
+    plan: Plan,
+) -> Result<Plan> {
+    let written = match (&facts.secret, &facts.secret_version) {
+        (SecretState::Owned { .. }, Some(version)) => {
+            kube_io::apply_secret(&ctx.client, resource, content, version).await?
+        }
+        _ => match kube_io::create_secret(&ctx.client, resource, content).await? {
+            Creation::Created(version) => version,
+            Creation::AlreadyExists => {
+                return Ok(decision::after_secret_taken(plan, &content.name));
+            }
+        },
+    };
+    let namespace = resource.namespace().unwrap_or_default();
+    if let Some(version) = written {
+        ctx.verified_secrets
+            .record(&namespace, &content.name, &version);
+    }
+    info!(secret = %content.name, "published the ProductSecret");
+    let note = format!(
+        "wrote Secret {} (keys productId, productSecret)",
+        content.name
+    );
+    kube_io::publish_event(
+        &ctx.recorder,
+        resource,
+        false,
+        "SecretPublished",
+        "WriteSecret",
+        note,
+    )
+    .await;
+    Ok(plan)
+}
+
+/// Deletes the Secrets this resource published under a former `secretName` (ours and labelled
+/// only), once the ProductSecret is published under the current one.
+async fn delete_left_behind(
+    resource: &DynamicRegistration,
+    ctx: &Context,
+    namespace: &str,
+    current_name: &str,
+) -> Result<()> {
+    let Some(uid) = resource.metadata.uid.as_deref() else {
+        return Ok(());
+    };
+    let left: Vec<_> = ctx
+        .secrets
+        .state()
+        .into_iter()
+        .filter(|secret| secret.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|secret| decision::secrets::left_behind(&secret.metadata, uid, current_name))
+        .collect();
+    for secret in left {
+        kube_io::delete_left_behind(&ctx.client, &secret.metadata).await?;
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        info!(secret = %name, "deleted the Secret published under the former secretName");
+        let note = format!("deleted Secret {name}, published under the former secretName");
+        kube_io::publish_event(
+            &ctx.recorder,
+            resource,
+            false,
+            "SecretDeleted",
+            "DeleteSecret",
+            note,
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// Makes the update the plan asks for, and decides again on what the cloud applied (or on the
@@ -267,7 +357,8 @@ async fn access(
         }))
 }
 
-/// The resource's credentials Secret, or the controller's own credentials where allowed.
+/// The resource's credentials Secret, or the controller's own credentials where allowed. A
+/// Secret the resource's deletion will need is protected with our in-use finalizer.
 async fn credentials_of(
     resource: &DynamicRegistration,
     ctx: &Context,
@@ -285,10 +376,49 @@ async fn credentials_of(
             secret: reference.name.clone(),
         }));
     };
+    if let Some(problem) = protect_credentials(resource, ctx, &secret).await? {
+        return Ok(Err(problem));
+    }
     Ok(credentials::from_secret_data(
         &reference.name,
         secret.data.as_ref(),
     ))
+}
+
+/// Puts our in-use finalizer on credentials the resource's deletion will need. A person deleting
+/// them meanwhile is told what holds them and how to let go; the deletion itself still uses them.
+async fn protect_credentials(
+    resource: &DynamicRegistration,
+    ctx: &Context,
+    secret: &k8s_openapi::api::core::v1::Secret,
+) -> Result<Option<Problem>> {
+    let name = secret.name_any();
+    if decision::secrets::credentials_needed_by(resource) != Some(name.as_str()) {
+        return Ok(None);
+    }
+    let protected = secret
+        .finalizers()
+        .iter()
+        .any(|f| f == decision::CREDENTIALS_IN_USE);
+    match (
+        secret.metadata.deletion_timestamp.is_some(),
+        resource.metadata.deletion_timestamp.is_some(),
+    ) {
+        (true, false) => Ok(Some(Problem::CredentialsBeingDeleted { secret: name })),
+        (true, true) => Ok(None),
+        (false, _) if protected => Ok(None),
+        (false, _) => {
+            kube_io::set_secret_finalizer(
+                &ctx.client,
+                &secret.metadata,
+                decision::CREDENTIALS_IN_USE,
+                true,
+            )
+            .await?;
+            info!(secret = %name, "protected the credentials Secret while deletion needs it");
+            Ok(None)
+        }
+    }
 }
 
 /// Credentials cleared for use, with the probe to hold while they are unverified.

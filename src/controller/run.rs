@@ -14,11 +14,14 @@ use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use tokio::sync::watch;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::{Notify, watch};
 
 use crate::cloud::CloudClient;
-use crate::controller::context::{Context, Settings};
+use crate::controller::context::{Caches, Context, Settings};
 use crate::controller::crd::{DynamicRegistration, MANAGER};
+use crate::controller::decision::CREDENTIALS_IN_USE;
+use crate::controller::protection::release_unused_protection;
 use crate::controller::reconcile::{error_policy, reconcile};
 use crate::controller::watch::{WatchBackoff, resilient_watch};
 use crate::ops::http::Health;
@@ -62,9 +65,33 @@ pub async fn run(
     };
     let (reader, writer) = reflector::store();
     let (cache_ready, cache_ready_rx) = watch::channel(false);
-    let resources = resource_changes(registrations, writer, cache_ready, shared.health.clone());
+    let (released, released_claims) = tokio::sync::mpsc::unbounded_channel();
+    let sweep = Arc::new(Notify::new());
+    let hooks = Hooks {
+        released,
+        sweep: sweep.clone(),
+    };
+    let resources = resource_changes(
+        registrations,
+        writer,
+        cache_ready,
+        shared.health.clone(),
+        hooks,
+    );
     // Secrets are watched by metadata only: their data never needs to sit in this process.
-    let secret_changes = resilient_watch(secrets).touched_objects();
+    let (secret_reader, secret_writer) = reflector::store();
+    let protected_secret_changed = sweep.clone();
+    let secret_changes = resilient_watch(secrets)
+        .modify(|secret| secret.managed_fields_mut().clear())
+        .reflect(secret_writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) = event
+                && secret.finalizers().iter().any(|f| f == CREDENTIALS_IN_USE)
+            {
+                protected_secret_changed.notify_one();
+            }
+        })
+        .touched_objects();
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -74,23 +101,32 @@ pub async fn run(
     );
     shared.health.set_watches_established(false);
     shared.metrics.set_census(Some(census(reader.clone())));
+    let caches = Caches {
+        registrations: reader.clone(),
+        secrets: secret_reader,
+        ready: cache_ready_rx,
+    };
     let context = Arc::new(Context::new(
         client,
         cloud,
         recorder,
         settings,
-        reader.clone(),
-        cache_ready_rx,
+        caches,
         shared.metrics.clone(),
     ));
+    let sweeper = tokio::spawn(release_unused_protection(context.clone(), sweep));
     info!(
         namespace = options.watch_namespace.as_deref().unwrap_or("(all)"),
         concurrency = options.concurrency,
         "controller starting"
     );
+    let claims = context.clone();
     Controller::for_stream(resources, reader.clone())
         .watches_stream(secret_changes, move |secret| {
             affected_by_secret(&reader, &secret)
+        })
+        .watches_stream(receiver_stream(released_claims), move |gone| {
+            claims.other_claimants(&gone)
         })
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .trigger_backoff(WatchBackoff::default())
@@ -102,9 +138,27 @@ pub async fn run(
             }
         })
         .await;
+    sweeper.abort();
     shared.health.set_watches_established(false);
     shared.metrics.set_census(None);
     info!("controller stopped");
+}
+
+/// What else the resource watch tells about.
+struct Hooks {
+    /// Resources gone for good: the other claimants of their product take over.
+    released: UnboundedSender<DynamicRegistration>,
+    /// Any change may free a protected credentials Secret.
+    sweep: Arc<Notify>,
+}
+
+/// The messages of `receiver` as a trigger stream.
+fn receiver_stream(
+    receiver: UnboundedReceiver<DynamicRegistration>,
+) -> impl futures::Stream<Item = Result<DynamicRegistration, watcher::Error>> + Send + 'static {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|gone| (Ok(gone), receiver))
+    })
 }
 
 /// The resources that need a reconcile, fed into the cache `writer`. `cache_ready` turns true
@@ -114,6 +168,7 @@ fn resource_changes(
     writer: reflector::store::Writer<DynamicRegistration>,
     cache_ready: watch::Sender<bool>,
     health: Arc<Health>,
+    hooks: Hooks,
 ) -> impl futures::Stream<Item = Result<DynamicRegistration, watcher::Error>> + Send + 'static {
     // Readiness comes from the watch stream itself: kube's `Store::wait_until_ready` wakes only
     // one of several waiters, and the controller runtime is one of them already.
@@ -131,6 +186,12 @@ fn resource_changes(
         .modify(|resource| resource.managed_fields_mut().clear())
         .reflect(writer)
         .inspect(mark_ready)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(gone)) = event {
+                let _ = hooks.released.send(gone.clone());
+            }
+            hooks.sweep.notify_one();
+        })
         .applied_objects()
         .predicate_filter(
             predicates::generation.combine(predicates::finalizers),

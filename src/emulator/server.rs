@@ -83,6 +83,8 @@ pub struct EmulatorConfig {
     pub limit_policy: LimitPolicy,
     /// Faults from the start.
     pub faults: Faults,
+    /// DescribeProducts answers leave ProductSecret out.
+    pub list_omits_product_secret: bool,
 }
 
 impl EmulatorConfig {
@@ -94,6 +96,7 @@ impl EmulatorConfig {
             timestamp_window_seconds: 300,
             limit_policy: LimitPolicy::default(),
             faults: Faults::default(),
+            list_omits_product_secret: false,
         }
     }
 }
@@ -139,6 +142,7 @@ impl Emulator {
             .collect();
         let mut store = Store::new(config.seed.all_products(), unix_now());
         store.limit_policy = config.limit_policy;
+        store.list_omits_product_secret = config.list_omits_product_secret;
         Self {
             accounts,
             timestamp_window_seconds: config.timestamp_window_seconds,

@@ -74,6 +74,9 @@ pub struct Store {
     products: BTreeMap<String, ProductRecord>,
     /// RegisterLimit rewriting.
     pub limit_policy: LimitPolicy,
+    /// DescribeProducts answers leave ProductSecret out (DescribeProduct still has it): the
+    /// controller must not rely on list answers for the secret.
+    pub list_omits_product_secret: bool,
 }
 
 impl Store {
@@ -107,6 +110,7 @@ impl Store {
         Self {
             products,
             limit_policy: LimitPolicy::default(),
+            list_omits_product_secret: false,
         }
     }
 
@@ -212,11 +216,17 @@ impl Store {
             .iter()
             .skip(offset as usize)
             .take(limit as usize)
-            .map(|product| wire::ProductInfo {
-                product_id: product.product_id.clone(),
-                product_name: product.product_name.clone(),
-                product_metadata: Some(metadata(product)),
-                product_properties: properties(product),
+            .map(|product| {
+                let mut product_properties = properties(product);
+                if self.list_omits_product_secret {
+                    product_properties.product_secret = None;
+                }
+                wire::ProductInfo {
+                    product_id: product.product_id.clone(),
+                    product_name: product.product_name.clone(),
+                    product_metadata: Some(metadata(product)),
+                    product_properties,
+                }
             })
             .collect();
         Ok(to_value(wire::DescribeProductsResponse {

@@ -6,9 +6,12 @@
 //!   [`after_failed_update`] when the update then fails.
 //! - [`next_status`]: the status to record, and its kstatus [`conditions`].
 //! - [`deletion`]: the steps of deleting a resource that holds our finalizer.
+//! - [`secrets`]: which Secrets we protect (credentials a deletion needs) or delete (Secrets we
+//!   published under a former name).
 
 pub mod deletion;
 mod plan;
+pub mod secrets;
 mod status;
 
 use std::collections::BTreeMap;
@@ -16,7 +19,8 @@ use std::collections::BTreeMap;
 use crate::cloud::ErrorClass;
 
 pub use deletion::{DeletionStep, Note};
-pub use plan::{Plan, PlanInput, after_failed_update, differences, plan};
+pub use plan::{Plan, PlanInput, after_failed_update, after_secret_taken, differences, plan};
+pub use secrets::CREDENTIALS_IN_USE;
 pub use status::{StatusInput, conditions, next_status, while_deleting};
 
 /// Why the cloud state is not available to decide on.
@@ -45,6 +49,12 @@ pub enum Problem {
     CredentialsNotAllowed {
         /// The resource's namespace.
         namespace: String,
+    },
+    /// Someone deletes the credentials Secret while this resource's deletion still needs it: it
+    /// is kept (our in-use finalizer) until the resource goes or lets go of it.
+    CredentialsBeingDeleted {
+        /// Its name.
+        secret: String,
     },
     /// The credentials failed authentication recently and rest until they change or a slow
     /// retry comes due, so that many resources sharing them do not burn the account's quota.
@@ -110,6 +120,7 @@ pub enum Reason {
     CredentialsMissing,
     CredentialsInvalid,
     CredentialsNotAllowed,
+    CredentialsDeleting,
     AuthFailed,
     ProductNotFound,
     ProductForbidden,
@@ -133,6 +144,7 @@ impl Reason {
             Reason::CredentialsMissing => "CredentialsMissing",
             Reason::CredentialsInvalid => "CredentialsInvalid",
             Reason::CredentialsNotAllowed => "CredentialsNotAllowed",
+            Reason::CredentialsDeleting => "CredentialsDeleting",
             Reason::AuthFailed => "AuthFailed",
             Reason::ProductNotFound => "ProductNotFound",
             Reason::ProductForbidden => "ProductForbidden",
@@ -224,6 +236,12 @@ pub fn problem_verdict(problem: &Problem) -> Verdict {
             Reason::CredentialsNotAllowed,
             format!(
                 "spec.credentialsSecretRef is not set and the controller's default credentials are not allowed for namespace {namespace} (--default-credentials-namespaces)"
+            ),
+        ),
+        Problem::CredentialsBeingDeleted { secret } => stalled(
+            Reason::CredentialsDeleting,
+            format!(
+                "credentials Secret {secret} is being deleted, but kept (finalizer {CREDENTIALS_IN_USE}) because deletionPolicy Disable needs it to switch registration off when this resource is deleted: delete this resource (it disables the product, then lets the Secret go), or set deletionPolicy: Orphan to let the Secret go now"
             ),
         ),
         Problem::CredentialsResting { secret_id, code } => stalled(

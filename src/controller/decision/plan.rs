@@ -169,6 +169,17 @@ fn with_secret(
     }
 }
 
+/// The plan once the Secret it was to create was created by someone else first: theirs, never
+/// overwritten.
+pub fn after_secret_taken(plan: Plan, secret_name: &str) -> Plan {
+    Plan {
+        write_secret: None,
+        secret_published: false,
+        verdict: secret_conflict(secret_name),
+        ..plan
+    }
+}
+
 fn secret_conflict(secret_name: &str) -> Verdict {
     Verdict::new(
         false,

@@ -1,0 +1,169 @@
+//! The Secrets we touch besides the one we publish: credentials a deletion will need are kept
+//! with an in-use finalizer (like `kubernetes.io/pvc-protection`), and Secrets we published
+//! under a former `secretName` are deleted. The rules are narrow on purpose: no other Secret is
+//! ever changed or deleted.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::deletion;
+use crate::controller::crd::{DynamicRegistration, FINALIZER, MANAGER};
+
+/// Finalizer on a credentials Secret while a resource's deletion needs it: without it, deleting
+/// the namespace deletes the credentials first, the resource can never switch registration off,
+/// and the namespace stays Terminating forever.
+pub const CREDENTIALS_IN_USE: &str = "iothub.dynreg.io/credentials-in-use";
+
+/// Label set on every published Secret.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// The credentials Secret (by name, in the resource's namespace) that `resource`'s deletion will
+/// use to switch registration off, if any: while it is alive with `deletionPolicy: Disable`, and
+/// while it is being deleted with our finalizer still on.
+pub fn credentials_needed_by(resource: &DynamicRegistration) -> Option<&str> {
+    let reference = resource.spec.credentials_secret_ref.as_ref()?;
+    let deleting = resource.metadata.deletion_timestamp.is_some();
+    let needs_cloud = if deleting {
+        resource.finalizers_contain(FINALIZER)
+    } else {
+        deletion::cloud_change(&resource.spec).is_some()
+    };
+    needs_cloud.then_some(reference.name.as_str())
+}
+
+/// Whether any of `resources` (all in the Secret's namespace) still needs the credentials
+/// Secret `name`.
+pub fn credentials_in_use<'a>(
+    name: &str,
+    resources: impl IntoIterator<Item = &'a DynamicRegistration>,
+) -> bool {
+    resources
+        .into_iter()
+        .any(|resource| credentials_needed_by(resource) == Some(name))
+}
+
+/// A Secret this resource published under another name than `current_name`: ours (controller
+/// ownerReference to this resource) and labelled managed-by us. Only such Secrets are deleted.
+pub fn left_behind(secret: &ObjectMeta, owner_uid: &str, current_name: &str) -> bool {
+    let owned = secret
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|reference| reference.controller == Some(true) && reference.uid == owner_uid);
+    let labelled = secret
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(MANAGED_BY_LABEL))
+        .is_some_and(|value| value == MANAGER);
+    owned && labelled && secret.name.as_deref() != Some(current_name)
+}
+
+impl DynamicRegistration {
+    fn finalizers_contain(&self, finalizer: &str) -> bool {
+        self.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|present| present == finalizer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::crd::{DeletionPolicy, ManagementPolicy, RegistrationMode};
+    use crate::controller::decision::fixtures::spec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+    use std::collections::BTreeMap;
+
+    fn resource(deletion: DeletionPolicy, deleting: bool, finalizer: bool) -> DynamicRegistration {
+        let mut spec = spec(RegistrationMode::AutoCreate, 1).with_credentials("creds");
+        spec.deletion_policy = deletion;
+        let mut resource = DynamicRegistration::new("r", spec);
+        if deleting {
+            resource.metadata.deletion_timestamp =
+                Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        }
+        if finalizer {
+            resource.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+        }
+        resource
+    }
+
+    #[test]
+    fn credentials_are_protected_exactly_while_a_deletion_needs_them() {
+        use DeletionPolicy::{Disable, Orphan};
+        // (policy, being deleted, our finalizer on, needs the credentials)
+        let rows = [
+            (Disable, false, false, true),
+            (Disable, false, true, true),
+            (Orphan, false, true, false),
+            (Disable, true, true, true),
+            (Disable, true, false, false),
+            (Orphan, true, false, false),
+        ];
+        for (policy, deleting, finalizer, needed) in rows {
+            let resource = resource(policy, deleting, finalizer);
+            assert_eq!(
+                credentials_needed_by(&resource) == Some("creds"),
+                needed,
+                "{policy:?}, deleting {deleting}, finalizer {finalizer}"
+            );
+        }
+        let mut observing = resource(Disable, false, false);
+        observing.spec.management_policy = ManagementPolicy::ObserveOnly;
+        assert_eq!(
+            credentials_needed_by(&observing),
+            None,
+            "ObserveOnly never disables"
+        );
+        let mut own = resource(Disable, false, false);
+        own.spec.credentials_secret_ref = None;
+        assert_eq!(
+            credentials_needed_by(&own),
+            None,
+            "no Secret: default credentials"
+        );
+
+        let resources = [
+            resource(Orphan, false, false),
+            resource(Disable, false, false),
+        ];
+        assert!(credentials_in_use("creds", &resources));
+        assert!(!credentials_in_use("other", &resources));
+        assert!(!credentials_in_use("creds", &resources[..1]));
+    }
+
+    #[test]
+    fn only_our_own_labelled_secrets_under_a_former_name_are_left_behind() {
+        let meta = |name: &str, owner: Option<&str>, labelled: bool| ObjectMeta {
+            name: Some(name.into()),
+            owner_references: owner.map(|uid| {
+                vec![OwnerReference {
+                    uid: uid.into(),
+                    controller: Some(true),
+                    ..OwnerReference::default()
+                }]
+            }),
+            labels: labelled
+                .then(|| BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned())])),
+            ..ObjectMeta::default()
+        };
+        assert!(left_behind(&meta("old", Some("uid"), true), "uid", "new"));
+        assert!(
+            !left_behind(&meta("new", Some("uid"), true), "uid", "new"),
+            "current name"
+        );
+        assert!(
+            !left_behind(&meta("old", Some("other"), true), "uid", "new"),
+            "another owner"
+        );
+        assert!(
+            !left_behind(&meta("old", None, true), "uid", "new"),
+            "no owner"
+        );
+        assert!(
+            !left_behind(&meta("old", Some("uid"), false), "uid", "new"),
+            "no label"
+        );
+    }
+}

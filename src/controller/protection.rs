@@ -1,0 +1,69 @@
+//! Lets go of credentials Secrets no deletion needs any more: our in-use finalizer comes off a
+//! Secret as soon as no resource in its namespace needs it (the resource went, switched to
+//! `Orphan`, or names other credentials), and after a restart too: the sweep looks at every
+//! Secret carrying the finalizer, not only at the ones this process put it on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::controller::context::Context;
+use crate::controller::decision::{CREDENTIALS_IN_USE, secrets};
+use crate::controller::kube_io;
+
+/// A sweep also runs this often without being woken, to catch what a missed event would leave.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// At most one sweep in this long: status writes of thousands of resources wake it too.
+const SWEEP_SPACING: Duration = Duration::from_secs(1);
+
+/// Sweeps whenever `wake` is notified (a resource or a protected Secret changed) and every
+/// [`SWEEP_INTERVAL`]; runs until dropped.
+pub async fn release_unused_protection(ctx: Arc<Context>, wake: Arc<Notify>) {
+    loop {
+        ctx.cache_ready().await;
+        sweep(&ctx).await;
+        tokio::time::sleep(SWEEP_SPACING).await;
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+        }
+    }
+}
+
+async fn sweep(ctx: &Context) {
+    let protected = ctx
+        .secrets
+        .state()
+        .into_iter()
+        .filter(|secret| secret.finalizers().iter().any(|f| f == CREDENTIALS_IN_USE));
+    for secret in protected {
+        let namespace = secret.namespace().unwrap_or_default();
+        let name = secret.name_any();
+        let resources = ctx.registrations.state();
+        let in_namespace = resources
+            .iter()
+            .filter(|resource| resource.namespace().as_deref() == Some(namespace.as_str()))
+            .map(|resource| &**resource);
+        if secrets::credentials_in_use(&name, in_namespace) {
+            continue;
+        }
+        match kube_io::set_secret_finalizer(
+            &ctx.client,
+            &secret.metadata,
+            CREDENTIALS_IN_USE,
+            false,
+        )
+        .await
+        {
+            Ok(()) => {
+                info!(namespace, secret = %name, "no deletion needs the credentials Secret any more: let go of it")
+            }
+            Err(error) => {
+                warn!(%error, namespace, secret = %name, "could not let go of the credentials Secret; retrying")
+            }
+        }
+    }
+}
