@@ -164,12 +164,37 @@ async fn deleting_the_namespace_disables_the_product_and_the_namespace_goes() {
     let credentials = harness.secrets().get("tencent-credentials").await.unwrap();
     assert!(in_use_finalizers(&credentials), "credentials not protected");
 
+    // The controller is down (a rollout, a crash) while the namespace is deleted: the namespace
+    // controller deletes everything in it, credentials included, before the resource's
+    // deletion can run.
+    let mut controller = controller;
+    controller.signal(libc::SIGKILL);
+    let _ = controller.wait_exit(Duration::from_secs(5));
     let namespaces: Api<Namespace> = Api::all(harness.client.clone());
     namespaces
         .delete(&harness.namespace, &DeleteParams::default())
         .await
         .unwrap();
     let started = Instant::now();
+    harness
+        .wait_for(
+            "the namespace controller to delete the credentials",
+            Duration::from_secs(60),
+            None,
+            || async {
+                let credentials = harness
+                    .secrets()
+                    .get_opt("tencent-credentials")
+                    .await
+                    .ok()?;
+                match credentials {
+                    None => Some(()),
+                    Some(secret) => secret.metadata.deletion_timestamp.map(|_| ()),
+                }
+            },
+        )
+        .await;
+    let controller = harness.spawn_controller(&[]);
     harness
         .wait_for(
             "the namespace to go",

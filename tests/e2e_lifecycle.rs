@@ -383,7 +383,8 @@ async fn a_tampered_secret_is_repaired_when_list_answers_lack_the_product_secret
     else {
         return;
     };
-    let controller = harness.spawn_controller(&["--resync-interval", "2s"]);
+    let controller =
+        harness.spawn_controller(&["--resync-interval", "1s", "--observe-interval", "1s"]);
     harness
         .create_registration("sensors", "LIFE000001", RegistrationMode::AutoCreate, 100)
         .await;
@@ -394,6 +395,19 @@ async fn a_tampered_secret_is_repaired_when_list_answers_lack_the_product_secret
         .as_str()
         .unwrap()
         .to_owned();
+    // Wait for the shared snapshot to be refilled from list answers, which lack the
+    // ProductSecret that the update's answer had put in it.
+    let pages = harness.cloud_calls("DescribeProducts", "Success").await;
+    harness
+        .wait_for(
+            "a snapshot refresh",
+            Duration::from_secs(20),
+            Some(&controller),
+            || async {
+                (harness.cloud_calls("DescribeProducts", "Success").await > pages).then_some(())
+            },
+        )
+        .await;
     harness
         .secrets()
         .patch(
