@@ -87,6 +87,8 @@ async fn stats(emulator: &RunningEmulator) -> Value {
 async fn reset_stats(emulator: &RunningEmulator) {
     reqwest::Client::new()
         .post(format!("{}/_emulator/stats/reset", emulator.endpoint()))
+        .header("content-type", "application/json")
+        .body("{}")
         .send()
         .await
         .unwrap();

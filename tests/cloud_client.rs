@@ -314,6 +314,26 @@ async fn describe_products_reads_every_page_at_the_largest_size() {
         .await
         .unwrap();
     assert_eq!((products.len(), cloud.received().len()), (250, 1));
+
+    // A TotalCount that never ends, with the same page over and over: paging stops at a cap.
+    let endless = std::iter::repeat_with(|| page(0, 250, 1_000_000_000)).take(410);
+    let cloud = ScriptedCloud::start(endless).await;
+    let client = CloudClient::new(ClientConfig {
+        endpoint: Endpoint::parse(&cloud.endpoint(), true).unwrap(),
+        rate_limits: iothub_dynreg::cloud::limit::RateLimits::uniform(100_000),
+        retry: fast_retry(),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let error = client
+        .describe_products(&credentials(), "ap-guangzhou")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("stopped paging"), "{error}");
+    assert_eq!(
+        cloud.received().len() as u64,
+        iothub_dynreg::cloud::client::MAX_PRODUCTS / 250
+    );
 }
 
 #[derive(Clone, Default)]

@@ -85,6 +85,7 @@ async fn control(
         "DELETE" => http.delete(url),
         _ => http.post(url),
     };
+    let request = request.header("content-type", "application/json");
     let request = match body {
         Some(body) => request.body(body.to_string()),
         None => request,
@@ -598,4 +599,125 @@ async fn the_cloud_may_apply_another_limit_and_console_edits_show() {
         .await
         .unwrap_err();
     assert_eq!(gone.class(), ErrorClass::NotFound);
+}
+
+#[tokio::test]
+async fn keys_see_their_own_accounts_products_and_what_their_policy_grants() {
+    let seed = r#"
+accounts:
+  - {secretId: AKIDteamA, secretKey: a-key, account: team-a}
+  - {secretId: AKIDteamB, secretKey: b-key, account: team-b}
+  - secretId: AKIDnarrow
+    secretKey: narrow-key
+    account: team-a
+    policy: {actions: [DescribeProduct, UpdateProductDynamicRegister], products: [TEAMA00001]}
+products:
+  - {productId: TEAMA00001, region: ap-guangzhou, account: team-a}
+  - {productId: TEAMA00002, region: ap-guangzhou, account: team-a}
+  - {productId: TEAMB00001, region: ap-guangzhou, account: team-b}
+"#;
+    let emulator = RunningEmulator::start(EmulatorConfig::new(Seed::from_yaml(seed).unwrap()))
+        .await
+        .unwrap();
+    let client = client(&emulator, RetryPolicy::none());
+    let team_a = Credentials::new("AKIDteamA", "a-key");
+    let narrow = Credentials::new("AKIDnarrow", "narrow-key");
+    let region = "ap-guangzhou";
+
+    // An account's key lists and reads its own products only.
+    let listed: Vec<String> = client
+        .describe_products(&team_a, region)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|product| product.product_id)
+        .collect();
+    assert_eq!(listed, ["TEAMA00001", "TEAMA00002"]);
+    assert_eq!(
+        code_of(client.describe_product(&team_a, region, "TEAMB00001").await).await,
+        "ResourceNotFound.ProductNotExist"
+    );
+
+    // A key restricted by policy: its product and actions only, refused like CAM refuses.
+    client
+        .describe_product(&narrow, region, "TEAMA00001")
+        .await
+        .unwrap();
+    let wanted = RegistrationRequest {
+        register_type: RegisterType::AutoCreate,
+        register_limit: 5,
+    };
+    client
+        .update_product_dynamic_register(&narrow, region, "TEAMA00001", wanted)
+        .await
+        .unwrap();
+    for refused in [
+        code_of(client.describe_products(&narrow, region).await).await,
+        code_of(client.describe_product(&narrow, region, "TEAMA00002").await).await,
+        code_of(
+            client
+                .update_product_dynamic_register(&narrow, region, "TEAMA00002", wanted)
+                .await,
+        )
+        .await,
+    ] {
+        assert_eq!(refused, "AuthFailure.UnauthorizedOperation");
+        assert_eq!(ErrorClass::of_code(&refused), ErrorClass::Forbidden);
+    }
+}
+
+#[tokio::test]
+async fn control_writes_take_json_only() {
+    let emulator = RunningEmulator::start(config()).await.unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{}/_emulator/stats/reset", emulator.endpoint()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("a=b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        415,
+        "a form post reached a control endpoint"
+    );
+    control(&emulator, "POST", "stats/reset", Some(json!({}))).await;
+}
+
+#[tokio::test]
+async fn hostile_timestamps_are_refused_without_overflow() {
+    let emulator = RunningEmulator::start(config()).await.unwrap();
+    let now = Raw::default().timestamp;
+    let mut random = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut timestamps = vec![
+        i64::MIN,
+        i64::MIN + 1,
+        i64::MAX,
+        -1,
+        0,
+        now - 301,
+        now + 301,
+    ];
+    for _ in 0..50 {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        timestamps.push(random as i64);
+    }
+    for timestamp in timestamps {
+        let answer = send_raw(
+            &emulator,
+            Raw {
+                timestamp,
+                scope_date: Some("2026-01-01".into()),
+                ..Raw::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            error_code(&answer),
+            "AuthFailure.SignatureExpire",
+            "{timestamp}"
+        );
+    }
 }

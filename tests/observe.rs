@@ -153,3 +153,77 @@ async fn products_missing_from_the_snapshot_and_failures_are_shared() {
     }
     assert_eq!(failing.received().len(), 1);
 }
+
+#[tokio::test]
+async fn a_key_refused_the_list_reads_products_one_by_one_and_does_not_ask_again() {
+    let refused = Reply::Json(
+        r#"{"Response":{"Error":{"Code":"AuthFailure.UnauthorizedOperation","Message":"not authorized by CAM"},"RequestId":"r"}}"#.to_owned(),
+    );
+    let cloud = ScriptedCloud::start([refused, single("P1", "s1"), single("P2", "s2")]).await;
+    let observer = observer(&cloud);
+    let creds = Credentials::new("AKID", "key");
+    for id in ["P1", "P2"] {
+        let observation = observer
+            .observe(&creds, "ap-guangzhou", id, 20, false)
+            .await
+            .unwrap();
+        assert_eq!(observation.product.product_id, id);
+    }
+    assert_eq!(
+        actions(&cloud),
+        ["DescribeProducts", "DescribeProduct", "DescribeProduct"],
+        "the refused list was asked again"
+    );
+}
+
+/// Temporary credentials rotate: every rotation brings a new SecretId. What is kept per key
+/// (snapshots, rate-limiter buckets, the credential gate's verdicts) must not grow with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_stays_bounded_over_two_hundred_rotations() {
+    use iothub_dynreg::controller::credentials::CredentialGate;
+    use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};
+    let accounts: Vec<String> = (0..200)
+        .map(|i| format!("  - {{secretId: AKIDrotation{i:04}, secretKey: key-{i}}}"))
+        .collect();
+    let seed = format!(
+        "accounts:\n{}\nproducts: [{{productId: ROTATE0001, region: ap-guangzhou}}]\n",
+        accounts.join("\n")
+    );
+    let emulator = RunningEmulator::start(EmulatorConfig::new(Seed::from_yaml(&seed).unwrap()))
+        .await
+        .unwrap();
+    let client = CloudClient::new(ClientConfig {
+        endpoint: Endpoint::parse(&emulator.endpoint(), true).unwrap(),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let interval = Duration::from_millis(50);
+    let observer = Observer::new(client.clone(), interval);
+    let gate = CredentialGate::new(interval);
+    let (mut most_snapshots, mut most_buckets, mut most_verdicts) = (0, 0, 0);
+    for rotation in 0..200 {
+        let creds = Credentials::new(
+            format!("AKIDrotation{rotation:04}"),
+            format!("key-{rotation}"),
+        );
+        let probe = gate.admit(&creds).await.unwrap();
+        observer
+            .observe(&creds, "ap-guangzhou", "ROTATE0001", 1, false)
+            .await
+            .unwrap();
+        gate.accepted(&creds);
+        drop(probe);
+        most_snapshots = most_snapshots.max(observer.snapshot_count());
+        most_buckets = most_buckets.max(client.limiter_buckets());
+        most_verdicts = most_verdicts.max(gate.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "over 200 rotations at most {most_snapshots} snapshots, {most_buckets} limiter buckets, {most_verdicts} gate verdicts held at once"
+    );
+    // Without eviction each would reach 200: a snapshot, a bucket and a verdict per key.
+    assert!(most_snapshots <= 20, "{most_snapshots} snapshots");
+    assert!(most_verdicts <= 20, "{most_verdicts} verdicts");
+    // A bucket stays one window (1 s) after its last call: about 1 s / 25 ms of keys.
+    assert!(most_buckets <= 80, "{most_buckets} buckets");
+}

@@ -440,10 +440,19 @@ async fn a_limit_the_cloud_rewrites_is_asked_for_once() {
 }
 
 #[tokio::test]
-async fn the_newer_of_two_claimants_makes_no_cloud_call() {
+async fn the_newer_of_two_claimants_makes_no_change() {
     let mut older = registration("NEW0000001", 100);
     older.metadata.name = Some("older".into());
     older.metadata.uid = Some("uid-older".into());
+    // The older claim counts: its credentials reached the product.
+    older.status = Some(
+        serde_json::from_value(json!({
+            "cloud": {"registerType": "AutoCreate", "registerLimit": 100},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "InSync", "message": "",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+        }))
+        .unwrap(),
+    );
     let mut resource = registration("NEW0000001", 100);
     resource.metadata.creation_timestamp =
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
@@ -453,7 +462,9 @@ async fn the_newer_of_two_claimants_makes_no_cloud_call() {
         Scenario::start(LimitPolicy::default(), &[older, resource.clone()]).await;
     let task = scenario.reconcile(&resource);
 
-    api.expect("GET", PRODUCT_SECRET_PATH).await.not_found();
+    // It reads the product with its own credentials first: only a claim that reaches the
+    // product defers to an older one.
+    answer_reads(&mut api, None).await;
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
     let status = status_patch.body["status"].clone();
     assert_eq!(ready(&status)["reason"], "Conflict");
@@ -466,7 +477,11 @@ async fn the_newer_of_two_claimants_makes_no_cloud_call() {
     status_patch.respond(200, serde_json::to_value(&resource).unwrap());
     assert_eq!(api.expect_event(NS).await["reason"], "Conflict");
     task.await.unwrap();
-    assert_eq!(scenario.stats().await["totalCalls"], 0);
+    let calls = &scenario.stats().await["calls"];
+    assert!(
+        calls.get("UpdateProductDynamicRegister").is_none(),
+        "{calls}"
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,10 @@ use super::wire::{self, Action};
 /// The public endpoint (mainland China); `iotcloud.intl.tencentcloudapi.com` is the other one.
 pub const DEFAULT_ENDPOINT: &str = "iotcloud.tencentcloudapi.com";
 
+/// Most products paged through in one listing (400 pages of 250): a TotalCount that never
+/// ends must not page forever.
+pub const MAX_PRODUCTS: u64 = 100_000;
+
 /// Answers larger than this are refused; a full `DescribeProducts` page is about 250 KiB.
 const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
@@ -214,6 +218,12 @@ impl CloudClient {
         })
     }
 
+    /// How many rate-limiter buckets the client holds (one per endpoint, SecretId and action in
+    /// recent use).
+    pub fn limiter_buckets(&self) -> usize {
+        self.inner.limiter.bucket_count()
+    }
+
     /// The same client, its calls served before bulk calls in the rate limiter: for the
     /// changes people are waiting for.
     pub fn prioritized(&self) -> Self {
@@ -280,6 +290,13 @@ impl CloudClient {
             offset += received;
             if received < limit || offset >= page.total_count {
                 return Ok(products);
+            }
+            // A TotalCount that never ends (a broken or hostile answer) must not page forever.
+            if offset >= MAX_PRODUCTS {
+                return Err(CloudError::Malformed {
+                    action,
+                    detail: format!("more than {MAX_PRODUCTS} products listed; stopped paging"),
+                });
             }
         }
     }

@@ -9,11 +9,15 @@ pub enum ErrorClass {
     Throttled,
     /// Network, timeouts, HTTP 5xx, `InternalError`: retry with backoff.
     Transient,
-    /// `AuthFailure.*`: the credentials are wrong, expired or the clock is off.
+    /// The key itself is refused (`AuthFailure.*` but `UnauthorizedOperation`, `IpNotInWhitelist`,
+    /// `IpInBlacklist`): wrong, expired, disabled, or not usable from here. Every call with it
+    /// fails alike, so it rests.
     Auth,
-    /// `ResourceNotFound.ProductNotExist`: the product does not exist in that region.
+    /// `ResourceNotFound*`: the product does not exist in that region.
     NotFound,
-    /// `UnauthorizedOperation.*`: the product is forbidden or the key lacks permission.
+    /// `UnauthorizedOperation*`, `AuthFailure.UnauthorizedOperation`: this action on this
+    /// product is not allowed (a CAM policy, or the platform forbade the product), while the key
+    /// itself is fine: the resource's problem, not the key's.
     Forbidden,
     /// `InvalidParameterValue.ProductTypeNotSupport`: the product type has no dynamic registration.
     Unsupported,
@@ -43,19 +47,48 @@ impl ErrorClass {
         }
     }
 
-    /// The class of an API error code.
+    /// The class of an API error code: the Tencent Cloud API 3.0 common codes and those of the
+    /// actions used here.
     pub fn of_code(code: &str) -> ErrorClass {
+        // Exact codes first, where a family holds codes of different kinds.
+        match code {
+            // A CAM policy refused this action or resource; the signature and key were fine.
+            "AuthFailure.UnauthorizedOperation" => return ErrorClass::Forbidden,
+            "InvalidParameterValue.ProductTypeNotSupport" => return ErrorClass::Unsupported,
+            "ResourceInUse"
+            | "ResourceInsufficient"
+            | "ResourceUnavailable"
+            | "ServiceUnavailable" => return ErrorClass::Transient,
+            // The key may not be used from this address: every call fails alike.
+            "IpNotInWhitelist" | "IpInBlacklist" => return ErrorClass::Auth,
+            _ => {}
+        }
         let family = code.split('.').next().unwrap_or(code);
-        match (family, code) {
-            ("RequestLimitExceeded", _) => ErrorClass::Throttled,
-            ("InternalError", _) => ErrorClass::Transient,
-            ("AuthFailure", _) => ErrorClass::Auth,
-            (_, "ResourceNotFound.ProductNotExist") => ErrorClass::NotFound,
-            ("UnauthorizedOperation", _) => ErrorClass::Forbidden,
-            (_, "InvalidParameterValue.ProductTypeNotSupport") => ErrorClass::Unsupported,
-            ("InvalidParameter" | "InvalidParameterValue" | "MissingParameter", _) => {
-                ErrorClass::Invalid
-            }
+        match family {
+            "RequestLimitExceeded" => ErrorClass::Throttled,
+            "InternalError" => ErrorClass::Transient,
+            // SecretIdNotFound, InvalidSecretId, SignatureFailure, SignatureExpire, TokenFailure,
+            // InvalidAuthorization, MFAFailure: the key (or its token, or our clock) is refused.
+            "AuthFailure" => ErrorClass::Auth,
+            "ResourceNotFound" => ErrorClass::NotFound,
+            "UnauthorizedOperation" => ErrorClass::Forbidden,
+            // The request cannot succeed as it is: a person must change something.
+            "InvalidParameter"
+            | "InvalidParameterValue"
+            | "MissingParameter"
+            | "UnknownParameter"
+            | "InvalidAction"
+            | "InvalidRequest"
+            | "NoSuchVersion"
+            | "NoSuchProduct"
+            | "ActionOffline"
+            | "UnsupportedOperation"
+            | "UnsupportedProtocol"
+            | "UnsupportedRegion"
+            | "RequestSizeLimitExceeded"
+            | "ResponseSizeLimitExceeded"
+            | "LimitExceeded" => ErrorClass::Invalid,
+            // FailedOperation, DryRunOperation and codes not documented: retried with backoff.
             _ => ErrorClass::Unknown,
         }
     }
@@ -154,39 +187,58 @@ mod tests {
 
     #[test]
     fn classifies_documented_codes() {
+        use ErrorClass::*;
+        // The common error codes of Tencent Cloud API 3.0, then those of the actions used here.
         let table = [
-            ("RequestLimitExceeded", ErrorClass::Throttled),
-            (
-                "RequestLimitExceeded.UinLimitExceeded",
-                ErrorClass::Throttled,
-            ),
+            ("ActionOffline", Invalid),
+            ("AuthFailure.InvalidAuthorization", Auth),
+            ("AuthFailure.InvalidSecretId", Auth),
+            ("AuthFailure.MFAFailure", Auth),
+            ("AuthFailure.SecretIdNotFound", Auth),
+            ("AuthFailure.SignatureExpire", Auth),
+            ("AuthFailure.SignatureFailure", Auth),
+            ("AuthFailure.TokenFailure", Auth),
+            ("AuthFailure.UnauthorizedOperation", Forbidden),
+            ("DryRunOperation", Unknown),
+            ("FailedOperation", Unknown),
+            ("InternalError", Transient),
+            ("InvalidAction", Invalid),
+            ("InvalidParameter", Invalid),
+            ("InvalidParameterValue", Invalid),
+            ("InvalidRequest", Invalid),
+            ("IpInBlacklist", Auth),
+            ("IpNotInWhitelist", Auth),
+            ("LimitExceeded", Invalid),
+            ("MissingParameter", Invalid),
+            ("NoSuchProduct", Invalid),
+            ("NoSuchVersion", Invalid),
+            ("RequestLimitExceeded", Throttled),
             (
                 "RequestLimitExceeded.GlobalRegionUinLimitExceeded",
-                ErrorClass::Throttled,
+                Throttled,
             ),
-            ("InternalError", ErrorClass::Transient),
-            ("InternalError.DBOperationError", ErrorClass::Transient),
-            ("AuthFailure.SignatureFailure", ErrorClass::Auth),
-            ("AuthFailure.SignatureExpire", ErrorClass::Auth),
-            ("AuthFailure.SecretIdNotFound", ErrorClass::Auth),
-            ("AuthFailure.TokenFailure", ErrorClass::Auth),
-            ("ResourceNotFound.ProductNotExist", ErrorClass::NotFound),
-            (
-                "UnauthorizedOperation.ProductIsForbidden",
-                ErrorClass::Forbidden,
-            ),
-            ("UnauthorizedOperation", ErrorClass::Forbidden),
-            (
-                "InvalidParameterValue.ProductTypeNotSupport",
-                ErrorClass::Unsupported,
-            ),
-            ("InvalidParameterValue", ErrorClass::Invalid),
-            ("InvalidParameter", ErrorClass::Invalid),
-            ("InvalidParameter.ActionNotFound", ErrorClass::Invalid),
-            ("MissingParameter", ErrorClass::Invalid),
-            ("ResourceNotFound.DeviceNotExist", ErrorClass::Unknown),
-            ("UnsupportedOperation", ErrorClass::Unknown),
-            ("", ErrorClass::Unknown),
+            ("RequestLimitExceeded.IPLimitExceeded", Throttled),
+            ("RequestLimitExceeded.UinLimitExceeded", Throttled),
+            ("RequestSizeLimitExceeded", Invalid),
+            ("ResourceInUse", Transient),
+            ("ResourceInsufficient", Transient),
+            ("ResourceNotFound", NotFound),
+            ("ResourceUnavailable", Transient),
+            ("ResponseSizeLimitExceeded", Invalid),
+            ("ServiceUnavailable", Transient),
+            ("UnauthorizedOperation", Forbidden),
+            ("UnknownParameter", Invalid),
+            ("UnsupportedOperation", Invalid),
+            ("UnsupportedProtocol", Invalid),
+            ("UnsupportedRegion", Invalid),
+            // iotcloud 2021-04-08: UpdateProductDynamicRegister, DescribeProduct(s).
+            ("InternalError.DBOperationError", Transient),
+            ("InvalidParameterValue.ProductTypeNotSupport", Unsupported),
+            ("ResourceNotFound.ProductNotExist", NotFound),
+            ("UnauthorizedOperation.ProductIsForbidden", Forbidden),
+            ("InvalidParameter.ActionNotFound", Invalid),
+            ("", Unknown),
+            ("SomethingNew", Unknown),
         ];
         for (code, class) in table {
             assert_eq!(ErrorClass::of_code(code), class, "{code}");

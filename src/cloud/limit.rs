@@ -161,10 +161,21 @@ impl RateLimiter {
         // A poisoned lock only means another thread panicked while inserting; the map is still
         // usable, so carry on rather than take the controller down.
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if !buckets.contains_key(key) {
+            // Rotated temporary credentials bring a new SecretId, and new buckets, each time:
+            // forget the buckets whose history no longer matters to the cloud's window.
+            let now = Instant::now();
+            buckets.retain(|_, bucket| Arc::strong_count(bucket) > 1 || !bucket.is_idle(now));
+        }
         buckets
             .entry(key.clone())
             .or_insert_with(|| Arc::new(Bucket::new(self.limits.per_second(key.action))))
             .clone()
+    }
+
+    /// How many buckets are held.
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
@@ -287,6 +298,22 @@ impl Bucket {
 
     fn state(&self) -> std::sync::MutexGuard<'_, BucketState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Nobody waits, no call is under way, and the last call was over a window ago: a new
+    /// bucket in its place would limit exactly as this one.
+    fn is_idle(&self, now: Instant) -> bool {
+        let state = self.state();
+        let calls_over = state.recent.iter().all(|slot| {
+            slot.over
+                .is_some_and(|over| now.saturating_duration_since(over) >= WINDOW)
+        });
+        let spaced = state.next_free.is_none_or(|next| next <= now);
+        state.priority.is_empty()
+            && state.bulk.is_empty()
+            && !state.dispatching
+            && calls_over
+            && spaced
     }
 
     fn permit(self: &Arc<Self>, index: u64) -> Permit {

@@ -12,11 +12,12 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use rand::Rng;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::cloud::{CloudClient, Credentials};
 use crate::controller::crd::DynamicRegistration;
 use crate::controller::credentials::{CredentialGate, NamespaceAllowList};
-use crate::controller::decision::Progress;
+use crate::controller::decision::{Progress, claims};
 use crate::controller::observe::Observer;
 use crate::ops::metrics::Metrics;
 
@@ -86,6 +87,9 @@ pub struct Context {
     /// Metadata of the Secrets in view (never their data): Secrets published under a former
     /// name, and credentials Secrets carrying our in-use finalizer.
     pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Where to announce a resource whose claim changed (it went, or it now reaches its
+    /// product), so the other claimants of the product reconcile at once.
+    claim_changes: Option<UnboundedSender<DynamicRegistration>>,
 }
 
 /// The watch caches a context reads.
@@ -121,6 +125,20 @@ impl Context {
             failures: FailureCounts::default(),
             verified_secrets: VerifiedSecrets::default(),
             secrets: caches.secrets,
+            claim_changes: None,
+        }
+    }
+
+    /// Announces claim changes on `sender` (see [`Context::claim_changed`]).
+    pub fn announcing_claims(mut self, sender: UnboundedSender<DynamicRegistration>) -> Self {
+        self.claim_changes = Some(sender);
+        self
+    }
+
+    /// `resource`'s claim changed: the other claimants of its product reconcile at once.
+    pub fn claim_changed(&self, resource: &DynamicRegistration) {
+        if let Some(sender) = &self.claim_changes {
+            let _ = sender.send(resource.clone());
         }
     }
 
@@ -159,8 +177,10 @@ impl Context {
         })
     }
 
-    /// The older resource claiming the same product and region, as `namespace/name`. The oldest
-    /// claimant wins; ties go to the smaller namespace/name, so every replica agrees.
+    /// The older resource claiming the same product and region, as `namespace/name`, among
+    /// those whose last status shows their credentials reach the product
+    /// ([`claims::reaches_product`]). The oldest such claimant wins; ties go to the smaller
+    /// namespace/name, so every replica agrees.
     pub fn older_claimant(&self, resource: &DynamicRegistration) -> Option<String> {
         let key = claim_order(resource);
         self.registrations
@@ -173,6 +193,7 @@ impl Context {
                 other.spec.product_id == resource.spec.product_id
                     && other.spec.region == resource.spec.region
             })
+            .filter(|other| claims::reaches_product(other.status.as_ref()))
             .filter(|other| claim_order(other) < key)
             .min_by_key(|other| claim_order(other))
             .map(|owner| {

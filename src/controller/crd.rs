@@ -152,7 +152,10 @@ impl From<RegisterType> for RegistrationMode {
 #[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretReference {
     /// Name of the Secret.
-    #[x_kube(validation = Rule::new("self.size() > 0").message("credentialsSecretRef.name must not be empty"))]
+    #[x_kube(
+        validation = Rule::new("self.size() > 0").message("credentialsSecretRef.name must not be empty"),
+        validation = Rule::new("self.size() <= 253 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("credentialsSecretRef.name must be a valid Secret name: lower-case letters, digits, '-' and '.'")
+    )]
     pub name: String,
 }
 

@@ -74,6 +74,13 @@ pub fn from_secret_data(
         let text = String::from_utf8(value.0.clone())
             .map_err(|_| invalid(format!("key {key} is not UTF-8 text")))?;
         let text = text.trim().to_owned();
+        // Keys and tokens are printable ASCII; anything else could only fail every call (or
+        // break the request headers), so say so now instead of retrying a transport error.
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(format!(
+                "key {key} holds characters other than printable ASCII (a line break or a stray character pasted in?)"
+            )));
+        }
         Ok((!text.is_empty()).then_some(text))
     };
     let secret_id = read(SECRET_ID_KEY)?
@@ -113,10 +120,21 @@ enum Verdict {
     Resting { until: Instant, code: String },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Entry {
     verdict: Verdict,
     probe: Arc<tokio::sync::Mutex<()>>,
+    last_used: Instant,
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Self {
+            verdict: Verdict::default(),
+            probe: Arc::default(),
+            last_used: Instant::now(),
+        }
+    }
 }
 
 /// Guards the account's quota against bad credentials shared by many resources: until the
@@ -152,6 +170,7 @@ impl CredentialGate {
             let probe = {
                 let mut entries = self.entries();
                 let entry = entries.entry(key).or_default();
+                entry.last_used = Instant::now();
                 match &entry.verdict {
                     Verdict::Verified => return Ok(Probe(None)),
                     Verdict::Resting { until, code } if Instant::now() < *until => {
@@ -195,8 +214,27 @@ impl CredentialGate {
 
     fn set(&self, credentials: &Credentials, verdict: Verdict) {
         let mut entries = self.entries();
+        let now = Instant::now();
+        // Forget credentials nobody used for two rest periods (a resting one only once its rest
+        // is over): temporary credentials bring a new key at every rotation.
+        let forget_after = self.rest * 2;
+        entries.retain(|_, entry| {
+            let resting = matches!(&entry.verdict, Verdict::Resting { until, .. } if now < *until);
+            resting || now.duration_since(entry.last_used) < forget_after
+        });
         let entry = entries.entry(credentials.fingerprint()).or_default();
         entry.verdict = verdict;
+        entry.last_used = now;
+    }
+
+    /// How many sets of credentials are remembered.
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -209,6 +247,28 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
             .collect()
+    }
+
+    #[test]
+    fn credential_text_must_be_printable_ascii() {
+        for bad in ["AKID\nEXTRA", "AKID\u{7f}", "AKIDé", "AK ID"] {
+            let problem =
+                from_secret_data("c", Some(&data(&[("secretId", bad), ("secretKey", "k")])))
+                    .unwrap_err();
+            let Problem::CredentialsInvalid { detail, .. } = problem else {
+                panic!("{bad:?}: {problem:?}")
+            };
+            assert!(detail.contains("printable ASCII"), "{detail}");
+            assert!(!detail.contains(bad), "the value is never echoed");
+        }
+        // Surrounding whitespace (a trailing newline from `echo`) is trimmed, not refused.
+        assert!(
+            from_secret_data(
+                "c",
+                Some(&data(&[("secretId", "AKID\n"), ("secretKey", "k")]))
+            )
+            .is_ok()
+        );
     }
 
     #[test]

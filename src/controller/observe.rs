@@ -49,6 +49,9 @@ struct Slot {
     failed: Option<(Instant, ObserveFailure)>,
     /// TotalCount of the account's products in the region, from the last refresh.
     total_products: Option<u64>,
+    /// A policy refused these credentials the list (DescribeProducts) until then: products are
+    /// read one by one meanwhile, and the list is not asked again on every reconcile.
+    list_refused_until: Option<Instant>,
 }
 
 struct Snapshot {
@@ -59,15 +62,21 @@ struct Snapshot {
 
 /// How long a failed refresh answers for itself before the next reconcile tries again.
 const FAILURE_MEMORY: Duration = Duration::from_secs(2);
+/// How long a policy's refusal of the list is remembered before the list is asked again (a
+/// policy may be widened; asking every 10 minutes costs nothing).
+pub const LIST_REFUSAL_MEMORY: Duration = Duration::from_secs(600);
 
 /// Credentials fingerprint and region: whose products, where.
 type SlotKey = ([u8; 32], String);
 
-/// The shared snapshots.
+/// One snapshot, shared by the reconciles reading it.
+type SharedSlot = Arc<tokio::sync::Mutex<Slot>>;
+
+/// The shared snapshots, with when each was last used.
 pub struct Observer {
     cloud: CloudClient,
     interval: Duration,
-    slots: Mutex<HashMap<SlotKey, Arc<tokio::sync::Mutex<Slot>>>>,
+    slots: Mutex<HashMap<SlotKey, (SharedSlot, Instant)>>,
 }
 
 impl Observer {
@@ -82,10 +91,23 @@ impl Observer {
 
     fn slot(&self, credentials: &Credentials, region: &str) -> Arc<tokio::sync::Mutex<Slot>> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots
+        let now = Instant::now();
+        // Snapshots of credentials nobody used for a few intervals go (temporary credentials
+        // bring a new key, and a new snapshot, at every rotation); one in use stays.
+        let unused_for = self.interval * 3;
+        slots.retain(|_, (slot, last_used)| {
+            Arc::strong_count(slot) > 1 || now.duration_since(*last_used) < unused_for
+        });
+        let (slot, last_used) = slots
             .entry((credentials.fingerprint(), region.to_owned()))
-            .or_default()
-            .clone()
+            .or_insert_with(|| (Arc::default(), now));
+        *last_used = now;
+        slot.clone()
+    }
+
+    /// How many snapshots are held.
+    pub fn snapshot_count(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// The product, from the snapshot when one is fresh enough (refreshing it when not), else
@@ -107,9 +129,19 @@ impl Observer {
             let pages = slot.total_products.map_or(1, |total| {
                 total.div_ceil(DESCRIBE_PRODUCTS_MAX_LIMIT).max(1)
             });
-            if pages as usize <= managed.max(1) {
-                self.refresh_if_stale(&mut slot, credentials, region)
-                    .await?;
+            let list_refused = slot
+                .list_refused_until
+                .is_some_and(|until| Instant::now() < until);
+            if pages as usize <= managed.max(1) && !list_refused {
+                match self.refresh_if_stale(&mut slot, credentials, region).await {
+                    Ok(()) => {}
+                    // A key without DescribeProducts may still read products one by one.
+                    Err(failure) if failure.class == ErrorClass::Forbidden => {
+                        slot.list_refused_until = Some(Instant::now() + LIST_REFUSAL_MEMORY);
+                        slot.failed = None;
+                    }
+                    Err(failure) => return Err(failure),
+                }
                 if let Some(snapshot) = &slot.snapshot
                     && let Some(product) = snapshot.products.get(product_id)
                     && !(needs_secret && product.lacks_secret())

@@ -179,6 +179,21 @@ struct Outcome {
 
 async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) -> Result<Facts> {
     let secret_name = resource.published_secret_name();
+    if !decision::secrets::is_valid_secret_name(&secret_name) {
+        // Stored before the schema checked it, or a default name grown too long.
+        let problem = Problem::InvalidSpec {
+            detail: format!(
+                "the Secret name {secret_name} is not a valid Secret name: set spec.secretName"
+            ),
+        };
+        return Ok(Facts {
+            secret_name,
+            secret: SecretState::Absent,
+            secret_version: None,
+            access: Err(problem.clone()),
+            observed: Err(problem),
+        });
+    }
     let found = kube_io::get_secret(&ctx.client, namespace, &secret_name).await?;
     let secret = kube_io::secret_state(found.as_ref(), resource);
     let secret_version = found.and_then(|found| found.metadata.resource_version);
@@ -194,6 +209,12 @@ async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) 
         Ok(access) => observe(resource, ctx, &access.credentials, !trusted).await,
         Err(problem) => Err(problem.clone()),
     };
+    // Only a resource whose credentials reach the product asks whether an older claim that
+    // reaches it too comes first: a claim that cannot see the product never blocks one that can.
+    let observed = observed.and_then(|found| match ctx.older_claimant(resource) {
+        Some(owner) => Err(Problem::Conflict { owner }),
+        None => Ok(found),
+    });
     Ok(Facts {
         secret_name,
         secret,
@@ -340,9 +361,6 @@ async fn access(
     if resource.spec.suspend {
         return Ok(Err(Problem::Suspended));
     }
-    if let Some(owner) = ctx.older_claimant(resource) {
-        return Ok(Err(Problem::Conflict { owner }));
-    }
     let credentials = match credentials_of(resource, ctx, namespace).await? {
         Ok(credentials) => credentials,
         Err(problem) => return Ok(Err(problem)),
@@ -371,6 +389,12 @@ async fn credentials_of(
             },
         ));
     };
+    if !decision::secrets::is_valid_secret_name(&reference.name) {
+        return Ok(Err(Problem::CredentialsInvalid {
+            secret: reference.name.clone(),
+            detail: "not a valid Secret name".to_owned(),
+        }));
+    }
     let Some(secret) = kube_io::get_secret(&ctx.client, namespace, &reference.name).await? else {
         return Ok(Err(Problem::CredentialsMissing {
             secret: reference.name.clone(),
@@ -495,15 +519,24 @@ async fn update(
     result.map(|outcome| (outcome.applied, outcome.request_id))
 }
 
-/// Rests credentials the cloud refused, and clears them once they work.
+/// Rests credentials the cloud refused, and clears them once they work: any answer in which
+/// the cloud authenticated the key and judged the request (success, or a refusal about the
+/// product or the action) shows the key is good.
 fn note_credentials(ctx: &Context, credentials: &Credentials, error: Option<(ErrorClass, &str)>) {
     match error {
-        None => ctx.credential_gate.accepted(credentials),
+        None
+        | Some((
+            ErrorClass::NotFound
+            | ErrorClass::Forbidden
+            | ErrorClass::Unsupported
+            | ErrorClass::Invalid,
+            _,
+        )) => ctx.credential_gate.accepted(credentials),
         Some((ErrorClass::Auth, code)) => {
             warn!(secret_id = %credentials.secret_id, code, "the cloud refused the credentials; resting them");
             ctx.credential_gate.refused(credentials, code);
         }
-        Some(_) => {}
+        Some((ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::Unknown, _)) => {}
     }
 }
 
@@ -519,6 +552,10 @@ async fn record(
         .map(|condition| condition.reason.clone());
     if resource.status.as_ref() != Some(&status) {
         kube_io::apply_status(&ctx.client, resource, &status).await?;
+    }
+    let reaches = |status| decision::claims::reaches_product(status);
+    if reaches(Some(&status)) != reaches(resource.status.as_ref()) {
+        ctx.claim_changed(resource);
     }
     debug!(
         reason = verdict.reason.as_str(),
@@ -590,6 +627,10 @@ async fn disable_in_cloud(
     namespace: &str,
     wanted: RegistrationRequest,
 ) -> Result<DeletionStep> {
+    // The product is another resource's: deleting this one leaves it alone.
+    if let Some(owner) = ctx.older_claimant(resource) {
+        return Ok(deletion::without_access(&Problem::Conflict { owner }));
+    }
     let access = match access(resource, ctx, namespace).await? {
         Ok(access) => access,
         Err(problem) => return Ok(deletion::without_access(&problem)),

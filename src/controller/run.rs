@@ -65,10 +65,10 @@ pub async fn run(
     };
     let (reader, writer) = reflector::store();
     let (cache_ready, cache_ready_rx) = watch::channel(false);
-    let (released, released_claims) = tokio::sync::mpsc::unbounded_channel();
+    let (claim_changes, changed_claims) = tokio::sync::mpsc::unbounded_channel();
     let sweep = Arc::new(Notify::new());
     let hooks = Hooks {
-        released,
+        released: claim_changes.clone(),
         sweep: sweep.clone(),
     };
     let resources = resource_changes(
@@ -106,14 +106,17 @@ pub async fn run(
         secrets: secret_reader,
         ready: cache_ready_rx,
     };
-    let context = Arc::new(Context::new(
-        client,
-        cloud,
-        recorder,
-        settings,
-        caches,
-        shared.metrics.clone(),
-    ));
+    let context = Arc::new(
+        Context::new(
+            client,
+            cloud,
+            recorder,
+            settings,
+            caches,
+            shared.metrics.clone(),
+        )
+        .announcing_claims(claim_changes),
+    );
     let sweeper = tokio::spawn(release_unused_protection(context.clone(), sweep));
     info!(
         namespace = options.watch_namespace.as_deref().unwrap_or("(all)"),
@@ -125,8 +128,8 @@ pub async fn run(
         .watches_stream(secret_changes, move |secret| {
             affected_by_secret(&reader, &secret)
         })
-        .watches_stream(receiver_stream(released_claims), move |gone| {
-            claims.other_claimants(&gone)
+        .watches_stream(receiver_stream(changed_claims), move |changed| {
+            claims.other_claimants(&changed)
         })
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .trigger_backoff(WatchBackoff::default())
@@ -146,7 +149,8 @@ pub async fn run(
 
 /// What else the resource watch tells about.
 struct Hooks {
-    /// Resources gone for good: the other claimants of their product take over.
+    /// Resources gone for good: the other claimants of their product take over (reconciles also
+    /// announce claims that start to count here).
     released: UnboundedSender<DynamicRegistration>,
     /// Any change may free a protected credentials Secret.
     sweep: Arc<Notify>,

@@ -28,7 +28,31 @@ pub struct SeedAccount {
     /// Session token; when set, requests must carry it in `X-TC-Token`.
     #[serde(default)]
     pub token: Option<String>,
+    /// The cloud account the key belongs to: it sees that account's products only. Default
+    /// `default`.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// A CAM policy restricting the key; without it, the key may do everything in its account.
+    #[serde(default)]
+    pub policy: Option<SeedPolicy>,
 }
+
+/// What a key may do, as a CAM policy grants it: refused calls answer
+/// `AuthFailure.UnauthorizedOperation`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedPolicy {
+    /// Allowed actions (e.g. `DescribeProduct`); all when absent.
+    #[serde(default)]
+    pub actions: Option<Vec<String>>,
+    /// Allowed ProductIds; all when absent. A key restricted to some products may not list
+    /// them all (DescribeProducts is refused), as resource-level CAM policies behave.
+    #[serde(default)]
+    pub products: Option<Vec<String>>,
+}
+
+/// The account of keys and products that name none.
+pub const DEFAULT_ACCOUNT: &str = "default";
 
 /// A product.
 #[derive(Clone, Debug, Deserialize)]
@@ -57,6 +81,9 @@ pub struct SeedProduct {
     /// The ProductSecret; generated when registration is first enabled if absent.
     #[serde(default)]
     pub product_secret: Option<String>,
+    /// The cloud account owning it. Default `default`.
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 /// `count` products named `<prefix><index>` in one region, registration disabled.
@@ -70,6 +97,9 @@ pub struct GeneratedProducts {
     /// ProductId prefix; the index fills the id up to ten characters.
     #[serde(default = "default_prefix")]
     pub prefix: String,
+    /// The cloud account owning them. Default `default`.
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -89,6 +119,7 @@ impl GeneratedProducts {
             register_type: 0,
             register_limit: 0,
             product_secret: None,
+            account: self.account.clone(),
         })
     }
 }
@@ -186,6 +217,7 @@ mod tests {
             count: 3,
             region: "ap-guangzhou".into(),
             prefix: "BENCH".into(),
+            account: None,
         };
         let ids: Vec<_> = generate.products().map(|p| p.product_id).collect();
         assert_eq!(ids, ["BENCH00000", "BENCH00001", "BENCH00002"]);

@@ -18,8 +18,10 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use super::seed::DEFAULT_ACCOUNT;
 use super::seed::Seed;
 use super::stats::Stats;
+use super::store::Scope;
 use super::store::{ConsoleEdit, LimitPolicy, Store};
 use super::verify::{Account, Caller, Incoming, Refusal, Verifier};
 use crate::cloud::wire::{Action, ApiError, ErrorResponse};
@@ -136,6 +138,11 @@ impl Emulator {
                     Account {
                         secret_key: account.secret_key.clone(),
                         token: account.token.clone(),
+                        owner: account
+                            .account
+                            .clone()
+                            .unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned()),
+                        policy: account.policy.clone(),
                     },
                 )
             })
@@ -165,7 +172,7 @@ impl Emulator {
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = &mut shutdown => return,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -176,8 +183,10 @@ impl Emulator {
                 },
             };
             let emulator = self.clone();
+            let from_loopback = peer.ip().is_loopback();
             tokio::spawn(async move {
-                let service = service_fn(move |request| emulator.clone().route(request));
+                let service =
+                    service_fn(move |request| emulator.clone().route(request, from_loopback));
                 // Errors here are clients going away, or a drop fault closing the connection.
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -189,12 +198,32 @@ impl Emulator {
     async fn route(
         self: Arc<Self>,
         request: Request<IncomingBody>,
+        from_loopback: bool,
     ) -> Result<Response<Full<Bytes>>, DroppedConnection> {
         let path = request.uri().path().to_owned();
         if path == "/" {
             return self.api(request).await;
         }
+        // The control endpoints have no authentication: loopback callers only, and writes in
+        // JSON only, so that a web page cannot reach them with a plain form post.
+        if !from_loopback {
+            return Ok(json_response(
+                StatusCode::FORBIDDEN,
+                &json!({"error": "control endpoints answer loopback callers only"}),
+            ));
+        }
         let method = request.method().clone();
+        let is_json = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.split(';').next() == Some("application/json"));
+        if method != http::Method::GET && method != http::Method::DELETE && !is_json {
+            return Ok(json_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &json!({"error": "control endpoints take Content-Type: application/json"}),
+            ));
+        }
         let body = match read_body(request.into_body()).await {
             Ok(body) => body,
             Err(status) => return Ok(status_response(status)),
@@ -291,13 +320,18 @@ impl Emulator {
             return Ok(answer);
         }
         let params = params?;
+        caller.check_policy(params.get("ProductId").and_then(Value::as_str))?;
         let mut state = self.state();
         if let Some(refusal) = state.scripted_error(&params) {
             return Err(refusal);
         }
+        let scope = Scope {
+            region: &caller.region,
+            account: &caller.owner,
+        };
         state
             .store
-            .handle(caller.action, &caller.region, &params, request_id)
+            .handle(caller.action, &scope, &params, request_id)
             .map(Answer::Json)
     }
 

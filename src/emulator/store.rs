@@ -37,6 +37,17 @@ pub struct ProductRecord {
     pub product_secret: String,
     /// Unix seconds.
     pub creation_date: i64,
+    /// The cloud account owning it.
+    pub account: String,
+}
+
+/// Where a call looks: a region, within the caller's account.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    /// `X-TC-Region`.
+    pub region: &'a str,
+    /// The caller key's account.
+    pub account: &'a str,
 }
 
 /// An edit made "in the console", behind the controller's back.
@@ -103,6 +114,9 @@ impl Store {
                     }),
                     creation_date: now,
                     product_id: seed.product_id.clone(),
+                    account: seed
+                        .account
+                        .unwrap_or_else(|| crate::emulator::seed::DEFAULT_ACCOUNT.to_owned()),
                 };
                 (seed.product_id, record)
             })
@@ -153,13 +167,13 @@ impl Store {
     pub fn handle(
         &mut self,
         action: Action,
-        region: &str,
+        scope: &Scope<'_>,
         params: &Map<String, Value>,
         request_id: &str,
     ) -> Result<Value, Refusal> {
         let answer = match action {
             Action::DescribeProduct => {
-                let product = self.find(region, &required_string(params, "ProductId")?)?;
+                let product = self.find(scope, &required_string(params, "ProductId")?)?;
                 to_value(wire::DescribeProductResponse {
                     product_id: product.product_id.clone(),
                     product_name: product.product_name.clone(),
@@ -168,22 +182,23 @@ impl Store {
                     request_id: request_id.to_owned(),
                 })
             }
-            Action::DescribeProducts => self.describe_products(region, params, request_id)?,
-            Action::UpdateProductDynamicRegister => self.update(region, params, request_id)?,
+            Action::DescribeProducts => self.describe_products(scope, params, request_id)?,
+            Action::UpdateProductDynamicRegister => self.update(scope, params, request_id)?,
         };
         Ok(answer)
     }
 
-    fn find(&self, region: &str, product_id: &str) -> Result<&ProductRecord, Refusal> {
+    /// A product of the caller's account in the region; another account's is as good as absent.
+    fn find(&self, scope: &Scope<'_>, product_id: &str) -> Result<&ProductRecord, Refusal> {
         self.products
             .get(product_id)
-            .filter(|product| product.region == region)
-            .ok_or_else(|| not_found(product_id, region))
+            .filter(|product| product.region == scope.region && product.account == scope.account)
+            .ok_or_else(|| not_found(product_id, scope.region))
     }
 
     fn describe_products(
         &self,
-        region: &str,
+        scope: &Scope<'_>,
         params: &Map<String, Value>,
         request_id: &str,
     ) -> Result<Value, Refusal> {
@@ -210,7 +225,7 @@ impl Store {
         let in_region: Vec<&ProductRecord> = self
             .products
             .values()
-            .filter(|product| product.region == region)
+            .filter(|product| product.region == scope.region && product.account == scope.account)
             .collect();
         let page = in_region
             .iter()
@@ -238,7 +253,7 @@ impl Store {
 
     fn update(
         &mut self,
-        region: &str,
+        scope: &Scope<'_>,
         params: &Map<String, Value>,
         request_id: &str,
     ) -> Result<Value, Refusal> {
@@ -258,11 +273,11 @@ impl Store {
             ));
         }
         let limit_policy = self.limit_policy;
-        self.find(region, &product_id)?;
+        self.find(scope, &product_id)?;
         let product = self
             .products
             .get_mut(&product_id)
-            .ok_or_else(|| not_found(&product_id, region))?;
+            .ok_or_else(|| not_found(&product_id, scope.region))?;
         if product.forbidden {
             return Err(Refusal::new(
                 "UnauthorizedOperation.ProductIsForbidden",
@@ -379,6 +394,15 @@ mod tests {
             register_type: 0,
             register_limit: 0,
             product_secret: None,
+            account: None,
+        }
+    }
+
+    /// Region `region` of the default account.
+    fn scope(region: &str) -> Scope<'_> {
+        Scope {
+            region,
+            account: crate::emulator::seed::DEFAULT_ACCOUNT,
         }
     }
 
@@ -393,7 +417,7 @@ mod tests {
             store
                 .handle(
                     Action::UpdateProductDynamicRegister,
-                    "r",
+                    &scope("r"),
                     &params(json!({"ProductId": "P1", "RegisterType": kind, "RegisterLimit": 5})),
                     "id",
                 )
@@ -475,7 +499,7 @@ mod tests {
             let refusal = store
                 .handle(
                     Action::UpdateProductDynamicRegister,
-                    region,
+                    &scope(region),
                     &params(request.clone()),
                     "id",
                 )
@@ -494,7 +518,7 @@ mod tests {
         let page = |store: &mut Store, offset: i64, limit: i64| {
             store.handle(
                 Action::DescribeProducts,
-                "r",
+                &scope("r"),
                 &params(json!({"Offset": offset, "Limit": limit})),
                 "id",
             )

@@ -6,6 +6,7 @@ use subtle::ConstantTimeEq;
 
 use crate::cloud::sign::{self, Method};
 use crate::cloud::wire::{self, Action};
+use crate::emulator::seed::SeedPolicy;
 
 /// An API key the emulator knows.
 #[derive(Clone)]
@@ -14,6 +15,10 @@ pub struct Account {
     pub secret_key: String,
     /// Session token the requests must carry, for temporary credentials.
     pub token: Option<String>,
+    /// The cloud account whose products the key sees.
+    pub owner: String,
+    /// What the key may do.
+    pub policy: Option<SeedPolicy>,
 }
 
 /// The parts of an HTTP request the checks need.
@@ -37,6 +42,41 @@ pub struct Caller {
     pub action: Action,
     /// `X-TC-Region`.
     pub region: String,
+    /// The cloud account of the key.
+    pub owner: String,
+    /// What the key may do.
+    pub policy: Option<SeedPolicy>,
+}
+
+impl Caller {
+    /// Refuses what the key's policy does not grant, as CAM does.
+    pub fn check_policy(&self, product_id: Option<&str>) -> Result<(), Refusal> {
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        let action = self.action.as_str();
+        let refused = || {
+            Refusal::new(
+                "AuthFailure.UnauthorizedOperation",
+                format!(
+                    "the key may not perform iotcloud:{action} on {}",
+                    product_id.unwrap_or("all products")
+                ),
+            )
+        };
+        if policy
+            .actions
+            .as_ref()
+            .is_some_and(|actions| !actions.iter().any(|allowed| allowed == action))
+        {
+            return Err(refused());
+        }
+        match (&policy.products, product_id) {
+            (None, _) => Ok(()),
+            (Some(products), Some(id)) if products.iter().any(|allowed| allowed == id) => Ok(()),
+            (Some(_), _) => Err(refused()),
+        }
+    }
 }
 
 /// Why the cloud refuses a request: an error code and a message.
@@ -112,6 +152,8 @@ impl Verifier<'_> {
             secret_id: authorization.secret_id,
             action,
             region,
+            owner: account.owner.clone(),
+            policy: account.policy.clone(),
         })
     }
 
@@ -122,7 +164,8 @@ impl Verifier<'_> {
             .trim()
             .parse()
             .map_err(|_| Refusal::new("InvalidParameter", "X-TC-Timestamp must be Unix seconds"))?;
-        if (self.now - timestamp).abs() > self.window {
+        // Hostile timestamps (i64::MIN, i64::MAX) must not overflow: compare distances unsigned.
+        if self.now.abs_diff(timestamp) > self.window.unsigned_abs() {
             return Err(Refusal::new(
                 "AuthFailure.SignatureExpire",
                 format!(

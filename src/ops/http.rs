@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tracing::warn;
@@ -68,6 +68,29 @@ impl Health {
     }
 }
 
+/// How long the endpoint gives clients: to send a request's headers, and to keep a connection
+/// at all (idle keep-alive included), and how many connections it serves at once. Scrapers and
+/// probes need little; a client that opens connections and sends nothing must not tie it up.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerLimits {
+    /// Time to receive a request's headers.
+    pub header_read: Duration,
+    /// Longest life of a connection.
+    pub connection_lifetime: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(5),
+            connection_lifetime: Duration::from_secs(60),
+            connections: 64,
+        }
+    }
+}
+
 /// Listens on `addr` and serves the endpoint in the background; returns the bound address.
 pub async fn start(
     addr: std::net::SocketAddr,
@@ -76,13 +99,23 @@ pub async fn start(
 ) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(serve(listener, metrics, health));
+    tokio::spawn(serve(listener, metrics, health, ServerLimits::default()));
     Ok(bound)
 }
 
 /// Serves the endpoint on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    limits: ServerLimits,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
     loop {
+        // Wait for a free slot before accepting: excess connections queue in the backlog.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
@@ -92,13 +125,16 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
         };
         let (metrics, health) = (metrics.clone(), health.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |request| {
                 let (metrics, health) = (metrics.clone(), health.clone());
                 async move { Ok::<_, Infallible>(route(&request, &metrics, &health)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(limits.connection_lifetime, connection).await;
         });
     }
 }
@@ -140,6 +176,53 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn silent_and_greedy_clients_cannot_tie_the_endpoint_up() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ServerLimits {
+            header_read: Duration::from_millis(200),
+            connection_lifetime: Duration::from_millis(500),
+            connections: 2,
+        };
+        let health = Arc::new(Health::new(None));
+        tokio::spawn(serve(listener, Arc::new(Metrics::new()), health, limits));
+        let get = |path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer).await;
+            answer
+        };
+        // Two clients connect and say nothing: they hold both slots, but not for long.
+        let mut silent = Vec::new();
+        for _ in 0..2 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let started = tokio::time::Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(5), get("/healthz"))
+            .await
+            .expect("served once the silent connections timed out");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "the cap held no one back"
+        );
+        // A silent connection is closed by the server.
+        let mut buffer = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(2), silent[0].read(&mut buffer))
+            .await
+            .expect("the silent connection was closed");
+        assert!(matches!(read, Ok(_) | Err(_)));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn readiness_follows_watches_and_leadership() {

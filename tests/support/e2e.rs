@@ -83,14 +83,22 @@ impl Harness {
         products_yaml: &str,
         configure: impl FnOnce(&mut EmulatorConfig),
     ) -> Option<Self> {
+        let seed = format!(
+            "accounts: [{{secretId: {SECRET_ID}, secretKey: {SECRET_KEY}}}]\n{products_yaml}"
+        );
+        Self::start_seeded(&seed, configure).await
+    }
+
+    /// [`Harness::start`] with a whole emulator seed (its `accounts:` should hold the e2e one).
+    pub async fn start_seeded(
+        seed: &str,
+        configure: impl FnOnce(&mut EmulatorConfig),
+    ) -> Option<Self> {
         let plane = ControlPlane::shared()?;
         let client = plane.admin_client().await;
         let namespace = unique_namespace();
         plane.create_namespace(&client, &namespace).await;
-        let seed = format!(
-            "accounts: [{{secretId: {SECRET_ID}, secretKey: {SECRET_KEY}}}]\n{products_yaml}"
-        );
-        let mut config = EmulatorConfig::new(Seed::from_yaml(&seed).unwrap());
+        let mut config = EmulatorConfig::new(Seed::from_yaml(seed).unwrap());
         configure(&mut config);
         let emulator = RunningEmulator::start(config).await.unwrap();
         let dir = plane.dir().join(&namespace);
@@ -150,13 +158,19 @@ impl Harness {
     /// Starts `iothub-dynreg run` for this test's namespace, against the emulator, with fast
     /// intervals unless overridden.
     pub fn spawn_controller(&self, extra: &[&str]) -> ControllerProcess {
+        let mut args = vec!["--watch-namespace", self.namespace.as_str()];
+        args.extend_from_slice(extra);
+        self.spawn_controller_cluster_wide(&args)
+    }
+
+    /// Starts `iothub-dynreg run` watching every namespace: only for a test binary whose one
+    /// test owns the whole control plane.
+    pub fn spawn_controller_cluster_wide(&self, extra: &[&str]) -> ControllerProcess {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--endpoint".into(),
             self.emulator.endpoint(),
             "--insecure-loopback-endpoint".into(),
-            "--watch-namespace".into(),
-            self.namespace.clone(),
         ];
         if extra.contains(&"--leader-election") {
             let (lease_namespace, lease_name) = self.lease();
@@ -282,6 +296,7 @@ impl Harness {
                 method,
                 format!("{}/_emulator/{path}", self.emulator.endpoint()),
             )
+            .header("content-type", "application/json")
             .body(body.to_string())
             .send()
             .await

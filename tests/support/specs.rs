@@ -45,5 +45,10 @@ pub fn bad_values() -> Vec<(&'static str, Value, &'static str)> {
             json!("Not_A_Name"),
             "secretName must be a valid Secret name",
         ),
+        (
+            "credentialsSecretRef",
+            json!({"name": "../other"}),
+            "credentialsSecretRef.name must be a valid Secret name",
+        ),
     ]
 }

@@ -6,9 +6,11 @@
 //!   [`after_failed_update`] when the update then fails.
 //! - [`next_status`]: the status to record, and its kstatus [`conditions`].
 //! - [`deletion`]: the steps of deleting a resource that holds our finalizer.
+//! - [`claims`]: which claim on a product counts.
 //! - [`secrets`]: which Secrets we protect (credentials a deletion needs) or delete (Secrets we
 //!   published under a former name).
 
+pub mod claims;
 pub mod deletion;
 mod plan;
 pub mod secrets;
@@ -49,6 +51,12 @@ pub enum Problem {
     CredentialsNotAllowed {
         /// The resource's namespace.
         namespace: String,
+    },
+    /// The spec cannot be acted on (only possible for objects stored before the schema checked
+    /// what this concerns).
+    InvalidSpec {
+        /// What is wrong.
+        detail: String,
     },
     /// Someone deletes the credentials Secret while this resource's deletion still needs it: it
     /// is kept (our in-use finalizer) until the resource goes or lets go of it.
@@ -128,6 +136,7 @@ pub enum Reason {
     InvalidRequest,
     CloudUnavailable,
     CloudError,
+    InvalidSpec,
     Deleting,
 }
 
@@ -152,6 +161,7 @@ impl Reason {
             Reason::InvalidRequest => "InvalidRequest",
             Reason::CloudUnavailable => "CloudUnavailable",
             Reason::CloudError => "CloudError",
+            Reason::InvalidSpec => "InvalidSpec",
             Reason::Deleting => "Deleting",
         }
     }
@@ -238,6 +248,7 @@ pub fn problem_verdict(problem: &Problem) -> Verdict {
                 "spec.credentialsSecretRef is not set and the controller's default credentials are not allowed for namespace {namespace} (--default-credentials-namespaces)"
             ),
         ),
+        Problem::InvalidSpec { detail } => stalled(Reason::InvalidSpec, detail.clone()),
         Problem::CredentialsBeingDeleted { secret } => stalled(
             Reason::CredentialsDeleting,
             format!(

@@ -16,6 +16,21 @@ pub const CREDENTIALS_IN_USE: &str = "iothub.dynreg.io/credentials-in-use";
 /// Label set on every published Secret.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
+/// Whether `name` is a valid Secret name (a DNS-1123 subdomain), as the API server checks it:
+/// no request path is ever built from a name that is not.
+pub fn is_valid_secret_name(name: &str) -> bool {
+    let label_ok = |label: &str| {
+        let bytes = label.as_bytes();
+        !bytes.is_empty()
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+            && bytes[0] != b'-'
+            && bytes[bytes.len() - 1] != b'-'
+    };
+    name.len() <= 253 && name.split('.').all(label_ok)
+}
+
 /// The credentials Secret (by name, in the resource's namespace) that `resource`'s deletion will
 /// use to switch registration off, if any: while it is alive with `deletionPolicy: Disable`, and
 /// while it is being deleted with our finalizer still on.
@@ -131,6 +146,19 @@ mod tests {
         assert!(credentials_in_use("creds", &resources));
         assert!(!credentials_in_use("other", &resources));
         assert!(!credentials_in_use("creds", &resources[..1]));
+    }
+
+    #[test]
+    fn secret_names_are_dns_subdomains() {
+        for good in ["a", "sensors-product-secret", "a.b-c.d", "0abc"] {
+            assert!(is_valid_secret_name(good), "{good}");
+        }
+        let long = "a".repeat(254);
+        for bad in [
+            "", "A", "a_b", "-a", "a-", "a..b", "../etc", "a/b", "a%2F", &long,
+        ] {
+            assert!(!is_valid_secret_name(bad), "{bad}");
+        }
     }
 
     #[test]

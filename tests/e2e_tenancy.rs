@@ -1,0 +1,203 @@
+//! End-to-end: many teams under one controller. A key restricted by a CAM-like policy manages
+//! what it may and is refused the rest without resting; a key that may not list reads products
+//! one by one; and a claim that cannot see a product never blocks one that can (no squatting).
+//! A binary of its own: its controller watches every namespace.
+
+mod support;
+
+use std::time::Duration;
+
+use iothub_dynreg::controller::crd::{DynamicRegistration, RegistrationMode};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use support::e2e::{Harness, SECRET_ID, SECRET_KEY, registration};
+
+fn seed() -> String {
+    format!(
+        r#"
+accounts:
+  - {{secretId: {SECRET_ID}, secretKey: {SECRET_KEY}}}
+  - secretId: AKIDnarrowTEAMA00001
+    secretKey: narrow-key
+    policy: {{actions: [DescribeProduct, UpdateProductDynamicRegister], products: [TEN0000001, TEN0000002]}}
+  - {{secretId: AKIDotherACCOUNT0001, secretKey: other-key, account: someone-else}}
+products:
+  - {{productId: TEN0000001, region: ap-guangzhou}}
+  - {{productId: TEN0000002, region: ap-guangzhou}}
+  - {{productId: TEN0000003, region: ap-guangzhou}}
+  - {{productId: SQUAT00001, region: ap-guangzhou}}
+"#
+    )
+}
+
+async fn credentials(client: &kube::Client, namespace: &str, name: &str, id: &str, key: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": {"secretId": id, "secretKey": key}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_share_a_controller_without_blocking_or_squatting() {
+    let Some(harness) = Harness::start_seeded(&seed(), |_| {}).await else {
+        return;
+    };
+    let team = harness.namespace.clone();
+    let client = harness.client.clone();
+    let controller = harness.spawn_controller_cluster_wide(&["--resync-interval", "2s"]);
+
+    // A key restricted to two products, without DescribeProducts.
+    credentials(
+        &client,
+        &team,
+        "narrow",
+        "AKIDnarrowTEAMA00001",
+        "narrow-key",
+    )
+    .await;
+    for (name, product) in [
+        ("r1", "TEN0000001"),
+        ("r2", "TEN0000002"),
+        ("r3", "TEN0000003"),
+    ] {
+        let mut resource = registration(name, product, RegistrationMode::AutoCreate, 9);
+        resource.spec.credentials_secret_ref.as_mut().unwrap().name = "narrow".into();
+        harness.create(resource).await;
+    }
+    let refused = harness
+        .wait_reason(
+            "r3",
+            "ProductForbidden",
+            Duration::from_secs(30),
+            &controller,
+        )
+        .await;
+    let message = refused.condition("Ready").unwrap().message.clone();
+    assert!(
+        message.contains("AuthFailure.UnauthorizedOperation"),
+        "{message}"
+    );
+    for name in ["r1", "r2"] {
+        harness
+            .wait_reason(name, "InSync", Duration::from_secs(30), &controller)
+            .await;
+    }
+    // Over a few resyncs the allowed two stay in sync: the key does not rest, and the refused
+    // list is not asked again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for name in ["r1", "r2"] {
+        assert_eq!(
+            harness.ready_reason(name).await.unwrap().1,
+            "InSync",
+            "{name}"
+        );
+    }
+    let refusals = harness
+        .cloud_calls("DescribeProducts", "AuthFailure.UnauthorizedOperation")
+        .await;
+    println!(
+        "restricted key: {} through single reads; DescribeProducts refused {refusals} time(s)",
+        harness.cloud_calls("DescribeProduct", "Success").await
+    );
+    assert_eq!(refusals, 1, "the refused list was asked again");
+
+    // Squatting: older claims in another namespace that cannot see the product.
+    let squatters = format!("{team}-squatters");
+    harness.plane.create_namespace(&client, &squatters).await;
+    credentials(
+        &client,
+        &squatters,
+        "other-account",
+        "AKIDotherACCOUNT0001",
+        "other-key",
+    )
+    .await;
+    let in_squatters: Api<DynamicRegistration> = Api::namespaced(client.clone(), &squatters);
+    let squat = |name: &str, credentials: &str| {
+        let mut resource = registration(name, "SQUAT00001", RegistrationMode::Disabled, 0);
+        resource.spec.credentials_secret_ref.as_mut().unwrap().name = credentials.into();
+        resource
+    };
+    in_squatters
+        .create(&PostParams::default(), &squat("no-credentials", "absent"))
+        .await
+        .unwrap();
+    in_squatters
+        .create(
+            &PostParams::default(),
+            &squat("wrong-account", "other-account"),
+        )
+        .await
+        .unwrap();
+    let reason_in = |name: &'static str| {
+        let api = in_squatters.clone();
+        move || {
+            let api = api.clone();
+            async move {
+                let resource = api.get(name).await.ok()?;
+                let ready = resource.condition("Ready")?;
+                Some(ready.reason.clone())
+            }
+        }
+    };
+    for (name, expected) in [
+        ("no-credentials", "CredentialsMissing"),
+        ("wrong-account", "ProductNotFound"),
+    ] {
+        let found = harness
+            .wait_for(
+                name,
+                Duration::from_secs(30),
+                Some(&controller),
+                reason_in(name),
+            )
+            .await;
+        assert_eq!(found, expected, "{name}");
+    }
+    // The team's younger claim reaches the product: it manages it.
+    harness
+        .create_credentials("tencent-credentials", SECRET_KEY)
+        .await;
+    harness
+        .create_registration("team-claim", "SQUAT00001", RegistrationMode::AutoCreate, 42)
+        .await;
+    harness
+        .wait_reason("team-claim", "InSync", Duration::from_secs(30), &controller)
+        .await;
+    assert_eq!(
+        harness.cloud_product("SQUAT00001").await["registerLimit"],
+        42
+    );
+
+    // A still younger claim that does reach it, elsewhere: Conflict, and no change.
+    credentials(&client, &squatters, "good", SECRET_ID, SECRET_KEY).await;
+    in_squatters
+        .create(&PostParams::default(), &squat("late", "good"))
+        .await
+        .unwrap();
+    let found = harness
+        .wait_for(
+            "late",
+            Duration::from_secs(30),
+            Some(&controller),
+            reason_in("late"),
+        )
+        .await;
+    assert_eq!(found, "Conflict");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cloud = harness.cloud_product("SQUAT00001").await;
+    assert_eq!(
+        (
+            cloud["registerType"].as_i64(),
+            cloud["registerLimit"].as_i64()
+        ),
+        (Some(2), Some(42))
+    );
+    harness.assert_no_secrets_logged(&controller).await;
+}
