@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use iothub_dynreg::cloud::limit::{ActionRateLimit, RateLimits};
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint};
 use iothub_dynreg::controller::context::Settings;
-use iothub_dynreg::controller::crd::DynamicRegistration;
+use iothub_dynreg::controller::crd;
 use iothub_dynreg::controller::credentials::{self, NamespaceAllowList};
 use iothub_dynreg::controller::leading;
 use iothub_dynreg::controller::run::{RunOptions, Shared};
@@ -18,7 +18,6 @@ use iothub_dynreg::ops::leader::LeaseSettings;
 use iothub_dynreg::ops::logging::{self, LogFormat};
 use iothub_dynreg::ops::metrics::Metrics;
 use iothub_dynreg::ops::shutdown;
-use kube::CustomResourceExt;
 
 /// Keeps Tencent Cloud IoT Hub dynamic-registration settings equal to DynamicRegistration
 /// resources, and publishes each product's ProductSecret as a Secret.
@@ -131,7 +130,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => match serde_yaml::to_string(&DynamicRegistration::crd()) {
+        Command::Crd => match serde_yaml::to_string(&crd::definition()) {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -211,10 +210,7 @@ async fn run(flags: RunFlags) -> Result<(), String> {
 
 /// The IoT Hub client: endpoint, rate limits, and metrics of every call.
 fn cloud_client(flags: &RunFlags, metrics: Arc<Metrics>) -> Result<CloudClient, String> {
-    let mut rate_limits = RateLimits::default();
-    for limit in &flags.rate_limits {
-        rate_limits.set(*limit);
-    }
+    let rate_limits = rate_limits(&flags.rate_limits);
     let endpoint = Endpoint::parse(&flags.endpoint, flags.insecure_loopback_endpoint)
         .map_err(|e| e.to_string())?;
     let client = CloudClient::new(ClientConfig {
@@ -224,6 +220,14 @@ fn cloud_client(flags: &RunFlags, metrics: Arc<Metrics>) -> Result<CloudClient, 
     })
     .map_err(|e| e.to_string())?;
     Ok(client.observed_by(metrics))
+}
+
+fn rate_limits(flags: &[ActionRateLimit]) -> RateLimits {
+    let mut rate_limits = RateLimits::default();
+    for limit in flags {
+        rate_limits.set(*limit);
+    }
+    rate_limits
 }
 
 fn settings(flags: &RunFlags) -> Settings {

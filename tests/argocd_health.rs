@@ -68,8 +68,19 @@ fn maps_kstatus_conditions_to_argo_health() {
             "Degraded",
         ),
         (
-            resource(1, 1, json!([condition("Ready", "False", "Drifted")])),
-            "Degraded",
+            resource(
+                1,
+                1,
+                json!([
+                    condition("Ready", "True", "Observed"),
+                    condition("Drifted", "True", "Drifted")
+                ]),
+            ),
+            "Healthy",
+        ),
+        (
+            resource(1, 1, json!([condition("Ready", "False", "Something")])),
+            "Progressing",
         ),
         (
             json!({"metadata": {"name": "new", "generation": 1}, "spec": {}}),
@@ -80,9 +91,25 @@ fn maps_kstatus_conditions_to_argo_health() {
         let (status, message) = health(object.clone());
         assert_eq!(status, expected, "{object}: {message}");
     }
-    let mut suspended = resource(1, 1, json!([condition("Ready", "False", "Suspended")]));
+    let mut suspended = resource(
+        1,
+        1,
+        json!([
+            condition("Ready", "True", "InSync"),
+            condition("Suspended", "True", "Suspended")
+        ]),
+    );
     suspended["spec"]["suspend"] = json!(true);
     assert_eq!(health(suspended).0, "Suspended");
+    let (_, message) = health(resource(
+        1,
+        1,
+        json!([
+            condition("Ready", "True", "Observed"),
+            condition("Drifted", "True", "Drifted")
+        ]),
+    ));
+    assert!(message.contains("Drifted: Drifted message"), "{message}");
     let (_, message) = health(resource(
         1,
         1,

@@ -6,7 +6,6 @@ mod support;
 use std::process::Command;
 
 use iothub_dynreg::controller::crd::DynamicRegistration;
-use kube::CustomResourceExt;
 use serde_json::{Value, json};
 use support::specs::{bad_values, good_spec, resource};
 
@@ -36,7 +35,7 @@ fn committed_crd_matches_the_code() {
 }
 
 fn schema() -> Value {
-    let crd = DynamicRegistration::crd();
+    let crd = iothub_dynreg::controller::crd::definition();
     serde_json::to_value(
         crd.spec.versions[0]
             .schema
@@ -68,7 +67,13 @@ fn cel_rules_accept_a_good_resource() {
         env!("CARGO_MANIFEST_DIR"),
         "/examples/3-dynamicregistration.yaml"
     ))
-    .unwrap();
+    .unwrap()
+        + "\n---\n"
+        + &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/4-observe-only.yaml"
+        ))
+        .unwrap();
     for document in serde_yaml::Deserializer::from_str(&text) {
         let value =
             serde_json::to_value(serde_yaml::Value::deserialize(document).unwrap()).unwrap();
@@ -93,6 +98,22 @@ fn cel_rules_reject_bad_input_with_clear_messages() {
             "{field}={value}: expected {message:?}, got {errors:?}"
         );
     }
+}
+
+#[test]
+fn desired_values_are_required_unless_observe_only() {
+    let mut spec = good_spec();
+    spec.as_object_mut().unwrap().remove("registerType");
+    let errors = cel_errors(&resource(spec.clone()), None);
+    assert!(
+        errors.iter().any(|e| e.contains(
+            "registerType and registerLimit are required unless managementPolicy is ObserveOnly"
+        )),
+        "{errors:?}"
+    );
+    spec.as_object_mut().unwrap().remove("registerLimit");
+    spec["managementPolicy"] = json!("ObserveOnly");
+    assert_eq!(cel_errors(&resource(spec), None), Vec::<String>::new());
 }
 
 #[test]
@@ -154,10 +175,7 @@ fn schema_restricts_types_and_names_required_fields() {
         .map(|v| v.as_str().unwrap())
         .collect();
     required.sort();
-    assert_eq!(
-        required,
-        ["productId", "region", "registerLimit", "registerType"]
-    );
+    assert_eq!(required, ["productId", "region"]);
     // Every field is described, so `kubectl explain` reads well.
     fn walk(path: &str, node: &Value, missing: &mut Vec<String>) {
         if let Some(properties) = node["properties"].as_object() {

@@ -101,9 +101,12 @@ async fn observe_only_reports_drift_and_never_writes_to_the_cloud() {
     let mut watcher = registration("watcher", "OBSERVE001", RegistrationMode::PreCreate, 7);
     watcher.spec.management_policy = ManagementPolicy::ObserveOnly;
     harness.create(watcher).await;
-    harness
-        .wait_reason("watcher", "InSync", Duration::from_secs(20), &controller)
+    // Observed and published: its job is done (Ready), with nothing drifted.
+    let observed = harness
+        .wait_reason("watcher", "Observed", Duration::from_secs(20), &controller)
         .await;
+    assert_eq!(observed.condition("Ready").unwrap().status, "True");
+    assert!(observed.condition("Drifted").is_none());
     // It still publishes the ProductSecret: that is a Kubernetes write, not a cloud one.
     harness
         .secrets()
@@ -118,14 +121,33 @@ async fn observe_only_reports_drift_and_never_writes_to_the_cloud() {
             json!({"registerLimit": 99}),
         )
         .await;
+    // Drift goes into a condition of its own; Ready stays True (kstatus: Current).
     let drifted = harness
-        .wait_reason("watcher", "Drifted", Duration::from_secs(15), &controller)
+        .wait_for(
+            "the drift to be reported",
+            Duration::from_secs(15),
+            Some(&controller),
+            || async {
+                let resource = harness.registrations().get("watcher").await.ok()?;
+                resource
+                    .condition("Drifted")
+                    .filter(|c| c.status == "True")
+                    .map(|c| {
+                        (
+                            c.message.clone(),
+                            resource.condition("Ready").unwrap().status.clone(),
+                        )
+                    })
+            },
+        )
         .await;
-    let message = drifted.condition("Ready").unwrap().message.clone();
     assert!(
-        message.contains("RegisterLimit is 99, spec wants 7"),
-        "{message}"
+        drifted.0.contains("RegisterLimit is 99, spec wants 7"),
+        "{}",
+        drifted.0
     );
+    assert_eq!(drifted.1, "True");
+    harness.kubectl_wait_ready("watcher");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         harness
@@ -138,6 +160,47 @@ async fn observe_only_reports_drift_and_never_writes_to_the_cloud() {
         99
     );
     harness.assert_no_secrets_logged(&controller).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_only_without_values_reads_a_product_another_resource_manages() {
+    let Some(harness) = Harness::with_credentials(PRODUCTS, |_| {}).await else {
+        return;
+    };
+    let controller = harness.spawn_controller(&[]);
+    harness
+        .create_registration("manager", "ORPHAN0001", RegistrationMode::AutoCreate, 12)
+        .await;
+    harness
+        .wait_reason("manager", "InSync", Duration::from_secs(20), &controller)
+        .await;
+    // Reading is not fighting: no Conflict, and Ready once observed and published.
+    let spec = iothub_dynreg::controller::crd::DynamicRegistrationSpec::observe_only(
+        "ORPHAN0001",
+        "ap-guangzhou",
+    )
+    .with_credentials("tencent-credentials");
+    harness
+        .create(iothub_dynreg::controller::crd::DynamicRegistration::new(
+            "reader", spec,
+        ))
+        .await;
+    let reader = harness
+        .wait_reason("reader", "Observed", Duration::from_secs(20), &controller)
+        .await;
+    assert_eq!(reader.condition("Ready").unwrap().status, "True");
+    let published = harness
+        .secrets()
+        .get("reader-product-secret")
+        .await
+        .unwrap();
+    assert_eq!(
+        support::e2e::secret_data(&published)["productSecret"],
+        harness.cloud_product("ORPHAN0001").await["productSecret"]
+            .as_str()
+            .unwrap()
+    );
+    assert_eq!(harness.ready_reason("manager").await.unwrap().1, "InSync");
 }
 
 fn in_use_finalizers(secret: &k8s_openapi::api::core::v1::Secret) -> bool {

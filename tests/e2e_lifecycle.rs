@@ -486,3 +486,233 @@ products:
     };
     assert_eq!(owners[0].name, winner);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_request_reads_the_cloud_afresh_at_once() {
+    let Some(harness) = Harness::with_credentials(PRODUCTS, |_| {}).await else {
+        return;
+    };
+    // Nothing else would look at the cloud for ten minutes.
+    let controller =
+        harness.spawn_controller(&["--resync-interval", "10m", "--observe-interval", "10m"]);
+    harness
+        .create_registration("sensors", "LIFE000001", RegistrationMode::AutoCreate, 100)
+        .await;
+    harness
+        .wait_reason("sensors", "InSync", Duration::from_secs(30), &controller)
+        .await;
+    harness
+        .emulator_send(
+            reqwest::Method::POST,
+            "products/LIFE000001",
+            json!({"registerLimit": 3}),
+        )
+        .await;
+    let single_reads = harness.cloud_calls("DescribeProduct", "Success").await;
+
+    // `flux reconcile` / `kubectl annotate --overwrite reconcile.fluxcd.io/requestedAt=...`.
+    let request = |value: &'static str| {
+        let harness = &harness;
+        async move {
+            harness
+                .registrations()
+                .patch(
+                    "sensors",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": value}}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let asked = std::time::Instant::now();
+    request("2026-11-28T12:00:00Z").await;
+    let handled = harness
+        .wait_for(
+            "the request to be handled",
+            Duration::from_secs(10),
+            Some(&controller),
+            || async {
+                let resource = harness.registrations().get("sensors").await.ok()?;
+                let status = resource.status?;
+                (status.last_handled_reconcile_at.as_deref() == Some("2026-11-28T12:00:00Z"))
+                    .then_some(status)
+            },
+        )
+        .await;
+    println!("reconcile request handled in {:?}", asked.elapsed());
+    assert_eq!(
+        handled.cloud.unwrap().register_limit,
+        100,
+        "the drift was corrected"
+    );
+    assert_eq!(
+        harness.cloud_product("LIFE000001").await["registerLimit"],
+        100
+    );
+    assert!(
+        harness.cloud_calls("DescribeProduct", "Success").await > single_reads,
+        "the cloud was not read afresh"
+    );
+
+    // kubectl shows what the cloud has next to what is wanted.
+    let Some(table) = harness.kubectl(&["get", "dynreg"]) else {
+        return;
+    };
+    println!("{table}");
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "PRODUCT",
+            "REGION",
+            "TYPE",
+            "LIMIT",
+            "CLOUD-TYPE",
+            "CLOUD-LIMIT",
+            "READY",
+            "REASON",
+            "AGE"
+        ]
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..9],
+        [
+            "sensors",
+            "LIFE000001",
+            "ap-guangzhou",
+            "AutoCreate",
+            "100",
+            "AutoCreate",
+            "100",
+            "True",
+            "InSync"
+        ]
+    );
+    let wide = harness.kubectl(&["get", "dynreg", "-o", "wide"]).unwrap();
+    assert!(wide.lines().next().unwrap().contains("SECRET"), "{wide}");
+    assert!(wide.contains("sensors-product-secret"), "{wide}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_resource_keeps_its_verdict_and_changes_nothing() {
+    const TWO_PRODUCTS: &str = r#"
+products:
+  - {productId: LIFE000001, region: ap-guangzhou, registerType: 0}
+  - {productId: LIFE000002, region: ap-guangzhou, registerType: 0}
+"#;
+    let Some(harness) = Harness::with_credentials(TWO_PRODUCTS, |_| {}).await else {
+        return;
+    };
+    // Resyncs every 2 s: anything not suspended would be corrected quickly.
+    let controller =
+        harness.spawn_controller(&["--resync-interval", "2s", "--observe-interval", "2s"]);
+    harness
+        .create_registration("sensors", "LIFE000001", RegistrationMode::AutoCreate, 100)
+        .await;
+    harness
+        .wait_reason("sensors", "InSync", Duration::from_secs(30), &controller)
+        .await;
+    harness.kubectl_wait_ready("sensors");
+
+    let suspend = |value: bool| {
+        let harness = &harness;
+        async move {
+            harness
+                .registrations()
+                .patch(
+                    "sensors",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"suspend": value}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    suspend(true).await;
+    let suspended = harness
+        .wait_for(
+            "the Suspended condition",
+            Duration::from_secs(10),
+            Some(&controller),
+            || async {
+                let resource = harness.registrations().get("sensors").await.ok()?;
+                let condition = resource.condition("Suspended")?;
+                (condition.status == "True"
+                    && condition.observed_generation == resource.metadata.generation)
+                    .then_some(resource)
+            },
+        )
+        .await;
+    // The last verdict stands: Ready for kstatus, Flux and `kubectl wait`.
+    assert_eq!(suspended.condition("Ready").unwrap().reason, "InSync");
+    harness.kubectl_wait_ready("sensors");
+
+    // Neither a console change nor a deleted Secret is touched while suspended.
+    let updates = harness
+        .cloud_calls("UpdateProductDynamicRegister", "Success")
+        .await;
+    harness
+        .emulator_send(
+            reqwest::Method::POST,
+            "products/LIFE000001",
+            json!({"registerLimit": 3}),
+        )
+        .await;
+    harness
+        .secrets()
+        .delete("sensors-product-secret", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        harness
+            .cloud_calls("UpdateProductDynamicRegister", "Success")
+            .await,
+        updates
+    );
+    assert_eq!(
+        harness.cloud_product("LIFE000001").await["registerLimit"],
+        3
+    );
+    assert!(
+        harness
+            .secrets()
+            .get_opt("sensors-product-secret")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Resumed: corrected at once, and the Suspended condition is gone.
+    suspend(false).await;
+    let resumed = harness
+        .wait_reason("sensors", "InSync", Duration::from_secs(10), &controller)
+        .await;
+    assert!(resumed.condition("Suspended").is_none());
+    assert_eq!(
+        harness.cloud_product("LIFE000001").await["registerLimit"],
+        100
+    );
+    harness
+        .secrets()
+        .get("sensors-product-secret")
+        .await
+        .unwrap();
+
+    // Suspended from the start: nothing observed, nothing will happen until someone resumes
+    // it, so kstatus reads Failed (Stalled), not "in progress" forever.
+    let mut dormant =
+        support::e2e::registration("dormant", "LIFE000002", RegistrationMode::PreCreate, 5);
+    dormant.spec.suspend = true;
+    harness.create(dormant).await;
+    let dormant = harness
+        .wait_reason("dormant", "Suspended", Duration::from_secs(10), &controller)
+        .await;
+    assert_eq!(dormant.condition("Ready").unwrap().status, "False");
+    assert_eq!(dormant.condition("Stalled").unwrap().status, "True");
+    assert_eq!(harness.cloud_product("LIFE000002").await["registerType"], 0);
+    harness.assert_no_secrets_logged(&controller).await;
+}

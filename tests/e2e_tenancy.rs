@@ -190,6 +190,15 @@ async fn teams_share_a_controller_without_blocking_or_squatting() {
         )
         .await;
     assert_eq!(found, "Conflict");
+    // The other tenant is not named in the status; the controller's log names it.
+    let late = in_squatters.get("late").await.unwrap();
+    let message = late.condition("Ready").unwrap().message.clone();
+    assert!(message.contains("in another namespace"), "{message}");
+    assert!(
+        !message.contains(&team) && !message.contains("team-claim"),
+        "{message}"
+    );
+    assert!(controller.stderr().contains(&format!("{team}/team-claim")));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cloud = harness.cloud_product("SQUAT00001").await;
     assert_eq!(

@@ -5,6 +5,7 @@
 mod support;
 
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use iothub_dynreg::controller::crd::DynamicRegistration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
@@ -89,7 +90,9 @@ async fn the_api_server_refuses_bad_input_with_clear_messages() {
         .await
         .expect("accepted without a limit");
     assert!(
-        message.contains("spec.registerLimit: Required value"),
+        message.contains(
+            "registerType and registerLimit are required unless managementPolicy is ObserveOnly"
+        ),
         "{message}"
     );
 
@@ -98,7 +101,7 @@ async fn the_api_server_refuses_bad_input_with_clear_messages() {
     let typed: Api<DynamicRegistration> = Api::namespaced(client.clone(), "validation");
     assert_eq!(
         typed.get("sensors").await.unwrap().spec.register_limit,
-        10000
+        Some(10000)
     );
     let changed = api
         .patch(
@@ -185,6 +188,54 @@ async fn kubectl_applies_the_examples_and_the_server_validates_deploy() {
         assert!(
             summary.contains(object),
             "{object} missing from:\n{summary}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_explain_reads_well() {
+    let Some(plane) = ControlPlane::shared() else {
+        return;
+    };
+    // The server publishes a new CRD's OpenAPI some seconds after it is Established, at first
+    // without the descriptions: ask until the one of `field` itself is there.
+    let explain = |field: &str, description: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let output = kubectl(plane, &["explain", field])?;
+            if text(&output).contains(description) || Instant::now() > deadline {
+                return Some(output);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let Some(explained) = explain("dynamicregistration.spec", "Declares the dynamic") else {
+        return;
+    };
+    let spec = text(&explained);
+    println!("{spec}");
+    assert!(explained.status.success(), "{spec}");
+    for expected in [
+        "productId",
+        "ID of the IoT Hub product",
+        "registerType",
+        "Required unless managementPolicy is ObserveOnly",
+        "deletionPolicy",
+        "credentialsSecretRef",
+        "suspend",
+    ] {
+        assert!(spec.contains(expected), "{expected} missing from:\n{spec}");
+    }
+    let status = explain("dynamicregistration.status", "Observed state").unwrap();
+    let status = text(&status);
+    for expected in [
+        "lastHandledReconcileAt",
+        "reconcile.fluxcd.io/requestedAt",
+        "conditions",
+    ] {
+        assert!(
+            status.contains(expected),
+            "{expected} missing from:\n{status}"
         );
     }
 }

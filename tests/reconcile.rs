@@ -472,7 +472,7 @@ async fn the_newer_of_two_claimants_makes_no_change() {
         ready(&status)["message"]
             .as_str()
             .unwrap()
-            .contains("fleet/older")
+            .contains("the older DynamicRegistration older in this namespace")
     );
     status_patch.respond(200, serde_json::to_value(&resource).unwrap());
     assert_eq!(api.expect_event(NS).await["reason"], "Conflict");

@@ -177,11 +177,12 @@ impl Context {
         })
     }
 
-    /// The older resource claiming the same product and region, as `namespace/name`, among
-    /// those whose last status shows their credentials reach the product
-    /// ([`claims::reaches_product`]). The oldest such claimant wins; ties go to the smaller
-    /// namespace/name, so every replica agrees.
-    pub fn older_claimant(&self, resource: &DynamicRegistration) -> Option<String> {
+    /// The older resource managing the same product and region, as (namespace, name), among
+    /// the `Full` claims whose last status shows their credentials reach the product
+    /// ([`claims::reaches_product`]). An `ObserveOnly` resource neither blocks nor is blocked:
+    /// reading is not fighting. The oldest claimant wins; ties go to the smaller namespace/name,
+    /// so every replica agrees.
+    pub fn older_claimant(&self, resource: &DynamicRegistration) -> Option<(String, String)> {
         let key = claim_order(resource);
         self.registrations
             .state()
@@ -189,20 +190,11 @@ impl Context {
             // A claimant being deleted still counts until it is gone: its deletion may still
             // switch registration off, and the next claimant takes over after that.
             .filter(|other| other.metadata.uid != resource.metadata.uid)
-            .filter(|other| {
-                other.spec.product_id == resource.spec.product_id
-                    && other.spec.region == resource.spec.region
-            })
+            .filter(|other| claims::competes(&resource.spec, &other.spec))
             .filter(|other| claims::reaches_product(other.status.as_ref()))
             .filter(|other| claim_order(other) < key)
             .min_by_key(|other| claim_order(other))
-            .map(|owner| {
-                format!(
-                    "{}/{}",
-                    owner.namespace().unwrap_or_default(),
-                    owner.name_any()
-                )
-            })
+            .map(|owner| (owner.namespace().unwrap_or_default(), owner.name_any()))
     }
 
     /// The other resources claiming the product and region of `gone`: when a claimant goes, the

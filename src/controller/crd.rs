@@ -1,7 +1,8 @@
 //! The `DynamicRegistration` custom resource (`iothub.dynreg.io/v1alpha1`) and its status.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, KubeSchema};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +10,8 @@ use crate::cloud::RegisterType;
 
 /// Field manager of every write, and value of the `app.kubernetes.io/managed-by` label.
 pub const MANAGER: &str = "iothub-dynreg";
+/// The annotation asking for a reconcile now (Flux's convention): any new value will do.
+pub const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
 /// Finalizer added while `deletionPolicy: Disable` needs to act before the resource goes.
 pub const FINALIZER: &str = "iothub.dynreg.io/disable-registration";
 
@@ -27,14 +30,21 @@ pub const FINALIZER: &str = "iothub.dynreg.io/disable-registration";
     doc = "DynamicRegistration keeps the dynamic-registration settings (RegisterType, RegisterLimit) of a Tencent Cloud IoT Hub product equal to its spec, and publishes the product's ProductSecret as a Secret.",
     printcolumn = r#"{"name": "Product", "type": "string", "jsonPath": ".spec.productId"}"#,
     printcolumn = r#"{"name": "Region", "type": "string", "jsonPath": ".spec.region"}"#,
-    printcolumn = r#"{"name": "Type", "type": "string", "jsonPath": ".spec.registerType"}"#,
-    printcolumn = r#"{"name": "Limit", "type": "integer", "jsonPath": ".spec.registerLimit"}"#,
+    printcolumn = r#"{"name": "Type", "type": "string", "description": "RegisterType wanted (spec)", "jsonPath": ".spec.registerType"}"#,
+    printcolumn = r#"{"name": "Limit", "type": "integer", "description": "RegisterLimit wanted (spec)", "jsonPath": ".spec.registerLimit"}"#,
+    printcolumn = r#"{"name": "Cloud-Type", "type": "string", "description": "RegisterType the cloud last reported", "jsonPath": ".status.cloud.registerType"}"#,
+    printcolumn = r#"{"name": "Cloud-Limit", "type": "integer", "description": "RegisterLimit the cloud last reported", "jsonPath": ".status.cloud.registerLimit"}"#,
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "Secret", "type": "string", "priority": 1, "description": "Secret holding the ProductSecret", "jsonPath": ".status.secretName"}"#,
+    printcolumn = r#"{"name": "Synced", "type": "date", "priority": 1, "description": "When the cloud was last read", "jsonPath": ".status.lastSyncTime"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!(has(self.managementPolicy) && self.managementPolicy == 'ObserveOnly' && has(self.deletionPolicy) && self.deletionPolicy == 'Disable')").message("deletionPolicy Disable writes to the cloud, which managementPolicy ObserveOnly never does: use deletionPolicy Orphan, or managementPolicy Full"))]
+#[x_kube(
+    validation = Rule::new("!(has(self.managementPolicy) && self.managementPolicy == 'ObserveOnly' && has(self.deletionPolicy) && self.deletionPolicy == 'Disable')").message("deletionPolicy Disable writes to the cloud, which managementPolicy ObserveOnly never does: use deletionPolicy Orphan, or managementPolicy Full"),
+    validation = Rule::new("(has(self.managementPolicy) && self.managementPolicy == 'ObserveOnly') || (has(self.registerType) && has(self.registerLimit))").message("registerType and registerLimit are required unless managementPolicy is ObserveOnly")
+)]
 pub struct DynamicRegistrationSpec {
     /// ID of the IoT Hub product, as shown in the console (e.g. ABCDE12345). Cannot be changed:
     /// to manage another product, create another DynamicRegistration.
@@ -55,13 +65,18 @@ pub struct DynamicRegistrationSpec {
 
     /// How devices of the product may register themselves: Disabled (0, no dynamic
     /// registration), PreCreate (1, only devices created beforehand) or AutoCreate (2,
-    /// registering creates the device).
-    pub register_type: RegistrationMode,
+    /// registering creates the device). Required unless managementPolicy is ObserveOnly, where
+    /// it only says what to compare the cloud with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_registration_mode")]
+    pub register_type: Option<RegistrationMode>,
 
     /// The most devices that may register themselves (0 or more). The cloud may apply another
-    /// value than the one asked; status.cloud shows what it applied.
+    /// value than the one asked; status.cloud shows what it applied. Required unless
+    /// managementPolicy is ObserveOnly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0").message("registerLimit must be 0 or more"))]
-    pub register_limit: i64,
+    pub register_limit: Option<i64>,
 
     /// Secret in this namespace holding the Tencent Cloud API credentials, with keys secretId,
     /// secretKey and, for temporary credentials, token. When absent, the controller's own
@@ -103,8 +118,8 @@ impl DynamicRegistrationSpec {
         Self {
             product_id: product_id.into(),
             region: region.into(),
-            register_type,
-            register_limit,
+            register_type: Some(register_type),
+            register_limit: Some(register_limit),
             credentials_secret_ref: None,
             secret_name: None,
             management_policy: ManagementPolicy::default(),
@@ -113,11 +128,31 @@ impl DynamicRegistrationSpec {
         }
     }
 
+    /// A spec that only observes `product_id` in `region` and publishes its ProductSecret.
+    pub fn observe_only(product_id: impl Into<String>, region: impl Into<String>) -> Self {
+        Self {
+            register_type: None,
+            register_limit: None,
+            management_policy: ManagementPolicy::ObserveOnly,
+            ..Self::new(product_id, region, RegistrationMode::Disabled, 0)
+        }
+    }
+
     /// The same spec, using the credentials Secret `name`.
     pub fn with_credentials(mut self, name: impl Into<String>) -> Self {
         self.credentials_secret_ref = Some(SecretReference { name: name.into() });
         self
     }
+}
+
+/// The schema of an optional RegistrationMode: its three names (schemars would list `null`
+/// among them, which `kubectl explain` would show as a fourth choice).
+fn optional_registration_mode(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["Disabled", "PreCreate", "AutoCreate"],
+        "nullable": true
+    })
 }
 
 /// Dynamic-registration type, by name.
@@ -209,6 +244,12 @@ pub struct DynamicRegistrationStatus {
     /// RequestId of the last cloud call, for Tencent Cloud support.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request_id: Option<String>,
+
+    /// The value of the reconcile.fluxcd.io/requestedAt annotation last handled: setting the
+    /// annotation to a new value (as `flux reconcile` or `kubectl annotate --overwrite` do)
+    /// reconciles at once with a fresh read of the cloud, and this echoes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 /// Dynamic-registration settings as the cloud reported them.
@@ -233,6 +274,16 @@ impl DynamicRegistration {
         }
     }
 
+    /// The reconcile request not handled yet (the annotation's value), if any.
+    pub fn pending_reconcile_request(&self) -> Option<&str> {
+        let requested = self.metadata.annotations.as_ref()?.get(REQUESTED_AT)?;
+        let handled = self
+            .status
+            .as_ref()
+            .and_then(|status| status.last_handled_reconcile_at.as_ref());
+        (handled != Some(requested)).then_some(requested.as_str())
+    }
+
     /// A condition of the current status, by type.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.status
@@ -243,10 +294,44 @@ impl DynamicRegistration {
     }
 }
 
+/// The CRD as installed: the derived one with every description reflowed into paragraphs.
+/// Doc comments break lines at 100 columns, and `kubectl explain` wraps text again but keeps
+/// those breaks, which would cut sentences in two.
+pub fn definition() -> CustomResourceDefinition {
+    let mut crd =
+        serde_json::to_value(DynamicRegistration::crd()).expect("a derived CRD always serialises");
+    reflow_descriptions(&mut crd);
+    serde_json::from_value(crd).expect("reflowing text keeps the CRD valid")
+}
+
+fn reflow_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (key, field) in fields.iter_mut() {
+                match field {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = reflow(text);
+                    }
+                    _ => reflow_descriptions(field),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(reflow_descriptions),
+        _ => {}
+    }
+}
+
+/// Joins the lines of each paragraph; paragraphs stay apart.
+fn reflow(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| paragraph.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::CustomResourceExt;
 
     #[test]
     fn default_secret_name_follows_the_resource_name() {
@@ -263,8 +348,19 @@ mod tests {
     }
 
     #[test]
+    fn descriptions_are_reflowed_into_paragraphs() {
+        assert_eq!(reflow("one\ntwo  three\n\nfour\n"), "one two three\n\nfour");
+        let crd = serde_json::to_value(definition()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let text = spec["properties"]["productId"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(!text.contains('\n'), "{text}");
+    }
+
+    #[test]
     fn crd_names_and_scope() {
-        let crd = DynamicRegistration::crd();
+        let crd = definition();
         assert_eq!(
             crd.metadata.name.as_deref(),
             Some("dynamicregistrations.iothub.dynreg.io")
@@ -284,7 +380,17 @@ mod tests {
         assert_eq!(
             columns,
             [
-                "Product", "Region", "Type", "Limit", "Ready", "Reason", "Age"
+                "Product",
+                "Region",
+                "Type",
+                "Limit",
+                "Cloud-Type",
+                "Cloud-Limit",
+                "Ready",
+                "Reason",
+                "Age",
+                "Secret",
+                "Synced"
             ]
         );
     }

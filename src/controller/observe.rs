@@ -21,6 +21,17 @@ pub struct Observation {
     pub taken_at: Timestamp,
 }
 
+/// What an observation must deliver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// The registration settings: a fresh enough snapshot will do.
+    Settings,
+    /// The settings and the ProductSecret: a snapshot entry without it is completed by a read.
+    SettingsAndSecret,
+    /// A read of the product itself, now (a person asked for a reconcile).
+    FreshRead,
+}
+
 /// A failed observation, cheap to share among the reconciles that waited for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObserveFailure {
@@ -113,7 +124,8 @@ impl Observer {
     /// The product, from the snapshot when one is fresh enough (refreshing it when not), else
     /// read alone. `managed` is how many resources share these credentials and region: when
     /// paging the whole account would cost more calls than reading each of them, they are read
-    /// one by one. With `needs_secret`, a snapshot entry of an enabled product that carries no
+    /// one by one. With `need` [`Need::SettingsAndSecret`], a snapshot entry of an enabled product
+    /// that carries no
     /// ProductSecret is not enough: the list call may leave it out, DescribeProduct has it.
     pub async fn observe(
         &self,
@@ -121,7 +133,7 @@ impl Observer {
         region: &str,
         product_id: &str,
         managed: usize,
-        needs_secret: bool,
+        need: Need,
     ) -> Result<Observation, ObserveFailure> {
         let slot = self.slot(credentials, region);
         {
@@ -132,7 +144,7 @@ impl Observer {
             let list_refused = slot
                 .list_refused_until
                 .is_some_and(|until| Instant::now() < until);
-            if pages as usize <= managed.max(1) && !list_refused {
+            if need != Need::FreshRead && pages as usize <= managed.max(1) && !list_refused {
                 match self.refresh_if_stale(&mut slot, credentials, region).await {
                     Ok(()) => {}
                     // A key without DescribeProducts may still read products one by one.
@@ -144,7 +156,7 @@ impl Observer {
                 }
                 if let Some(snapshot) = &slot.snapshot
                     && let Some(product) = snapshot.products.get(product_id)
-                    && !(needs_secret && product.lacks_secret())
+                    && !(need == Need::SettingsAndSecret && product.lacks_secret())
                 {
                     return Ok(Observation {
                         product: product.clone(),

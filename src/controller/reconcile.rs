@@ -22,6 +22,7 @@ use crate::controller::decision::{
 };
 use crate::controller::error::{Error, Result};
 use crate::controller::kube_io::{self, Creation};
+use crate::controller::observe::Need;
 
 /// Reconciles one DynamicRegistration; the controller calls this for every trigger.
 pub async fn reconcile(resource: Arc<DynamicRegistration>, ctx: Arc<Context>) -> Result<Action> {
@@ -103,6 +104,15 @@ async fn keep_finalizer_in_line(resource: &DynamicRegistration, ctx: &Context) -
 
 /// Gather → decide → act → record.
 async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) -> Result<Progress> {
+    if resource.spec.suspend {
+        let now = Time(Timestamp::now());
+        let generation = resource.metadata.generation.unwrap_or(0);
+        let status = decision::while_suspended(resource.status.as_ref(), generation, &now);
+        if resource.status.as_ref() != Some(&status) {
+            kube_io::apply_status(&ctx.client, resource, &status).await?;
+        }
+        return Ok(Progress::Settled);
+    }
     let facts = gather(resource, ctx, namespace).await?;
     let mut outcome = Outcome {
         plan: decision::plan(facts.plan_input(resource)),
@@ -131,6 +141,10 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
         plan: &outcome.plan,
         observed_at: facts.observed.as_ref().ok().map(|(_, at)| *at),
         request_id: outcome.request_id.as_deref(),
+        // Handled once the cloud was read afresh for it (else it stays pending).
+        handled_request: resource
+            .pending_reconcile_request()
+            .filter(|_| facts.observed.is_ok()),
         now: &now,
     });
     record(resource, ctx, status, &outcome.plan.verdict).await?;
@@ -205,14 +219,21 @@ async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) 
             ctx.verified_secrets
                 .trusts(namespace, &secret_name, version)
         });
+    let need = if resource.pending_reconcile_request().is_some() {
+        Need::FreshRead
+    } else if trusted {
+        Need::Settings
+    } else {
+        Need::SettingsAndSecret
+    };
     let observed = match &access {
-        Ok(access) => observe(resource, ctx, &access.credentials, !trusted).await,
+        Ok(access) => observe(resource, ctx, &access.credentials, need).await,
         Err(problem) => Err(problem.clone()),
     };
     // Only a resource whose credentials reach the product asks whether an older claim that
     // reaches it too comes first: a claim that cannot see the product never blocks one that can.
-    let observed = observed.and_then(|found| match ctx.older_claimant(resource) {
-        Some(owner) => Err(Problem::Conflict { owner }),
+    let observed = observed.and_then(|found| match conflict(resource, ctx, namespace) {
+        Some(problem) => Err(problem),
         None => Ok(found),
     });
     Ok(Facts {
@@ -221,6 +242,16 @@ async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) 
         secret_version,
         access,
         observed,
+    })
+}
+
+/// The conflict with an older claim on the product, if any. The status names the other resource
+/// only within this namespace; the log, which the platform team reads, names it always.
+fn conflict(resource: &DynamicRegistration, ctx: &Context, namespace: &str) -> Option<Problem> {
+    let (owner_namespace, owner) = ctx.older_claimant(resource)?;
+    info!(older = %format!("{owner_namespace}/{owner}"), "an older resource manages the product: conflict");
+    Some(Problem::Conflict {
+        owner: (owner_namespace == namespace).then_some(owner),
     })
 }
 
@@ -455,7 +486,7 @@ async fn observe(
     resource: &DynamicRegistration,
     ctx: &Context,
     credentials: &Credentials,
-    needs_secret: bool,
+    need: Need,
 ) -> Result<(Product, Timestamp), Problem> {
     let result = ctx
         .observer
@@ -464,7 +495,7 @@ async fn observe(
             &resource.spec.region,
             &resource.spec.product_id,
             ctx.resources_sharing_credentials(resource),
-            needs_secret,
+            need,
         )
         .await;
     note_credentials(
@@ -628,8 +659,8 @@ async fn disable_in_cloud(
     wanted: RegistrationRequest,
 ) -> Result<DeletionStep> {
     // The product is another resource's: deleting this one leaves it alone.
-    if let Some(owner) = ctx.older_claimant(resource) {
-        return Ok(deletion::without_access(&Problem::Conflict { owner }));
+    if let Some(problem) = conflict(resource, ctx, namespace) {
+        return Ok(deletion::without_access(&problem));
     }
     let access = match access(resource, ctx, namespace).await? {
         Ok(access) => access,

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::cloud::CloudClient;
 use crate::controller::context::{Caches, Context, Settings};
-use crate::controller::crd::{DynamicRegistration, MANAGER};
+use crate::controller::crd::{DynamicRegistration, MANAGER, REQUESTED_AT};
 use crate::controller::decision::CREDENTIALS_IN_USE;
 use crate::controller::protection::release_unused_protection;
 use crate::controller::reconcile::{error_policy, reconcile};
@@ -197,10 +197,24 @@ fn resource_changes(
             hooks.sweep.notify_one();
         })
         .applied_objects()
-        .predicate_filter(
-            predicates::generation.combine(predicates::finalizers),
-            Default::default(),
-        )
+        .predicate_filter(triggers(), Default::default())
+}
+
+/// What makes a resource reconcile: its generation (the spec, and marking it for deletion),
+/// its finalizers, and a new reconcile request; never our own status writes.
+fn triggers() -> impl Predicate<DynamicRegistration> {
+    predicates::generation
+        .combine(predicates::finalizers)
+        .combine(reconcile_requested)
+}
+
+/// A new value of the reconcile-request annotation triggers a reconcile (Flux's convention).
+fn reconcile_requested(resource: &DynamicRegistration) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let requested = resource.annotations().get(REQUESTED_AT)?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    requested.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// The Ready reason of every resource in the cache, for the `resources` metric.
@@ -338,8 +352,8 @@ mod tests {
     }
 
     #[test]
-    fn status_writes_do_not_trigger_but_spec_and_lifecycle_do() {
-        let triggers = predicates::generation.combine(predicates::finalizers);
+    fn status_writes_do_not_trigger_but_spec_lifecycle_and_requests_do() {
+        let triggers = triggers();
         let mut resource = registration("a", "fleet", "creds");
         resource.metadata.generation = Some(1);
         let before = triggers.hash_property(&resource);
@@ -354,6 +368,17 @@ mod tests {
         let after_spec = triggers.hash_property(&resource);
         assert_ne!(after_spec, before);
         resource.metadata.finalizers = Some(vec!["x".into()]);
-        assert_ne!(triggers.hash_property(&resource), after_spec);
+        let after_finalizer = triggers.hash_property(&resource);
+        assert_ne!(after_finalizer, after_spec);
+        resource.metadata.annotations = Some([(REQUESTED_AT.to_owned(), "now".to_owned())].into());
+        let requested = triggers.hash_property(&resource);
+        assert_ne!(requested, after_finalizer, "a reconcile request");
+        resource.metadata.annotations =
+            Some([(REQUESTED_AT.to_owned(), "again".to_owned())].into());
+        assert_ne!(
+            triggers.hash_property(&resource),
+            requested,
+            "a new request"
+        );
     }
 }

@@ -352,6 +352,35 @@ impl Harness {
         }
     }
 
+    /// kubectl with the admin's kubeconfig in the test's namespace: its stdout, or `None`
+    /// when kubectl is missing outside CI. Panics when kubectl fails.
+    pub fn kubectl(&self, args: &[&str]) -> Option<String> {
+        let output = std::process::Command::new("kubectl")
+            .args(args)
+            .args(["--namespace", &self.namespace])
+            .env("KUBECONFIG", self.plane.admin_kubeconfig())
+            .output();
+        match output {
+            Ok(output) => {
+                assert!(
+                    output.status.success(),
+                    "kubectl {args:?}: {}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                Some(String::from_utf8_lossy(&output.stdout).into_owned())
+            }
+            Err(error) if std::env::var_os("CI").is_some() => panic!("CI needs kubectl: {error}"),
+            Err(_) => None,
+        }
+    }
+
+    /// `kubectl wait --for=condition=Ready` on a resource, as a pipeline would run it.
+    pub fn kubectl_wait_ready(&self, name: &str) {
+        let target = format!("dynamicregistration/{name}");
+        self.kubectl(&["wait", "--for=condition=Ready", "--timeout=10s", &target]);
+    }
+
     /// The Ready condition's (status, reason) of a resource, once its status is current.
     pub async fn ready_reason(&self, name: &str) -> Option<(String, String)> {
         let resource = self.registrations().get_opt(name).await.ok()??;

@@ -11,7 +11,9 @@
 //! younger one stops.
 
 use super::Reason;
-use crate::controller::crd::DynamicRegistrationStatus;
+use crate::controller::crd::{
+    DynamicRegistrationSpec, DynamicRegistrationStatus, ManagementPolicy,
+};
 
 /// Verdicts that say the resource's credentials do not reach its product now.
 const UNREACHED: [Reason; 7] = [
@@ -23,6 +25,15 @@ const UNREACHED: [Reason; 7] = [
     Reason::ProductNotFound,
     Reason::ProductForbidden,
 ];
+
+/// Whether two specs compete for one product: both manage it (`Full`) in the same region.
+/// Reading is not fighting: an `ObserveOnly` resource neither blocks nor is blocked.
+pub fn competes(resource: &DynamicRegistrationSpec, other: &DynamicRegistrationSpec) -> bool {
+    resource.management_policy == ManagementPolicy::Full
+        && other.management_policy == ManagementPolicy::Full
+        && resource.product_id == other.product_id
+        && resource.region == other.region
+}
 
 /// Whether a resource with this status holds a claim that counts.
 pub fn reaches_product(status: Option<&DynamicRegistrationStatus>) -> bool {

@@ -39,7 +39,7 @@ pub fn cloud_change(spec: &DynamicRegistrationSpec) -> Option<RegistrationReques
         (ManagementPolicy::ObserveOnly, _) | (_, DeletionPolicy::Orphan) => None,
         (ManagementPolicy::Full, DeletionPolicy::Disable) => Some(RegistrationRequest {
             register_type: RegisterType::Disabled,
-            register_limit: u64::try_from(spec.register_limit).unwrap_or(0),
+            register_limit: u64::try_from(spec.register_limit.unwrap_or(0)).unwrap_or(0),
         }),
     }
 }
@@ -148,10 +148,7 @@ mod tests {
         // (problem, expected: released with this Event reason, or blocked and stalled)
         let problems = [
             (Problem::Suspended, Some("CloudLeftAsIs")),
-            (
-                Problem::Conflict { owner: "x".into() },
-                Some("CloudLeftAsIs"),
-            ),
+            (Problem::Conflict { owner: None }, Some("CloudLeftAsIs")),
             (Problem::CredentialsMissing { secret: "c".into() }, None),
             (
                 Problem::CredentialsResting {

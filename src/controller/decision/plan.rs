@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::{
     Problem, Progress, Reason, SecretContent, SecretState, Verdict, cloud_verdict, problem_verdict,
 };
-use crate::cloud::{ErrorClass, Product, RegisterType, RegistrationRequest};
+use crate::cloud::{ErrorClass, Product, RegistrationRequest};
 use crate::controller::crd::{
     CloudSettings, DynamicRegistrationSpec, DynamicRegistrationStatus, ManagementPolicy,
     RegistrationMode,
@@ -51,59 +51,80 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         Ok(product) => product,
         Err(problem) => return blocked(problem),
     };
-    let wanted = wanted(input.spec);
     let cloud = settings_of(product);
     let differences = differences(input.spec, product);
-
-    if !differences.is_empty() {
-        let verdict = match (input.spec.management_policy, input.just_asked) {
-            (ManagementPolicy::ObserveOnly, _) => Verdict::new(
-                false,
-                Reason::Drifted,
-                Progress::Settled,
-                format!(
-                    "the cloud differs from the spec ({}); managementPolicy ObserveOnly makes no changes",
-                    differences.join(", ")
-                ),
-            ),
-            (ManagementPolicy::Full, Some(asked)) => not_accepted(&differences, asked),
-            (ManagementPolicy::Full, None) if refused_before(&input, &cloud) => Verdict::new(
-                false,
-                Reason::NotAccepted,
-                Progress::Stalled,
-                format!(
-                    "the cloud did not apply the spec earlier and still differs ({}); change the spec to a value the cloud accepts",
-                    differences.join(", ")
-                ),
-            ),
-            (ManagementPolicy::Full, None) => {
-                return Plan {
-                    update: Some(wanted),
-                    write_secret: None,
-                    cloud: Some(cloud),
-                    secret_published: false,
-                    verdict: Verdict::new(
-                        false,
-                        Reason::Drifted,
-                        Progress::Retrying,
-                        format!("updating the cloud: {}", differences.join(", ")),
-                    ),
-                };
-            }
-        };
+    if input.spec.management_policy == ManagementPolicy::ObserveOnly {
+        let verdict = observed(&differences, &cloud);
         return with_secret(input, product, cloud, verdict);
     }
+    let Some(wanted) = wanted(input.spec) else {
+        // Only an object stored before the schema required them can lack them.
+        return blocked(&Problem::InvalidSpec {
+            detail:
+                "registerType and registerLimit are required unless managementPolicy is ObserveOnly"
+                    .to_owned(),
+        });
+    };
+    if differences.is_empty() {
+        let verdict = Verdict::new(
+            true,
+            Reason::InSync,
+            Progress::Settled,
+            format!(
+                "RegisterType {:?} and RegisterLimit {} match the spec",
+                cloud.register_type, cloud.register_limit
+            ),
+        );
+        return with_secret(input, product, cloud, verdict);
+    }
+    let verdict = match input.just_asked {
+        Some(asked) => not_accepted(&differences, asked),
+        None if refused_before(&input, &cloud) => Verdict::new(
+            false,
+            Reason::NotAccepted,
+            Progress::Stalled,
+            format!(
+                "the cloud did not apply the spec earlier and still differs ({}); change the spec to a value the cloud accepts",
+                differences.join("; ")
+            ),
+        ),
+        None => {
+            return Plan {
+                update: Some(wanted),
+                write_secret: None,
+                cloud: Some(cloud),
+                secret_published: false,
+                verdict: Verdict::new(
+                    false,
+                    Reason::Drifted,
+                    Progress::Retrying,
+                    format!("updating the cloud: {}", differences.join("; ")),
+                ),
+            };
+        }
+    };
+    with_secret(input, product, cloud, verdict)
+}
 
-    let verdict = Verdict::new(
+/// ObserveOnly: the product was seen, which is all this resource asks; drift from the values
+/// it names (if any) goes into a condition of its own.
+fn observed(differences: &[String], cloud: &CloudSettings) -> Verdict {
+    let mut verdict = Verdict::new(
         true,
-        Reason::InSync,
+        Reason::Observed,
         Progress::Settled,
         format!(
-            "RegisterType {:?} and RegisterLimit {} match the spec",
-            input.spec.register_type, input.spec.register_limit
+            "observed RegisterType {:?} and RegisterLimit {}; managementPolicy ObserveOnly makes no changes",
+            cloud.register_type, cloud.register_limit
         ),
     );
-    with_secret(input, product, cloud, verdict)
+    if !differences.is_empty() {
+        verdict.drift = Some(format!(
+            "the cloud differs from the spec: {}",
+            differences.join("; ")
+        ));
+    }
+    verdict
 }
 
 /// Adds the Secret decision to a verdict about the cloud.
@@ -222,7 +243,7 @@ fn not_accepted(differences: &[String], asked: RegistrationRequest) -> Verdict {
             "asked the cloud for RegisterType {:?} and RegisterLimit {}, but it applied other values ({}); not asking again for this generation",
             RegistrationMode::from(asked.register_type),
             asked.register_limit,
-            differences.join(", ")
+            differences.join("; ")
         ),
     )
 }
@@ -241,12 +262,13 @@ fn refused_before(input: &PlanInput<'_>, cloud: &CloudSettings) -> bool {
     refused && status.cloud.as_ref() == Some(cloud)
 }
 
-fn wanted(spec: &DynamicRegistrationSpec) -> RegistrationRequest {
-    RegistrationRequest {
-        register_type: spec.register_type.into(),
+/// The settings a Full resource asks for; `None` when the spec names none.
+fn wanted(spec: &DynamicRegistrationSpec) -> Option<RegistrationRequest> {
+    Some(RegistrationRequest {
+        register_type: spec.register_type?.into(),
         // The schema keeps it >= 0; a negative value from an old object counts as 0.
-        register_limit: u64::try_from(spec.register_limit).unwrap_or(0),
-    }
+        register_limit: u64::try_from(spec.register_limit?).unwrap_or(0),
+    })
 }
 
 fn settings_of(product: &Product) -> CloudSettings {
@@ -256,30 +278,65 @@ fn settings_of(product: &Product) -> CloudSettings {
     }
 }
 
-/// Human-readable differences between spec and cloud, empty when in sync.
-pub fn differences(spec: &DynamicRegistrationSpec, product: &Product) -> Vec<String> {
+/// One setting the cloud holds otherwise than the spec wants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    /// The spec field: `registerType` or `registerLimit`.
+    pub field: &'static str,
+    /// What the cloud holds.
+    pub cloud: String,
+    /// What the spec wants.
+    pub wanted: String,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let setting = match self.field {
+            "registerType" => "RegisterType",
+            _ => "RegisterLimit",
+        };
+        write!(f, "{setting} is {}, spec wants {}", self.cloud, self.wanted)
+    }
+}
+
+/// The settings the spec names that the cloud holds otherwise.
+pub fn field_differences(spec: &DynamicRegistrationSpec, product: &Product) -> Vec<Difference> {
     let mut differences = Vec::new();
-    let cloud_type: RegisterType = product.registration.register_type;
-    if RegistrationMode::from(cloud_type) != spec.register_type {
-        differences.push(format!(
-            "RegisterType is {:?}, spec wants {:?}",
-            RegistrationMode::from(cloud_type),
-            spec.register_type
-        ));
+    let cloud_type = RegistrationMode::from(product.registration.register_type);
+    if let Some(wanted) = spec.register_type
+        && cloud_type != wanted
+    {
+        differences.push(Difference {
+            field: "registerType",
+            cloud: format!("{cloud_type:?}"),
+            wanted: format!("{wanted:?}"),
+        });
     }
     let cloud_limit = i64::try_from(product.registration.register_limit).unwrap_or(i64::MAX);
-    if cloud_limit != spec.register_limit {
-        differences.push(format!(
-            "RegisterLimit is {cloud_limit}, spec wants {}",
-            spec.register_limit
-        ));
+    if let Some(wanted) = spec.register_limit
+        && cloud_limit != wanted
+    {
+        differences.push(Difference {
+            field: "registerLimit",
+            cloud: cloud_limit.to_string(),
+            wanted: wanted.to_string(),
+        });
     }
     differences
+}
+
+/// The differences, as sentences for status messages.
+pub fn differences(spec: &DynamicRegistrationSpec, product: &Product) -> Vec<String> {
+    field_differences(spec, product)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloud::RegisterType;
     use crate::controller::decision::conditions;
     use crate::controller::decision::fixtures::{auto, product, published, spec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -367,11 +424,30 @@ mod tests {
                     management_policy: ManagementPolicy::ObserveOnly,
                     ..spec(RegistrationMode::AutoCreate, 100)
                 },
-                reason: Reason::Drifted,
+                ready: true,
+                reason: Reason::Observed,
                 ..row(
                     "ObserveOnly reports drift without updating",
                     Ok(product(RegisterType::Disabled, 100, Some("s3cret"))),
                 )
+            },
+            Row {
+                spec: DynamicRegistrationSpec::observe_only("ABCDE12345", "ap-guangzhou"),
+                ready: true,
+                reason: Reason::Observed,
+                ..row(
+                    "ObserveOnly without values: observed is done",
+                    Ok(product(RegisterType::Disabled, 100, Some("s3cret"))),
+                )
+            },
+            Row {
+                spec: DynamicRegistrationSpec {
+                    register_limit: None,
+                    ..spec(RegistrationMode::AutoCreate, 100)
+                },
+                reason: Reason::InvalidSpec,
+                progress: Progress::Stalled,
+                ..row("Full without a limit (stored before the schema)", in_sync())
             },
             Row {
                 just_asked: Some(auto(10)),
@@ -398,7 +474,7 @@ mod tests {
                 ..row(
                     "conflict",
                     Err(Problem::Conflict {
-                        owner: "fleet/older".into(),
+                        owner: Some("older".into()),
                     }),
                 )
             },

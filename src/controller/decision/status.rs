@@ -21,6 +21,8 @@ pub struct StatusInput<'a> {
     pub observed_at: Option<Timestamp>,
     /// The RequestId of this reconcile's update call, if it made one.
     pub request_id: Option<&'a str>,
+    /// The reconcile request (annotation value) this reconcile handled, if any.
+    pub handled_request: Option<&'a str>,
     /// The time of this reconcile.
     pub now: &'a Time,
 }
@@ -54,7 +56,54 @@ pub fn next_status(input: StatusInput<'_>) -> DynamicRegistrationStatus {
             .request_id
             .map(str::to_owned)
             .or(previous.last_request_id),
+        last_handled_reconcile_at: input
+            .handled_request
+            .map(str::to_owned)
+            .or(previous.last_handled_reconcile_at),
     }
+}
+
+/// The status of a suspended resource: the last verdict stands (so kstatus tools read what it
+/// was: Current, Failed or InProgress), with a `Suspended` condition saying why nothing changes.
+/// Suspended before its first verdict, it is Stalled: it will not progress until a person
+/// resumes it. Every condition is stamped with the current generation: setting `suspend`
+/// changes the generation, and `kubectl wait` ignores a condition of an older one.
+pub fn while_suspended(
+    previous: Option<&DynamicRegistrationStatus>,
+    generation: i64,
+    now: &Time,
+) -> DynamicRegistrationStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    let never_judged = !status.conditions.iter().any(|c| c.type_ == "Ready");
+    if never_judged {
+        let verdict = Verdict::new(
+            false,
+            Reason::Suspended,
+            Progress::Stalled,
+            "suspended before its first reconcile: nothing observed yet; set spec.suspend: false to start",
+        );
+        status.conditions = conditions(&verdict, generation, &[], now);
+    }
+    let since = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Suspended")
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    status.conditions.retain(|c| c.type_ != "Suspended");
+    status.conditions.push(Condition {
+        type_: "Suspended".to_owned(),
+        status: "True".to_owned(),
+        reason: Reason::Suspended.as_str().to_owned(),
+        message: "spec.suspend is true: no cloud calls and no writes; the last verdict stands"
+            .to_owned(),
+        observed_generation: Some(generation),
+        last_transition_time: since,
+    });
+    for condition in &mut status.conditions {
+        condition.observed_generation = Some(generation);
+    }
+    status.observed_generation = Some(generation);
+    status
 }
 
 /// The status while a deletion is blocked: the previous one, with the blocking verdict.
@@ -100,6 +149,13 @@ pub fn conditions(
         Progress::Retrying => conditions.push(make("Reconciling", true)),
         Progress::Stalled => conditions.push(make("Stalled", true)),
         Progress::Settled => {}
+    }
+    if let Some(drift) = &verdict.drift {
+        conditions.push(Condition {
+            reason: Reason::Drifted.as_str().to_owned(),
+            message: drift.clone(),
+            ..make("Drifted", true)
+        });
     }
     conditions
 }
@@ -242,6 +298,7 @@ mod next_status_tests {
                 plan: &row.plan,
                 observed_at: row.observed.then_some(Timestamp::from_second(990).unwrap()),
                 request_id: row.request_id,
+                handled_request: None,
                 now: &now,
             });
             let name = row.name;
