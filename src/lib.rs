@@ -4,13 +4,15 @@
 //! - [`cloud`]: the IoT Hub API, usable without Kubernetes (signing, rate limiting, retries).
 //! - [`controller`]: the resource, the pure decision, and the reconcile around it.
 //! - [`ops`]: what running it needs (metrics, health endpoints, leader election, logging).
+//! - [`preview`]: the `plan` command, what applying manifests would change, with no cluster.
 //! - `emulator` (feature `emulator`): a loopback stand-in for the IoT Hub API.
 //!
-//! Arrows point one way: `controller` uses `ops` and `cloud`, `ops` uses `cloud`, and `cloud`
-//! knows no Kubernetes.
+//! Arrows point one way: `preview` uses `controller` and `cloud`, `controller` uses `ops` and
+//! `cloud`, `ops` uses `cloud`, and `cloud` knows no Kubernetes.
 
 pub mod cloud;
 pub mod controller;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod ops;
+pub mod preview;

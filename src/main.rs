@@ -1,6 +1,7 @@
 //! `iothub-dynreg`: flags → clients → controller. No logic lives here.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use iothub_dynreg::ops::leader::LeaseSettings;
 use iothub_dynreg::ops::logging::{self, LogFormat};
 use iothub_dynreg::ops::metrics::Metrics;
 use iothub_dynreg::ops::shutdown;
+use iothub_dynreg::preview::command::{self, Output};
 
 /// Keeps Tencent Cloud IoT Hub dynamic-registration settings equal to DynamicRegistration
 /// resources, and publishes each product's ProductSecret as a Secret.
@@ -32,8 +34,46 @@ struct Cli {
 enum Command {
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
     Run(Box<RunFlags>),
+    /// Show what applying DynamicRegistration manifests would change in the cloud, with no
+    /// cluster: validated as the API server would, decided as the controller would; the cloud
+    /// is read, never written. Exit status: 0 nothing to change, 2 changes pending, 1 errors.
+    Plan(Box<PlanFlags>),
     /// Print the DynamicRegistration CustomResourceDefinition as YAML.
     Crd,
+}
+
+#[derive(Args, Debug)]
+struct PlanFlags {
+    /// Manifests: files, directories (their *.yaml, *.yml and *.json files, recursively), or -
+    /// for standard input. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    output: Output,
+    /// Plan against the built-in emulator, started for the plan on loopback from SEED (default:
+    /// the example seed), read with the seed's first account: no account needed.
+    #[arg(long, value_name = "SEED", num_args = 0..=1, conflicts_with_all = ["credentials_file", "endpoint"])]
+    emulator: Option<Option<PathBuf>>,
+    /// Credentials as the credentials Secret holds them (secretId, secretKey, token): a YAML or
+    /// JSON mapping, or a Secret manifest. Default: TENCENTCLOUD_SECRET_ID,
+    /// TENCENTCLOUD_SECRET_KEY and TENCENTCLOUD_SESSION_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    credentials_file: Option<PathBuf>,
+    /// IoT Hub API endpoint: a host (https) or https://host[:port].
+    #[arg(long, env = "IOTHUB_DYNREG_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Allow a plain-http endpoint on a loopback address (the emulator; never production).
+    #[arg(long, env = "IOTHUB_DYNREG_INSECURE_LOOPBACK_ENDPOINT")]
+    insecure_loopback_endpoint: bool,
+    /// Client-side limit per (endpoint, SecretId, action), as for `run`.
+    #[arg(
+        long = "rate-limit",
+        value_name = "ACTION=RPS",
+        env = "IOTHUB_DYNREG_RATE_LIMIT",
+        value_delimiter = ','
+    )]
+    rate_limits: Vec<ActionRateLimit>,
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +180,19 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Plan(flags) => match plan_options(*flags) {
+            Ok(options) => match command::run(options).await {
+                Ok(code) => ExitCode::from(code),
+                Err(message) => {
+                    eprintln!("iothub-dynreg plan: {message}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(message) => {
+                eprintln!("iothub-dynreg plan: {message}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(flags) => {
             logging::init(flags.log_format);
             match run(*flags).await {
@@ -151,6 +204,29 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn plan_options(flags: PlanFlags) -> Result<command::Options, String> {
+    let cloud = match flags.emulator {
+        Some(seed) => command::Cloud::Emulator { seed },
+        None => command::Cloud::Endpoint {
+            endpoint: Endpoint::parse(
+                flags
+                    .endpoint
+                    .as_deref()
+                    .unwrap_or(iothub_dynreg::cloud::client::DEFAULT_ENDPOINT),
+                flags.insecure_loopback_endpoint,
+            )
+            .map_err(|e| e.to_string())?,
+            credentials_file: flags.credentials_file,
+        },
+    };
+    Ok(command::Options {
+        paths: flags.paths,
+        output: flags.output,
+        cloud,
+        rate_limits: rate_limits(&flags.rate_limits),
+    })
 }
 
 async fn run(flags: RunFlags) -> Result<(), String> {
