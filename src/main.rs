@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use iothub_dynreg::cloud::limit::{ActionRateLimit, RateLimits};
+use iothub_dynreg::cloud::web_identity::{WebIdentity, WebIdentityCredentials};
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint};
 use iothub_dynreg::controller::context::Settings;
 use iothub_dynreg::controller::crd;
-use iothub_dynreg::controller::credentials::{self, NamespaceAllowList};
+use iothub_dynreg::controller::credentials::{self, DefaultCredentials, NamespaceAllowList};
 use iothub_dynreg::controller::leading;
 use iothub_dynreg::controller::run::{RunOptions, Shared};
 use iothub_dynreg::ops::http::{self, Health};
@@ -84,6 +85,9 @@ struct RunFlags {
     /// Allow a plain-http endpoint on a loopback address (the emulator; never production).
     #[arg(long, env = "IOTHUB_DYNREG_INSECURE_LOOPBACK_ENDPOINT")]
     insecure_loopback_endpoint: bool,
+    /// STS endpoint, for web identity credentials (TKE_ROLE_ARN and friends).
+    #[arg(long, env = "IOTHUB_DYNREG_STS_ENDPOINT", default_value = iothub_dynreg::cloud::client::DEFAULT_STS_ENDPOINT)]
+    sts_endpoint: String,
     /// Client-side limit per (endpoint, SecretId, action), e.g. UpdateProductDynamicRegister=10.
     /// Repeat for several actions; every action defaults to the cloud's 20 requests/s.
     #[arg(
@@ -232,6 +236,7 @@ fn plan_options(flags: PlanFlags) -> Result<command::Options, String> {
 async fn run(flags: RunFlags) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let cloud = cloud_client(&flags, metrics.clone())?;
+    let settings = settings(&flags, default_credentials(&cloud)?);
     let client = kube::Client::try_default().await.map_err(|e| {
         format!("cannot reach the Kubernetes API (kubeconfig or in-cluster config): {e}")
     })?;
@@ -271,16 +276,7 @@ async fn run(flags: RunFlags) -> Result<(), String> {
         instance: Some(identity),
     };
     let shutdown = shutdown::requested();
-    leading::operate(
-        client,
-        cloud,
-        settings(&flags),
-        options,
-        shared,
-        lease,
-        shutdown,
-    )
-    .await;
+    leading::operate(client, cloud, settings, options, shared, lease, shutdown).await;
     Ok(())
 }
 
@@ -289,8 +285,11 @@ fn cloud_client(flags: &RunFlags, metrics: Arc<Metrics>) -> Result<CloudClient, 
     let rate_limits = rate_limits(&flags.rate_limits);
     let endpoint = Endpoint::parse(&flags.endpoint, flags.insecure_loopback_endpoint)
         .map_err(|e| e.to_string())?;
+    let sts_endpoint = Endpoint::parse(&flags.sts_endpoint, flags.insecure_loopback_endpoint)
+        .map_err(|e| format!("--sts-endpoint: {e}"))?;
     let client = CloudClient::new(ClientConfig {
         endpoint,
+        sts_endpoint,
         rate_limits,
         ..ClientConfig::default()
     })
@@ -306,12 +305,30 @@ fn rate_limits(flags: &[ActionRateLimit]) -> RateLimits {
     rate_limits
 }
 
-fn settings(flags: &RunFlags) -> Settings {
+/// The controller's own credentials: `TENCENTCLOUD_*` keys, else the web identity TKE injects
+/// (`TKE_ROLE_ARN`, …), else none.
+fn default_credentials(cloud: &CloudClient) -> Result<Option<DefaultCredentials>, String> {
+    let environment = |name: &str| std::env::var(name).ok();
+    if let Some(keys) = credentials::from_environment(environment) {
+        return Ok(Some(DefaultCredentials::Keys(keys)));
+    }
+    Ok(
+        WebIdentity::from_tke_environment(environment)?.map(|identity| {
+            tracing::info!(role = %identity.role_arn, "default credentials: web identity");
+            DefaultCredentials::WebIdentity(Arc::new(WebIdentityCredentials::new(
+                identity,
+                cloud.clone(),
+            )))
+        }),
+    )
+}
+
+fn settings(flags: &RunFlags, default_credentials: Option<DefaultCredentials>) -> Settings {
     Settings {
         resync_interval: flags.resync_interval,
         stalled_retry_interval: flags.stalled_retry_interval,
         observe_interval: flags.observe_interval,
-        default_credentials: credentials::from_environment(|name| std::env::var(name).ok()),
+        default_credentials,
         default_credentials_namespaces: NamespaceAllowList::parse(
             &flags.default_credentials_namespaces,
         ),

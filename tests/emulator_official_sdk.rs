@@ -53,6 +53,7 @@ fn official_python_sdk_calls_all_three_actions() {
     );
     assert!(stdout.contains("official SDK: all checks passed"));
     assert!(stdout.contains("wrong SecretKey: AuthFailure.SignatureFailure"));
+    assert!(stdout.contains("OIDC role credentials (AssumeRoleWithWebIdentity): ok"));
 
     let stats = get_json(&format!("{}/_emulator/stats", emulator.url));
     println!("emulator stats after the SDK run: {}", stats["calls"]);

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 /// A loopback stand-in for the Tencent Cloud IoT Hub API (iotcloud 2021-04-08): verifies TC3
 /// signatures, serves DescribeProduct, DescribeProducts and UpdateProductDynamicRegister from
-/// products held in memory, enforces a rate limit and injects faults on demand.
+/// products held in memory (and STS's AssumeRoleWithWebIdentity for seeded roles), enforces a rate limit and injects faults on demand.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Flags {
@@ -44,6 +44,9 @@ struct Flags {
     /// Leave ProductSecret out of DescribeProducts answers (DescribeProduct still has it).
     #[arg(long)]
     list_omits_product_secret: bool,
+    /// Lifetime in seconds of the temporary credentials STS issues (default: as asked).
+    #[arg(long)]
+    sts_credential_lifetime: Option<i64>,
     /// Probability (0 to 1) of answering InternalError.
     #[arg(long, default_value_t = 0.0)]
     internal_error_rate: f64,
@@ -102,6 +105,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         },
         faults,
         list_omits_product_secret: flags.list_omits_product_secret,
+        temporary_credentials_lifetime_seconds: flags.sts_credential_lifetime,
     };
     let listener = TcpListener::bind(flags.listen)
         .await

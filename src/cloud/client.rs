@@ -17,6 +17,8 @@ use super::wire::{self, Action};
 
 /// The public endpoint (mainland China); `iotcloud.intl.tencentcloudapi.com` is the other one.
 pub const DEFAULT_ENDPOINT: &str = "iotcloud.tencentcloudapi.com";
+/// The STS endpoint, for web identity credentials.
+pub const DEFAULT_STS_ENDPOINT: &str = "sts.tencentcloudapi.com";
 
 /// Most products paged through in one listing (400 pages of 250): a TotalCount that never
 /// ends must not page forever.
@@ -128,6 +130,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Time allowed for one attempt, from sending to the end of the answer.
     pub request_timeout: Duration,
+    /// Where `AssumeRoleWithWebIdentity` goes (web identity credentials).
+    pub sts_endpoint: Endpoint,
     /// Requests per second per action.
     pub rate_limits: RateLimits,
     /// Retries of throttled and transient failures.
@@ -139,6 +143,8 @@ impl Default for ClientConfig {
         Self {
             endpoint: Endpoint::parse(DEFAULT_ENDPOINT, false)
                 .expect("the default endpoint is a valid https host"),
+            sts_endpoint: Endpoint::parse(DEFAULT_STS_ENDPOINT, false)
+                .expect("the default STS endpoint is a valid https host"),
             language: Some("en-US".to_owned()),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(20),
@@ -175,6 +181,7 @@ pub struct CloudClient {
 struct Inner {
     http: reqwest::Client,
     endpoint: Endpoint,
+    sts_endpoint: Endpoint,
     language: Option<String>,
     limiter: RateLimiter,
     retry: RetryPolicy,
@@ -208,6 +215,7 @@ impl CloudClient {
             inner: Arc::new(Inner {
                 http,
                 endpoint: config.endpoint,
+                sts_endpoint: config.sts_endpoint,
                 language: config.language,
                 limiter: RateLimiter::new(config.rate_limits),
                 retry: config.retry,
@@ -319,11 +327,55 @@ impl CloudClient {
         UpdateOutcome::from_wire(answer)
     }
 
-    /// One API call: through the rate limiter, signed afresh, retried on throttling and
-    /// transient failures.
+    /// Exchanges a web identity (OIDC) token for temporary credentials of a role, as the
+    /// official SDK's OIDC provider does: STS, unsigned, rate limited per role. The credentials
+    /// count against the role's rate limit, whatever key a refresh brings; with them, when
+    /// they expire (Unix seconds).
+    pub async fn assume_role_with_web_identity(
+        &self,
+        region: &str,
+        request: &wire::AssumeRoleWithWebIdentityRequest,
+    ) -> Result<(Credentials, i64), CloudError> {
+        let route = Route {
+            endpoint: &self.inner.sts_endpoint,
+            service: wire::STS_SERVICE,
+            version: wire::STS_VERSION,
+            signing: Signing::Unsigned {
+                limit_identity: &request.role_arn,
+            },
+        };
+        let answer: wire::AssumeRoleWithWebIdentityResponse = self
+            .call_to(&route, region, Action::AssumeRoleWithWebIdentity, request)
+            .await?;
+        let issued = answer.credentials;
+        let credentials = Credentials::new(issued.tmp_secret_id, issued.tmp_secret_key)
+            .with_token(issued.token)
+            .limited_as(request.role_arn.clone());
+        Ok((credentials, answer.expired_time))
+    }
+
+    /// One IoT Hub API call.
     async fn call<P: Serialize, T: DeserializeOwned>(
         &self,
         credentials: &Credentials,
+        region: &str,
+        action: Action,
+        params: &P,
+    ) -> Result<T, CloudError> {
+        let route = Route {
+            endpoint: &self.inner.endpoint,
+            service: wire::SERVICE,
+            version: wire::VERSION,
+            signing: Signing::Signed(credentials),
+        };
+        self.call_to(&route, region, action, params).await
+    }
+
+    /// One API call: through the rate limiter, signed afresh, retried on throttling and
+    /// transient failures.
+    async fn call_to<P: Serialize, T: DeserializeOwned>(
+        &self,
+        route: &Route<'_>,
         region: &str,
         action: Action,
         params: &P,
@@ -333,8 +385,8 @@ impl CloudClient {
             detail: format!("cannot encode the request: {e}"),
         })?;
         let bucket = BucketKey {
-            endpoint: self.inner.endpoint.host().to_owned(),
-            secret_id: credentials.secret_id.clone(),
+            endpoint: route.endpoint.host().to_owned(),
+            secret_id: route.signing.limit_identity().to_owned(),
             action,
         };
         let mut attempt = 1;
@@ -342,7 +394,7 @@ impl CloudClient {
             let permit = self.inner.limiter.acquire(&bucket, self.lane).await;
             let waited = permit.waited();
             let started = tokio::time::Instant::now();
-            let result = self.attempt(credentials, region, action, &payload).await;
+            let result = self.attempt(route, region, action, &payload).await;
             // The answer is read: this call has reached the cloud, and its slot is over.
             drop(permit);
             if let Some(observer) = &self.observer {
@@ -366,35 +418,35 @@ impl CloudClient {
         }
     }
 
-    /// One signed HTTP exchange.
+    /// One HTTP exchange, signed when the route says so.
     async fn attempt<T: DeserializeOwned>(
         &self,
-        credentials: &Credentials,
+        route: &Route<'_>,
         region: &str,
         action: Action,
         payload: &[u8],
     ) -> Result<T, CloudError> {
         let inner = &self.inner;
-        let timestamp = unix_seconds((inner.clock)());
-        let headers = sign::sign(
-            credentials,
-            &sign::Request {
-                service: wire::SERVICE,
-                host: inner.endpoint.host(),
-                action: action.as_str(),
-                version: wire::VERSION,
-                region: Some(region),
-                timestamp,
-                method: Method::Post,
-                content_type: "application/json",
-                query: "",
-                payload,
-                language: inner.language.as_deref(),
-            },
-        );
+        let described = sign::Request {
+            service: route.service,
+            host: route.endpoint.host(),
+            action: action.as_str(),
+            version: route.version,
+            region: Some(region),
+            timestamp: unix_seconds((inner.clock)()),
+            method: Method::Post,
+            content_type: "application/json",
+            query: "",
+            payload,
+            language: inner.language.as_deref(),
+        };
+        let headers = match route.signing {
+            Signing::Signed(credentials) => sign::sign(credentials, &described),
+            Signing::Unsigned { .. } => sign::unsigned_headers(&described),
+        };
         let mut request = inner
             .http
-            .post(inner.endpoint.url().clone())
+            .post(route.endpoint.url().clone())
             .body(payload.to_vec());
         for (name, value) in headers {
             request = request.header(name, value);
@@ -413,6 +465,30 @@ impl CloudClient {
             body.extend_from_slice(&chunk);
         }
         parse_answer(action, status, &body)
+    }
+}
+
+/// Where a call goes and how it proves who sends it.
+struct Route<'a> {
+    endpoint: &'a Endpoint,
+    service: &'static str,
+    version: &'static str,
+    signing: Signing<'a>,
+}
+
+enum Signing<'a> {
+    /// TC3-HMAC-SHA256 with these credentials; their limit applies.
+    Signed(&'a Credentials),
+    /// No signature (STS's web identity exchange); the limit of this identity applies.
+    Unsigned { limit_identity: &'a str },
+}
+
+impl Signing<'_> {
+    fn limit_identity(&self) -> &str {
+        match self {
+            Signing::Signed(credentials) => credentials.limit_identity(),
+            Signing::Unsigned { limit_identity } => limit_identity,
+        }
     }
 }
 

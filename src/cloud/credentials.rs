@@ -15,6 +15,10 @@ pub struct Credentials {
     pub secret_key: Redacted,
     /// Session token of temporary credentials, sent as `X-TC-Token`.
     pub token: Option<Redacted>,
+    /// Whose rate limit the calls count against, when not the SecretId's own: temporary
+    /// credentials of one role share one limit across refreshes (the limit follows the
+    /// account, not the momentary key).
+    pub limited_as: Option<String>,
 }
 
 impl Credentials {
@@ -24,7 +28,19 @@ impl Credentials {
             secret_id: secret_id.into(),
             secret_key: secret_key.into(),
             token: None,
+            limited_as: None,
         }
+    }
+
+    /// Counts these credentials' calls against the limit of `identity` (e.g. a role).
+    pub fn limited_as(mut self, identity: impl Into<String>) -> Self {
+        self.limited_as = Some(identity.into());
+        self
+    }
+
+    /// The identity whose rate limit applies.
+    pub fn limit_identity(&self) -> &str {
+        self.limited_as.as_deref().unwrap_or(&self.secret_id)
     }
 
     /// Adds the session token of temporary credentials.

@@ -1,5 +1,5 @@
 //! The Tencent Cloud IoT Hub side, usable without Kubernetes: signing, wire types, a typed
-//! client with rate limiting and retries.
+//! client with rate limiting and retries, and temporary credentials from a web identity.
 
 pub mod client;
 pub mod credentials;
@@ -9,6 +9,7 @@ pub mod redacted;
 pub mod retry;
 pub mod sign;
 pub mod types;
+pub mod web_identity;
 pub mod wire;
 
 pub use client::{ClientConfig, CloudClient, Endpoint, RegistrationRequest};

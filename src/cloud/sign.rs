@@ -86,8 +86,18 @@ pub fn sign(credentials: &Credentials, request: &Request<'_>) -> Vec<(&'static s
         credentials.secret_id
     );
 
+    let mut headers = vec![("Authorization", authorization)];
+    headers.extend(unsigned_headers(request));
+    if let Some(token) = &credentials.token {
+        headers.push(("X-TC-Token", token.expose().to_owned()));
+    }
+    headers
+}
+
+/// The headers every call carries, signed or not (STS's `AssumeRoleWithWebIdentity` is sent
+/// without a signature, as the official SDK does).
+pub fn unsigned_headers(request: &Request<'_>) -> Vec<(&'static str, String)> {
     let mut headers = vec![
-        ("Authorization", authorization),
         ("Content-Type", request.content_type.to_owned()),
         ("Host", request.host.to_owned()),
         ("X-TC-Action", request.action.to_owned()),
@@ -96,9 +106,6 @@ pub fn sign(credentials: &Credentials, request: &Request<'_>) -> Vec<(&'static s
     ];
     if let Some(region) = request.region {
         headers.push(("X-TC-Region", region.to_owned()));
-    }
-    if let Some(token) = &credentials.token {
-        headers.push(("X-TC-Token", token.expose().to_owned()));
     }
     if let Some(language) = request.language {
         headers.push(("X-TC-Language", language.to_owned()));

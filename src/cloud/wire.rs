@@ -24,14 +24,17 @@ pub enum Action {
     DescribeProducts,
     /// Sets a product's dynamic-registration settings.
     UpdateProductDynamicRegister,
+    /// STS: exchanges a web identity (OIDC) token for temporary credentials of a role.
+    AssumeRoleWithWebIdentity,
 }
 
 impl Action {
     /// Every action, for per-action tables (rate limits, metrics).
-    pub const ALL: [Action; 3] = [
+    pub const ALL: [Action; 4] = [
         Action::DescribeProduct,
         Action::DescribeProducts,
         Action::UpdateProductDynamicRegister,
+        Action::AssumeRoleWithWebIdentity,
     ];
 
     /// The name on the wire (`X-TC-Action`).
@@ -40,6 +43,7 @@ impl Action {
             Action::DescribeProduct => "DescribeProduct",
             Action::DescribeProducts => "DescribeProducts",
             Action::UpdateProductDynamicRegister => "UpdateProductDynamicRegister",
+            Action::AssumeRoleWithWebIdentity => "AssumeRoleWithWebIdentity",
         }
     }
 
@@ -55,6 +59,52 @@ impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The STS service, which issues temporary credentials.
+pub const STS_SERVICE: &str = "sts";
+/// The STS API version `AssumeRoleWithWebIdentity` belongs to.
+pub const STS_VERSION: &str = "2018-08-13";
+
+/// `AssumeRoleWithWebIdentity` parameters, sent unsigned (the token is the proof). No `Debug`:
+/// the token is a bearer credential.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AssumeRoleWithWebIdentityRequest {
+    /// The OIDC identity provider the role trusts.
+    pub provider_id: String,
+    /// The OIDC token (the projected service-account token).
+    pub web_identity_token: String,
+    /// The role to assume, `qcs::cam::uin/…:roleName/…`.
+    pub role_arn: String,
+    /// Names the session in the audit log.
+    pub role_session_name: String,
+    /// Lifetime of the credentials asked for, in seconds.
+    pub duration_seconds: u64,
+}
+
+/// `AssumeRoleWithWebIdentity` answer. No `Debug`: it holds a key.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AssumeRoleWithWebIdentityResponse {
+    /// The temporary credentials.
+    pub credentials: TemporaryCredentials,
+    /// When they expire, Unix seconds.
+    pub expired_time: i64,
+}
+
+/// Temporary credentials as STS issues them.
+#[derive(Serialize, Deserialize)]
+pub struct TemporaryCredentials {
+    /// The session token, sent as `X-TC-Token`.
+    #[serde(rename = "Token")]
+    pub token: String,
+    /// The temporary SecretId.
+    #[serde(rename = "TmpSecretId")]
+    pub tmp_secret_id: String,
+    /// The temporary SecretKey.
+    #[serde(rename = "TmpSecretKey")]
+    pub tmp_secret_key: String,
 }
 
 /// Every answer is wrapped in `{"Response": …}`.

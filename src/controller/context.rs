@@ -14,9 +14,9 @@ use kube::{Client, ResourceExt};
 use rand::Rng;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::cloud::{CloudClient, Credentials};
+use crate::cloud::CloudClient;
 use crate::controller::crd::DynamicRegistration;
-use crate::controller::credentials::{CredentialGate, NamespaceAllowList};
+use crate::controller::credentials::{CredentialGate, DefaultCredentials, NamespaceAllowList};
 use crate::controller::decision::{Progress, claims};
 use crate::controller::observe::Observer;
 use crate::ops::metrics::Metrics;
@@ -34,8 +34,8 @@ pub struct Settings {
     pub base_backoff: Duration,
     /// Longest backoff after transient failures.
     pub max_backoff: Duration,
-    /// The controller's own credentials (`TENCENTCLOUD_*`).
-    pub default_credentials: Option<Credentials>,
+    /// The controller's own credentials (`TENCENTCLOUD_*`, or TKE's web identity).
+    pub default_credentials: Option<DefaultCredentials>,
     /// Namespaces allowed to use them.
     pub default_credentials_namespaces: NamespaceAllowList,
 }
@@ -169,7 +169,7 @@ impl Context {
     }
 
     /// The controller's own credentials, if configured and allowed for `namespace`.
-    pub fn default_credentials_for(&self, namespace: &str) -> Option<&Credentials> {
+    pub fn default_credentials_for(&self, namespace: &str) -> Option<&DefaultCredentials> {
         self.settings.default_credentials.as_ref().filter(|_| {
             self.settings
                 .default_credentials_namespaces

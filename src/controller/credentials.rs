@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::cloud::Credentials;
 use crate::cloud::redacted::Redacted;
+use crate::cloud::web_identity::WebIdentityCredentials;
 use crate::controller::decision::Problem;
 
 /// Key names in a credentials Secret.
@@ -92,6 +93,33 @@ pub fn from_secret_data(
         credentials = credentials.with_token(token);
     }
     Ok(credentials)
+}
+
+/// The controller's own credentials: keys, or the temporary credentials of a web identity.
+#[derive(Clone, Debug)]
+pub enum DefaultCredentials {
+    /// `TENCENTCLOUD_SECRET_ID`, `TENCENTCLOUD_SECRET_KEY` (and `TENCENTCLOUD_SESSION_TOKEN`).
+    Keys(Credentials),
+    /// TKE's workload identity, exchanged with STS and refreshed before expiry.
+    WebIdentity(Arc<WebIdentityCredentials>),
+}
+
+impl DefaultCredentials {
+    /// Credentials to call with now, or the problem to report.
+    pub async fn current(&self) -> Result<Credentials, Problem> {
+        match self {
+            DefaultCredentials::Keys(credentials) => Ok(credentials.clone()),
+            DefaultCredentials::WebIdentity(provider) => {
+                provider
+                    .credentials()
+                    .await
+                    .map_err(|failure| Problem::Cloud {
+                        class: failure.class,
+                        message: failure.message,
+                    })
+            }
+        }
+    }
 }
 
 /// Reads the controller's own credentials from `TENCENTCLOUD_SECRET_ID`,

@@ -414,11 +414,12 @@ async fn credentials_of(
     namespace: &str,
 ) -> Result<Result<Credentials, Problem>> {
     let Some(reference) = &resource.spec.credentials_secret_ref else {
-        return Ok(ctx.default_credentials_for(namespace).cloned().ok_or(
-            Problem::CredentialsNotAllowed {
+        return Ok(match ctx.default_credentials_for(namespace) {
+            Some(default) => default.current().await,
+            None => Err(Problem::CredentialsNotAllowed {
                 namespace: namespace.to_owned(),
-            },
-        ));
+            }),
+        });
     };
     if !decision::secrets::is_valid_secret_name(&reference.name) {
         return Ok(Err(Problem::CredentialsInvalid {

@@ -6,6 +6,7 @@ pub mod seed;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod sts;
 pub mod verify;
 
 pub use seed::Seed;

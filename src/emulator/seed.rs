@@ -15,6 +15,25 @@ pub struct Seed {
     /// Many look-alike products, for benchmarks.
     #[serde(default)]
     pub generate: Option<GeneratedProducts>,
+    /// Roles STS lets web identities assume (`AssumeRoleWithWebIdentity`).
+    #[serde(default)]
+    pub roles: Vec<SeedRole>,
+}
+
+/// A CAM role trusting an OIDC provider: STS exchanges the tokens listed for temporary
+/// credentials of the role's account.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedRole {
+    /// `qcs::cam::uin/<uin>:roleName/<name>`.
+    pub role_arn: String,
+    /// The identity provider it trusts.
+    pub provider_id: String,
+    /// Web identity tokens the provider vouches for (a real one checks a signed JWT).
+    pub tokens: Vec<String>,
+    /// The cloud account of the role. Default `default`.
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 /// An API key the emulator accepts.

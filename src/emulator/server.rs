@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -23,6 +23,7 @@ use super::seed::Seed;
 use super::stats::Stats;
 use super::store::Scope;
 use super::store::{ConsoleEdit, LimitPolicy, Store};
+use super::sts::Sts;
 use super::verify::{Account, Caller, Incoming, Refusal, Verifier};
 use crate::cloud::wire::{Action, ApiError, ErrorResponse};
 
@@ -87,6 +88,8 @@ pub struct EmulatorConfig {
     pub faults: Faults,
     /// DescribeProducts answers leave ProductSecret out.
     pub list_omits_product_secret: bool,
+    /// Lifetime of the temporary credentials STS issues, whatever was asked.
+    pub temporary_credentials_lifetime_seconds: Option<i64>,
 }
 
 impl EmulatorConfig {
@@ -99,13 +102,16 @@ impl EmulatorConfig {
             limit_policy: LimitPolicy::default(),
             faults: Faults::default(),
             list_omits_product_secret: false,
+            temporary_credentials_lifetime_seconds: None,
         }
     }
 }
 
 /// The emulated cloud.
 pub struct Emulator {
-    accounts: HashMap<String, Account>,
+    /// Seeded keys, and the temporary credentials STS issued since.
+    accounts: RwLock<HashMap<String, Account>>,
+    sts: Sts,
     timestamp_window_seconds: i64,
     state: Mutex<State>,
 }
@@ -138,6 +144,7 @@ impl Emulator {
                     Account {
                         secret_key: account.secret_key.clone(),
                         token: account.token.clone(),
+                        expires_at: None,
                         owner: account
                             .account
                             .clone()
@@ -151,7 +158,11 @@ impl Emulator {
         store.limit_policy = config.limit_policy;
         store.list_omits_product_secret = config.list_omits_product_secret;
         Self {
-            accounts,
+            accounts: RwLock::new(accounts),
+            sts: Sts {
+                roles: config.seed.roles.clone(),
+                lifetime_seconds: config.temporary_credentials_lifetime_seconds,
+            },
             timestamp_window_seconds: config.timestamp_window_seconds,
             state: Mutex::new(State {
                 store,
@@ -242,6 +253,9 @@ impl Emulator {
         };
         let request_id = new_request_id();
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        if header("x-tc-action") == Some(Action::AssumeRoleWithWebIdentity.as_str()) {
+            return Ok(self.assume_role(header("x-tc-version"), &body, &request_id));
+        }
         let action_label = header("x-tc-action")
             .and_then(Action::from_name)
             .map_or("Other", Action::as_str);
@@ -253,8 +267,9 @@ impl Emulator {
                 header: &header,
                 body: &body,
             };
+            let accounts = self.accounts.read().unwrap_or_else(|e| e.into_inner());
             let verifier = Verifier {
-                accounts: &self.accounts,
+                accounts: &accounts,
                 now: unix_now(),
                 window: self.timestamp_window_seconds,
             };
@@ -286,6 +301,52 @@ impl Emulator {
             Answer::Status(status) => Ok(status_response(status)),
             Answer::Drop => Err(DroppedConnection),
         }
+    }
+
+    /// STS: rate limited per role, then temporary credentials the verifier accepts until
+    /// they expire.
+    fn assume_role(
+        &self,
+        version: Option<&str>,
+        body: &[u8],
+        request_id: &str,
+    ) -> Response<Full<Bytes>> {
+        let action = Action::AssumeRoleWithWebIdentity;
+        let params: Map<String, Value> = serde_json::from_slice(body).unwrap_or_default();
+        let role = params
+            .get("RoleArn")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let answer = {
+            let mut state = self.state();
+            let per_second = state.rate_limit_per_second;
+            if state
+                .stats
+                .admit(&role, action, per_second, tokio::time::Instant::now())
+            {
+                self.sts.assume(version, &params, unix_now(), request_id)
+            } else {
+                Err(Refusal::new(
+                    "RequestLimitExceeded",
+                    format!("{action} is limited to {per_second} requests per second"),
+                ))
+            }
+        };
+        let (result, body) = match answer {
+            Ok(issued) => {
+                let now = unix_now();
+                let mut accounts = self.accounts.write().unwrap_or_else(|e| e.into_inner());
+                // Expired temporary credentials are forgotten as new ones come.
+                accounts.retain(|_, account| account.expires_at.is_none_or(|at| at > now - 3600));
+                accounts.insert(issued.secret_id, issued.account);
+                ("Success".to_owned(), issued.answer)
+            }
+            Err(refusal) => (refusal.code.clone(), error_body(refusal, request_id)),
+        };
+        debug!(action = action.as_str(), %result, request_id, "emulated call");
+        self.state().stats.record(action.as_str(), &result);
+        json_response(StatusCode::OK, &json!({"Response": body}))
     }
 
     /// Rate limit, faults, scripted errors, then the action itself.

@@ -184,6 +184,13 @@ impl Store {
             }
             Action::DescribeProducts => self.describe_products(scope, params, request_id)?,
             Action::UpdateProductDynamicRegister => self.update(scope, params, request_id)?,
+            // An STS action: served unsigned before authentication, never by the product store.
+            Action::AssumeRoleWithWebIdentity => {
+                return Err(Refusal::new(
+                    "InvalidAction",
+                    "AssumeRoleWithWebIdentity is an sts action, not iotcloud's",
+                ));
+            }
         };
         Ok(answer)
     }

@@ -15,6 +15,8 @@ pub struct Account {
     pub secret_key: String,
     /// Session token the requests must carry, for temporary credentials.
     pub token: Option<String>,
+    /// Temporary credentials STS issued are refused from then on (Unix seconds).
+    pub expires_at: Option<i64>,
     /// The cloud account whose products the key sees.
     pub owner: String,
     /// What the key may do.
@@ -138,6 +140,12 @@ impl Verifier<'_> {
             )
         })?;
         check_token(account, header("x-tc-token"))?;
+        if account.expires_at.is_some_and(|expiry| self.now >= expiry) {
+            return Err(Refusal::new(
+                "AuthFailure.TokenFailure",
+                "the temporary credentials have expired",
+            ));
+        }
         check_scope(&authorization, timestamp)?;
 
         check_signature(

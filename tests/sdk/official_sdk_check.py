@@ -19,6 +19,9 @@ SECRET_KEY = "emulator-example-secret-key-0001"
 TEMP_ID = "AKIDEMULATORTEMPORARY01"
 TEMP_KEY = "emulator-example-secret-key-0002"
 TEMP_TOKEN = "emulator-example-session-token"
+ROLE_ARN = "qcs::cam::uin/100000000001:roleName/iothub-dynreg"
+ROLE_PROVIDER = "tke-oidc-example"
+ROLE_TOKEN = "emulator-example-web-identity-token"
 
 
 def client(url, cred, method="POST", region="ap-guangzhou"):
@@ -77,6 +80,18 @@ def main(url):
     temporary = client(url, credential.Credential(TEMP_ID, TEMP_KEY, TEMP_TOKEN))
     assert describe(temporary, "ABCDE12345").ProductId == "ABCDE12345"
     print("temporary credentials with X-TC-Token: ok")
+
+    # The SDK's OIDC provider (TKE workload identity) exchanges a web identity token with STS's
+    # AssumeRoleWithWebIdentity, unsigned; it speaks https only, so its profile is pointed at
+    # the emulator's plain http.
+    credential.HttpProfile = lambda: HttpProfile(protocol=urlparse(url).scheme)
+    oidc = credential.OIDCRoleArnCredential(
+        "ap-guangzhou", ROLE_PROVIDER, ROLE_TOKEN, ROLE_ARN, "sdk-check", 600,
+        endpoint=urlparse(url).netloc,
+    )
+    assert describe(client(url, oidc), "ABCDE12345").ProductId == "ABCDE12345"
+    assert oidc.secret_id.startswith("AKID") and oidc.token
+    print("OIDC role credentials (AssumeRoleWithWebIdentity): ok")
 
     wrong_key = client(url, credential.Credential(SECRET_ID, "not-the-secret-key"))
     expect_error("AuthFailure.SignatureFailure", lambda: describe(wrong_key, "ABCDE12345"))

@@ -166,6 +166,21 @@ impl Harness {
     /// Starts `iothub-dynreg run` watching every namespace: only for a test binary whose one
     /// test owns the whole control plane.
     pub fn spawn_controller_cluster_wide(&self, extra: &[&str]) -> ControllerProcess {
+        self.spawn(extra, &[])
+    }
+
+    /// [`Harness::spawn_controller`] with environment variables set (e.g. TKE's web identity).
+    pub fn spawn_controller_with_env(
+        &self,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ControllerProcess {
+        let mut args = vec!["--watch-namespace", self.namespace.as_str()];
+        args.extend_from_slice(extra);
+        self.spawn(&args, env)
+    }
+
+    fn spawn(&self, extra: &[&str], env: &[(&str, &str)]) -> ControllerProcess {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--endpoint".into(),
@@ -206,6 +221,8 @@ impl Harness {
             )
             .env_remove("TENCENTCLOUD_SECRET_ID")
             .env_remove("TENCENTCLOUD_SECRET_KEY")
+            .env_remove("TKE_ROLE_ARN")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = Supervised::spawn(command).expect("start iothub-dynreg run");
