@@ -39,7 +39,7 @@ enum Command {
     /// cluster: validated as the API server would, decided as the controller would; the cloud
     /// is read, never written. Exit status: 0 nothing to change, 2 changes pending, 1 errors.
     Plan(Box<PlanFlags>),
-    /// Print the DynamicRegistration CustomResourceDefinition as YAML.
+    /// Print the CustomResourceDefinitions (DynamicRegistration, ClusterCredentials) as YAML.
     Crd,
 }
 
@@ -174,13 +174,17 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => match serde_yaml::to_string(&crd::definition()) {
-            Ok(yaml) => {
-                print!("{yaml}");
+        Command::Crd => match crd::definitions()
+            .iter()
+            .map(serde_yaml::to_string)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(documents) => {
+                print!("{}", documents.join("---\n"));
                 ExitCode::SUCCESS
             }
             Err(error) => {
-                eprintln!("iothub-dynreg: cannot render the CRD: {error}");
+                eprintln!("iothub-dynreg: cannot render the CRDs: {error}");
                 ExitCode::FAILURE
             }
         },

@@ -9,27 +9,40 @@ use iothub_dynreg::controller::crd::DynamicRegistration;
 use serde_json::{Value, json};
 use support::specs::{bad_values, good_spec, resource};
 
-const CRD_FILE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/crds/iothub.dynreg.io_dynamicregistrations.yaml"
-);
+/// One file per CRD in crds/, in the order `iothub-dynreg crd` prints them.
+const CRD_FILES: [&str; 2] = [
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/iothub.dynreg.io_dynamicregistrations.yaml"
+    ),
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/iothub.dynreg.io_clustercredentials.yaml"
+    ),
+];
 
-/// kustomize cannot reach files outside deploy/, so the base carries its own copy.
+/// kustomize cannot reach files outside deploy/, so the base carries its own copy of both.
 const DEPLOY_CRD_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml");
 
 #[test]
-fn committed_crd_matches_the_code() {
+fn committed_crds_match_the_code() {
     let output = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"))
         .arg("crd")
         .output()
         .expect("run iothub-dynreg crd");
     assert!(output.status.success());
     let printed = String::from_utf8(output.stdout).unwrap();
-    for file in [CRD_FILE, DEPLOY_CRD_FILE] {
-        let committed = std::fs::read_to_string(file).unwrap();
+    let regenerate = "run `cargo run -- crd > deploy/crd.yaml` and split its documents into crds/";
+    assert!(
+        printed == std::fs::read_to_string(DEPLOY_CRD_FILE).unwrap(),
+        "{DEPLOY_CRD_FILE} is stale: {regenerate}"
+    );
+    let documents: Vec<&str> = printed.split("---\n").collect();
+    assert_eq!(documents.len(), CRD_FILES.len());
+    for (document, file) in documents.iter().zip(CRD_FILES) {
         assert!(
-            printed == committed,
-            "{file} is stale: run `cargo run -- crd > crds/iothub.dynreg.io_dynamicregistrations.yaml && cp crds/iothub.dynreg.io_dynamicregistrations.yaml deploy/crd.yaml`"
+            *document == std::fs::read_to_string(file).unwrap(),
+            "{file} is stale: {regenerate}"
         );
     }
 }

@@ -6,9 +6,13 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use iothub_dynreg::controller::crd::{DeletionPolicy, RegistrationMode};
+use iothub_dynreg::controller::cluster_credentials::ClusterCredentials;
+use iothub_dynreg::controller::crd::{
+    ClusterCredentialsReference, DeletionPolicy, ManagementPolicy, RegistrationMode,
+};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::e2e::{ControllerProcess, Harness, SECRET_KEY, registration};
 
@@ -231,6 +235,58 @@ async fn rbac_rules_cover_every_call_and_grant_nothing_unused() {
                     .unwrap()
                     .is_none()
                     .then_some(())
+            },
+        )
+        .await;
+    // Credentials declared by the platform team: read from their Secret, their status written.
+    let declared: ClusterCredentials = serde_json::from_value(json!({
+        "apiVersion": "iothub.dynreg.io/v1alpha1",
+        "kind": "ClusterCredentials",
+        "metadata": {"name": format!("rbac-{}", harness.namespace)},
+        "spec": {
+            "secretRef": {"namespace": harness.namespace, "name": "tencent-credentials"},
+            "namespaces": [harness.namespace],
+        }
+    }))
+    .unwrap();
+    let cluster_credentials: Api<ClusterCredentials> = Api::all(harness.client.clone());
+    cluster_credentials
+        .create(&PostParams::default(), &declared)
+        .await
+        .unwrap();
+    let mut by_cluster = registration(
+        "rbac-cluster",
+        "RBAC000001",
+        RegistrationMode::AutoCreate,
+        6,
+    );
+    by_cluster.spec.credentials_secret_ref = None;
+    by_cluster.spec.management_policy = ManagementPolicy::ObserveOnly;
+    by_cluster.spec.cluster_credentials_ref = Some(ClusterCredentialsReference {
+        name: declared.name_any(),
+    });
+    harness.create(by_cluster).await;
+    harness
+        .wait_reason(
+            "rbac-cluster",
+            "Observed",
+            Duration::from_secs(20),
+            &controller,
+        )
+        .await;
+    harness
+        .wait_for(
+            "the ClusterCredentials status",
+            Duration::from_secs(10),
+            Some(&controller),
+            || async {
+                let found = cluster_credentials.get(&declared.name_any()).await.ok()?;
+                let ready = found
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Ready")?;
+                (ready.status == "True").then_some(())
             },
         )
         .await;

@@ -179,6 +179,7 @@ async fn kubectl_applies_the_examples_and_the_server_validates_deploy() {
     let summary = text(&validated);
     for object in [
         "customresourcedefinition.apiextensions.k8s.io/dynamicregistrations.iothub.dynreg.io",
+        "customresourcedefinition.apiextensions.k8s.io/clustercredentials.iothub.dynreg.io",
         "namespace/iothub-dynreg",
         "serviceaccount/iothub-dynreg",
         "clusterrole.rbac.authorization.k8s.io/iothub-dynreg",
@@ -190,6 +191,23 @@ async fn kubectl_applies_the_examples_and_the_server_validates_deploy() {
             "{object} missing from:\n{summary}"
         );
     }
+    // The ClusterCredentials examples, as the platform team would apply them.
+    let examples = kubectl(
+        plane,
+        &[
+            "apply",
+            "--dry-run=server",
+            "-f",
+            "deploy/cluster-credentials-example.yaml",
+        ],
+    )
+    .unwrap();
+    assert!(examples.status.success(), "{}", text(&examples));
+    assert!(
+        text(&examples).contains("clustercredentials.iothub.dynreg.io/gateways-role"),
+        "{}",
+        text(&examples)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,6 +254,21 @@ async fn kubectl_explain_reads_well() {
         assert!(
             status.contains(expected),
             "{expected} missing from:\n{status}"
+        );
+    }
+    assert!(spec.contains("clusterCredentialsRef"), "{spec}");
+    let cluster = explain("clustercredentials.spec", "namespaceSelector").unwrap();
+    let cluster = text(&cluster);
+    println!("{cluster}");
+    for expected in [
+        "secretRef",
+        "webIdentity",
+        "namespaceSelector",
+        "nobody may",
+    ] {
+        assert!(
+            cluster.contains(expected),
+            "{expected} missing from:\n{cluster}"
         );
     }
 }

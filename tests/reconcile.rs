@@ -181,6 +181,8 @@ fn context(
         registrations: reader,
         secrets: reflector::store().0,
         ready,
+        cluster_credentials: reflector::store().0,
+        namespaces: reflector::store().0,
     };
     Arc::new(Context::new(
         client,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
@@ -15,6 +15,8 @@ use rand::Rng;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::cloud::CloudClient;
+use crate::controller::cluster_access::ClusterAccess;
+use crate::controller::cluster_credentials::ClusterCredentials;
 use crate::controller::crd::DynamicRegistration;
 use crate::controller::credentials::{CredentialGate, DefaultCredentials, NamespaceAllowList};
 use crate::controller::decision::{Progress, claims};
@@ -90,6 +92,8 @@ pub struct Context {
     /// Where to announce a resource whose claim changed (it went, or it now reaches its
     /// product), so the other claimants of the product reconcile at once.
     claim_changes: Option<UnboundedSender<DynamicRegistration>>,
+    /// Credentials from ClusterCredentials.
+    pub cluster_access: ClusterAccess,
 }
 
 /// The watch caches a context reads.
@@ -100,6 +104,10 @@ pub struct Caches {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// Turns true once `registrations` holds the first complete list.
     pub ready: tokio::sync::watch::Receiver<bool>,
+    /// Every ClusterCredentials.
+    pub cluster_credentials: Store<ClusterCredentials>,
+    /// Metadata of the namespaces in view (their labels select ClusterCredentials).
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
 }
 
 impl Context {
@@ -117,7 +125,7 @@ impl Context {
             cache_ready: caches.ready,
             metrics,
             client,
-            cloud,
+            cloud: cloud.clone(),
             recorder,
             credential_gate: CredentialGate::new(settings.stalled_retry_interval),
             settings,
@@ -126,6 +134,11 @@ impl Context {
             verified_secrets: VerifiedSecrets::default(),
             secrets: caches.secrets,
             claim_changes: None,
+            cluster_access: ClusterAccess::new(
+                caches.cluster_credentials,
+                caches.namespaces,
+                cloud.clone(),
+            ),
         }
     }
 

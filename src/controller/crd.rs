@@ -43,7 +43,8 @@ pub const FINALIZER: &str = "iothub.dynreg.io/disable-registration";
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!(has(self.managementPolicy) && self.managementPolicy == 'ObserveOnly' && has(self.deletionPolicy) && self.deletionPolicy == 'Disable')").message("deletionPolicy Disable writes to the cloud, which managementPolicy ObserveOnly never does: use deletionPolicy Orphan, or managementPolicy Full"),
-    validation = Rule::new("(has(self.managementPolicy) && self.managementPolicy == 'ObserveOnly') || (has(self.registerType) && has(self.registerLimit))").message("registerType and registerLimit are required unless managementPolicy is ObserveOnly")
+    validation = Rule::new("(has(self.managementPolicy) && self.managementPolicy == 'ObserveOnly') || (has(self.registerType) && has(self.registerLimit))").message("registerType and registerLimit are required unless managementPolicy is ObserveOnly"),
+    validation = Rule::new("!(has(self.credentialsSecretRef) && has(self.clusterCredentialsRef))").message("credentialsSecretRef and clusterCredentialsRef are mutually exclusive: name one")
 )]
 pub struct DynamicRegistrationSpec {
     /// ID of the IoT Hub product, as shown in the console (e.g. ABCDE12345). Cannot be changed:
@@ -84,6 +85,11 @@ pub struct DynamicRegistrationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
 
+    /// ClusterCredentials to use (cluster-scoped, declared by the platform team), if they select
+    /// this namespace. Mutually exclusive with credentialsSecretRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_credentials_ref: Option<ClusterCredentialsReference>,
+
     /// Name of the Secret to publish the ProductSecret in (keys productId and productSecret).
     /// Defaults to <metadata.name>-product-secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,6 +127,7 @@ impl DynamicRegistrationSpec {
             register_type: Some(register_type),
             register_limit: Some(register_limit),
             credentials_secret_ref: None,
+            cluster_credentials_ref: None,
             secret_name: None,
             management_policy: ManagementPolicy::default(),
             deletion_policy: DeletionPolicy::default(),
@@ -191,6 +198,14 @@ pub struct SecretReference {
         validation = Rule::new("self.size() > 0").message("credentialsSecretRef.name must not be empty"),
         validation = Rule::new("self.size() <= 253 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("credentialsSecretRef.name must be a valid Secret name: lower-case letters, digits, '-' and '.'")
     )]
+    pub name: String,
+}
+
+/// Names a ClusterCredentials.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+pub struct ClusterCredentialsReference {
+    /// Name of the ClusterCredentials.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("clusterCredentialsRef.name must not be empty"))]
     pub name: String,
 }
 
@@ -298,8 +313,19 @@ impl DynamicRegistration {
 /// Doc comments break lines at 100 columns, and `kubectl explain` wraps text again but keeps
 /// those breaks, which would cut sentences in two.
 pub fn definition() -> CustomResourceDefinition {
-    let mut crd =
-        serde_json::to_value(DynamicRegistration::crd()).expect("a derived CRD always serialises");
+    reflowed(DynamicRegistration::crd())
+}
+
+/// Every CRD of the controller, as installed (`crds/`, `iothub-dynreg crd`).
+pub fn definitions() -> Vec<CustomResourceDefinition> {
+    vec![
+        definition(),
+        reflowed(crate::controller::cluster_credentials::ClusterCredentials::crd()),
+    ]
+}
+
+fn reflowed(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let mut crd = serde_json::to_value(crd).expect("a derived CRD always serialises");
     reflow_descriptions(&mut crd);
     serde_json::from_value(crd).expect("reflowing text keeps the CRD valid")
 }

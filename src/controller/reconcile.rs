@@ -13,6 +13,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::cloud::{
     CloudError, Credentials, ErrorClass, Product, RegistrationRequest, RegistrationSettings,
 };
+use crate::controller::cluster_access::Outcome as CredentialsOutcome;
 use crate::controller::context::Context;
 use crate::controller::crd::{DynamicRegistration, FINALIZER, RegistrationMode};
 use crate::controller::credentials::{self, Probe};
@@ -230,6 +231,9 @@ async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) 
         Ok(access) => observe(resource, ctx, &access.credentials, need).await,
         Err(problem) => Err(problem.clone()),
     };
+    if let Some(reference) = &resource.spec.cluster_credentials_ref {
+        record_cluster_credentials(ctx, &reference.name, &observed).await;
+    }
     // Only a resource whose credentials reach the product asks whether an older claim that
     // reaches it too comes first: a claim that cannot see the product never blocks one that can.
     let observed = observed.and_then(|found| match conflict(resource, ctx, namespace) {
@@ -243,6 +247,40 @@ async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) 
         access,
         observed,
     })
+}
+
+/// Tells the ClusterCredentials used what this reconcile learnt of them: the cloud answered, or
+/// their source or the cloud refused them. Other outcomes (a product not found, a namespace not
+/// selected, an outage) say nothing about the credentials.
+async fn record_cluster_credentials(
+    ctx: &Context,
+    name: &str,
+    observed: &Result<(Product, Timestamp), Problem>,
+) {
+    let outcome = match observed {
+        Ok(_) => CredentialsOutcome::Accepted,
+        Err(Problem::Cloud {
+            class: ErrorClass::NotFound | ErrorClass::Forbidden | ErrorClass::Unsupported,
+            ..
+        }) => CredentialsOutcome::Accepted,
+        Err(Problem::Cloud {
+            class: ErrorClass::Auth,
+            message,
+        }) => CredentialsOutcome::Refused {
+            reason: "AuthFailed",
+            message,
+        },
+        Err(Problem::CredentialsResting { .. }) => CredentialsOutcome::Refused {
+            reason: "AuthFailed",
+            message: "the cloud refused these credentials; they rest until they change or the slow retry comes due",
+        },
+        Err(Problem::ClusterCredentialsUnusable { detail, .. }) => CredentialsOutcome::Refused {
+            reason: "SourceUnusable",
+            message: detail,
+        },
+        Err(_) => return,
+    };
+    ctx.cluster_access.record(&ctx.client, name, outcome).await;
 }
 
 /// The conflict with an older claim on the product, if any. The status names the other resource
@@ -413,6 +451,12 @@ async fn credentials_of(
     ctx: &Context,
     namespace: &str,
 ) -> Result<Result<Credentials, Problem>> {
+    if let Some(reference) = &resource.spec.cluster_credentials_ref {
+        return ctx
+            .cluster_access
+            .credentials(&ctx.client, &reference.name, namespace)
+            .await;
+    }
     let Some(reference) = &resource.spec.credentials_secret_ref else {
         return Ok(match ctx.default_credentials_for(namespace) {
             Some(default) => default.current().await,

@@ -1,10 +1,11 @@
 //! Wires the watches, the reconciler and the shared context into a running controller.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
@@ -18,12 +19,13 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{Notify, watch};
 
 use crate::cloud::CloudClient;
+use crate::controller::cluster_credentials::ClusterCredentials;
 use crate::controller::context::{Caches, Context, Settings};
 use crate::controller::crd::{DynamicRegistration, MANAGER, REQUESTED_AT};
 use crate::controller::decision::CREDENTIALS_IN_USE;
 use crate::controller::protection::release_unused_protection;
 use crate::controller::reconcile::{error_policy, reconcile};
-use crate::controller::watch::{WatchBackoff, resilient_watch};
+use crate::controller::watch::{WatchBackoff, resilient_watch, resilient_watch_with};
 use crate::ops::http::Health;
 use crate::ops::metrics::{Census, Metrics};
 
@@ -92,6 +94,27 @@ pub async fn run(
             }
         })
         .touched_objects();
+    // ClusterCredentials, and the labels of namespaces that may select them: a change of
+    // either re-evaluates every resource using them at once.
+    let (credentials_reader, credentials_writer) = reflector::store();
+    let credentials_changes = changed_or_gone(
+        resilient_watch(Api::<ClusterCredentials>::all(client.clone()))
+            .modify(|declared| declared.managed_fields_mut().clear())
+            .reflect(credentials_writer),
+    );
+    let namespaces = match &options.watch_namespace {
+        Some(namespace) => watcher::Config::default().fields(&format!("metadata.name={namespace}")),
+        None => watcher::Config::default(),
+    };
+    let (namespace_reader, namespace_writer) = reflector::store();
+    let namespace_changes = resilient_watch_with(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        namespaces,
+    )
+    .modify(|namespace| namespace.managed_fields_mut().clear())
+    .reflect(namespace_writer)
+    .touched_objects()
+    .predicate_filter(predicates::labels, Default::default());
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -105,6 +128,8 @@ pub async fn run(
         registrations: reader.clone(),
         secrets: secret_reader,
         ready: cache_ready_rx,
+        cluster_credentials: credentials_reader,
+        namespaces: namespace_reader,
     };
     let context = Arc::new(
         Context::new(
@@ -124,12 +149,20 @@ pub async fn run(
         "controller starting"
     );
     let claims = context.clone();
+    let users = reader.clone();
     Controller::for_stream(resources, reader.clone())
         .watches_stream(secret_changes, move |secret| {
             affected_by_secret(&reader, &secret)
         })
         .watches_stream(receiver_stream(changed_claims), move |changed| {
             claims.other_claimants(&changed)
+        })
+        .watches_stream(credentials_changes, {
+            let registrations = users.clone();
+            move |declared| users_of_cluster_credentials(&registrations, &declared.name_any())
+        })
+        .watches_stream(namespace_changes, move |namespace| {
+            users_in_namespace(&users, &namespace.name_any())
         })
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .trigger_backoff(WatchBackoff::default())
@@ -235,6 +268,67 @@ fn census(registrations: Store<DynamicRegistration>) -> Census {
 /// The resources a Secret change concerns: its owner (a published Secret edited or deleted),
 /// those publishing under its name (a foreign Secret removed), and those using it as credentials
 /// (rotated keys).
+/// ClusterCredentials whose spec changed (a new generation, not our status writes) or that are
+/// gone: either matters to the resources using them.
+fn changed_or_gone(
+    events: impl futures::Stream<Item = Result<watcher::Event<ClusterCredentials>, watcher::Error>>
+    + Send
+    + 'static,
+) -> impl futures::Stream<Item = Result<ClusterCredentials, watcher::Error>> + Send + 'static {
+    let mut generations: HashMap<String, i64> = HashMap::new();
+    events.filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::Apply(declared) | watcher::Event::InitApply(declared)) => {
+                let generation = declared.metadata.generation.unwrap_or_default();
+                (generations.insert(declared.name_any(), generation) != Some(generation))
+                    .then_some(Ok(declared))
+            }
+            Ok(watcher::Event::Delete(gone)) => {
+                generations.remove(&gone.name_any());
+                Some(Ok(gone))
+            }
+            Ok(_) => None,
+            Err(error) => Some(Err(error)),
+        };
+        std::future::ready(changed)
+    })
+}
+
+/// The resources naming ClusterCredentials `name`.
+fn users_of_cluster_credentials(
+    registrations: &Store<DynamicRegistration>,
+    name: &str,
+) -> Vec<ObjectRef<DynamicRegistration>> {
+    registrations
+        .state()
+        .iter()
+        .filter(|resource| {
+            resource
+                .spec
+                .cluster_credentials_ref
+                .as_ref()
+                .is_some_and(|reference| reference.name == name)
+        })
+        .map(|resource| ObjectRef::from_obj(&**resource))
+        .collect()
+}
+
+/// The resources of a namespace that use ClusterCredentials: its labels may select them.
+fn users_in_namespace(
+    registrations: &Store<DynamicRegistration>,
+    namespace: &str,
+) -> Vec<ObjectRef<DynamicRegistration>> {
+    registrations
+        .state()
+        .iter()
+        .filter(|resource| {
+            resource.namespace().as_deref() == Some(namespace)
+                && resource.spec.cluster_credentials_ref.is_some()
+        })
+        .map(|resource| ObjectRef::from_obj(&**resource))
+        .collect()
+}
+
 fn affected_by_secret(
     registrations: &Store<DynamicRegistration>,
     secret: &PartialObjectMeta<Secret>,

@@ -34,7 +34,18 @@ pub fn resilient_watch<K>(
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    watcher(api, watcher::Config::default()).filter(|event| std::future::ready(!is_gone(event)))
+    resilient_watch_with(api, watcher::Config::default())
+}
+
+/// [`resilient_watch`] with a watch configuration (e.g. a field selector).
+pub fn resilient_watch_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, config).filter(|event| std::future::ready(!is_gone(event)))
 }
 
 /// `410 Gone`: the resourceVersion to resume from is no longer served. The watcher lists again

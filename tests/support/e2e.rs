@@ -143,6 +143,8 @@ impl Harness {
             .filter(|request| {
                 request.namespace == self.namespace
                     || (request.namespace == lease_namespace && request.name == lease_name)
+                    // Cluster-scoped kinds: every controller of the plane reads the same ones.
+                    || request.namespace.is_empty()
             })
             .collect()
     }

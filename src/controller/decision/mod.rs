@@ -51,6 +51,26 @@ pub enum Problem {
         /// What is wrong with it.
         detail: String,
     },
+    /// The ClusterCredentials named do not exist.
+    ClusterCredentialsMissing {
+        /// Their name.
+        name: String,
+    },
+    /// The ClusterCredentials named do not select this namespace.
+    ClusterCredentialsNotAllowed {
+        /// Their name.
+        name: String,
+        /// The resource's namespace.
+        namespace: String,
+    },
+    /// The ClusterCredentials' source cannot give credentials (its Secret is missing or
+    /// incomplete, its web identity token unreadable).
+    ClusterCredentialsUnusable {
+        /// Their name.
+        name: String,
+        /// What is wrong, without values.
+        detail: String,
+    },
     /// No credentials Secret, and the controller's own credentials are not for this namespace.
     CredentialsNotAllowed {
         /// The resource's namespace.
@@ -254,6 +274,20 @@ pub fn problem_verdict(problem: &Problem) -> Verdict {
         Problem::CredentialsInvalid { secret, detail } => stalled(
             Reason::CredentialsInvalid,
             format!("credentials Secret {secret} is unusable: {detail}"),
+        ),
+        Problem::ClusterCredentialsMissing { name } => stalled(
+            Reason::CredentialsMissing,
+            format!("ClusterCredentials {name} not found"),
+        ),
+        Problem::ClusterCredentialsNotAllowed { name, namespace } => stalled(
+            Reason::CredentialsNotAllowed,
+            format!(
+                "ClusterCredentials {name} do not select namespace {namespace} (their spec.namespaces and spec.namespaceSelector): ask the platform team to grant them"
+            ),
+        ),
+        Problem::ClusterCredentialsUnusable { name, detail } => stalled(
+            Reason::CredentialsInvalid,
+            format!("ClusterCredentials {name} cannot be used: {detail}"),
         ),
         Problem::CredentialsNotAllowed { namespace } => stalled(
             Reason::CredentialsNotAllowed,
@@ -462,6 +496,15 @@ mod kstatus_tests {
                 namespace: "n".into(),
             },
             Problem::CredentialsBeingDeleted { secret: "c".into() },
+            Problem::ClusterCredentialsMissing { name: "cc".into() },
+            Problem::ClusterCredentialsNotAllowed {
+                name: "cc".into(),
+                namespace: "n".into(),
+            },
+            Problem::ClusterCredentialsUnusable {
+                name: "cc".into(),
+                detail: "d".into(),
+            },
             Problem::CredentialsResting {
                 secret_id: "i".into(),
                 code: "c".into(),

@@ -1,0 +1,333 @@
+//! End to end on the real API server: ClusterCredentials declared by the platform team, granted
+//! to namespaces by name or label; a namespace not selected gets CredentialsNotAllowed with no
+//! cloud call, and labelling it (or changing the selector) re-evaluates its resources at once;
+//! a Secret source in the platform's namespace and a web identity source; their status says
+//! whether the cloud accepted them, and never holds a secret.
+
+mod support;
+
+use std::time::Duration;
+
+use iothub_dynreg::controller::cluster_credentials::ClusterCredentials;
+use iothub_dynreg::controller::crd::{ClusterCredentialsReference, RegistrationMode};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::e2e::{Harness, SECRET_ID, SECRET_KEY, registration};
+
+const ROLE: &str = "qcs::cam::uin/100000000001:roleName/iothub-dynreg";
+const PROVIDER: &str = "tke-oidc-cls-e2e";
+const TOKEN: &str = "eyJ.e2e-token.sig";
+
+fn products() -> String {
+    format!(
+        "products: [{{productId: CLUSTER001, region: ap-guangzhou}}, {{productId: CLUSTER002, region: ap-guangzhou}}]\nroles:\n  - {{roleArn: '{ROLE}', providerId: {PROVIDER}, tokens: ['{TOKEN}']}}\n"
+    )
+}
+
+async fn apply_cluster_credentials(api: &Api<ClusterCredentials>, name: &str, spec: Value) {
+    let object = json!({
+        "apiVersion": "iothub.dynreg.io/v1alpha1",
+        "kind": "ClusterCredentials",
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("platform-team").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .unwrap();
+}
+
+/// The Ready condition of a ClusterCredentials: (status, reason, message).
+async fn ready_of(api: &Api<ClusterCredentials>, name: &str) -> Option<(String, String, String)> {
+    let found = api.get(name).await.ok()?;
+    let ready = found
+        .status?
+        .conditions
+        .into_iter()
+        .find(|condition| condition.type_ == "Ready")?;
+    Some((ready.status, ready.reason, ready.message))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_credentials_grant_namespaces_by_name_or_label() {
+    let Some(harness) = Harness::start(&products(), |_| {}).await else {
+        return;
+    };
+    let namespace = harness.namespace.clone();
+    // The platform team's key lives in a namespace of its own.
+    let platform = format!("{namespace}-platform");
+    harness
+        .plane
+        .create_namespace(&harness.client, &platform)
+        .await;
+    let key: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "team-key", "namespace": platform},
+        "stringData": {"secretId": SECRET_ID, "secretKey": SECRET_KEY},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(harness.client.clone(), &platform)
+        .create(&PostParams::default(), &key)
+        .await
+        .unwrap();
+    let declared: Api<ClusterCredentials> = Api::all(harness.client.clone());
+    let name = format!("{namespace}-sensors");
+    apply_cluster_credentials(
+        &declared,
+        &name,
+        json!({
+            "secretRef": {"namespace": platform, "name": "team-key"},
+            "namespaceSelector": {"matchLabels": {"team": "sensors"}},
+        }),
+    )
+    .await;
+
+    // Slow retries (30 s) leave only the watches to explain a quick re-evaluation.
+    let controller = harness.spawn_controller(&["--stalled-retry-interval", "30s"]);
+    let mut resource = registration("by-label", "CLUSTER001", RegistrationMode::AutoCreate, 50);
+    resource.spec.credentials_secret_ref = None;
+    resource.spec.cluster_credentials_ref =
+        Some(ClusterCredentialsReference { name: name.clone() });
+    harness.create(resource).await;
+    let refused = harness
+        .wait_reason(
+            "by-label",
+            "CredentialsNotAllowed",
+            Duration::from_secs(20),
+            &controller,
+        )
+        .await;
+    let message = &refused.condition("Ready").unwrap().message;
+    assert!(
+        message.contains(&name) && message.contains(&namespace),
+        "{message}"
+    );
+    let stats = harness.emulator_get("stats").await;
+    assert_eq!(
+        stats["totalCalls"], 0,
+        "no cloud call for a namespace not selected: {stats}"
+    );
+
+    // The platform team labels the namespace: re-evaluated at once, not at the slow retry.
+    let namespaces: Api<Namespace> = Api::all(harness.client.clone());
+    let labelled = std::time::Instant::now();
+    namespaces
+        .patch(
+            &namespace,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "sensors"}}})),
+        )
+        .await
+        .unwrap();
+    harness
+        .wait_reason("by-label", "InSync", Duration::from_secs(10), &controller)
+        .await;
+    println!(
+        "InSync {:?} after the namespace was labelled",
+        labelled.elapsed()
+    );
+    assert_eq!(
+        harness.cloud_product("CLUSTER001").await["registerLimit"],
+        50
+    );
+    harness
+        .wait_for(
+            "the ClusterCredentials to report Ready",
+            Duration::from_secs(10),
+            Some(&controller),
+            || async {
+                ready_of(&declared, &name)
+                    .await
+                    .filter(|(status, reason, _)| status == "True" && reason == "Accepted")
+            },
+        )
+        .await;
+    let status = serde_json::to_string(&declared.get(&name).await.unwrap().status).unwrap();
+    assert!(status.contains("secretRef"), "{status}");
+    assert!(
+        !status.contains(SECRET_KEY),
+        "the status holds the key: {status}"
+    );
+
+    // The selector no longer matches: re-evaluated at once.
+    apply_cluster_credentials(
+        &declared,
+        &name,
+        json!({
+            "secretRef": {"namespace": platform, "name": "team-key"},
+            "namespaceSelector": {"matchLabels": {"team": "gateways"}},
+        }),
+    )
+    .await;
+    harness
+        .wait_reason(
+            "by-label",
+            "CredentialsNotAllowed",
+            Duration::from_secs(10),
+            &controller,
+        )
+        .await;
+    // By name works too.
+    apply_cluster_credentials(
+        &declared,
+        &name,
+        json!({
+            "secretRef": {"namespace": platform, "name": "team-key"},
+            "namespaces": [namespace],
+        }),
+    )
+    .await;
+    harness
+        .wait_reason("by-label", "InSync", Duration::from_secs(10), &controller)
+        .await;
+    // Deleted: its users say so at once.
+    declared.delete(&name, &Default::default()).await.unwrap();
+    harness
+        .wait_reason(
+            "by-label",
+            "CredentialsMissing",
+            Duration::from_secs(10),
+            &controller,
+        )
+        .await;
+    harness.assert_no_secrets_logged(&controller).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_identity_source_and_a_refused_token() {
+    let Some(harness) = Harness::start(&products(), |_| {}).await else {
+        return;
+    };
+    let namespace = harness.namespace.clone();
+    let good = harness.dir.join("good-token");
+    std::fs::write(&good, TOKEN).unwrap();
+    let bad = harness.dir.join("bad-token");
+    std::fs::write(&bad, "eyJ.not-trusted.sig").unwrap();
+    let declared: Api<ClusterCredentials> = Api::all(harness.client.clone());
+    for (name, file) in [("web", &good), ("web-bad", &bad)] {
+        apply_cluster_credentials(
+            &declared,
+            &format!("{namespace}-{name}"),
+            json!({
+                "webIdentity": {
+                    "roleArn": ROLE,
+                    "providerId": PROVIDER,
+                    "region": "ap-guangzhou",
+                    "tokenFile": file.display().to_string(),
+                },
+                "namespaces": [namespace],
+            }),
+        )
+        .await;
+    }
+    let endpoint = harness.emulator.endpoint();
+    let controller = harness.spawn_controller(&[
+        "--sts-endpoint",
+        &endpoint,
+        "--resync-interval",
+        "2s",
+        "--stalled-retry-interval",
+        "2s",
+    ]);
+    for (resource_name, product, credentials) in [
+        ("web", "CLUSTER001", "web"),
+        ("web-bad", "CLUSTER002", "web-bad"),
+    ] {
+        let mut resource = registration(resource_name, product, RegistrationMode::PreCreate, 7);
+        resource.spec.credentials_secret_ref = None;
+        resource.spec.cluster_credentials_ref = Some(ClusterCredentialsReference {
+            name: format!("{namespace}-{credentials}"),
+        });
+        harness.create(resource).await;
+    }
+    harness
+        .wait_reason("web", "InSync", Duration::from_secs(20), &controller)
+        .await;
+    let refused = harness
+        .wait_reason(
+            "web-bad",
+            "AuthFailed",
+            Duration::from_secs(20),
+            &controller,
+        )
+        .await;
+    let message = &refused.condition("Ready").unwrap().message;
+    assert!(
+        message.contains("InvalidParameter.WebIdentityTokenError"),
+        "{message}"
+    );
+    // Retried every 2 s for 6 s: the refused token is not offered again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        harness
+            .cloud_calls(
+                "AssumeRoleWithWebIdentity",
+                "InvalidParameter.WebIdentityTokenError"
+            )
+            .await,
+        1
+    );
+    let good_name = format!("{namespace}-web");
+    let bad_name = format!("{namespace}-web-bad");
+    harness
+        .wait_for(
+            "both ClusterCredentials to report",
+            Duration::from_secs(10),
+            Some(&controller),
+            || async {
+                let good = ready_of(&declared, &good_name).await?;
+                let bad = ready_of(&declared, &bad_name).await?;
+                (good.0 == "True" && bad.0 == "False" && bad.1 == "AuthFailed").then_some(())
+            },
+        )
+        .await;
+    harness.assert_no_secrets_logged(&controller).await;
+    let log = controller.stderr();
+    assert!(!log.contains(TOKEN), "the log holds the token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_refuses_two_sources_or_two_references() {
+    let Some(harness) = Harness::start(&products(), |_| {}).await else {
+        return;
+    };
+    let declared: Api<ClusterCredentials> = Api::all(harness.client.clone());
+    let both = serde_json::from_value::<ClusterCredentials>(json!({
+        "apiVersion": "iothub.dynreg.io/v1alpha1",
+        "kind": "ClusterCredentials",
+        "metadata": {"name": format!("{}-both", harness.namespace)},
+        "spec": {
+            "secretRef": {"namespace": "a", "name": "b"},
+            "webIdentity": {"roleArn": ROLE, "providerId": PROVIDER, "region": "ap-guangzhou"},
+        }
+    }))
+    .unwrap();
+    let error = declared
+        .create(&PostParams::default(), &both)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("exactly one source: secretRef or webIdentity"),
+        "{error}"
+    );
+
+    let mut resource = registration("two-refs", "CLUSTER001", RegistrationMode::AutoCreate, 1);
+    resource.spec.cluster_credentials_ref = Some(ClusterCredentialsReference {
+        name: "anything".to_owned(),
+    });
+    resource.metadata.namespace = Some(harness.namespace.clone());
+    let error = harness
+        .registrations()
+        .create(&PostParams::default(), &resource)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("credentialsSecretRef and clusterCredentialsRef are mutually exclusive"),
+        "{error}"
+    );
+}
