@@ -183,6 +183,42 @@ async fn cluster_credentials_grant_namespaces_by_name_or_label() {
     harness
         .wait_reason("by-label", "InSync", Duration::from_secs(10), &controller)
         .await;
+    // Its Secret deleted, then restored: its users follow at once. (The controller watches
+    // Secrets where it watches resources: this one's namespace, under --watch-namespace.)
+    apply_cluster_credentials(
+        &declared,
+        &name,
+        json!({
+            "secretRef": {"namespace": namespace, "name": "watched-key"},
+            "namespaces": [namespace],
+        }),
+    )
+    .await;
+    harness
+        .wait_reason(
+            "by-label",
+            "CredentialsInvalid",
+            Duration::from_secs(10),
+            &controller,
+        )
+        .await;
+    harness.create_credentials("watched-key", SECRET_KEY).await;
+    harness
+        .wait_reason("by-label", "InSync", Duration::from_secs(10), &controller)
+        .await;
+    harness
+        .secrets()
+        .delete("watched-key", &Default::default())
+        .await
+        .unwrap();
+    harness
+        .wait_reason(
+            "by-label",
+            "CredentialsInvalid",
+            Duration::from_secs(10),
+            &controller,
+        )
+        .await;
     // Deleted: its users say so at once.
     declared.delete(&name, &Default::default()).await.unwrap();
     harness

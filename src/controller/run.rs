@@ -128,7 +128,7 @@ pub async fn run(
         registrations: reader.clone(),
         secrets: secret_reader,
         ready: cache_ready_rx,
-        cluster_credentials: credentials_reader,
+        cluster_credentials: credentials_reader.clone(),
         namespaces: namespace_reader,
     };
     let context = Arc::new(
@@ -152,7 +152,13 @@ pub async fn run(
     let users = reader.clone();
     Controller::for_stream(resources, reader.clone())
         .watches_stream(secret_changes, move |secret| {
-            affected_by_secret(&reader, &secret)
+            let mut affected = affected_by_secret(&reader, &secret);
+            affected.extend(users_of_secret_source(
+                &reader,
+                &credentials_reader,
+                &secret,
+            ));
+            affected
         })
         .watches_stream(receiver_stream(changed_claims), move |changed| {
             claims.other_claimants(&changed)
@@ -310,6 +316,30 @@ fn users_of_cluster_credentials(
                 .is_some_and(|reference| reference.name == name)
         })
         .map(|resource| ObjectRef::from_obj(&**resource))
+        .collect()
+}
+
+/// The resources using ClusterCredentials whose source is this Secret: a new key (or none)
+/// is taken into account at once.
+fn users_of_secret_source(
+    registrations: &Store<DynamicRegistration>,
+    declared: &Store<ClusterCredentials>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<DynamicRegistration>> {
+    let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+    declared
+        .state()
+        .iter()
+        .filter(|credentials| {
+            credentials
+                .spec
+                .secret_ref
+                .as_ref()
+                .is_some_and(|source| source.namespace == namespace && source.name == name)
+        })
+        .flat_map(|credentials| {
+            users_of_cluster_credentials(registrations, &credentials.name_any())
+        })
         .collect()
 }
 
