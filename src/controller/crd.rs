@@ -1,5 +1,7 @@
 //! The `DynamicRegistration` custom resource (`iothub.dynreg.io/v1alpha1`) and its status.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -96,6 +98,12 @@ pub struct DynamicRegistrationSpec {
     #[x_kube(validation = Rule::new("self.size() <= 253 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("secretName must be a valid Secret name: lower-case letters, digits, '-' and '.'"))]
     pub secret_name: Option<String>,
 
+    /// Shapes the published Secret for its consumers: key names and extra keys rendered from
+    /// templates, its type, labels and annotations. Without it: type Opaque, keys productId and
+    /// productSecret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+
     /// Full (default) makes the cloud match the spec. ObserveOnly never writes to the cloud and
     /// only reports differences.
     #[serde(default)]
@@ -105,6 +113,12 @@ pub struct DynamicRegistrationSpec {
     /// product as it is; Disable sets its RegisterType to 0 first (not with ObserveOnly).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// What happens to the published Secret when this resource is deleted: Delete (default)
+    /// lets it go with the resource; Retain keeps it (the controller removes its ownerReference
+    /// first), so devices using the ProductSecret outlive the resource.
+    #[serde(default)]
+    pub secret_retention: SecretRetention,
 
     /// When true, the controller makes no cloud calls and no writes for this resource.
     #[serde(default)]
@@ -129,8 +143,10 @@ impl DynamicRegistrationSpec {
             credentials_secret_ref: None,
             cluster_credentials_ref: None,
             secret_name: None,
+            secret_template: None,
             management_policy: ManagementPolicy::default(),
             deletion_policy: DeletionPolicy::default(),
+            secret_retention: SecretRetention::default(),
             suspend: false,
         }
     }
@@ -215,6 +231,49 @@ pub enum ManagementPolicy {
     #[default]
     Full,
     ObserveOnly,
+}
+
+/// The published Secret's shape.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// The Secret's type (default Opaque). A Secret's type cannot change: changing it re-creates
+    /// the published Secret.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("secretTemplate.type must not be empty"))]
+    pub type_: Option<String>,
+
+    /// Labels and annotations added to the published Secret (app.kubernetes.io/managed-by is
+    /// always set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<SecretTemplateMetadata>,
+
+    /// The Secret's keys, each rendered from a template (minijinja, Jinja2 syntax) that may use
+    /// productId, productSecret, region, registerType and registerLimit, e.g. PRODUCT_SECRET:
+    /// "{{ productSecret }}", or config.json: "{{ {'productId': productId, 'secret':
+    /// productSecret} | tojson }}". Default: productId and productSecret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, k.size() <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))").message("secretTemplate.data keys must be valid Secret keys: letters, digits, '-', '_' and '.'"))]
+    pub data: BTreeMap<String, String>,
+}
+
+/// Labels and annotations of the published Secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretTemplateMetadata {
+    /// Labels to add.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations to add.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// What deleting the resource does to the published Secret.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SecretRetention {
+    #[default]
+    Delete,
+    Retain,
 }
 
 /// What deleting the resource does in the cloud.

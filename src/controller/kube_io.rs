@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::controller::crd::{DynamicRegistration, DynamicRegistrationStatus, FINALIZER, MANAGER};
 use crate::controller::decision::secrets::MANAGED_BY_LABEL;
-use crate::controller::decision::{SecretContent, SecretState};
+use crate::controller::decision::{SecretContent, SecretShape, SecretState};
 use crate::controller::error::Result;
 
 /// Reads a Secret; `None` when it does not exist.
@@ -45,6 +45,11 @@ pub fn secret_state(secret: Option<&Secret>, owner: &DynamicRegistration) -> Sec
     SecretState::Owned {
         data,
         labelled: secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER),
+        shape: SecretShape {
+            type_: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),
+            labels: secret.labels().clone(),
+            annotations: secret.annotations().clone(),
+        },
     }
 }
 
@@ -63,18 +68,19 @@ fn published_secret(owner: &DynamicRegistration, content: &SecretContent) -> Res
         .iter()
         .map(|(key, value)| (key.clone(), ByteString(value.clone())))
         .collect();
+    let mut labels = content.shape.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned());
+    let annotations = &content.shape.annotations;
     Ok(Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(content.name.clone()),
             namespace: owner.namespace(),
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY_LABEL.to_owned(),
-                MANAGER.to_owned(),
-            )])),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then(|| annotations.clone()),
             owner_references: Some(vec![owner_reference]),
             ..Default::default()
         },
-        type_: Some("Opaque".to_owned()),
+        type_: Some(content.shape.type_.clone()),
         data: Some(data),
         ..Default::default()
     })
@@ -119,14 +125,102 @@ pub async fn apply_secret(
 ) -> Result<Option<String>> {
     let mut secret = published_secret(owner, content)?;
     secret.metadata.resource_version = Some(resource_version.to_owned());
-    let applied = Api::<Secret>::namespaced(client.clone(), &owner.namespace().unwrap_or_default())
+    let api = Api::<Secret>::namespaced(client.clone(), &owner.namespace().unwrap_or_default());
+    let applied = api
         .patch(
             &content.name,
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(&secret),
         )
         .await?;
-    Ok(applied.resource_version())
+    if content.remove.is_empty() {
+        return Ok(applied.resource_version());
+    }
+    // Keys set when the Secret was created belong to the creating request as well as to our
+    // apply, so leaving them out of the apply does not remove them: a merge patch does, on the
+    // version just written.
+    let removed: serde_json::Map<String, serde_json::Value> = content
+        .remove
+        .iter()
+        .map(|key| (key.clone(), serde_json::Value::Null))
+        .collect();
+    let patched = api
+        .patch(
+            &content.name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"resourceVersion": applied.resource_version()},
+                "data": removed,
+            })),
+        )
+        .await?;
+    Ok(patched.resource_version())
+}
+
+/// Removes the resource's ownerReference from its published Secret (only one it owns), on the
+/// version read; whether there was one to remove.
+pub async fn release_secret(
+    client: &Client,
+    owner: &DynamicRegistration,
+    name: &str,
+) -> Result<bool> {
+    let api = Api::<Secret>::namespaced(client.clone(), &owner.namespace().unwrap_or_default());
+    let Some(secret) = api.get_opt(name).await? else {
+        return Ok(false);
+    };
+    let Some(uid) = owner.metadata.uid.as_deref() else {
+        return Ok(false);
+    };
+    let references = secret.owner_references();
+    if !references.iter().any(|reference| reference.uid == uid) {
+        return Ok(false);
+    }
+    let remaining: Vec<_> = references
+        .iter()
+        .filter(|reference| reference.uid != uid)
+        .cloned()
+        .collect();
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({
+            "metadata": {
+                "resourceVersion": secret.resource_version(),
+                "ownerReferences": remaining,
+            }
+        })),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Deletes our published Secret so that it can be created with another type (Kubernetes never
+/// changes a Secret's type), only if it is still the version found ours.
+pub async fn delete_for_new_type(
+    client: &Client,
+    owner: &DynamicRegistration,
+    name: &str,
+    resource_version: &str,
+) -> Result<()> {
+    let api = Api::<Secret>::namespaced(client.clone(), &owner.namespace().unwrap_or_default());
+    let preconditions = kube::api::Preconditions {
+        resource_version: Some(resource_version.to_owned()),
+        uid: None,
+    };
+    match api
+        .delete(
+            name,
+            &kube::api::DeleteParams {
+                preconditions: Some(preconditions),
+                ..Default::default()
+            },
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Deletes a Secret we published under a former name, only if it is still that very object

@@ -15,7 +15,7 @@ use crate::cloud::{
 };
 use crate::controller::cluster_access::Outcome as CredentialsOutcome;
 use crate::controller::context::Context;
-use crate::controller::crd::{DynamicRegistration, FINALIZER, RegistrationMode};
+use crate::controller::crd::{DynamicRegistration, FINALIZER, RegistrationMode, SecretRetention};
 use crate::controller::credentials::{self, Probe};
 use crate::controller::decision::{
     self, DeletionStep, Plan, PlanInput, Problem, Progress, SecretContent, SecretState,
@@ -92,10 +92,10 @@ pub fn error_policy(
     ctx.requeue_after(&ObjectRef::from_obj(&*resource), Progress::Retrying)
 }
 
-/// The finalizer is there exactly while deletion has something to do in the cloud
-/// (`deletionPolicy: Disable`).
+/// The finalizer is there exactly while deletion has something to do first: in the cloud
+/// (`deletionPolicy: Disable`), or to keep the published Secret (`secretRetention: Retain`).
 async fn keep_finalizer_in_line(resource: &DynamicRegistration, ctx: &Context) -> Result<()> {
-    let wanted = deletion::cloud_change(&resource.spec).is_some();
+    let wanted = deletion::needs_finalizer(&resource.spec);
     let present = resource.finalizers().iter().any(|f| f == FINALIZER);
     if wanted != present {
         kube_io::set_finalizer(&ctx.client, resource, wanted).await?;
@@ -303,6 +303,27 @@ async fn publish(
     plan: Plan,
 ) -> Result<Plan> {
     let written = match (&facts.secret, &facts.secret_version) {
+        (SecretState::Owned { .. }, Some(version)) if content.recreate => {
+            kube_io::delete_for_new_type(&ctx.client, resource, &content.name, version).await?;
+            kube_io::publish_event(
+                &ctx.recorder,
+                resource,
+                false,
+                "SecretRecreated",
+                "WriteSecret",
+                format!(
+                    "deleted Secret {} to create it with type {} (a Secret's type cannot change)",
+                    content.name, content.shape.type_
+                ),
+            )
+            .await;
+            match kube_io::create_secret(&ctx.client, resource, content).await? {
+                Creation::Created(version) => version,
+                Creation::AlreadyExists => {
+                    return Ok(decision::after_secret_taken(plan, &content.name));
+                }
+            }
+        }
         (SecretState::Owned { .. }, Some(version)) => {
             kube_io::apply_secret(&ctx.client, resource, content, version).await?
         }
@@ -319,10 +340,8 @@ async fn publish(
             .record(&namespace, &content.name, &version);
     }
     info!(secret = %content.name, "published the ProductSecret");
-    let note = format!(
-        "wrote Secret {} (keys productId, productSecret)",
-        content.name
-    );
+    let keys: Vec<&str> = content.data.keys().map(String::as_str).collect();
+    let note = format!("wrote Secret {} (keys {})", content.name, keys.join(", "));
     kube_io::publish_event(
         &ctx.recorder,
         resource,
@@ -689,11 +708,32 @@ async fn finalize(
                 )
                 .await;
             }
+            if resource.spec.secret_retention == SecretRetention::Retain {
+                retain_secret(resource, ctx).await?;
+            }
             kube_io::set_finalizer(&ctx.client, resource, false).await?;
             info!("finalizer removed");
             Ok(None)
         }
     }
+}
+
+/// `secretRetention: Retain`: our published Secret loses its ownerReference to the resource,
+/// so the garbage collector leaves it when the resource goes.
+async fn retain_secret(resource: &DynamicRegistration, ctx: &Context) -> Result<()> {
+    let name = resource.published_secret_name();
+    if kube_io::release_secret(&ctx.client, resource, &name).await? {
+        kube_io::publish_event(
+            &ctx.recorder,
+            resource,
+            false,
+            "SecretRetained",
+            "Delete",
+            format!("Secret {name} is kept (secretRetention: Retain): it no longer belongs to this resource"),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// Switches registration off in the cloud; the next step of the deletion.

@@ -322,7 +322,9 @@ pub fn decide(
         Reason::Observed => Action::Drift,
         Reason::Suspended => Action::Suspended,
         Reason::Conflict => Action::Conflict,
-        Reason::InvalidSpec | Reason::InvalidRequest => Action::Invalid,
+        Reason::InvalidSpec | Reason::InvalidRequest | Reason::SecretTemplateInvalid => {
+            Action::Invalid
+        }
         Reason::ProductNotFound => Action::NotFound,
         Reason::ProductForbidden => Action::Forbidden,
         Reason::ProductTypeNotSupported => Action::Unsupported,

@@ -50,5 +50,10 @@ pub fn bad_values() -> Vec<(&'static str, Value, &'static str)> {
             json!({"name": "../other"}),
             "credentialsSecretRef.name must be a valid Secret name",
         ),
+        (
+            "secretTemplate",
+            json!({"data": {"bad key!": "{{ productSecret }}"}}),
+            "secretTemplate.data keys must be valid Secret keys",
+        ),
     ]
 }

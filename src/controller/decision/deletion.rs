@@ -4,7 +4,9 @@
 
 use super::{Problem, Progress, Reason, Verdict, problem_verdict};
 use crate::cloud::{ErrorClass, RegisterType, RegistrationRequest};
-use crate::controller::crd::{DeletionPolicy, DynamicRegistrationSpec, ManagementPolicy};
+use crate::controller::crd::{
+    DeletionPolicy, DynamicRegistrationSpec, ManagementPolicy, SecretRetention,
+};
 
 /// An Event to publish about the deletion.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +44,13 @@ pub fn cloud_change(spec: &DynamicRegistrationSpec) -> Option<RegistrationReques
             register_limit: u64::try_from(spec.register_limit.unwrap_or(0)).unwrap_or(0),
         }),
     }
+}
+
+/// Whether deleting the resource has work to do before it goes, so that it must carry our
+/// finalizer: a change in the cloud, or a published Secret to keep (`secretRetention: Retain`,
+/// whose ownerReference must go before the garbage collector sees the resource gone).
+pub fn needs_finalizer(spec: &DynamicRegistrationSpec) -> bool {
+    cloud_change(spec).is_some() || spec.secret_retention == SecretRetention::Retain
 }
 
 /// When the resource may not call the cloud.

@@ -13,8 +13,10 @@
 pub mod claims;
 pub mod deletion;
 mod plan;
+pub mod published;
 pub mod secrets;
 mod status;
+pub mod template;
 
 use std::collections::BTreeMap;
 
@@ -76,6 +78,11 @@ pub enum Problem {
         /// The resource's namespace.
         namespace: String,
     },
+    /// `spec.secretTemplate` does not compile or render.
+    SecretTemplateInvalid {
+        /// Which key, what kind of error, where; never a value.
+        detail: String,
+    },
     /// The spec cannot be acted on (only possible for objects stored before the schema checked
     /// what this concerns).
     InvalidSpec {
@@ -117,9 +124,33 @@ pub enum SecretState {
         data: BTreeMap<String, Vec<u8>>,
         /// `app.kubernetes.io/managed-by: iothub-dynreg` is set.
         labelled: bool,
+        /// Its type, labels and annotations.
+        shape: SecretShape,
     },
     /// Someone else's Secret: never overwritten.
     Foreign,
+}
+
+/// A Secret's type, labels and annotations: as found, or as `spec.secretTemplate` wants them
+/// (ours must be there; others' may be too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretShape {
+    /// `type`.
+    pub type_: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Default for SecretShape {
+    fn default() -> Self {
+        Self {
+            type_: "Opaque".to_owned(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+        }
+    }
 }
 
 /// What the published Secret must hold.
@@ -127,8 +158,14 @@ pub enum SecretState {
 pub struct SecretContent {
     /// Name of the Secret.
     pub name: String,
-    /// `productId` and `productSecret`.
+    /// Its keys: `productId` and `productSecret`, or those of `spec.secretTemplate.data`.
     pub data: BTreeMap<String, Vec<u8>>,
+    /// Its type, and the labels and annotations it must carry.
+    pub shape: SecretShape,
+    /// Keys we published before and no longer do: removed.
+    pub remove: Vec<String>,
+    /// The Secret found has another type, which Kubernetes never changes: delete it first.
+    pub recreate: bool,
 }
 
 impl std::fmt::Debug for SecretContent {
@@ -136,6 +173,9 @@ impl std::fmt::Debug for SecretContent {
         f.debug_struct("SecretContent")
             .field("name", &self.name)
             .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .field("shape", &self.shape)
+            .field("remove", &self.remove)
+            .field("recreate", &self.recreate)
             .finish()
     }
 }
@@ -162,6 +202,7 @@ pub enum Reason {
     CloudUnavailable,
     CloudError,
     InvalidSpec,
+    SecretTemplateInvalid,
     Deleting,
 }
 
@@ -188,6 +229,7 @@ impl Reason {
             Reason::CloudUnavailable => "CloudUnavailable",
             Reason::CloudError => "CloudError",
             Reason::InvalidSpec => "InvalidSpec",
+            Reason::SecretTemplateInvalid => "SecretTemplateInvalid",
             Reason::Deleting => "Deleting",
         }
     }
@@ -296,6 +338,10 @@ pub fn problem_verdict(problem: &Problem) -> Verdict {
             ),
         ),
         Problem::InvalidSpec { detail } => stalled(Reason::InvalidSpec, detail.clone()),
+        Problem::SecretTemplateInvalid { detail } => stalled(
+            Reason::SecretTemplateInvalid,
+            format!("spec.secretTemplate cannot be rendered, so no Secret is written: {detail}"),
+        ),
         Problem::CredentialsBeingDeleted { secret } => stalled(
             Reason::CredentialsDeleting,
             format!(
@@ -361,6 +407,7 @@ pub(crate) mod fixtures {
                 ("productSecret".to_owned(), secret.as_bytes().to_vec()),
             ]),
             labelled: true,
+            shape: SecretShape::default(),
         }
     }
 
@@ -510,6 +557,7 @@ mod kstatus_tests {
                 code: "c".into(),
             },
             Problem::InvalidSpec { detail: "d".into() },
+            Problem::SecretTemplateInvalid { detail: "d".into() },
         ];
         for problem in &problems {
             rows.push((

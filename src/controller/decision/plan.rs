@@ -1,9 +1,8 @@
 //! What one reconcile does, and the verdict once it is done.
 
-use std::collections::BTreeMap;
-
 use super::{
     Problem, Progress, Reason, SecretContent, SecretState, Verdict, cloud_verdict, problem_verdict,
+    published, template,
 };
 use crate::cloud::{ErrorClass, Product, RegistrationRequest};
 use crate::controller::crd::{
@@ -51,6 +50,12 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         Ok(product) => product,
         Err(problem) => return blocked(problem),
     };
+    // A template that cannot compile is a spec a person must fix before anything is done.
+    if let Some(template) = &input.spec.secret_template
+        && let Err(detail) = template::check(template)
+    {
+        return blocked(&Problem::SecretTemplateInvalid { detail });
+    }
     let cloud = settings_of(product);
     let differences = differences(input.spec, product);
     if input.spec.management_policy == ManagementPolicy::ObserveOnly {
@@ -157,18 +162,30 @@ fn with_secret(
             ..published(None, note.to_owned())
         };
     };
-    let desired = SecretContent {
+    let values = template::Values {
+        product_id: &product.product_id,
+        product_secret: product_secret.expose(),
+        region: &input.spec.region,
+        register_type: cloud.register_type,
+        register_limit: cloud.register_limit,
+    };
+    let template = input.spec.secret_template.as_ref();
+    let data = match template::render(template, &values) {
+        Ok(data) => data,
+        Err(detail) => {
+            return Plan {
+                secret_published: false,
+                verdict: problem_verdict(&Problem::SecretTemplateInvalid { detail }),
+                ..published(None, String::new())
+            };
+        }
+    };
+    let mut desired = SecretContent {
         name: input.secret_name.to_owned(),
-        data: BTreeMap::from([
-            (
-                "productId".to_owned(),
-                product.product_id.as_bytes().to_vec(),
-            ),
-            (
-                "productSecret".to_owned(),
-                product_secret.expose().as_bytes().to_vec(),
-            ),
-        ]),
+        shape: published::wanted_shape(template, &data),
+        data,
+        remove: Vec::new(),
+        recreate: false,
     };
     match input.secret {
         SecretState::Foreign => Plan {
@@ -176,17 +193,30 @@ fn with_secret(
             verdict: secret_conflict(input.secret_name),
             ..published(None, String::new())
         },
-        // Only our keys count: keys other managers added stay, and are no reason to write.
-        SecretState::Owned { data, labelled }
-            if *labelled
+        SecretState::Owned {
+            data,
+            labelled,
+            shape,
+        } => {
+            // Only what we publish counts: keys, labels and annotations of other managers stay,
+            // and are no reason to write.
+            desired.remove = published::no_longer_published(shape, data, &desired.data);
+            desired.recreate = shape.type_ != desired.shape.type_;
+            let current = *labelled
+                && desired.remove.is_empty()
+                && !desired.recreate
                 && desired
                     .data
                     .iter()
-                    .all(|(key, value)| data.get(key) == Some(value)) =>
-        {
-            published(None, published_in)
+                    .all(|(key, value)| data.get(key) == Some(value))
+                && published::carries(shape, &desired.shape);
+            if current {
+                published(None, published_in)
+            } else {
+                published(Some(desired), published_in)
+            }
         }
-        SecretState::Owned { .. } | SecretState::Absent => published(Some(desired), published_in),
+        SecretState::Absent => published(Some(desired), published_in),
     }
 }
 
@@ -337,9 +367,11 @@ pub fn differences(spec: &DynamicRegistrationSpec, product: &Product) -> Vec<Str
 mod tests {
     use super::*;
     use crate::cloud::RegisterType;
+    use crate::controller::decision::SecretShape;
     use crate::controller::decision::conditions;
     use crate::controller::decision::fixtures::{auto, product, published, spec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use std::collections::BTreeMap;
 
     fn input<'a>(
         spec: &'a DynamicRegistrationSpec,
@@ -579,6 +611,7 @@ mod tests {
                         _ => unreachable!(),
                     },
                     labelled: false,
+                    shape: SecretShape::default(),
                 },
                 writes_secret: true,
                 ready: true,
@@ -594,6 +627,7 @@ mod tests {
                         _ => unreachable!(),
                     },
                     labelled: true,
+                    shape: SecretShape::default(),
                 },
                 ready: true,
                 ..row("another manager's key: no write", in_sync())
@@ -703,5 +737,43 @@ mod tests {
         assert_eq!(content.data["productId"], b"ABCDE12345");
         assert_eq!(content.data["productSecret"], b"s3cret");
         assert!(!format!("{content:?}").contains("s3cret"));
+    }
+
+    /// A template change is written once (dropped keys removed, a new type by re-creating the
+    /// Secret); the Secret as written is then current.
+    #[test]
+    fn secret_template_changes_are_written_once() {
+        use crate::controller::crd::SecretTemplate;
+        let mut templated = spec(RegistrationMode::AutoCreate, 5);
+        templated.secret_template = Some(SecretTemplate {
+            type_: Some("example.com/product".to_owned()),
+            data: BTreeMap::from([(
+                "PRODUCT_SECRET".to_owned(),
+                "{{ productSecret }}".to_owned(),
+            )]),
+            ..SecretTemplate::default()
+        });
+        let cloud = product(RegisterType::AutoCreate, 5, Some("s3cret"));
+        let before = published("s3cret");
+        let first = plan(input(&templated, Ok(&cloud), &before));
+        let written = first.write_secret.expect("the template changes the Secret");
+        assert_eq!(written.data.keys().collect::<Vec<_>>(), ["PRODUCT_SECRET"]);
+        assert_eq!(written.remove, ["productId", "productSecret"]);
+        assert!(written.recreate, "Opaque to example.com/product");
+        let after = SecretState::Owned {
+            data: written.data.clone(),
+            labelled: true,
+            shape: written.shape.clone(),
+        };
+        let second = plan(input(&templated, Ok(&cloud), &after));
+        assert_eq!(second.write_secret, None, "no churn once written");
+        assert!(second.verdict.ready);
+
+        let mut broken = templated.clone();
+        broken.secret_template.as_mut().unwrap().data =
+            BTreeMap::from([("A".to_owned(), "{{ productSecret ".to_owned())]);
+        let refused = plan(input(&broken, Ok(&cloud), &after));
+        assert_eq!(refused.verdict.reason, Reason::SecretTemplateInvalid);
+        assert_eq!((refused.update, refused.write_secret), (None, None));
     }
 }

@@ -1,0 +1,126 @@
+//! What the published Secret must carry besides its keys: the type, labels and annotations of
+//! `spec.secretTemplate`, and which keys it no longer publishes. Only what we publish counts:
+//! labels, annotations and keys of other managers stay, and are no reason to write.
+
+use std::collections::BTreeMap;
+
+use super::SecretShape;
+use crate::controller::crd::SecretTemplate;
+
+/// Annotation listing the keys we published, when a template chose them: keys dropped from the
+/// template are removed from the Secret, and no others.
+pub const PUBLISHED_KEYS: &str = "iothub.dynreg.io/published-keys";
+/// What a Secret without [`PUBLISHED_KEYS`] holds of ours.
+const DEFAULT_KEYS: [&str; 2] = ["productId", "productSecret"];
+
+/// The type, labels and annotations the template asks for, and the list of keys published
+/// when the template chose them.
+pub fn wanted_shape(
+    template: Option<&SecretTemplate>,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> SecretShape {
+    let mut shape = SecretShape::default();
+    let Some(template) = template else {
+        return shape;
+    };
+    if let Some(type_) = &template.type_ {
+        shape.type_ = type_.clone();
+    }
+    if let Some(metadata) = &template.metadata {
+        shape.labels = metadata.labels.clone();
+        shape.annotations = metadata.annotations.clone();
+    }
+    if !template.data.is_empty() {
+        let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        shape
+            .annotations
+            .insert(PUBLISHED_KEYS.to_owned(), keys.join(","));
+    }
+    shape
+}
+
+/// The keys the Secret holds that we published before and no longer do.
+pub fn no_longer_published(
+    found: &SecretShape,
+    found_data: &BTreeMap<String, Vec<u8>>,
+    wanted: &BTreeMap<String, Vec<u8>>,
+) -> Vec<String> {
+    let before: Vec<String> = match found.annotations.get(PUBLISHED_KEYS) {
+        Some(list) => list
+            .split(',')
+            .filter(|key| !key.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => DEFAULT_KEYS.iter().map(|key| (*key).to_owned()).collect(),
+    };
+    before
+        .into_iter()
+        .filter(|key| !wanted.contains_key(key) && found_data.contains_key(key))
+        .collect()
+}
+
+/// Whether the Secret found carries every label and annotation wanted.
+pub fn carries(found: &SecretShape, wanted: &SecretShape) -> bool {
+    let within = |wanted: &BTreeMap<String, String>, found: &BTreeMap<String, String>| {
+        wanted
+            .iter()
+            .all(|(key, value)| found.get(key) == Some(value))
+    };
+    within(&wanted.labels, &found.labels) && within(&wanted.annotations, &found.annotations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::crd::SecretTemplateMetadata;
+
+    fn data(keys: &[&str]) -> BTreeMap<String, Vec<u8>> {
+        keys.iter()
+            .map(|key| ((*key).to_owned(), b"v".to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn keys_dropped_from_the_template_go_and_no_others() {
+        let untemplated = SecretShape::default();
+        let found = data(&["productId", "productSecret", "theirs"]);
+        assert_eq!(
+            no_longer_published(&untemplated, &found, &data(&["PRODUCT_SECRET"])),
+            ["productId", "productSecret"]
+        );
+        let templated = SecretShape {
+            annotations: BTreeMap::from([(PUBLISHED_KEYS.to_owned(), "A,B".to_owned())]),
+            ..SecretShape::default()
+        };
+        let found = data(&["A", "B", "productId"]);
+        assert_eq!(
+            no_longer_published(&templated, &found, &data(&["A"])),
+            ["B"]
+        );
+        assert!(no_longer_published(&templated, &found, &data(&["A", "B"])).is_empty());
+    }
+
+    #[test]
+    fn the_template_shape_is_wanted_and_others_labels_are_no_reason_to_write() {
+        let template = SecretTemplate {
+            type_: Some("iothub.dynreg.io/product".to_owned()),
+            metadata: Some(SecretTemplateMetadata {
+                labels: BTreeMap::from([("backup".to_owned(), "daily".to_owned())]),
+                annotations: BTreeMap::from([("reloader".to_owned(), "true".to_owned())]),
+            }),
+            data: BTreeMap::from([("A".to_owned(), "{{ productId }}".to_owned())]),
+        };
+        let wanted = wanted_shape(Some(&template), &data(&["A"]));
+        assert_eq!(wanted.type_, "iothub.dynreg.io/product");
+        assert_eq!(wanted.annotations[PUBLISHED_KEYS], "A");
+        let mut found = wanted.clone();
+        found.labels.insert("theirs".to_owned(), "x".to_owned());
+        assert!(carries(&found, &wanted));
+        found.labels.remove("backup");
+        assert!(!carries(&found, &wanted));
+        assert_eq!(
+            wanted_shape(None, &data(&["productId"])),
+            SecretShape::default()
+        );
+    }
+}
