@@ -61,13 +61,21 @@ struct PlanFlags {
     /// TENCENTCLOUD_SECRET_KEY and TENCENTCLOUD_SESSION_TOKEN.
     #[arg(long, value_name = "FILE")]
     credentials_file: Option<PathBuf>,
+    #[command(flatten)]
+    cloud: CloudFlags,
+}
+
+/// Where the IoT Hub API is and how fast it may be called, for `run` and `plan`.
+#[derive(Args, Debug)]
+struct CloudFlags {
     /// IoT Hub API endpoint: a host (https) or https://host[:port].
-    #[arg(long, env = "IOTHUB_DYNREG_ENDPOINT")]
-    endpoint: Option<String>,
+    #[arg(long, env = "IOTHUB_DYNREG_ENDPOINT", default_value = iothub_dynreg::cloud::client::DEFAULT_ENDPOINT)]
+    endpoint: String,
     /// Allow a plain-http endpoint on a loopback address (the emulator; never production).
     #[arg(long, env = "IOTHUB_DYNREG_INSECURE_LOOPBACK_ENDPOINT")]
     insecure_loopback_endpoint: bool,
-    /// Client-side limit per (endpoint, SecretId, action), as for `run`.
+    /// Client-side limit per (endpoint, SecretId, action), e.g. UpdateProductDynamicRegister=10.
+    /// Repeat for several actions; every action defaults to the cloud's 20 requests/s.
     #[arg(
         long = "rate-limit",
         value_name = "ACTION=RPS",
@@ -79,24 +87,11 @@ struct PlanFlags {
 
 #[derive(Args, Debug)]
 struct RunFlags {
-    /// IoT Hub API endpoint: a host (https) or https://host[:port].
-    #[arg(long, env = "IOTHUB_DYNREG_ENDPOINT", default_value = iothub_dynreg::cloud::client::DEFAULT_ENDPOINT)]
-    endpoint: String,
-    /// Allow a plain-http endpoint on a loopback address (the emulator; never production).
-    #[arg(long, env = "IOTHUB_DYNREG_INSECURE_LOOPBACK_ENDPOINT")]
-    insecure_loopback_endpoint: bool,
+    #[command(flatten)]
+    cloud: CloudFlags,
     /// STS endpoint, for web identity credentials (TKE_ROLE_ARN and friends).
     #[arg(long, env = "IOTHUB_DYNREG_STS_ENDPOINT", default_value = iothub_dynreg::cloud::client::DEFAULT_STS_ENDPOINT)]
     sts_endpoint: String,
-    /// Client-side limit per (endpoint, SecretId, action), e.g. UpdateProductDynamicRegister=10.
-    /// Repeat for several actions; every action defaults to the cloud's 20 requests/s.
-    #[arg(
-        long = "rate-limit",
-        value_name = "ACTION=RPS",
-        env = "IOTHUB_DYNREG_RATE_LIMIT",
-        value_delimiter = ','
-    )]
-    rate_limits: Vec<ActionRateLimit>,
     /// Reconcile every resource this often (±10%) to catch changes made in the console.
     #[arg(long, env = "IOTHUB_DYNREG_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     resync_interval: Duration,
@@ -219,11 +214,8 @@ fn plan_options(flags: PlanFlags) -> Result<command::Options, String> {
         Some(seed) => command::Cloud::Emulator { seed },
         None => command::Cloud::Endpoint {
             endpoint: Endpoint::parse(
-                flags
-                    .endpoint
-                    .as_deref()
-                    .unwrap_or(iothub_dynreg::cloud::client::DEFAULT_ENDPOINT),
-                flags.insecure_loopback_endpoint,
+                &flags.cloud.endpoint,
+                flags.cloud.insecure_loopback_endpoint,
             )
             .map_err(|e| e.to_string())?,
             credentials_file: flags.credentials_file,
@@ -233,7 +225,7 @@ fn plan_options(flags: PlanFlags) -> Result<command::Options, String> {
         paths: flags.paths,
         output: flags.output,
         cloud,
-        rate_limits: rate_limits(&flags.rate_limits),
+        rate_limits: rate_limits(&flags.cloud.rate_limits),
     })
 }
 
@@ -286,10 +278,13 @@ async fn run(flags: RunFlags) -> Result<(), String> {
 
 /// The IoT Hub client: endpoint, rate limits, and metrics of every call.
 fn cloud_client(flags: &RunFlags, metrics: Arc<Metrics>) -> Result<CloudClient, String> {
-    let rate_limits = rate_limits(&flags.rate_limits);
-    let endpoint = Endpoint::parse(&flags.endpoint, flags.insecure_loopback_endpoint)
-        .map_err(|e| e.to_string())?;
-    let sts_endpoint = Endpoint::parse(&flags.sts_endpoint, flags.insecure_loopback_endpoint)
+    let rate_limits = rate_limits(&flags.cloud.rate_limits);
+    let endpoint = Endpoint::parse(
+        &flags.cloud.endpoint,
+        flags.cloud.insecure_loopback_endpoint,
+    )
+    .map_err(|e| e.to_string())?;
+    let sts_endpoint = Endpoint::parse(&flags.sts_endpoint, flags.cloud.insecure_loopback_endpoint)
         .map_err(|e| format!("--sts-endpoint: {e}"))?;
     let client = CloudClient::new(ClientConfig {
         endpoint,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};
 use serde_json::Value;
 use support::control_plane::ControlPlane;
-use support::e2e::{Harness, SECRET_ID, SECRET_KEY};
+use support::e2e::{Harness, SECRET_ID, SECRET_KEY, emulator_get};
 
 const MANIFESTS: &str = "tests/plan/manifests";
 const EXAMPLE_SEED: &str = include_str!("../src/emulator/example-seed.yaml");
@@ -184,13 +184,7 @@ async fn plan_reads_with_the_credentials_file_and_never_writes() {
     assert_eq!(output.status.code(), Some(1), "{text}");
     let json: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(json["summary"]["actions"]["update"], 1, "{text}");
-    let body = reqwest::get(format!("{}/_emulator/stats", emulator.endpoint()))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let stats: Value = serde_json::from_slice(&body).unwrap();
+    let stats = emulator_get(&emulator, "stats").await;
     let calls = &stats["calls"];
     assert_eq!(calls.get("UpdateProductDynamicRegister"), None, "{stats}");
     // One list per region (ap-guangzhou, ap-shanghai, ap-beijing), and a single read of the

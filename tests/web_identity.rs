@@ -13,8 +13,7 @@ use iothub_dynreg::cloud::web_identity::{WebIdentity, WebIdentityCredentials};
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint, ErrorClass};
 use iothub_dynreg::controller::crd::RegistrationMode;
 use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};
-use serde_json::Value;
-use support::e2e::{Harness, registration};
+use support::e2e::{Harness, emulator_get, registration};
 
 const ROLE: &str = "qcs::cam::uin/100000000001:roleName/iothub-dynreg";
 const PROVIDER: &str = "tke-oidc-cls-test";
@@ -69,14 +68,7 @@ fn identity(token_file: PathBuf) -> WebIdentity {
 }
 
 async fn sts_calls(emulator: &RunningEmulator, result: &str) -> u64 {
-    let body = reqwest::get(format!("{}/_emulator/stats", emulator.endpoint()))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let stats: Value = serde_json::from_slice(&body).unwrap();
-    stats["calls"]["AssumeRoleWithWebIdentity"][result]
+    emulator_get(emulator, "stats").await["calls"]["AssumeRoleWithWebIdentity"][result]
         .as_u64()
         .unwrap_or(0)
 }

@@ -7,6 +7,8 @@
 use serde_json::{Map, Value};
 
 use crate::controller::crd::{self, DynamicRegistration};
+// A resource's name follows the rule of a Secret's: a DNS-1123 subdomain.
+use crate::controller::decision::secrets::is_valid_secret_name;
 
 /// One refusal, as the server words it: `spec.registerLimit: Invalid value: ...`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -292,7 +294,7 @@ fn metadata_violations(object: &Value) -> Vec<Violation> {
             field,
             message: "Required value: name or generateName is required".to_owned(),
         }],
-        Some(name) if !is_dns_subdomain(name) => vec![Violation {
+        Some(name) if !is_valid_secret_name(name) => vec![Violation {
             field,
             message: format!(
                 "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
@@ -300,17 +302,4 @@ fn metadata_violations(object: &Value) -> Vec<Violation> {
         }],
         Some(_) => Vec::new(),
     }
-}
-
-fn is_dns_subdomain(name: &str) -> bool {
-    let label_ok = |label: &str| {
-        let bytes = label.as_bytes();
-        !bytes.is_empty()
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-            && bytes[0] != b'-'
-            && bytes[bytes.len() - 1] != b'-'
-    };
-    name.len() <= 253 && name.split('.').all(label_ok)
 }

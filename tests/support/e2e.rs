@@ -300,13 +300,7 @@ impl Harness {
     }
 
     pub async fn emulator_get(&self, path: &str) -> Value {
-        let body = reqwest::get(format!("{}/_emulator/{path}", self.emulator.endpoint()))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        serde_json::from_slice(&body).unwrap()
+        emulator_get(&self.emulator, path).await
     }
 
     pub async fn emulator_send(&self, method: reqwest::Method, path: &str, body: Value) {
@@ -461,6 +455,17 @@ pub fn registration(
 ) -> DynamicRegistration {
     let spec = DynamicRegistrationSpec::new(product_id, "ap-guangzhou", kind, limit);
     DynamicRegistration::new(name, spec.with_credentials("tencent-credentials"))
+}
+
+/// GET on an emulator's control endpoint `/_emulator/<path>`, e.g. `stats`.
+pub async fn emulator_get(emulator: &RunningEmulator, path: &str) -> Value {
+    let body = reqwest::get(format!("{}/_emulator/{path}", emulator.endpoint()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
 }
 
 /// Decoded data of a Secret.
