@@ -48,6 +48,7 @@ struct Report {
     throttled: u64,
     describes_steady: u64,
     api_requests_steady: usize,
+    secret_gets_steady: usize,
     updates_steady: u64,
     steady_window: Duration,
     rss_kib: u64,
@@ -164,9 +165,23 @@ impl Cluster {
 
     /// Requests the controller made so far, counted by the API server.
     fn controller_requests(&self) -> usize {
+        self.controller_request_kinds().len()
+    }
+
+    /// (verb, resource) of every request the controller made, in order.
+    fn controller_request_kinds(&self) -> Vec<(String, String)> {
         match self {
-            Cluster::StandIn(api) => api.requests().iter().filter(|r| r.by_controller).count(),
-            Cluster::Real(plane) => plane.controller_requests().len(),
+            Cluster::StandIn(api) => api
+                .requests()
+                .iter()
+                .filter(|r| r.by_controller)
+                .map(|r| (r.verb.clone(), r.resource.clone()))
+                .collect(),
+            Cluster::Real(plane) => plane
+                .controller_requests()
+                .into_iter()
+                .map(|r| (r.verb, r.resource))
+                .collect(),
         }
     }
 }
@@ -215,6 +230,7 @@ struct ControllerRun {
     throttled: u64,
     describes_steady: u64,
     api_requests_steady: usize,
+    secret_gets_steady: usize,
     updates_steady: u64,
     steady_window: Duration,
     rss_kib: u64,
@@ -362,6 +378,21 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
     tokio::time::sleep(window).await;
     let steady = stats(&emulator).await;
     let api_requests_steady = cluster.controller_requests() - requests_before;
+    let mut steady_kinds = std::collections::BTreeMap::new();
+    for kind in cluster
+        .controller_request_kinds()
+        .into_iter()
+        .skip(requests_before)
+    {
+        *steady_kinds.entry(kind).or_insert(0usize) += 1;
+    }
+    eprintln!(
+        "N = {n}: Kubernetes API requests in one resync, by verb and resource: {steady_kinds:?}"
+    );
+    let secret_gets_steady = steady_kinds
+        .get(&("get".to_owned(), "secrets".to_owned()))
+        .copied()
+        .unwrap_or(0);
     let describes = calls(&steady, "DescribeProduct") + calls(&steady, "DescribeProducts");
     let updates = calls(&steady, "UpdateProductDynamicRegister");
     let throttled = throttled + steady["requestLimitExceeded"].as_u64().unwrap_or(0);
@@ -377,6 +408,7 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
         throttled,
         describes_steady: describes,
         api_requests_steady,
+        secret_gets_steady,
         updates_steady: updates,
         steady_window: window,
         rss_kib: rss,
@@ -495,6 +527,7 @@ fn main() {
             throttled: run.throttled,
             describes_steady: run.describes_steady,
             api_requests_steady: run.api_requests_steady,
+            secret_gets_steady: run.secret_gets_steady,
             updates_steady: run.updates_steady,
             steady_window: run.steady_window,
             rss_kib: run.rss_kib,
@@ -510,10 +543,10 @@ fn main() {
         RESYNC.as_secs()
     );
     println!(
-        "| N | all Ready | ideal N/limit | ratio | peak calls/s (Describe, DescribeProducts, Update) | RequestLimitExceeded | Describe calls in one resync ({}s) | bound ceil(N/250)+1 | Kubernetes API requests in that resync | Updates in steady state | peak RSS | spec change during backlog | naive: time | naive ratio | naive RequestLimitExceeded | naive peak calls/s |",
+        "| N | all Ready | ideal N/limit | ratio | peak calls/s (Describe, DescribeProducts, Update) | RequestLimitExceeded | Describe calls in one resync ({}s) | bound ceil(N/250)+1 | Kubernetes API requests in that resync | Secret GETs in it (ideal 0) | Updates in steady state | peak RSS | spec change during backlog | naive: time | naive ratio | naive RequestLimitExceeded | naive peak calls/s |",
         (RESYNC + RESYNC / 10).as_secs()
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &reports {
         let peak = |action: &str| {
             r.peaks[action]
@@ -526,7 +559,7 @@ fn main() {
                 .map_or("-".to_owned(), |p| p.to_string())
         };
         println!(
-            "| {} | {:.2} s | {:.2} s | {:.3} | {}, {}, {} | {} | {} | {} | {} | {} | {:.1} MiB | {} | {:.2} s | {:.2} | {} | {}, {} |",
+            "| {} | {:.2} s | {:.2} s | {:.3} | {}, {}, {} | {} | {} | {} | {} | {} | {} | {:.1} MiB | {} | {:.2} s | {:.2} | {} | {}, {} |",
             r.n,
             r.converge.as_secs_f64(),
             r.ideal.as_secs_f64(),
@@ -538,6 +571,7 @@ fn main() {
             r.describes_steady,
             (r.n as u64).div_ceil(PAGE) + 1,
             r.api_requests_steady,
+            r.secret_gets_steady,
             r.updates_steady,
             r.rss_kib as f64 / 1024.0,
             r.priority_latency

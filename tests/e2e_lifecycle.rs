@@ -71,7 +71,15 @@ async fn create_then_steady_state_then_spec_change() {
     );
     // Resyncs read the shared snapshot, refreshed at most every --observe-interval (1 s here).
     let describes_before = harness.cloud_calls("DescribeProducts", "Success").await;
+    let reads_before = harness.controller_calls("get", "secrets");
     tokio::time::sleep(Duration::from_secs(7)).await;
+    // Neither the published Secret nor the credentials are read again: the metadata watch shows
+    // their versions unchanged.
+    assert_eq!(
+        harness.controller_calls("get", "secrets"),
+        reads_before,
+        "Secrets read in steady state"
+    );
     let describes_after = harness.cloud_calls("DescribeProducts", "Success").await;
     assert!(
         describes_after >= describes_before + 2,

@@ -21,6 +21,7 @@ use crate::controller::crd::DynamicRegistration;
 use crate::controller::credentials::{CredentialGate, DefaultCredentials, NamespaceAllowList};
 use crate::controller::decision::{Progress, claims};
 use crate::controller::observe::Observer;
+use crate::controller::read_cache::{KnownCredentials, KnownSecrets};
 use crate::ops::metrics::Metrics;
 
 /// Operator-chosen behaviour (flags).
@@ -86,6 +87,10 @@ pub struct Context {
     failures: FailureCounts,
     /// Published Secrets known to match the cloud.
     pub verified_secrets: VerifiedSecrets,
+    /// Published Secrets as last written or read, by resourceVersion: not read again.
+    pub known_secrets: KnownSecrets,
+    /// Credentials as last read, by resourceVersion: not read again.
+    pub known_credentials: KnownCredentials,
     /// Metadata of the Secrets in view (never their data): Secrets published under a former
     /// name, and credentials Secrets carrying our in-use finalizer.
     pub secrets: Store<PartialObjectMeta<Secret>>,
@@ -132,6 +137,8 @@ impl Context {
             registrations: caches.registrations,
             failures: FailureCounts::default(),
             verified_secrets: VerifiedSecrets::default(),
+            known_secrets: KnownSecrets::default(),
+            known_credentials: KnownCredentials::default(),
             secrets: caches.secrets,
             claim_changes: None,
             cluster_access: ClusterAccess::new(
@@ -146,6 +153,13 @@ impl Context {
     pub fn announcing_claims(mut self, sender: UnboundedSender<DynamicRegistration>) -> Self {
         self.claim_changes = Some(sender);
         self
+    }
+
+    /// The resourceVersion of Secret `namespace/name` in the metadata watch cache, if it is there.
+    pub fn secret_version(&self, namespace: &str, name: &str) -> Option<String> {
+        self.secrets
+            .get(&ObjectRef::new(name).within(namespace))
+            .and_then(|secret| secret.resource_version())
     }
 
     /// `resource`'s claim changed: the other claimants of its product reconcile at once.

@@ -14,6 +14,7 @@ pub mod kube_io;
 pub mod leading;
 pub mod observe;
 pub mod protection;
+pub mod read_cache;
 pub mod reconcile;
 pub mod run;
 pub mod watch;

@@ -209,9 +209,7 @@ async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) 
             observed: Err(problem),
         });
     }
-    let found = kube_io::get_secret(&ctx.client, namespace, &secret_name).await?;
-    let secret = kube_io::secret_state(found.as_ref(), resource);
-    let secret_version = found.and_then(|found| found.metadata.resource_version);
+    let (secret, secret_version) = published_secret(resource, ctx, namespace, &secret_name).await?;
     let access = access(resource, ctx, namespace).await?;
     // The ProductSecret is needed (read alone when the shared snapshot lacks it) unless our
     // Secret is the very version we wrote or checked: then a snapshot without it will do.
@@ -283,6 +281,29 @@ async fn record_cluster_credentials(
     ctx.cluster_access.record(&ctx.client, name, outcome).await;
 }
 
+/// The published Secret as it is: from memory when the watch cache shows the version we last
+/// wrote or read (no request), else read. What is read of ours is remembered.
+async fn published_secret(
+    resource: &DynamicRegistration,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<(SecretState, Option<String>)> {
+    if let Some(version) = ctx.secret_version(namespace, name)
+        && let Some(state) = ctx.known_secrets.at(namespace, name, &version)
+    {
+        return Ok((state, Some(version)));
+    }
+    let found = kube_io::get_secret(&ctx.client, namespace, name).await?;
+    let state = kube_io::secret_state(found.as_ref(), resource);
+    let version = found.and_then(|found| found.metadata.resource_version);
+    if let (SecretState::Owned { .. }, Some(version)) = (&state, &version) {
+        ctx.known_secrets
+            .remember(namespace, name, version, state.clone());
+    }
+    Ok((state, version))
+}
+
 /// The conflict with an older claim on the product, if any. The status names the other resource
 /// only within this namespace; the log, which the platform team reads, names it always.
 fn conflict(resource: &DynamicRegistration, ctx: &Context, namespace: &str) -> Option<Problem> {
@@ -338,6 +359,14 @@ async fn publish(
     if let Some(version) = written {
         ctx.verified_secrets
             .record(&namespace, &content.name, &version);
+        // What we wrote, as the decision compares it: our keys, label and shape.
+        let state = SecretState::Owned {
+            data: content.data.clone(),
+            labelled: true,
+            shape: content.shape.clone(),
+        };
+        ctx.known_secrets
+            .remember(&namespace, &content.name, &version, state);
     }
     info!(secret = %content.name, "published the ProductSecret");
     let keys: Vec<&str> = content.data.keys().map(String::as_str).collect();
@@ -490,18 +519,35 @@ async fn credentials_of(
             detail: "not a valid Secret name".to_owned(),
         }));
     }
+    // Known at the version the watch cache shows: no read (its metadata is in the cache too).
+    let cached = ctx
+        .secrets
+        .get(&ObjectRef::new(&reference.name).within(namespace));
+    if let Some(cached) = cached
+        && let Some(version) = cached.resource_version()
+        && let Some(known) = ctx
+            .known_credentials
+            .at(namespace, &reference.name, &version)
+    {
+        if let Some(problem) = protect_credentials(resource, ctx, &cached.metadata).await? {
+            return Ok(Err(problem));
+        }
+        return Ok(known);
+    }
     let Some(secret) = kube_io::get_secret(&ctx.client, namespace, &reference.name).await? else {
         return Ok(Err(Problem::CredentialsMissing {
             secret: reference.name.clone(),
         }));
     };
-    if let Some(problem) = protect_credentials(resource, ctx, &secret).await? {
+    if let Some(problem) = protect_credentials(resource, ctx, &secret.metadata).await? {
         return Ok(Err(problem));
     }
-    Ok(credentials::from_secret_data(
-        &reference.name,
-        secret.data.as_ref(),
-    ))
+    let read = credentials::from_secret_data(&reference.name, secret.data.as_ref());
+    if let Some(version) = secret.resource_version() {
+        ctx.known_credentials
+            .remember(namespace, &reference.name, &version, read.clone());
+    }
+    Ok(read)
 }
 
 /// Puts our in-use finalizer on credentials the resource's deletion will need. A person deleting
@@ -509,31 +555,27 @@ async fn credentials_of(
 async fn protect_credentials(
     resource: &DynamicRegistration,
     ctx: &Context,
-    secret: &k8s_openapi::api::core::v1::Secret,
+    secret: &kube::api::ObjectMeta,
 ) -> Result<Option<Problem>> {
-    let name = secret.name_any();
+    let name = secret.name.clone().unwrap_or_default();
     if decision::secrets::credentials_needed_by(resource) != Some(name.as_str()) {
         return Ok(None);
     }
     let protected = secret
-        .finalizers()
+        .finalizers
         .iter()
+        .flatten()
         .any(|f| f == decision::CREDENTIALS_IN_USE);
     match (
-        secret.metadata.deletion_timestamp.is_some(),
+        secret.deletion_timestamp.is_some(),
         resource.metadata.deletion_timestamp.is_some(),
     ) {
         (true, false) => Ok(Some(Problem::CredentialsBeingDeleted { secret: name })),
         (true, true) => Ok(None),
         (false, _) if protected => Ok(None),
         (false, _) => {
-            kube_io::set_secret_finalizer(
-                &ctx.client,
-                &secret.metadata,
-                decision::CREDENTIALS_IN_USE,
-                true,
-            )
-            .await?;
+            kube_io::set_secret_finalizer(&ctx.client, secret, decision::CREDENTIALS_IN_USE, true)
+                .await?;
             info!(secret = %name, "protected the credentials Secret while deletion needs it");
             Ok(None)
         }

@@ -1,0 +1,144 @@
+//! Reads that the Secret metadata watch makes unnecessary: a Secret's resourceVersion changes
+//! with every write, so a Secret whose version in the watch cache is the one we last wrote or
+//! read holds what we saw then. Only Secrets we use are held here (the ones we publish and the
+//! credentials resources name), never the other Secrets of the cluster; entries unused for an
+//! hour go.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::cloud::Credentials;
+use crate::controller::decision::{Problem, SecretState};
+
+/// Entries unused for this long are dropped as the map grows.
+const UNUSED: Duration = Duration::from_secs(3600);
+
+/// The resourceVersion seen, what it held, and when it was last used.
+type Entry<T> = (String, T, Instant);
+
+/// By namespace and name.
+struct Versioned<T> {
+    entries: Mutex<HashMap<(String, String), Entry<T>>>,
+}
+
+impl<T> Default for Versioned<T> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T: Clone> Versioned<T> {
+    fn get(&self, namespace: &str, name: &str, version: &str) -> Option<T> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (known, value, used) = entries.get_mut(&key(namespace, name))?;
+        if known != version {
+            return None;
+        }
+        *used = Instant::now();
+        Some(value.clone())
+    }
+
+    fn put(&self, namespace: &str, name: &str, version: &str, value: T) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= 64 && entries.len().is_power_of_two() {
+            entries.retain(|_, (_, _, used)| used.elapsed() < UNUSED);
+        }
+        entries.insert(
+            key(namespace, name),
+            (version.to_owned(), value, Instant::now()),
+        );
+    }
+
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+fn key(namespace: &str, name: &str) -> (String, String) {
+    (namespace.to_owned(), name.to_owned())
+}
+
+/// Published Secrets as we last wrote or read them.
+#[derive(Default)]
+pub struct KnownSecrets(Versioned<SecretState>);
+
+impl KnownSecrets {
+    /// What `namespace/name` holds at `version`, if that is the version we last saw.
+    pub fn at(&self, namespace: &str, name: &str, version: &str) -> Option<SecretState> {
+        self.0.get(namespace, name, version)
+    }
+
+    /// Remembers what `namespace/name` holds at `version`.
+    pub fn remember(&self, namespace: &str, name: &str, version: &str, state: SecretState) {
+        self.0.put(namespace, name, version, state);
+    }
+
+    /// How many are held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Credentials as read from the Secrets resources name (or why they are unusable).
+#[derive(Default)]
+pub struct KnownCredentials(Versioned<Result<Credentials, Problem>>);
+
+impl KnownCredentials {
+    /// The credentials `namespace/name` held at `version`, if that is the version last read.
+    pub fn at(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> Option<Result<Credentials, Problem>> {
+        self.0.get(namespace, name, version)
+    }
+
+    /// Remembers what `namespace/name` held at `version`.
+    pub fn remember(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+        read: Result<Credentials, Problem>,
+    ) {
+        self.0.put(namespace, name, version, read);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_version_seen_is_known() {
+        let known = KnownSecrets::default();
+        known.remember("ns", "s", "7", SecretState::Absent);
+        assert_eq!(known.at("ns", "s", "7"), Some(SecretState::Absent));
+        assert_eq!(known.at("ns", "s", "8"), None, "written since");
+        assert_eq!(known.at("other", "s", "7"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unused_entries_go_as_the_map_grows() {
+        let known = KnownSecrets::default();
+        for index in 0..63 {
+            known.remember("ns", &format!("s{index}"), "1", SecretState::Absent);
+        }
+        tokio::time::advance(UNUSED + Duration::from_secs(1)).await;
+        known.at("ns", "s0", "1");
+        known.remember("ns", "s63", "1", SecretState::Absent);
+        known.remember("ns", "s64", "1", SecretState::Absent);
+        assert_eq!(known.len(), 3, "s0 (used), s63 and s64");
+    }
+}
