@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -22,9 +22,9 @@ use crate::controller::cluster_credentials::{
     ClusterCredentials, ClusterCredentialsStatus, WebIdentitySource,
 };
 use crate::controller::crd::MANAGER;
-use crate::controller::credentials;
 use crate::controller::decision::Problem;
 use crate::controller::kube_io;
+use crate::controller::read_cache::KnownCredentials;
 
 /// The ClusterCredentials and namespaces in view, and the web identities in use.
 pub struct ClusterAccess {
@@ -68,6 +68,7 @@ impl ClusterAccess {
     pub async fn credentials(
         &self,
         client: &Client,
+        (cache, known): (&Store<PartialObjectMeta<Secret>>, &KnownCredentials),
         name: &str,
         namespace: &str,
     ) -> crate::controller::error::Result<Result<Credentials, Problem>> {
@@ -115,21 +116,24 @@ impl ClusterAccess {
                 "no source: set secretRef or webIdentity".to_owned(),
             )));
         };
-        let secret = kube_io::get_secret(client, &reference.namespace, &reference.name).await?;
+        let found = kube_io::credentials_secret(
+            client,
+            cache,
+            known,
+            &reference.namespace,
+            &reference.name,
+        )
+        .await?;
         let shown = format!("{}/{}", reference.namespace, reference.name);
-        let Some(secret) = secret else {
+        let Some((_, read)) = found else {
             return Ok(Err(unusable(format!("Secret {shown} not found"))));
         };
-        Ok(
-            credentials::from_secret_data(&shown, secret.data.as_ref()).map_err(|problem| {
-                match problem {
-                    Problem::CredentialsInvalid { detail, .. } => {
-                        unusable(format!("Secret {shown}: {detail}"))
-                    }
-                    other => other,
-                }
-            }),
-        )
+        Ok(read.map_err(|problem| match problem {
+            Problem::CredentialsInvalid { detail, .. } => {
+                unusable(format!("Secret {shown}: {detail}"))
+            }
+            other => other,
+        }))
     }
 
     /// The provider of a web identity, kept across reconciles (it holds the credentials and

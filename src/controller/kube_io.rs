@@ -5,21 +5,51 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::cloud::Credentials;
 use crate::controller::crd::{DynamicRegistration, DynamicRegistrationStatus, FINALIZER, MANAGER};
+use crate::controller::credentials;
 use crate::controller::decision::secrets::MANAGED_BY_LABEL;
-use crate::controller::decision::{SecretContent, SecretShape, SecretState};
+use crate::controller::decision::{Problem, SecretContent, SecretShape, SecretState};
 use crate::controller::error::Result;
+use crate::controller::read_cache::KnownCredentials;
 
 /// Reads a Secret; `None` when it does not exist.
 pub async fn get_secret(client: &Client, namespace: &str, name: &str) -> Result<Option<Secret>> {
     Ok(Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await?)
+}
+
+/// A credentials Secret's metadata and the credentials its data gives (or why not), read only
+/// when the watch cache shows a version not read before; `None` when there is no such Secret.
+pub async fn credentials_secret(
+    client: &Client,
+    cache: &Store<PartialObjectMeta<Secret>>,
+    known: &KnownCredentials,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<(ObjectMeta, std::result::Result<Credentials, Problem>)>> {
+    if let Some(cached) = cache.get(&ObjectRef::new(name).within(namespace))
+        && let Some(version) = cached.resource_version()
+        && let Some(read) = known.at(namespace, name, &version)
+    {
+        return Ok(Some((cached.metadata.clone(), read)));
+    }
+    let Some(secret) = get_secret(client, namespace, name).await? else {
+        return Ok(None);
+    };
+    let read = credentials::from_secret_data(name, secret.data.as_ref());
+    if let Some(version) = secret.resource_version() {
+        known.remember(namespace, name, &version, read.clone());
+    }
+    Ok(Some((secret.metadata, read)))
 }
 
 /// Classifies the Secret found under the published name.

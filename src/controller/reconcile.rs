@@ -16,7 +16,7 @@ use crate::cloud::{
 use crate::controller::cluster_access::Outcome as CredentialsOutcome;
 use crate::controller::context::Context;
 use crate::controller::crd::{DynamicRegistration, FINALIZER, RegistrationMode, SecretRetention};
-use crate::controller::credentials::{self, Probe};
+use crate::controller::credentials::Probe;
 use crate::controller::decision::{
     self, DeletionStep, Plan, PlanInput, Problem, Progress, SecretContent, SecretState,
     StatusInput, Verdict, deletion,
@@ -502,7 +502,12 @@ async fn credentials_of(
     if let Some(reference) = &resource.spec.cluster_credentials_ref {
         return ctx
             .cluster_access
-            .credentials(&ctx.client, &reference.name, namespace)
+            .credentials(
+                &ctx.client,
+                (&ctx.secrets, &ctx.known_credentials),
+                &reference.name,
+                namespace,
+            )
             .await;
     }
     let Some(reference) = &resource.spec.credentials_secret_ref else {
@@ -519,33 +524,21 @@ async fn credentials_of(
             detail: "not a valid Secret name".to_owned(),
         }));
     }
-    // Known at the version the watch cache shows: no read (its metadata is in the cache too).
-    let cached = ctx
-        .secrets
-        .get(&ObjectRef::new(&reference.name).within(namespace));
-    if let Some(cached) = cached
-        && let Some(version) = cached.resource_version()
-        && let Some(known) = ctx
-            .known_credentials
-            .at(namespace, &reference.name, &version)
-    {
-        if let Some(problem) = protect_credentials(resource, ctx, &cached.metadata).await? {
-            return Ok(Err(problem));
-        }
-        return Ok(known);
-    }
-    let Some(secret) = kube_io::get_secret(&ctx.client, namespace, &reference.name).await? else {
+    let found = kube_io::credentials_secret(
+        &ctx.client,
+        &ctx.secrets,
+        &ctx.known_credentials,
+        namespace,
+        &reference.name,
+    )
+    .await?;
+    let Some((metadata, read)) = found else {
         return Ok(Err(Problem::CredentialsMissing {
             secret: reference.name.clone(),
         }));
     };
-    if let Some(problem) = protect_credentials(resource, ctx, &secret.metadata).await? {
+    if let Some(problem) = protect_credentials(resource, ctx, &metadata).await? {
         return Ok(Err(problem));
-    }
-    let read = credentials::from_secret_data(&reference.name, secret.data.as_ref());
-    if let Some(version) = secret.resource_version() {
-        ctx.known_credentials
-            .remember(namespace, &reference.name, &version, read.clone());
     }
     Ok(read)
 }
