@@ -183,19 +183,19 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Plan(flags) => match plan_options(*flags) {
-            Ok(options) => match command::run(options).await {
+        Command::Plan(flags) => {
+            let planned = match plan_options(*flags) {
+                Ok(options) => command::run(options).await,
+                Err(message) => Err(message),
+            };
+            match planned {
                 Ok(code) => ExitCode::from(code),
                 Err(message) => {
                     eprintln!("iothub-dynreg plan: {message}");
                     ExitCode::FAILURE
                 }
-            },
-            Err(message) => {
-                eprintln!("iothub-dynreg plan: {message}");
-                ExitCode::FAILURE
             }
-        },
+        }
         Command::Run(flags) => {
             logging::init(flags.log_format);
             match run(*flags).await {

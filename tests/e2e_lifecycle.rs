@@ -8,7 +8,7 @@ use std::time::Duration;
 use iothub_dynreg::controller::crd::RegistrationMode;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
-use support::e2e::{Harness, SECRET_KEY, secret_data};
+use support::e2e::{ControllerProcess, Harness, SECRET_KEY, secret_data};
 
 const PRODUCTS: &str = r#"
 products:
@@ -202,26 +202,7 @@ async fn console_drift_is_corrected_and_a_deleted_secret_restored() {
         )
         .await;
     assert_eq!(secret_data(&restored)["productSecret"], expected);
-    harness
-        .secrets()
-        .patch(
-            "sensors-product-secret",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"productSecret": "tampered"}})),
-        )
-        .await
-        .unwrap();
-    harness
-        .wait_for(
-            "the edited Secret to be restored",
-            Duration::from_secs(15),
-            Some(&controller),
-            || async {
-                let secret = harness.secrets().get("sensors-product-secret").await.ok()?;
-                (secret_data(&secret)["productSecret"] == expected).then_some(())
-            },
-        )
-        .await;
+    tamper_and_wait_restored(&harness, &controller, &expected, Duration::from_secs(15)).await;
 
     // JSON logs: every line parses, and every line of a reconcile names the resource.
     let log = controller.stderr();
@@ -416,26 +397,7 @@ async fn a_tampered_secret_is_repaired_when_list_answers_lack_the_product_secret
             },
         )
         .await;
-    harness
-        .secrets()
-        .patch(
-            "sensors-product-secret",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {"productSecret": "tampered"}})),
-        )
-        .await
-        .unwrap();
-    harness
-        .wait_for(
-            "the tampered Secret to be repaired",
-            Duration::from_secs(20),
-            Some(&controller),
-            || async {
-                let secret = harness.secrets().get("sensors-product-secret").await.ok()?;
-                (secret_data(&secret)["productSecret"] == expected).then_some(())
-            },
-        )
-        .await;
+    tamper_and_wait_restored(&harness, &controller, &expected, Duration::from_secs(20)).await;
     // Once repaired and checked, resyncs read no product alone.
     let single_reads = harness.cloud_calls("DescribeProduct", "Success").await;
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -723,4 +685,34 @@ products:
     assert_eq!(dormant.condition("Stalled").unwrap().status, "True");
     assert_eq!(harness.cloud_product("LIFE000002").await["registerType"], 0);
     harness.assert_no_secrets_logged(&controller).await;
+}
+
+/// Overwrites the published ProductSecret as a person might, and waits until the controller has
+/// written `expected` back.
+async fn tamper_and_wait_restored(
+    harness: &Harness,
+    controller: &ControllerProcess,
+    expected: &str,
+    timeout: Duration,
+) {
+    harness
+        .secrets()
+        .patch(
+            "sensors-product-secret",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"productSecret": "tampered"}})),
+        )
+        .await
+        .unwrap();
+    harness
+        .wait_for(
+            "the tampered Secret to be restored",
+            timeout,
+            Some(controller),
+            || async {
+                let secret = harness.secrets().get("sensors-product-secret").await.ok()?;
+                (secret_data(&secret)["productSecret"] == expected).then_some(())
+            },
+        )
+        .await;
 }

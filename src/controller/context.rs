@@ -21,7 +21,7 @@ use crate::controller::crd::DynamicRegistration;
 use crate::controller::credentials::{CredentialGate, DefaultCredentials, NamespaceAllowList};
 use crate::controller::decision::{Progress, claims};
 use crate::controller::observe::Observer;
-use crate::controller::read_cache::{KnownCredentials, KnownSecrets};
+use crate::controller::read_cache::{KnownCredentials, KnownSecrets, VerifiedSecrets};
 use crate::ops::metrics::Metrics;
 
 /// Operator-chosen behaviour (flags).
@@ -253,43 +253,6 @@ impl Context {
             self.registrations.get(other).is_some()
         });
         Action::requeue(jittered(requeue_delay(&self.settings, progress, in_a_row)))
-    }
-}
-
-/// How long a published Secret's content, once checked against the cloud, is trusted without a
-/// new check while its resourceVersion stays the same. Observations that carry the
-/// ProductSecret check it anyway; this bounds how long a secret regenerated in the cloud can go
-/// unnoticed when list answers leave it out (one DescribeProduct per resource per hour at most).
-pub const SECRET_TRUST: Duration = Duration::from_secs(3600);
-
-/// Published Secrets whose content is known to match the cloud: by namespace and name, the
-/// resourceVersion we wrote or checked, and when. Any other version (someone edited it) is
-/// checked again, with a single read when the shared snapshot lacks the ProductSecret.
-#[derive(Debug, Default)]
-pub struct VerifiedSecrets {
-    entries: Mutex<HashMap<(String, String), (String, tokio::time::Instant)>>,
-}
-
-impl VerifiedSecrets {
-    /// Whether the Secret `namespace/name` at `version` was written or checked recently.
-    pub fn trusts(&self, namespace: &str, name: &str, version: &str) -> bool {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .is_some_and(|(known, at)| known == version && at.elapsed() < SECRET_TRUST)
-    }
-
-    /// Records that `namespace/name` at `version` matches the cloud. Entries past their trust
-    /// are dropped as the map grows, so Secrets deleted long ago leave nothing behind.
-    pub fn record(&self, namespace: &str, name: &str, version: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= 1024 && entries.len().is_power_of_two() {
-            entries.retain(|_, (_, at)| at.elapsed() < SECRET_TRUST);
-        }
-        entries.insert(
-            (namespace.to_owned(), name.to_owned()),
-            (version.to_owned(), tokio::time::Instant::now()),
-        );
     }
 }
 

@@ -232,24 +232,33 @@ pub async fn delete_for_new_type(
     name: &str,
     resource_version: &str,
 ) -> Result<()> {
-    let api = Api::<Secret>::namespaced(client.clone(), &owner.namespace().unwrap_or_default());
-    let preconditions = kube::api::Preconditions {
+    let unchanged = Preconditions {
         resource_version: Some(resource_version.to_owned()),
         uid: None,
     };
-    match api
-        .delete(
-            name,
-            &kube::api::DeleteParams {
-                preconditions: Some(preconditions),
-                ..Default::default()
-            },
-        )
+    let namespace = owner.namespace().unwrap_or_default();
+    Ok(delete_unchanged(client, &namespace, name, unchanged).await?)
+}
+
+/// Deletes a Secret only if it is still as `unchanged` describes it (`409` otherwise); one gone
+/// already is no error.
+async fn delete_unchanged(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    unchanged: Preconditions,
+) -> std::result::Result<(), kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(unchanged),
+        ..DeleteParams::default()
+    };
+    match Api::<Secret>::namespaced(client.clone(), namespace)
+        .delete(name, &params)
         .await
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
+        Err(error) => Err(error),
     }
 }
 
@@ -259,20 +268,14 @@ pub async fn delete_left_behind(client: &Client, secret: &kube::api::ObjectMeta)
     let (Some(namespace), Some(name)) = (&secret.namespace, &secret.name) else {
         return Ok(());
     };
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: secret.uid.clone(),
-            resource_version: secret.resource_version.clone(),
-        }),
-        ..DeleteParams::default()
+    let unchanged = Preconditions {
+        uid: secret.uid.clone(),
+        resource_version: secret.resource_version.clone(),
     };
-    match Api::<Secret>::namespaced(client.clone(), namespace)
-        .delete(name, &params)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
-        Err(error) => Err(error.into()),
+    match delete_unchanged(client, namespace, name, unchanged).await {
+        // Changed since: no longer the Secret we judged left behind.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        other => Ok(other?),
     }
 }
 

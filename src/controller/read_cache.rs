@@ -1,6 +1,6 @@
-//! Reads that the Secret metadata watch makes unnecessary: a Secret's resourceVersion changes
-//! with every write, so a Secret whose version in the watch cache is the one we last wrote or
-//! read holds what we saw then. Only Secrets we use are held here (the ones we publish and the
+//! What we know of Secrets at a resourceVersion: a Secret's resourceVersion changes with every
+//! write, so a Secret whose version in the watch cache is the one we last wrote or read holds
+//! what we saw then (no read needed), and one we checked against the cloud stays checked. Only Secrets we use are held here (the ones we publish and the
 //! credentials resources name), never the other Secrets of the cluster; entries unused for an
 //! hour go.
 
@@ -61,6 +61,32 @@ impl<T: Clone> Versioned<T> {
 
 fn key(namespace: &str, name: &str) -> (String, String) {
     (namespace.to_owned(), name.to_owned())
+}
+
+/// How long a published Secret's content, once checked against the cloud, is trusted without a
+/// new check while its resourceVersion stays the same. Observations that carry the
+/// ProductSecret check it anyway; this bounds how long a secret regenerated in the cloud can go
+/// unnoticed when list answers leave it out (one DescribeProduct per resource per hour at most).
+pub const SECRET_TRUST: Duration = Duration::from_secs(3600);
+
+/// Published Secrets whose content is known to match the cloud: the resourceVersion we wrote or
+/// checked, and when. Any other version (someone edited it) is checked again, with a single
+/// read when the shared snapshot lacks the ProductSecret.
+#[derive(Default)]
+pub struct VerifiedSecrets(Versioned<Instant>);
+
+impl VerifiedSecrets {
+    /// Whether the Secret `namespace/name` at `version` was written or checked recently.
+    pub fn trusts(&self, namespace: &str, name: &str, version: &str) -> bool {
+        self.0
+            .get(namespace, name, version)
+            .is_some_and(|checked| checked.elapsed() < SECRET_TRUST)
+    }
+
+    /// Records that `namespace/name` at `version` matches the cloud.
+    pub fn record(&self, namespace: &str, name: &str, version: &str) {
+        self.0.put(namespace, name, version, Instant::now());
+    }
 }
 
 /// Published Secrets as we last wrote or read them.
