@@ -102,8 +102,9 @@ struct RunFlags {
     /// Retry errors a person must fix (bad credentials, product not found) this often.
     #[arg(long, env = "IOTHUB_DYNREG_STALLED_RETRY_INTERVAL", default_value = "15m", value_parser = parse_duration)]
     stalled_retry_interval: Duration,
-    /// Reconciles running at once (those waiting for cloud quota included). A person's spec
-    /// change overtakes a backlog in the rate limiter's priority lane.
+    /// Reconciles running at once per credentials and region (those waiting for cloud quota
+    /// included): one team's backlog waits in its own queue, never in another team's. A
+    /// person's spec change overtakes a backlog, in this queue and in the rate limiter.
     #[arg(long, env = "IOTHUB_DYNREG_CONCURRENCY", default_value_t = 256)]
     concurrency: u16,
     /// Namespaces whose resources may use the controller's own credentials
@@ -268,7 +269,6 @@ async fn run(flags: RunFlags) -> Result<(), String> {
     tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     let options = RunOptions {
         watch_namespace: flags.watch_namespace.clone(),
-        concurrency: flags.concurrency.max(1),
         instance: Some(identity),
     };
     let shutdown = shutdown::requested();
@@ -327,6 +327,7 @@ fn settings(flags: &RunFlags, default_credentials: Option<DefaultCredentials>) -
         resync_interval: flags.resync_interval,
         stalled_retry_interval: flags.stalled_retry_interval,
         observe_interval: flags.observe_interval,
+        reconciles_per_source: usize::from(flags.concurrency.max(1)),
         default_credentials,
         default_credentials_namespaces: NamespaceAllowList::parse(
             &flags.default_credentials_namespaces,

@@ -15,6 +15,7 @@ use rand::Rng;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::cloud::CloudClient;
+use crate::controller::admission::Admission;
 use crate::controller::cluster_access::ClusterAccess;
 use crate::controller::cluster_credentials::ClusterCredentials;
 use crate::controller::crd::DynamicRegistration;
@@ -33,6 +34,8 @@ pub struct Settings {
     pub stalled_retry_interval: Duration,
     /// Longest age of the shared product snapshot a reconcile may decide on.
     pub observe_interval: Duration,
+    /// Reconciles under way at once per credentials source and region ([`Admission`]).
+    pub reconciles_per_source: usize,
     /// First backoff after a transient failure; doubles up to `max_backoff`.
     pub base_backoff: Duration,
     /// Longest backoff after transient failures.
@@ -44,12 +47,14 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Defaults: resync 10 min, stalled retry 15 min, backoff 2 s to 5 min, no default credentials.
+    /// Defaults: resync 10 min, stalled retry 15 min, backoff 2 s to 5 min, 256 reconciles per
+    /// source, no default credentials.
     pub fn new() -> Self {
         Self {
             resync_interval: Duration::from_secs(600),
             stalled_retry_interval: Duration::from_secs(900),
             observe_interval: Duration::from_secs(60),
+            reconciles_per_source: 256,
             base_backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(300),
             default_credentials: None,
@@ -99,6 +104,8 @@ pub struct Context {
     claim_changes: Option<UnboundedSender<DynamicRegistration>>,
     /// Credentials from ClusterCredentials.
     pub cluster_access: ClusterAccess,
+    /// Places for reconciles, per credentials source.
+    pub admission: Admission,
 }
 
 /// The watch caches a context reads.
@@ -127,6 +134,7 @@ impl Context {
     ) -> Self {
         Self {
             observer: Observer::new(cloud.clone(), settings.observe_interval),
+            admission: Admission::new(settings.reconciles_per_source),
             cache_ready: caches.ready,
             metrics,
             client,

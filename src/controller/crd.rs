@@ -358,6 +358,19 @@ impl DynamicRegistration {
         (handled != Some(requested)).then_some(requested.as_str())
     }
 
+    /// A person waits for the next reconcile: the spec changed since the last one, the resource
+    /// is being deleted, or a reconcile was requested. (A new resource is not: a bulk import
+    /// must not overtake a person's change.)
+    pub fn awaited_by_person(&self) -> bool {
+        let spec_changed = self.status.as_ref().is_some_and(|status| {
+            status.observed_generation.is_some()
+                && status.observed_generation < self.metadata.generation
+        });
+        spec_changed
+            || self.metadata.deletion_timestamp.is_some()
+            || self.pending_reconcile_request().is_some()
+    }
+
     /// A condition of the current status, by type.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.status

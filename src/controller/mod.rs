@@ -3,6 +3,7 @@
 //! [`observe`], [`kube_io`]), decides, acts and records; [`run`] wires the watches to it and
 //! [`leading`] runs it under leader election.
 
+pub mod admission;
 pub mod cluster_access;
 pub mod cluster_credentials;
 pub mod context;

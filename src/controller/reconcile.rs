@@ -13,6 +13,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::cloud::{
     CloudError, Credentials, ErrorClass, Product, RegistrationRequest, RegistrationSettings,
 };
+use crate::controller::admission::{Source, Urgency};
 use crate::controller::cluster_access::Outcome as CredentialsOutcome;
 use crate::controller::context::Context;
 use crate::controller::crd::{DynamicRegistration, FINALIZER, RegistrationMode, SecretRetention};
@@ -27,7 +28,16 @@ use crate::controller::observe::Need;
 
 /// Reconciles one DynamicRegistration; the controller calls this for every trigger.
 pub async fn reconcile(resource: Arc<DynamicRegistration>, ctx: Arc<Context>) -> Result<Action> {
-    Ok(match reconcile_progress(&resource, &ctx).await? {
+    let urgency = if resource.awaited_by_person() {
+        Urgency::Awaited
+    } else {
+        Urgency::Backlog
+    };
+    let _place = ctx.admission.admit(Source::of(&resource), urgency).await;
+    // Boxed: a reconcile waiting for its place stays small; the whole reconcile's state is
+    // allocated once it is admitted (tens of thousands may wait at start).
+    let progress = Box::pin(reconcile_progress(&resource, &ctx)).await?;
+    Ok(match progress {
         None => Action::await_change(),
         Some(progress) => ctx.requeue_after(&ObjectRef::from_obj(&*resource), progress),
     })
@@ -621,14 +631,9 @@ async fn update(
         register_limit = wanted.register_limit,
         "updating the product's dynamic registration"
     );
-    // A person changed the spec (or deletes the resource) and waits for it: overtake the
-    // backlog of new resources and resyncs in the rate limiter.
-    let changed_by_person = resource.metadata.deletion_timestamp.is_some()
-        || resource.status.as_ref().is_some_and(|status| {
-            status.observed_generation.is_some()
-                && status.observed_generation < resource.metadata.generation
-        });
-    let cloud = if changed_by_person {
+    // A person waits for this one: overtake the backlog of new resources and resyncs in the
+    // rate limiter.
+    let cloud = if resource.awaited_by_person() {
         ctx.cloud.prioritized()
     } else {
         ctx.cloud.clone()

@@ -34,8 +34,6 @@ use crate::ops::metrics::{Census, Metrics};
 pub struct RunOptions {
     /// Watch one namespace instead of the whole cluster.
     pub watch_namespace: Option<String>,
-    /// Reconciles running at once.
-    pub concurrency: u16,
     /// Name of this replica, for Events (the pod name).
     pub instance: Option<String>,
 }
@@ -145,7 +143,7 @@ pub async fn run(
     let sweeper = tokio::spawn(release_unused_protection(context.clone(), sweep));
     info!(
         namespace = options.watch_namespace.as_deref().unwrap_or("(all)"),
-        concurrency = options.concurrency,
+        reconciles_per_source = context.settings.reconciles_per_source,
         "controller starting"
     );
     let claims = context.clone();
@@ -170,7 +168,9 @@ pub async fn run(
         .watches_stream(namespace_changes, move |namespace| {
             users_in_namespace(&users, &namespace.name_any())
         })
-        .with_config(controller::Config::default().concurrency(options.concurrency))
+        // Unbounded here: reconciles wait for a place in the queue of their credentials
+        // (admission), so that one team's backlog never takes the places of another.
+        .with_config(controller::Config::default().concurrency(0))
         .trigger_backoff(WatchBackoff::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
