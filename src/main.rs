@@ -15,6 +15,7 @@ use iothub_dynreg::controller::crd;
 use iothub_dynreg::controller::credentials::{self, DefaultCredentials, NamespaceAllowList};
 use iothub_dynreg::controller::leading;
 use iothub_dynreg::controller::run::{RunOptions, Shared};
+use iothub_dynreg::controller::shard::ShardSelector;
 use iothub_dynreg::ops::http::{self, Health};
 use iothub_dynreg::ops::leader::LeaseSettings;
 use iothub_dynreg::ops::logging::{self, LogFormat};
@@ -119,6 +120,13 @@ struct RunFlags {
     /// Watch only this namespace instead of the whole cluster.
     #[arg(long, env = "IOTHUB_DYNREG_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
+    /// Reconcile only the resources whose labels match this selector, so that several
+    /// Deployments split a very large fleet (e.g. `sharding.iothub.dynreg.io/key=shard-2`, and
+    /// `!sharding.iothub.dynreg.io/key` for the unlabelled rest). Secrets are watched with the
+    /// same selector (published Secrets carry the labels it names) and the Lease is the shard's
+    /// own. Shard by cloud account: quota and conflicts are per account, not per process.
+    #[arg(long, env = "IOTHUB_DYNREG_WATCH_LABEL_SELECTOR", value_parser = ShardSelector::parse)]
+    watch_label_selector: Option<ShardSelector>,
     /// Log format.
     #[arg(
         long,
@@ -140,13 +148,10 @@ struct RunFlags {
     /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE, else "default").
     #[arg(long, env = "IOTHUB_DYNREG_LEADER_ELECTION_NAMESPACE")]
     leader_election_namespace: Option<String>,
-    /// Name of the Lease.
-    #[arg(
-        long,
-        env = "IOTHUB_DYNREG_LEADER_ELECTION_LEASE_NAME",
-        default_value = "iothub-dynreg"
-    )]
-    leader_election_lease_name: String,
+    /// Name of the Lease (default: iothub-dynreg, and with --watch-label-selector
+    /// iothub-dynreg-shard-<digest of the selector>).
+    #[arg(long, env = "IOTHUB_DYNREG_LEADER_ELECTION_LEASE_NAME")]
+    leader_election_lease_name: Option<String>,
     /// A leader that has not renewed for this long loses the Lease; it renews every third of it.
     #[arg(long, env = "IOTHUB_DYNREG_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     leader_election_lease_duration: Duration,
@@ -239,7 +244,7 @@ async fn run(flags: RunFlags) -> Result<(), String> {
     })?;
     let identity = replica_identity();
     let lease = flags.leader_election.then(|| LeaseSettings {
-        name: flags.leader_election_lease_name.clone(),
+        name: lease_name(&flags),
         namespace: flags
             .leader_election_namespace
             .clone()
@@ -328,11 +333,25 @@ fn settings(flags: &RunFlags, default_credentials: Option<DefaultCredentials>) -
         stalled_retry_interval: flags.stalled_retry_interval,
         observe_interval: flags.observe_interval,
         reconciles_per_source: usize::from(flags.concurrency.max(1)),
+        shard: flags.watch_label_selector.clone(),
         default_credentials,
         default_credentials_namespaces: NamespaceAllowList::parse(
             &flags.default_credentials_namespaces,
         ),
         ..Settings::default()
+    }
+}
+
+/// `--leader-election-lease-name`, else one Lease per shard.
+fn lease_name(flags: &RunFlags) -> String {
+    const DEFAULT: &str = "iothub-dynreg";
+    match (
+        &flags.leader_election_lease_name,
+        &flags.watch_label_selector,
+    ) {
+        (Some(name), _) => name.clone(),
+        (None, Some(shard)) => shard.lease_name(DEFAULT),
+        (None, None) => DEFAULT.to_owned(),
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use iothub_dynreg::controller::crd::DynamicRegistration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use support::control_plane::ControlPlane;
 use support::specs::{bad_values, good_spec, resource};
@@ -191,6 +192,66 @@ async fn kubectl_applies_the_examples_and_the_server_validates_deploy() {
             "{object} missing from:\n{summary}"
         );
     }
+    // The two-shard overlay: both Deployments, each with its own selector, pods and metrics.
+    let sharded = kubectl(
+        plane,
+        &["apply", "--dry-run=server", "-k", "overlays/two-shards/"],
+    )
+    .unwrap();
+    assert!(sharded.status.success(), "{}", text(&sharded));
+    for object in [
+        "deployment.apps/iothub-dynreg ",
+        "deployment.apps/iothub-dynreg-shard-2 ",
+        "service/iothub-dynreg-metrics-shard-2 ",
+    ] {
+        assert!(
+            text(&sharded).contains(object),
+            "{object} missing:\n{}",
+            text(&sharded)
+        );
+    }
+    let rendered = kubectl(plane, &["kustomize", "overlays/two-shards/"]).unwrap();
+    let deployments: Vec<Value> = serde_yaml::Deserializer::from_slice(&rendered.stdout)
+        .map(|document| Value::deserialize(document).unwrap())
+        .filter(|object| object["kind"] == "Deployment")
+        .collect();
+    let shards: Vec<(String, String, Vec<String>)> = deployments
+        .iter()
+        .map(|deployment| {
+            let selected = deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let selectors = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|arg| arg.as_str()?.strip_prefix("--watch-label-selector="))
+                .map(str::to_owned)
+                .collect();
+            (
+                deployment["metadata"]["name"].as_str().unwrap().to_owned(),
+                selected,
+                selectors,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shards,
+        [
+            (
+                "iothub-dynreg".to_owned(),
+                "iothub-dynreg".to_owned(),
+                vec!["!sharding.iothub.dynreg.io/key".to_owned()]
+            ),
+            (
+                "iothub-dynreg-shard-2".to_owned(),
+                "iothub-dynreg-shard-2".to_owned(),
+                vec!["sharding.iothub.dynreg.io/key=shard-2".to_owned()]
+            ),
+        ]
+    );
+
     // The ClusterCredentials examples, as the platform team would apply them.
     let examples = kubectl(
         plane,

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint};
@@ -13,8 +13,11 @@ use iothub_dynreg::controller::crd::{
 };
 use iothub_dynreg::controller::decision::CREDENTIALS_IN_USE;
 use iothub_dynreg::controller::decision::Progress;
+use iothub_dynreg::controller::index::{ResourceIndex, SecretIndex, resource_keys, secret_keys};
 use iothub_dynreg::controller::reconcile::reconcile_progress;
 use iothub_dynreg::emulator::{EmulatorConfig, LimitPolicy, RunningEmulator, Seed};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::watcher;
@@ -74,7 +77,7 @@ fn published_secret(product_id: &str, secret: &str, owner_uid: Option<&str>) -> 
     let mut value = json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {
-            "name": "sensors-product-secret", "namespace": NS,
+            "name": "sensors-product-secret", "namespace": NS, "resourceVersion": "30",
             "labels": {"app.kubernetes.io/managed-by": "iothub-dynreg"}
         },
         "data": {"productId": b64(product_id), "productSecret": b64(secret)}
@@ -93,6 +96,8 @@ fn published_secret(product_id: &str, secret: &str, owner_uid: Option<&str>) -> 
 struct Scenario {
     emulator: RunningEmulator,
     ctx: Arc<Context>,
+    /// Feeds the Secret metadata cache, as the controller's watch does.
+    secrets: Mutex<reflector::store::Writer<PartialObjectMeta<Secret>>>,
 }
 
 impl Scenario {
@@ -104,8 +109,39 @@ impl Scenario {
         config.limit_policy = limit_policy;
         let emulator = RunningEmulator::start(config).await.unwrap();
         let (client, api) = MockApi::new();
-        let ctx = context(client, &emulator, resources);
-        (Self { emulator, ctx }, api)
+        let (secrets, writer) = reflector::store();
+        let ctx = context(client, &emulator, resources, secrets);
+        let scenario = Self {
+            emulator,
+            ctx,
+            secrets: Mutex::new(writer),
+        };
+        (scenario, api)
+    }
+
+    /// [`Scenario::reconciling`] with `secret` in the Secret metadata cache (a published Secret
+    /// the reconcile then reads, unless it knows that version).
+    async fn reconciling_with(
+        resource: &DynamicRegistration,
+        secret: &Value,
+    ) -> (Self, MockApi, tokio::task::JoinHandle<Option<Progress>>) {
+        let (scenario, api) =
+            Self::start(LimitPolicy::default(), std::slice::from_ref(resource)).await;
+        scenario.secret_in_cache(secret);
+        let task = scenario.reconcile(resource);
+        (scenario, api, task)
+    }
+
+    /// The metadata watch shows `secret`.
+    fn secret_in_cache(&self, secret: &Value) {
+        let metadata: PartialObjectMeta<Secret> = serde_json::from_value(json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": secret["metadata"]
+        }))
+        .unwrap();
+        let event = watcher::Event::Apply(metadata);
+        self.secrets.lock().unwrap().apply_watcher_event(&event);
+        self.ctx.secret_index.apply(&event);
     }
 
     /// The usual case: `resource` alone in the cache, the cloud applying what it is asked, and
@@ -155,6 +191,7 @@ fn context(
     client: kube::Client,
     emulator: &RunningEmulator,
     resources: &[DynamicRegistration],
+    secrets: reflector::Store<PartialObjectMeta<Secret>>,
 ) -> Arc<Context> {
     let cloud = CloudClient::new(ClientConfig {
         endpoint: Endpoint::parse(&emulator.endpoint(), true).unwrap(),
@@ -169,17 +206,22 @@ fn context(
         },
     );
     let (reader, mut writer) = reflector::store();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    for resource in resources {
-        writer.apply_watcher_event(&watcher::Event::InitApply(resource.clone()));
+    let resource_index = ResourceIndex::new(resource_keys);
+    let listed = std::iter::once(watcher::Event::Init)
+        .chain(resources.iter().cloned().map(watcher::Event::InitApply))
+        .chain([watcher::Event::InitDone]);
+    for event in listed {
+        writer.apply_watcher_event(&event);
+        resource_index.apply(&event);
     }
-    writer.apply_watcher_event(&watcher::Event::InitDone);
     // The store must outlive the writer's drop: keep the writer alive for the test.
     std::mem::forget(writer);
     let (_, ready) = tokio::sync::watch::channel(true);
     let caches = Caches {
         registrations: reader,
-        secrets: reflector::store().0,
+        resource_index: Arc::new(resource_index),
+        secrets,
+        secret_index: Arc::new(SecretIndex::new(secret_keys)),
         ready,
         cluster_credentials: reflector::store().0,
         namespaces: reflector::store().0,
@@ -194,13 +236,13 @@ fn context(
     ))
 }
 
-/// The reads every reconcile starts with: the published Secret (`None`: there is none), then
-/// the credentials Secret.
+/// The reads every reconcile starts with: the published Secret (`None`: there is none, and the
+/// watch cache shows none: no read), then the credentials Secret.
 async fn answer_reads(api: &mut MockApi, published: Option<Value>) {
-    let secret = api.expect("GET", PRODUCT_SECRET_PATH).await;
-    match published {
-        Some(found) => secret.respond(200, found),
-        None => secret.not_found(),
+    if let Some(found) = published {
+        api.expect("GET", PRODUCT_SECRET_PATH)
+            .await
+            .respond(200, found);
     }
     api.expect("GET", CREDENTIALS_PATH)
         .await
@@ -230,15 +272,6 @@ async fn new_resource_updates_the_cloud_publishes_the_secret_and_reports_ready()
     let (scenario, mut api, task) = Scenario::reconciling(&resource).await;
 
     answer_reads(&mut api, None).await;
-    let updated = api.expect_event(NS).await;
-    assert_eq!(updated["reason"], "Updated");
-    assert_eq!(updated["type"], "Normal");
-    assert!(
-        updated["note"]
-            .as_str()
-            .unwrap()
-            .contains("RegisterLimit 100")
-    );
 
     // Absent: created, never applied over a Secret someone might create meanwhile.
     let create = api.expect("POST", SECRETS_PATH).await;
@@ -264,7 +297,16 @@ async fn new_resource_updates_the_cloud_publishes_the_secret_and_reports_ready()
         .to_owned();
     assert_eq!(secret["data"]["productSecret"], b64(&cloud_secret));
     create.echo();
-    assert_eq!(api.expect_event(NS).await["reason"], "SecretPublished");
+    // One Event for the whole change: the cloud update and the Secret written.
+    let updated = api.expect_event(NS).await;
+    assert_eq!(updated["reason"], "Updated");
+    assert_eq!(updated["type"], "Normal");
+    let note = updated["note"].as_str().unwrap();
+    assert!(note.contains("RegisterLimit 100"), "{note}");
+    assert!(
+        note.contains("wrote Secret sensors-product-secret"),
+        "{note}"
+    );
 
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
     assert_eq!(status_patch.content_type, "application/apply-patch+yaml");
@@ -302,17 +344,10 @@ async fn new_resource_updates_the_cloud_publishes_the_secret_and_reports_ready()
 #[tokio::test]
 async fn steady_state_makes_no_update_and_no_secret_write() {
     let resource = registration("STEADY0001", 100);
-    let (scenario, mut api, task) = Scenario::reconciling(&resource).await;
+    let published = published_secret("STEADY0001", "steady-product-secret", Some("uid-sensors"));
+    let (scenario, mut api, task) = Scenario::reconciling_with(&resource, &published).await;
 
-    answer_reads(
-        &mut api,
-        Some(published_secret(
-            "STEADY0001",
-            "steady-product-secret",
-            Some("uid-sensors"),
-        )),
-    )
-    .await;
+    answer_reads(&mut api, Some(published)).await;
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
     assert_eq!(ready(&status_patch.body["status"])["reason"], "InSync");
     status_patch.respond(200, serde_json::to_value(&resource).unwrap());
@@ -329,13 +364,10 @@ async fn steady_state_makes_no_update_and_no_secret_write() {
 #[tokio::test]
 async fn a_foreign_secret_is_never_overwritten() {
     let resource = registration("STEADY0001", 100);
-    let (_scenario, mut api, task) = Scenario::reconciling(&resource).await;
+    let foreign = published_secret("OTHER", "someone-elses", None);
+    let (_scenario, mut api, task) = Scenario::reconciling_with(&resource, &foreign).await;
 
-    answer_reads(
-        &mut api,
-        Some(published_secret("OTHER", "someone-elses", None)),
-    )
-    .await;
+    answer_reads(&mut api, Some(foreign)).await;
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
     let status = status_patch.body["status"].clone();
     assert_eq!(ready(&status)["reason"], "SecretConflict");
@@ -355,7 +387,6 @@ async fn missing_credentials_make_no_cloud_call() {
     let resource = registration("NEW0000001", 100);
     let (scenario, mut api, task) = Scenario::reconciling(&resource).await;
 
-    api.expect("GET", PRODUCT_SECRET_PATH).await.not_found();
     api.expect("GET", CREDENTIALS_PATH).await.not_found();
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
     let status = status_patch.body["status"].clone();
@@ -403,9 +434,8 @@ async fn a_limit_the_cloud_rewrites_is_asked_for_once() {
     let task = scenario.reconcile(&resource);
 
     answer_reads(&mut api, None).await;
-    assert_eq!(api.expect_event(NS).await["reason"], "Updated");
     api.expect("POST", SECRETS_PATH).await.echo();
-    assert_eq!(api.expect_event(NS).await["reason"], "SecretPublished");
+    assert_eq!(api.expect_event(NS).await["reason"], "Updated");
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
     let status = status_patch.body["status"].clone();
     assert_eq!(ready(&status)["reason"], "NotAccepted");
@@ -417,16 +447,16 @@ async fn a_limit_the_cloud_rewrites_is_asked_for_once() {
     // The next reconcile of the same generation sees the recorded refusal and does not ask again.
     let mut again = resource.clone();
     again.status = Some(serde_json::from_value(status).unwrap());
-    let task = scenario.reconcile(&again);
-    let secret = api.expect("GET", PRODUCT_SECRET_PATH).await;
     let cloud_secret = scenario.cloud_product("NEW0000001").await["productSecret"]
         .as_str()
         .unwrap()
         .to_owned();
-    secret.respond(
-        200,
-        published_secret("NEW0000001", &cloud_secret, Some("uid-sensors")),
-    );
+    let published = published_secret("NEW0000001", &cloud_secret, Some("uid-sensors"));
+    scenario.secret_in_cache(&published);
+    let task = scenario.reconcile(&again);
+    api.expect("GET", PRODUCT_SECRET_PATH)
+        .await
+        .respond(200, published);
     api.expect("GET", CREDENTIALS_PATH)
         .await
         .respond(200, credentials_secret());
@@ -492,6 +522,8 @@ async fn deletion_policy_disable_adds_a_finalizer_and_disables_before_release() 
     resource.spec.deletion_policy = DeletionPolicy::Disable;
     let (scenario, mut api) =
         Scenario::start(LimitPolicy::default(), std::slice::from_ref(&resource)).await;
+    let published = published_secret("STEADY0001", "steady-product-secret", Some("uid-sensors"));
+    scenario.secret_in_cache(&published);
 
     // Alive: the finalizer goes on first, guarded by the resourceVersion.
     let task = scenario.reconcile(&resource);
@@ -502,15 +534,7 @@ async fn deletion_policy_disable_adds_a_finalizer_and_disables_before_release() 
         json!({"metadata": {"resourceVersion": "10", "finalizers": [FINALIZER]}})
     );
     patch.respond(200, serde_json::to_value(&resource).unwrap());
-    answer_reads(
-        &mut api,
-        Some(published_secret(
-            "STEADY0001",
-            "steady-product-secret",
-            Some("uid-sensors"),
-        )),
-    )
-    .await;
+    answer_reads(&mut api, Some(published)).await;
     // The credentials its deletion will need get our in-use finalizer, guarded likewise.
     let protect = api.expect("PATCH", CREDENTIALS_PATH).await;
     assert_eq!(
@@ -571,14 +595,15 @@ async fn a_secret_created_by_someone_else_meanwhile_is_never_taken_over() {
     let resource = registration("NEW0000001", 100);
     let (scenario, mut api, task) = Scenario::reconciling(&resource).await;
     answer_reads(&mut api, None).await;
-    assert_eq!(api.expect_event(NS).await["reason"], "Updated");
-    // Found absent, but created by someone else before our create: 409 AlreadyExists.
+    // Absent from the watch cache, but created by someone else before our create: 409
+    // AlreadyExists.
     let status = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": "secrets \"sensors-product-secret\" already exists",
         "reason": "AlreadyExists", "code": 409
     });
     api.expect("POST", SECRETS_PATH).await.respond(409, status);
+    assert_eq!(api.expect_event(NS).await["reason"], "Updated");
     let status_patch = api.expect("PATCH", STATUS_PATH).await;
     let status = status_patch.body["status"].clone();
     assert_eq!(ready(&status)["reason"], "SecretConflict");
@@ -593,9 +618,9 @@ async fn a_secret_created_by_someone_else_meanwhile_is_never_taken_over() {
 #[tokio::test]
 async fn an_owned_secret_is_rewritten_only_in_the_version_found() {
     let resource = registration("STEADY0001", 100);
-    let (_scenario, mut api, task) = Scenario::reconciling(&resource).await;
     let mut stale = published_secret("STEADY0001", "tampered", Some("uid-sensors"));
     stale["metadata"]["resourceVersion"] = json!("77");
+    let (_scenario, mut api, task) = Scenario::reconciling_with(&resource, &stale).await;
     answer_reads(&mut api, Some(stale)).await;
     let apply = api.expect("PATCH", PRODUCT_SECRET_PATH).await;
     assert_eq!(apply.content_type, "application/apply-patch+yaml");

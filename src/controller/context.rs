@@ -15,14 +15,16 @@ use rand::Rng;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::cloud::CloudClient;
-use crate::controller::admission::Admission;
+use crate::controller::admission::{Admission, Source};
 use crate::controller::cluster_access::ClusterAccess;
 use crate::controller::cluster_credentials::ClusterCredentials;
 use crate::controller::crd::DynamicRegistration;
 use crate::controller::credentials::{CredentialGate, DefaultCredentials, NamespaceAllowList};
 use crate::controller::decision::{Progress, claims};
+use crate::controller::index::{ResourceIndex, ResourceKey, SecretIndex};
 use crate::controller::observe::Observer;
 use crate::controller::read_cache::{KnownCredentials, KnownSecrets, VerifiedSecrets};
+use crate::controller::shard::ShardSelector;
 use crate::ops::metrics::Metrics;
 
 /// Operator-chosen behaviour (flags).
@@ -36,6 +38,8 @@ pub struct Settings {
     pub observe_interval: Duration,
     /// Reconciles under way at once per credentials source and region ([`Admission`]).
     pub reconciles_per_source: usize,
+    /// The resources and Secrets in view, in a shard (`--watch-label-selector`).
+    pub shard: Option<ShardSelector>,
     /// First backoff after a transient failure; doubles up to `max_backoff`.
     pub base_backoff: Duration,
     /// Longest backoff after transient failures.
@@ -55,6 +59,7 @@ impl Settings {
             stalled_retry_interval: Duration::from_secs(900),
             observe_interval: Duration::from_secs(60),
             reconciles_per_source: 256,
+            shard: None,
             base_backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(300),
             default_credentials: None,
@@ -81,7 +86,11 @@ pub struct Context {
     pub settings: Settings,
     /// Every DynamicRegistration in view, for conflict detection.
     pub registrations: Store<DynamicRegistration>,
-    /// Turns true once `registrations` holds the first complete list.
+    /// `registrations` by product, credentials and Secrets used.
+    pub resource_index: Arc<ResourceIndex>,
+    /// `secrets` by controlling owner.
+    pub secret_index: Arc<SecretIndex>,
+    /// Turns true once `registrations` and `secrets` hold their first complete lists.
     cache_ready: tokio::sync::watch::Receiver<bool>,
     /// Which credentials may be used now.
     pub credential_gate: CredentialGate,
@@ -112,9 +121,13 @@ pub struct Context {
 pub struct Caches {
     /// Every DynamicRegistration in view.
     pub registrations: Store<DynamicRegistration>,
+    /// `registrations` by product, credentials and Secrets used, fed by the same watch.
+    pub resource_index: Arc<ResourceIndex>,
     /// Metadata of every Secret in view.
     pub secrets: Store<PartialObjectMeta<Secret>>,
-    /// Turns true once `registrations` holds the first complete list.
+    /// `secrets` by controlling owner, fed by the same watch.
+    pub secret_index: Arc<SecretIndex>,
+    /// Turns true once `registrations` and `secrets` hold their first complete lists.
     pub ready: tokio::sync::watch::Receiver<bool>,
     /// Every ClusterCredentials.
     pub cluster_credentials: Store<ClusterCredentials>,
@@ -143,6 +156,8 @@ impl Context {
             credential_gate: CredentialGate::new(settings.stalled_retry_interval),
             settings,
             registrations: caches.registrations,
+            resource_index: caches.resource_index,
+            secret_index: caches.secret_index,
             failures: FailureCounts::default(),
             verified_secrets: VerifiedSecrets::default(),
             known_secrets: KnownSecrets::default(),
@@ -177,7 +192,7 @@ impl Context {
         }
     }
 
-    /// Waits until the resource cache holds a complete list. (kube's `Store::wait_until_ready`
+    /// Waits until the resource and Secret caches hold complete lists. (kube's `Store::wait_until_ready`
     /// wakes only one of several concurrent waiters, so reconciles wait on this channel instead,
     /// fed by a single waiter.)
     pub async fn cache_ready(&self) {
@@ -186,21 +201,29 @@ impl Context {
     }
 
     /// How many resources read the cloud with the same credentials in the same region (the
-    /// same credentials Secret, or the default credentials), this one included.
+    /// same credentials Secret, ClusterCredentials, or the default credentials), this one
+    /// included.
     pub fn resources_sharing_credentials(&self, resource: &DynamicRegistration) -> usize {
-        let source = |r: &DynamicRegistration| {
-            r.spec
-                .credentials_secret_ref
-                .as_ref()
-                .map(|reference| (r.namespace(), reference.name.clone()))
-        };
-        let key = (source(resource), resource.spec.region.as_str());
-        self.registrations
-            .state()
+        let key = ResourceKey::Credentials(Source::of(resource));
+        self.resource_index.count(&key).max(1)
+    }
+
+    /// The resources in view carrying `key`.
+    pub fn resources_with(&self, key: &ResourceKey) -> Vec<Arc<DynamicRegistration>> {
+        self.resource_index
+            .get(key)
             .iter()
-            .filter(|other| (source(other), other.spec.region.as_str()) == key)
-            .count()
-            .max(1)
+            .filter_map(|object| self.registrations.get(object))
+            .collect()
+    }
+
+    /// The claimants of `resource`'s product in its region, itself included.
+    fn claimants(&self, resource: &DynamicRegistration) -> Vec<Arc<DynamicRegistration>> {
+        let spec = &resource.spec;
+        self.resources_with(&ResourceKey::Product(
+            spec.region.clone(),
+            spec.product_id.clone(),
+        ))
     }
 
     /// The controller's own credentials, if configured and allowed for `namespace`.
@@ -219,8 +242,7 @@ impl Context {
     /// so every replica agrees.
     pub fn older_claimant(&self, resource: &DynamicRegistration) -> Option<(String, String)> {
         let key = claim_order(resource);
-        self.registrations
-            .state()
+        self.claimants(resource)
             .iter()
             // A claimant being deleted still counts until it is gone: its deletion may still
             // switch registration off, and the next claimant takes over after that.
@@ -238,14 +260,9 @@ impl Context {
         &self,
         gone: &DynamicRegistration,
     ) -> Vec<ObjectRef<DynamicRegistration>> {
-        self.registrations
-            .state()
+        self.claimants(gone)
             .iter()
             .filter(|other| other.metadata.uid != gone.metadata.uid)
-            .filter(|other| {
-                other.spec.product_id == gone.spec.product_id
-                    && other.spec.region == gone.spec.region
-            })
             .map(|other| ObjectRef::from_obj(&**other))
             .collect()
     }

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::controller::context::Context;
 use crate::controller::decision::{CREDENTIALS_IN_USE, secrets};
+use crate::controller::index::ResourceKey;
 use crate::controller::kube_io;
 
 /// A sweep also runs this often without being woken, to catch what a missed event would leave.
@@ -42,12 +43,8 @@ async fn sweep(ctx: &Context) {
     for secret in protected {
         let namespace = secret.namespace().unwrap_or_default();
         let name = secret.name_any();
-        let resources = ctx.registrations.state();
-        let in_namespace = resources
-            .iter()
-            .filter(|resource| resource.namespace().as_deref() == Some(namespace.as_str()))
-            .map(|resource| &**resource);
-        if secrets::credentials_in_use(&name, in_namespace) {
+        let users = ctx.resources_with(&ResourceKey::Secret(namespace.clone(), name.clone()));
+        if secrets::credentials_in_use(&name, users.iter().map(|resource| &**resource)) {
             continue;
         }
         match kube_io::set_secret_finalizer(

@@ -54,6 +54,11 @@ impl<T: Clone> Versioned<T> {
         );
     }
 
+    fn contains(&self, namespace: &str, name: &str) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.contains_key(&key(namespace, name))
+    }
+
     fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -102,6 +107,11 @@ impl KnownSecrets {
     /// Remembers what `namespace/name` holds at `version`.
     pub fn remember(&self, namespace: &str, name: &str, version: &str, state: SecretState) {
         self.0.put(namespace, name, version, state);
+    }
+
+    /// Whether we wrote or read `namespace/name` (at any version).
+    pub fn seen(&self, namespace: &str, name: &str) -> bool {
+        self.0.contains(namespace, name)
     }
 
     /// How many are held.

@@ -1,6 +1,7 @@
 //! One reconcile: gather the facts (the published Secret, credentials, the cloud), decide with
 //! the pure [`decision`] functions, act on the decision, record the status.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -128,12 +129,14 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
     let mut outcome = Outcome {
         plan: decision::plan(facts.plan_input(resource)),
         request_id: None,
+        updated: None,
     };
     if let Some(wanted) = outcome.plan.update {
         outcome = update_cloud(resource, ctx, &facts, wanted, outcome.plan).await;
     }
+    let mut published = None;
     if let Some(content) = outcome.plan.write_secret.clone() {
-        outcome.plan = publish(resource, ctx, &facts, &content, outcome.plan).await?;
+        (outcome.plan, published) = publish(resource, ctx, &facts, &content, outcome.plan).await?;
     } else if facts.secret_checked_now(&outcome.plan) {
         ctx.verified_secrets.record(
             namespace,
@@ -141,6 +144,7 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
             facts.secret_version.as_deref().unwrap_or(""),
         );
     }
+    announce_changes(resource, ctx, outcome.updated.take(), published).await;
     if outcome.plan.secret_published {
         delete_left_behind(resource, ctx, namespace, &facts.secret_name).await?;
     }
@@ -165,6 +169,8 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
 /// What a reconcile found before deciding.
 struct Facts {
     secret_name: String,
+    /// The resource's labels the published Secret carries too.
+    secret_labels: BTreeMap<String, String>,
     secret: SecretState,
     /// The resourceVersion of the Secret found under that name.
     secret_version: Option<String>,
@@ -191,6 +197,7 @@ impl Facts {
             cloud: self.observed.as_ref().map(|(product, _)| product),
             secret: &self.secret,
             secret_name: &self.secret_name,
+            secret_labels: &self.secret_labels,
             just_asked: None,
         }
     }
@@ -200,6 +207,33 @@ impl Facts {
 struct Outcome {
     plan: Plan,
     request_id: Option<String>,
+    /// What the cloud update set, for the Event.
+    updated: Option<String>,
+}
+
+/// One Event for what a reconcile changed: the cloud's settings and the Secret written are one
+/// change to whoever reads the resource's Events (and one request, not two).
+async fn announce_changes(
+    resource: &DynamicRegistration,
+    ctx: &Context,
+    updated: Option<String>,
+    published: Option<String>,
+) {
+    let (reason, action) = match (&updated, &published) {
+        (Some(_), _) => ("Updated", "UpdateProductDynamicRegister"),
+        (None, Some(_)) => ("SecretPublished", "WriteSecret"),
+        (None, None) => return,
+    };
+    let note = updated.into_iter().chain(published).collect::<Vec<_>>();
+    kube_io::publish_event(
+        &ctx.recorder,
+        resource,
+        false,
+        reason,
+        action,
+        note.join("; "),
+    )
+    .await;
 }
 
 async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) -> Result<Facts> {
@@ -213,6 +247,7 @@ async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) 
         };
         return Ok(Facts {
             secret_name,
+            secret_labels: BTreeMap::new(),
             secret: SecretState::Absent,
             secret_version: None,
             access: Err(problem.clone()),
@@ -248,8 +283,15 @@ async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) 
         Some(problem) => Err(problem),
         None => Ok(found),
     });
+    let secret_labels = ctx
+        .settings
+        .shard
+        .as_ref()
+        .map(|shard| shard.labels_of(resource.labels()))
+        .unwrap_or_default();
     Ok(Facts {
         secret_name,
+        secret_labels,
         secret,
         secret_version,
         access,
@@ -292,17 +334,27 @@ async fn record_cluster_credentials(
 }
 
 /// The published Secret as it is: from memory when the watch cache shows the version we last
-/// wrote or read (no request), else read. What is read of ours is remembered.
+/// wrote or read, absent when the watch cache has no such Secret and we never wrote it (no
+/// request either way), else read. What is read of ours is remembered.
+///
+/// A Secret someone else creates just before our create, unseen by the watch yet, makes that
+/// create fail (AlreadyExists: a SecretConflict, never a takeover), as it would after a read.
 async fn published_secret(
     resource: &DynamicRegistration,
     ctx: &Context,
     namespace: &str,
     name: &str,
 ) -> Result<(SecretState, Option<String>)> {
-    if let Some(version) = ctx.secret_version(namespace, name)
-        && let Some(state) = ctx.known_secrets.at(namespace, name, &version)
-    {
-        return Ok((state, Some(version)));
+    match ctx.secret_version(namespace, name) {
+        Some(version) => {
+            if let Some(state) = ctx.known_secrets.at(namespace, name, &version) {
+                return Ok((state, Some(version)));
+            }
+        }
+        // Ours may be newer than the watch has shown, or, in a shard, it may not carry the
+        // shard's labels yet (the watch does not show it): read it.
+        None if ctx.known_secrets.seen(namespace, name) || ctx.settings.shard.is_some() => {}
+        None => return Ok((SecretState::Absent, None)),
     }
     let found = kube_io::get_secret(&ctx.client, namespace, name).await?;
     let state = kube_io::secret_state(found.as_ref(), resource);
@@ -326,13 +378,14 @@ fn conflict(resource: &DynamicRegistration, ctx: &Context, namespace: &str) -> O
 
 /// Writes the published Secret: created where none was found (losing that race to someone
 /// else is a SecretConflict, never a takeover), else rewritten only in the version found ours.
+/// Returns the plan after the write and, when written, what for the Event.
 async fn publish(
     resource: &DynamicRegistration,
     ctx: &Context,
     facts: &Facts,
     content: &SecretContent,
     plan: Plan,
-) -> Result<Plan> {
+) -> Result<(Plan, Option<String>)> {
     let written = match (&facts.secret, &facts.secret_version) {
         (SecretState::Owned { .. }, Some(version)) if content.recreate => {
             kube_io::delete_for_new_type(&ctx.client, resource, &content.name, version).await?;
@@ -351,7 +404,7 @@ async fn publish(
             match kube_io::create_secret(&ctx.client, resource, content).await? {
                 Creation::Created(version) => version,
                 Creation::AlreadyExists => {
-                    return Ok(decision::after_secret_taken(plan, &content.name));
+                    return Ok((decision::after_secret_taken(plan, &content.name), None));
                 }
             }
         }
@@ -361,7 +414,7 @@ async fn publish(
         _ => match kube_io::create_secret(&ctx.client, resource, content).await? {
             Creation::Created(version) => version,
             Creation::AlreadyExists => {
-                return Ok(decision::after_secret_taken(plan, &content.name));
+                return Ok((decision::after_secret_taken(plan, &content.name), None));
             }
         },
     };
@@ -381,16 +434,7 @@ async fn publish(
     info!(secret = %content.name, "published the ProductSecret");
     let keys: Vec<&str> = content.data.keys().map(String::as_str).collect();
     let note = format!("wrote Secret {} (keys {})", content.name, keys.join(", "));
-    kube_io::publish_event(
-        &ctx.recorder,
-        resource,
-        false,
-        "SecretPublished",
-        "WriteSecret",
-        note,
-    )
-    .await;
-    Ok(plan)
+    Ok((plan, Some(note)))
 }
 
 /// Deletes the Secrets this resource published under a former `secretName` (ours and labelled
@@ -405,9 +449,10 @@ async fn delete_left_behind(
         return Ok(());
     };
     let left: Vec<_> = ctx
-        .secrets
-        .state()
-        .into_iter()
+        .secret_index
+        .get(&uid.to_owned())
+        .iter()
+        .filter_map(|secret| ctx.secrets.get(secret))
         .filter(|secret| secret.metadata.namespace.as_deref() == Some(namespace))
         .filter(|secret| decision::secrets::left_behind(&secret.metadata, uid, current_name))
         .collect();
@@ -443,6 +488,7 @@ async fn update_cloud(
         return Outcome {
             plan,
             request_id: None,
+            updated: None,
         };
     };
     match update(resource, ctx, &access.credentials, wanted).await {
@@ -460,8 +506,6 @@ async fn update_cloud(
                 RegistrationMode::from(wanted.register_type),
                 wanted.register_limit
             );
-            let action = "UpdateProductDynamicRegister";
-            kube_io::publish_event(&ctx.recorder, resource, false, "Updated", action, note).await;
             let replanned = decision::plan(PlanInput {
                 cloud: Ok(&after),
                 just_asked: Some(wanted),
@@ -470,11 +514,13 @@ async fn update_cloud(
             Outcome {
                 plan: replanned,
                 request_id: Some(request_id),
+                updated: Some(note),
             }
         }
         Err(error) => Outcome {
             request_id: error.request_id().map(str::to_owned),
             plan: decision::after_failed_update(plan, error.class(), &error.to_string()),
+            updated: None,
         },
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -23,6 +24,9 @@ use crate::controller::cluster_credentials::ClusterCredentials;
 use crate::controller::context::{Caches, Context, Settings};
 use crate::controller::crd::{DynamicRegistration, MANAGER, REQUESTED_AT};
 use crate::controller::decision::CREDENTIALS_IN_USE;
+use crate::controller::index::{
+    Index, ResourceIndex, ResourceKey, SecretIndex, resource_keys, secret_keys,
+};
 use crate::controller::protection::release_unused_protection;
 use crate::controller::reconcile::{error_policy, reconcile};
 use crate::controller::watch::{WatchBackoff, resilient_watch, resilient_watch_with};
@@ -63,27 +67,43 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
+    // A shard watches the resources and the Secrets its selector matches; the Secrets it
+    // publishes carry the resource's labels the selector names.
+    let in_shard = match &settings.shard {
+        Some(shard) => watcher::Config::default().labels(shard.as_str()),
+        None => watcher::Config::default(),
+    };
     let (reader, writer) = reflector::store();
     let (cache_ready, cache_ready_rx) = watch::channel(false);
+    // Reconciles decide on the resources and the Secrets in view (a Secret absent from the
+    // cache is taken as absent), so they wait for both first lists.
+    let first_lists = Arc::new(FirstLists {
+        pending: AtomicUsize::new(2),
+        ready: cache_ready,
+        health: shared.health.clone(),
+    });
     let (claim_changes, changed_claims) = tokio::sync::mpsc::unbounded_channel();
     let sweep = Arc::new(Notify::new());
     let hooks = Hooks {
         released: claim_changes.clone(),
         sweep: sweep.clone(),
     };
+    let resource_index = Arc::new(ResourceIndex::new(resource_keys));
     let resources = resource_changes(
-        registrations,
-        writer,
-        cache_ready,
-        shared.health.clone(),
+        (registrations, in_shard.clone()),
+        (writer, resource_index.clone()),
+        first_lists.clone(),
         hooks,
     );
     // Secrets are watched by metadata only: their data never needs to sit in this process.
     let (secret_reader, secret_writer) = reflector::store();
+    let secret_index = Arc::new(SecretIndex::new(secret_keys));
     let protected_secret_changed = sweep.clone();
-    let secret_changes = resilient_watch(secrets)
+    let secret_changes = resilient_watch_with(secrets, in_shard.clone())
         .modify(|secret| secret.managed_fields_mut().clear())
         .reflect(secret_writer)
+        .inspect(indexing(secret_index.clone()))
+        .inspect(on_first_list(first_lists))
         .inspect(move |event| {
             if let Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) = event
                 && secret.finalizers().iter().any(|f| f == CREDENTIALS_IN_USE)
@@ -124,7 +144,9 @@ pub async fn run(
     shared.metrics.set_census(Some(census(reader.clone())));
     let caches = Caches {
         registrations: reader.clone(),
+        resource_index: resource_index.clone(),
         secrets: secret_reader,
+        secret_index,
         ready: cache_ready_rx,
         cluster_credentials: credentials_reader.clone(),
         namespaces: namespace_reader,
@@ -144,26 +166,28 @@ pub async fn run(
     info!(
         namespace = options.watch_namespace.as_deref().unwrap_or("(all)"),
         reconciles_per_source = context.settings.reconciles_per_source,
+        label_selector = context
+            .settings
+            .shard
+            .as_ref()
+            .map_or("(none)", |shard| shard.as_str()),
         "controller starting"
     );
     let claims = context.clone();
     let users = reader.clone();
+    let index = resource_index.clone();
     Controller::for_stream(resources, reader.clone())
         .watches_stream(secret_changes, move |secret| {
-            let mut affected = affected_by_secret(&reader, &secret);
-            affected.extend(users_of_secret_source(
-                &reader,
-                &credentials_reader,
-                &secret,
-            ));
+            let mut affected = affected_by_secret(&index, &secret);
+            affected.extend(users_of_secret_source(&index, &credentials_reader, &secret));
             affected
         })
         .watches_stream(receiver_stream(changed_claims), move |changed| {
             claims.other_claimants(&changed)
         })
         .watches_stream(credentials_changes, {
-            let registrations = users.clone();
-            move |declared| users_of_cluster_credentials(&registrations, &declared.name_any())
+            let index = resource_index.clone();
+            move |declared| users_of_cluster_credentials(&index, &declared.name_any())
         })
         .watches_stream(namespace_changes, move |namespace| {
             users_in_namespace(&users, &namespace.name_any())
@@ -204,31 +228,71 @@ fn receiver_stream(
     })
 }
 
-/// The resources that need a reconcile, fed into the cache `writer`. `cache_ready` turns true
-/// once the first list is complete.
-fn resource_changes(
-    registrations: Api<DynamicRegistration>,
-    writer: reflector::store::Writer<DynamicRegistration>,
-    cache_ready: watch::Sender<bool>,
+/// Counts the watches whose first list is still to come; once all are listed, the caches are
+/// ready for reconciles and the controller for traffic. (Readiness comes from the watch streams
+/// themselves: kube's `Store::wait_until_ready` wakes only one of several waiters.)
+struct FirstLists {
+    pending: AtomicUsize,
+    ready: watch::Sender<bool>,
     health: Arc<Health>,
+}
+
+impl FirstLists {
+    fn listed(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            info!("watches established");
+            let _ = self.ready.send(true);
+            self.health.set_watches_established(true);
+        }
+    }
+}
+
+/// Keeps `index` in step with the watch events the reflector applies to the store.
+fn indexing<K, Key>(
+    index: Arc<Index<K, Key>>,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>)
+where
+    K: Resource<DynamicType = ()>,
+    Key: Clone + Eq + std::hash::Hash,
+{
+    move |event| {
+        if let Ok(event) = event {
+            index.apply(event);
+        }
+    }
+}
+
+/// Tells `lists` when this watch completes its first list (later relists do not count).
+fn on_first_list<K>(
+    lists: Arc<FirstLists>,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) {
+    let mut listed = false;
+    move |event| {
+        if !listed && matches!(event, Ok(watcher::Event::InitDone)) {
+            listed = true;
+            lists.listed();
+        }
+    }
+}
+
+/// The resources that need a reconcile, fed into the cache `writer`.
+fn resource_changes(
+    (registrations, in_shard): (Api<DynamicRegistration>, watcher::Config),
+    (writer, index): (
+        reflector::store::Writer<DynamicRegistration>,
+        Arc<ResourceIndex>,
+    ),
+    first_lists: Arc<FirstLists>,
     hooks: Hooks,
 ) -> impl futures::Stream<Item = Result<DynamicRegistration, watcher::Error>> + Send + 'static {
-    // Readiness comes from the watch stream itself: kube's `Store::wait_until_ready` wakes only
-    // one of several waiters, and the controller runtime is one of them already.
-    let mark_ready = move |event: &Result<watcher::Event<DynamicRegistration>, watcher::Error>| {
-        if matches!(event, Ok(watcher::Event::InitDone)) && !*cache_ready.borrow() {
-            info!("watches established");
-            let _ = cache_ready.send(true);
-            health.set_watches_established(true);
-        }
-    };
     // Only spec changes and lifecycle changes trigger (marking for deletion bumps the
     // generation too), never our own status writes.
-    resilient_watch(registrations)
+    resilient_watch_with(registrations, in_shard)
         // managedFields can be larger than the rest of the object; nothing here reads them.
         .modify(|resource| resource.managed_fields_mut().clear())
         .reflect(writer)
-        .inspect(mark_ready)
+        .inspect(indexing(index))
+        .inspect(on_first_list(first_lists))
         .inspect(move |event| {
             if let Ok(watcher::Event::Delete(gone)) = event {
                 let _ = hooks.released.send(gone.clone());
@@ -302,27 +366,16 @@ fn changed_or_gone(
 
 /// The resources naming ClusterCredentials `name`.
 fn users_of_cluster_credentials(
-    registrations: &Store<DynamicRegistration>,
+    index: &ResourceIndex,
     name: &str,
 ) -> Vec<ObjectRef<DynamicRegistration>> {
-    registrations
-        .state()
-        .iter()
-        .filter(|resource| {
-            resource
-                .spec
-                .cluster_credentials_ref
-                .as_ref()
-                .is_some_and(|reference| reference.name == name)
-        })
-        .map(|resource| ObjectRef::from_obj(&**resource))
-        .collect()
+    index.get(&ResourceKey::ClusterCredentials(name.to_owned()))
 }
 
 /// The resources using ClusterCredentials whose source is this Secret: a new key (or none)
 /// is taken into account at once.
 fn users_of_secret_source(
-    registrations: &Store<DynamicRegistration>,
+    index: &ResourceIndex,
     declared: &Store<ClusterCredentials>,
     secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<DynamicRegistration>> {
@@ -337,9 +390,7 @@ fn users_of_secret_source(
                 .as_ref()
                 .is_some_and(|source| source.namespace == namespace && source.name == name)
         })
-        .flat_map(|credentials| {
-            users_of_cluster_credentials(registrations, &credentials.name_any())
-        })
+        .flat_map(|credentials| users_of_cluster_credentials(index, &credentials.name_any()))
         .collect()
 }
 
@@ -360,7 +411,7 @@ fn users_in_namespace(
 }
 
 fn affected_by_secret(
-    registrations: &Store<DynamicRegistration>,
+    index: &ResourceIndex,
     secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<DynamicRegistration>> {
     let namespace = secret.namespace().unwrap_or_default();
@@ -372,19 +423,7 @@ fn affected_by_secret(
         .filter(|owner| owner.controller == Some(true) && owner.kind == kind)
         .map(|owner| ObjectRef::new(&owner.name).within(&namespace))
         .collect();
-    for resource in registrations.state() {
-        if resource.namespace().as_deref() != Some(namespace.as_str()) {
-            continue;
-        }
-        let uses = resource
-            .spec
-            .credentials_secret_ref
-            .as_ref()
-            .is_some_and(|reference| reference.name == name);
-        if uses || resource.published_secret_name() == name {
-            affected.push(ObjectRef::from_obj(&*resource));
-        }
-    }
+    affected.extend(index.get(&ResourceKey::Secret(namespace, name)));
     affected.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     affected.dedup();
     affected
@@ -439,14 +478,14 @@ mod tests {
 
     #[test]
     fn secret_changes_reach_owners_referrers_and_namesakes() {
-        let (reader, mut writer) = reflector::store();
+        let reader = ResourceIndex::new(resource_keys);
         for resource in [
             registration("a", "fleet", "shared-creds"),
             registration("b", "fleet", "shared-creds"),
             registration("c", "other", "shared-creds"),
             registration("d", "fleet", "own-creds"),
         ] {
-            writer.apply_watcher_event(&watcher::Event::Apply(resource));
+            reader.apply(&watcher::Event::Apply(resource));
         }
         // Rotated credentials: every user in that namespace, none elsewhere.
         assert_eq!(

@@ -12,7 +12,7 @@ pub mod manifests;
 pub mod report;
 pub mod validate;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -308,6 +308,7 @@ pub fn decide(
         // The cluster is not known: the Secret decision does not concern the cloud.
         secret: &SecretState::Absent,
         secret_name: "",
+        secret_labels: &BTreeMap::new(),
         just_asked: None,
     });
     let changes = match cloud {
@@ -427,6 +428,7 @@ mod tests {
                     cloud: if spec.suspend { Err(&suspended) } else { cloud },
                     secret: &SecretState::Absent,
                     secret_name: "s",
+                    secret_labels: &BTreeMap::new(),
                     just_asked: None,
                 });
                 let case = format!("{spec:?} / {cloud:?}");

@@ -192,7 +192,11 @@ impl Harness {
         if extra.contains(&"--leader-election") {
             let (lease_namespace, lease_name) = self.lease();
             args.extend(["--leader-election-namespace".into(), lease_namespace.into()]);
-            if !extra.contains(&"--leader-election-lease-name") {
+            // A shard names its own Lease after its selector, unless told.
+            let sharded = extra
+                .iter()
+                .any(|a| a.starts_with("--watch-label-selector"));
+            if !extra.contains(&"--leader-election-lease-name") && !sharded {
                 args.extend(["--leader-election-lease-name".into(), lease_name.into()]);
             }
         }

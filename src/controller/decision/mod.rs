@@ -483,6 +483,7 @@ mod kstatus_tests {
             cloud,
             secret: &secret,
             secret_name: "s",
+            secret_labels: &BTreeMap::new(),
             just_asked: None,
         })
         .verdict
@@ -510,6 +511,7 @@ mod kstatus_tests {
             cloud: Ok(&elsewhere),
             secret: &published("s3cret"),
             secret_name: "s",
+            secret_labels: &BTreeMap::new(),
             just_asked: Some(asked),
         })
         .verdict;

@@ -1,5 +1,7 @@
 //! What one reconcile does, and the verdict once it is done.
 
+use std::collections::BTreeMap;
+
 use super::{
     Problem, Progress, Reason, SecretContent, SecretState, Verdict, cloud_verdict, problem_verdict,
     published, template,
@@ -25,6 +27,8 @@ pub struct PlanInput<'a> {
     pub secret: &'a SecretState,
     /// Its name.
     pub secret_name: &'a str,
+    /// Labels of the resource the Secret carries too (the ones a shard's selector names).
+    pub secret_labels: &'a BTreeMap<String, String>,
     /// The update this reconcile already made, if any: asking again would be a loop.
     pub just_asked: Option<RegistrationRequest>,
 }
@@ -182,7 +186,7 @@ fn with_secret(
     };
     let mut desired = SecretContent {
         name: input.secret_name.to_owned(),
-        shape: published::wanted_shape(template, &data),
+        shape: published::wanted_shape(template, &data, input.secret_labels),
         data,
         remove: Vec::new(),
         recreate: false,
@@ -371,7 +375,8 @@ mod tests {
     use crate::controller::decision::conditions;
     use crate::controller::decision::fixtures::{auto, product, published, spec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use std::collections::BTreeMap;
+
+    static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
     fn input<'a>(
         spec: &'a DynamicRegistrationSpec,
@@ -385,6 +390,7 @@ mod tests {
             cloud,
             secret,
             secret_name: "sensors-product-secret",
+            secret_labels: &NO_LABELS,
             just_asked: None,
         }
     }

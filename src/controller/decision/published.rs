@@ -13,13 +13,16 @@ pub const PUBLISHED_KEYS: &str = "iothub.dynreg.io/published-keys";
 /// What a Secret without [`PUBLISHED_KEYS`] holds of ours.
 const DEFAULT_KEYS: [&str; 2] = ["productId", "productSecret"];
 
-/// The type, labels and annotations the template asks for, and the list of keys published
-/// when the template chose them.
+/// The type, labels and annotations the template asks for, the list of keys published when
+/// the template chose them, and the resource's `inherited` labels (which win: a shard's Secret
+/// watch needs them).
 pub fn wanted_shape(
     template: Option<&SecretTemplate>,
     data: &BTreeMap<String, Vec<u8>>,
+    inherited: &BTreeMap<String, String>,
 ) -> SecretShape {
     let mut shape = SecretShape::default();
+    shape.labels.extend(inherited.clone());
     let Some(template) = template else {
         return shape;
     };
@@ -28,6 +31,7 @@ pub fn wanted_shape(
     }
     if let Some(metadata) = &template.metadata {
         shape.labels = metadata.labels.clone();
+        shape.labels.extend(inherited.clone());
         shape.annotations = metadata.annotations.clone();
     }
     if !template.data.is_empty() {
@@ -110,7 +114,9 @@ mod tests {
             }),
             data: BTreeMap::from([("A".to_owned(), "{{ productId }}".to_owned())]),
         };
-        let wanted = wanted_shape(Some(&template), &data(&["A"]));
+        let shard = BTreeMap::from([("shard".to_owned(), "2".to_owned())]);
+        let wanted = wanted_shape(Some(&template), &data(&["A"]), &shard);
+        assert_eq!(wanted.labels["shard"], "2");
         assert_eq!(wanted.type_, "iothub.dynreg.io/product");
         assert_eq!(wanted.annotations[PUBLISHED_KEYS], "A");
         let mut found = wanted.clone();
@@ -119,8 +125,12 @@ mod tests {
         found.labels.remove("backup");
         assert!(!carries(&found, &wanted));
         assert_eq!(
-            wanted_shape(None, &data(&["productId"])),
+            wanted_shape(None, &data(&["productId"]), &BTreeMap::new()),
             SecretShape::default()
         );
+        // Without a template, the inherited labels alone; a Secret without them is rewritten.
+        let sharded = wanted_shape(None, &data(&["productId"]), &shard);
+        assert_eq!(sharded.labels, shard);
+        assert!(!carries(&SecretShape::default(), &sharded));
     }
 }

@@ -574,16 +574,9 @@ async fn install_crds(client: &kube::Client) -> Result<(), String> {
 /// whatever they grant is all the controller may do in these tests.
 async fn apply_rbac_of_deploy(client: &kube::Client) -> Result<(), String> {
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    let kustomization: Value = read_yaml(&deploy.join("kustomization.yaml"))?
-        .into_iter()
-        .next()
-        .ok_or("deploy/kustomization.yaml is empty")?;
-    let files = kustomization["resources"]
-        .as_array()
-        .ok_or("deploy/kustomization.yaml lists no resources")?;
     let mut objects = Vec::new();
-    for file in files.iter().filter_map(Value::as_str) {
-        objects.extend(read_yaml(&deploy.join(file))?);
+    for file in kustomization_files(&deploy)? {
+        objects.extend(read_yaml(&file)?);
     }
     // Namespaces before what lives in them.
     objects.retain(|object| RBAC_KINDS.contains(&object["kind"].as_str().unwrap_or_default()));
@@ -592,6 +585,27 @@ async fn apply_rbac_of_deploy(client: &kube::Client) -> Result<(), String> {
         apply_object(client, object).await?;
     }
     Ok(())
+}
+
+/// The files the kustomization in `dir` lists, those of the directories it lists included.
+fn kustomization_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    let kustomization: Value = read_yaml(&dir.join("kustomization.yaml"))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{}/kustomization.yaml is empty", dir.display()))?;
+    let listed = kustomization["resources"]
+        .as_array()
+        .ok_or_else(|| format!("{}/kustomization.yaml lists no resources", dir.display()))?;
+    let mut files = Vec::new();
+    for entry in listed.iter().filter_map(Value::as_str) {
+        let path = dir.join(entry);
+        if path.is_dir() {
+            files.extend(kustomization_files(&path)?);
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(files)
 }
 
 async fn apply_object(client: &kube::Client, object: Value) -> Result<(), String> {

@@ -1,0 +1,123 @@
+//! End-to-end: two shards split the resources by label (`--watch-label-selector`), each with its
+//! own Lease and leader; no resource is reconciled by both, and each converges its own share.
+
+mod support;
+
+use std::time::Duration;
+
+use iothub_dynreg::controller::crd::RegistrationMode;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use support::control_plane::CONTROLLER_NAMESPACE;
+use support::e2e::{Harness, registration};
+
+const SHARD_KEY: &str = "sharding.iothub.dynreg.io/key";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_split_the_resources_by_label() {
+    let Some(harness) = Harness::with_credentials(
+        "generate: {count: 6, region: ap-guangzhou, prefix: SHARD}",
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    for index in 0..6 {
+        let mut resource = registration(
+            &format!("{}-{index}", if index < 3 { "main" } else { "second" }),
+            &format!("SHARD{index:05}"),
+            RegistrationMode::AutoCreate,
+            100,
+        );
+        if index >= 3 {
+            resource.metadata.labels = Some([(SHARD_KEY.to_owned(), "shard-2".to_owned())].into());
+        }
+        harness.create(resource).await;
+    }
+    let main = harness.spawn_controller(&[
+        "--leader-election",
+        "--watch-label-selector=!sharding.iothub.dynreg.io/key",
+    ]);
+    let second = harness.spawn_controller(&[
+        "--leader-election",
+        "--watch-label-selector=sharding.iothub.dynreg.io/key=shard-2",
+    ]);
+    harness
+        .wait_all_ready(6, Duration::from_secs(60), &second)
+        .await;
+
+    // Each reconciled its own share only (the log names every resource it reconciled).
+    for (shard, own, other) in [(&main, "main-", "second-"), (&second, "second-", "main-")] {
+        let log = shard.stderr();
+        for index in 0..3 {
+            let own_name = format!(
+                "name={own}{}",
+                if own == "main-" { index } else { index + 3 }
+            );
+            assert!(log.contains(&own_name), "{own_name} not reconciled:\n{log}");
+        }
+        assert!(
+            !log.contains(&format!("name={other}")),
+            "a resource of the other shard reconciled:\n{log}"
+        );
+    }
+    // Each shard its own Lease, each held.
+    let leases: Api<Lease> = Api::namespaced(harness.client.clone(), CONTROLLER_NAMESPACE);
+    let held: Vec<(String, String)> = leases
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|lease| {
+            let name = lease.metadata.name?;
+            let holder = lease.spec?.holder_identity?;
+            name.starts_with("iothub-dynreg-shard-")
+                .then_some((name, holder))
+        })
+        .collect();
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert_ne!(held[0].1, held[1].1, "one holder for both shards: {held:?}");
+
+    // The second shard's published Secrets carry its label: its Secret watch sees them.
+    let published = harness
+        .secrets()
+        .get("second-3-product-secret")
+        .await
+        .unwrap();
+    assert_eq!(
+        published
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get(SHARD_KEY)
+            .map(String::as_str),
+        Some("shard-2")
+    );
+    // Moving a resource to the other shard: the other shard takes it over.
+    harness
+        .registrations()
+        .patch(
+            "main-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {SHARD_KEY: "shard-2"}},
+                                 "spec": {"registerLimit": 7}})),
+        )
+        .await
+        .unwrap();
+    harness
+        .wait_for(
+            "the moved resource converged by the second shard",
+            Duration::from_secs(30),
+            Some(&second),
+            || async {
+                (harness.cloud_product("SHARD00000").await["registerLimit"] == 7).then_some(())
+            },
+        )
+        .await;
+    assert!(second.stderr().contains("name=main-0"));
+    harness.assert_no_secrets_logged(&main).await;
+    harness.assert_no_secrets_logged(&second).await;
+}
