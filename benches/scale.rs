@@ -1,7 +1,9 @@
 //! Scale benchmark: the real controller (release build) between a Kubernetes API and the
 //! emulator, converging N products at a scaled rate limit, against a naive baseline in the same
-//! run. `cargo bench --bench scale -- [--api stand-in|real] [N ...]` (default: the loopback
-//! stand-in, N = 100 1000 5000). `--api real` runs against the real kube-apiserver of the tests
+//! run, and the fairness of two accounts ([`fairness`]).
+//! `cargo bench --bench scale -- [--api stand-in|real] [N ...] [--fairness[=A,B]]` (default: the
+//! loopback stand-in, N = 100 1000 5000 20000, and fairness with A = 5000, B = 100; given sizes,
+//! fairness runs only when asked). `--api real` runs against the real kube-apiserver of the tests
 //! (tests/support/control_plane), the controller under deploy/'s RBAC.
 
 #[path = "support/kube_api.rs"]
@@ -11,6 +13,9 @@ mod kube_api;
 #[path = "../tests/support/control_plane/mod.rs"]
 #[allow(dead_code)]
 mod control_plane;
+
+#[path = "scale/fairness.rs"]
+mod fairness;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -53,6 +58,10 @@ struct Report {
     steady_window: Duration,
     rss_kib: u64,
     priority_latency: Option<Duration>,
+    startup_list: Duration,
+    first_pass: Duration,
+    describes_first_pass: u64,
+    api_requests_converge: usize,
     naive_time: Duration,
     naive_throttled: u64,
     naive_peak: Value,
@@ -133,9 +142,12 @@ impl Cluster {
     async fn start(kind: ApiKind, namespace: &str) -> Self {
         match kind {
             ApiKind::StandIn => {
-                let crd = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("crds/iothub.dynreg.io_dynamicregistrations.yaml");
-                Cluster::StandIn(kube_api::FakeKubeApi::start(&[&crd]).await)
+                let crds = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds");
+                let registrations = crds.join("iothub.dynreg.io_dynamicregistrations.yaml");
+                let credentials = crds.join("iothub.dynreg.io_clustercredentials.yaml");
+                Cluster::StandIn(
+                    kube_api::FakeKubeApi::start(&[&registrations, &credentials]).await,
+                )
             }
             ApiKind::Real => {
                 let plane = control_plane::ControlPlane::shared()
@@ -235,6 +247,12 @@ struct ControllerRun {
     steady_window: Duration,
     rss_kib: u64,
     priority_latency: Option<Duration>,
+    /// Restarted on the converged fleet: until /readyz, until every resource was reconciled.
+    startup_list: Duration,
+    first_pass: Duration,
+    describes_first_pass: u64,
+    /// Kubernetes API requests from the start until all were Ready.
+    api_requests_converge: usize,
 }
 
 async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
@@ -275,42 +293,18 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
         "DescribeProduct={LIMIT},DescribeProducts={LIMIT},UpdateProductDynamicRegister={LIMIT}"
     );
     let seconds = format!("{}s", RESYNC.as_secs());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let requests_at_start = cluster.controller_request_kinds().len();
     let started = Instant::now();
-    let mut controller: Child = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"))
-        .args([
-            "run",
-            "--endpoint",
-            &emulator.endpoint(),
-            "--insecure-loopback-endpoint",
-            "--rate-limit",
-            &rate,
-            "--watch-namespace",
-            &namespace,
-        ])
-        .args([
-            "--resync-interval",
-            &seconds,
-            "--observe-interval",
-            &seconds,
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(
-            std::env::var("BENCH_CONTROLLER_ARGS")
-                .unwrap_or_default()
-                .split_whitespace(),
-        )
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let args = [
+        "--rate-limit",
+        &rate,
+        "--resync-interval",
+        &seconds,
+        "--observe-interval",
+        &seconds,
+    ];
+    let (mut controller, _) =
+        start_controller(&kubeconfig, &emulator.endpoint(), &namespace, &args);
 
     // Half-way, a person changes the spec of a resource that is already Ready: how long until
     // the cloud has it, while the rest of the backlog waits?
@@ -367,6 +361,15 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let converge = started.elapsed();
+    let mut converge_kinds = std::collections::BTreeMap::new();
+    let converge_requests = cluster.controller_request_kinds();
+    for kind in &converge_requests[requests_at_start..] {
+        *converge_kinds.entry(kind.clone()).or_insert(0usize) += 1;
+    }
+    eprintln!(
+        "N = {n}: Kubernetes API requests until all Ready, by verb and resource: {converge_kinds:?}"
+    );
+    let api_requests_converge = converge_requests.len() - requests_at_start;
     let converged = stats(&emulator).await;
     let peaks = converged["peakCallsPerSecondByAction"].clone();
     let throttled = converged["requestLimitExceeded"].as_u64().unwrap_or(0);
@@ -396,7 +399,19 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
     let describes = calls(&steady, "DescribeProduct") + calls(&steady, "DescribeProducts");
     let updates = calls(&steady, "UpdateProductDynamicRegister");
     let throttled = throttled + steady["requestLimitExceeded"].as_u64().unwrap_or(0);
-    let rss = peak_rss_kib(controller.id());
+    let mut rss = peak_rss_kib(controller.id());
+    let _ = controller.kill();
+    let _ = controller.wait();
+
+    // Restart on the converged fleet: the first list, then a pass over every resource.
+    reset_stats(&emulator).await;
+    let restarted = Instant::now();
+    let (mut controller, ops) =
+        start_controller(&kubeconfig, &emulator.endpoint(), &namespace, &args);
+    let (startup_list, first_pass) = restart_pass(&ops, restarted, n).await;
+    let pass = stats(&emulator).await;
+    let describes_first_pass = calls(&pass, "DescribeProduct") + calls(&pass, "DescribeProducts");
+    rss = rss.max(peak_rss_kib(controller.id()));
     let _ = controller.kill();
     let _ = controller.wait();
     let _ = std::fs::remove_dir_all(&dir);
@@ -413,6 +428,96 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
         steady_window: window,
         rss_kib: rss,
         priority_latency,
+        startup_list,
+        first_pass,
+        describes_first_pass,
+        api_requests_converge,
+    }
+}
+
+/// Starts the release controller for `namespace` against `endpoint`, with `args` and any in
+/// `BENCH_CONTROLLER_ARGS` (its log filter from `BENCH_CONTROLLER_RUST_LOG`, default warn).
+fn start_controller(
+    kubeconfig: &std::path::Path,
+    endpoint: &str,
+    namespace: &str,
+    args: &[&str],
+) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"))
+        .args([
+            "run",
+            "--endpoint",
+            endpoint,
+            "--insecure-loopback-endpoint",
+            "--watch-namespace",
+            namespace,
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(args)
+        .args(
+            std::env::var("BENCH_CONTROLLER_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
+        .env("KUBECONFIG", kubeconfig)
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_CONTROLLER_RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
+        .stdout(Stdio::null())
+        // BENCH_CONTROLLER_LOG=FILE keeps the controller's log (appended), to see where time goes.
+        .stderr(match std::env::var_os("BENCH_CONTROLLER_LOG") {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap(),
+            ),
+            None => Stdio::null(),
+        })
+        .spawn()
+        .unwrap();
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+/// Reconciles the controller at `ops` counted so far (every result).
+async fn reconciles_done(ops: &str) -> u64 {
+    let Ok(response) = reqwest::get(format!("{ops}/metrics")).await else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|line| line.starts_with("iothub_dynreg_reconciles_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Restarted on a converged fleet: when `/readyz` answers (the first lists are in) and when
+/// every resource was reconciled once, from the start.
+async fn restart_pass(ops: &str, started: Instant, n: usize) -> (Duration, Duration) {
+    let mut listed = None;
+    loop {
+        if listed.is_none()
+            && let Ok(response) = reqwest::get(format!("{ops}/readyz")).await
+            && response.status().is_success()
+        {
+            listed = Some(started.elapsed());
+        }
+        if listed.is_some() && reconciles_done(ops).await >= n as u64 {
+            return (listed.unwrap_or_default(), started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the restarted controller did not reconcile everything in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -498,8 +603,20 @@ fn main() {
         .iter()
         .filter_map(|arg| arg.parse().ok())
         .collect();
-    let sizes = if sizes.is_empty() {
-        vec![100, 1000, 5000]
+    let fairness_flag = arguments.iter().find(|arg| arg.starts_with("--fairness"));
+    let default_run = sizes.is_empty() && fairness_flag.is_none();
+    let fairness_sizes = match fairness_flag.map(|flag| flag.split_once('=')) {
+        Some(Some((_, sizes))) => {
+            let (a, b) = sizes
+                .split_once(',')
+                .expect("--fairness=A,B: two resource counts");
+            Some((a.parse().unwrap(), b.parse().unwrap()))
+        }
+        Some(None) => Some((5000, 100)),
+        None => default_run.then_some((5000, 100)),
+    };
+    let sizes = if default_run {
+        vec![100, 1000, 5000, 20000]
     } else {
         sizes
     };
@@ -532,55 +649,85 @@ fn main() {
             steady_window: run.steady_window,
             rss_kib: run.rss_kib,
             priority_latency: run.priority_latency,
+            startup_list: run.startup_list,
+            first_pass: run.first_pass,
+            describes_first_pass: run.describes_first_pass,
+            api_requests_converge: run.api_requests_converge,
             naive_time,
             naive_throttled,
             naive_peak,
         });
     }
     println!("Kubernetes API: {kind:?}");
+    if !reports.is_empty() {
+        print_scale(&reports);
+    }
+    if let Some((a, b)) = fairness_sizes {
+        let cases = runtime.block_on(fairness::run(kind, a, b));
+        fairness::print(&cases);
+    }
+}
+
+/// The scale tables, each number against its ideal.
+fn print_scale(reports: &[Report]) {
     println!(
         "limit: {LIMIT} requests/s per action (the cloud's 20/s scaled); page: {PAGE} products; resync = observe interval = {}s",
         RESYNC.as_secs()
     );
+    println!();
+    println!("Converging N new resources (created before the controller starts):");
     println!(
-        "| N | all Ready | ideal N/limit | ratio | peak calls/s (Describe, DescribeProducts, Update) | RequestLimitExceeded | Describe calls in one resync ({}s) | bound ceil(N/250)+1 | Kubernetes API requests in that resync | Secret GETs in it (ideal 0) | Updates in steady state | peak RSS | spec change during backlog | naive: time | naive ratio | naive RequestLimitExceeded | naive peak calls/s |",
-        (RESYNC + RESYNC / 10).as_secs()
+        "| N | all Ready | ideal N/limit | ratio (target ≤ 1.06) | peak calls/s (Describe, DescribeProducts, Update) | RequestLimitExceeded | Kubernetes API requests per resource | peak RSS | spec change during backlog | naive: time | naive ratio | naive RequestLimitExceeded | naive peak calls/s (Describe, Update) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in &reports {
-        let peak = |action: &str| {
-            r.peaks[action]
-                .as_u64()
-                .map_or("-".to_owned(), |p| p.to_string())
-        };
-        let naive_peak = |action: &str| {
-            r.naive_peak[action]
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in reports {
+        let peak = |peaks: &Value, action: &str| {
+            peaks[action]
                 .as_u64()
                 .map_or("-".to_owned(), |p| p.to_string())
         };
         println!(
-            "| {} | {:.2} s | {:.2} s | {:.3} | {}, {}, {} | {} | {} | {} | {} | {} | {} | {:.1} MiB | {} | {:.2} s | {:.2} | {} | {}, {} |",
+            "| {} | {:.2} s | {:.2} s | {:.3} | {}, {}, {} | {} | {:.2} | {:.1} MiB | {} | {:.2} s | {:.2} | {} | {}, {} |",
             r.n,
             r.converge.as_secs_f64(),
             r.ideal.as_secs_f64(),
             r.converge.as_secs_f64() / r.ideal.as_secs_f64(),
-            peak("DescribeProduct"),
-            peak("DescribeProducts"),
-            peak("UpdateProductDynamicRegister"),
+            peak(&r.peaks, "DescribeProduct"),
+            peak(&r.peaks, "DescribeProducts"),
+            peak(&r.peaks, "UpdateProductDynamicRegister"),
             r.throttled,
-            r.describes_steady,
-            (r.n as u64).div_ceil(PAGE) + 1,
-            r.api_requests_steady,
-            r.secret_gets_steady,
-            r.updates_steady,
+            r.api_requests_converge as f64 / r.n as f64,
             r.rss_kib as f64 / 1024.0,
             r.priority_latency
                 .map_or("-".to_owned(), |d| format!("{:.2} s", d.as_secs_f64())),
             r.naive_time.as_secs_f64(),
             r.naive_time.as_secs_f64() / r.ideal.as_secs_f64(),
             r.naive_throttled,
-            naive_peak("DescribeProduct"),
-            naive_peak("UpdateProductDynamicRegister"),
+            peak(&r.naive_peak, "DescribeProduct"),
+            peak(&r.naive_peak, "UpdateProductDynamicRegister"),
+        );
+    }
+    println!();
+    println!(
+        "Steady state (one resync, {}s) and a restart on the converged fleet:",
+        (RESYNC + RESYNC / 10).as_secs()
+    );
+    println!(
+        "| N | Describe calls in one resync | bound ceil(N/250)+1 | Kubernetes API requests in it | Secret GETs in it (ideal 0) | Updates (ideal 0) | restart: lists in (/readyz) | restart: every resource reconciled | Describe calls in that pass | bound ceil(N/250)+1 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in reports {
+        let bound = (r.n as u64).div_ceil(PAGE) + 1;
+        println!(
+            "| {} | {} | {bound} | {} | {} | {} | {:.2} s | {:.2} s | {} | {bound} |",
+            r.n,
+            r.describes_steady,
+            r.api_requests_steady,
+            r.secret_gets_steady,
+            r.updates_steady,
+            r.startup_list.as_secs_f64(),
+            r.first_pass.as_secs_f64(),
+            r.describes_first_pass,
         );
         let _ = r.steady_window;
     }
