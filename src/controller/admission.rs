@@ -7,12 +7,15 @@
 //! places: a backlog waits in its own queue only.
 //!
 //! Within a queue, reconciles a person waits for (a spec change, a deletion, a reconcile
-//! request) are admitted before the backlog.
+//! request) are admitted before the backlog; a reconcile already waiting in the backlog moves up
+//! when a person changes its resource meanwhile ([`Admission::promote`]), and acts on the
+//! resource as it is once admitted.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
 use tokio::sync::oneshot;
 
 use crate::controller::crd::DynamicRegistration;
@@ -77,12 +80,15 @@ struct Inner {
 #[derive(Debug, Default)]
 struct Queue {
     admitted: usize,
-    awaited: VecDeque<oneshot::Sender<Admitted>>,
-    backlog: VecDeque<oneshot::Sender<Admitted>>,
+    awaited: VecDeque<Waiter>,
+    backlog: VecDeque<Waiter>,
 }
 
+/// A reconcile waiting for its place: which resource, and where to send the place.
+type Waiter = (ObjectRef<DynamicRegistration>, oneshot::Sender<Admitted>);
+
 impl Queue {
-    fn next_waiter(&mut self) -> Option<oneshot::Sender<Admitted>> {
+    fn next_waiter(&mut self) -> Option<Waiter> {
         self.awaited
             .pop_front()
             .or_else(|| self.backlog.pop_front())
@@ -119,8 +125,13 @@ impl Admission {
         }
     }
 
-    /// Waits for a place in the queue of `source`.
-    pub async fn admit(&self, source: Source, urgency: Urgency) -> Admitted {
+    /// Waits for a place in the queue of `source`, for a reconcile of `object`.
+    pub async fn admit(
+        &self,
+        source: Source,
+        urgency: Urgency,
+        object: ObjectRef<DynamicRegistration>,
+    ) -> Admitted {
         let turn = {
             let mut queues = self.inner.lock();
             let queue = queues.entry(source.clone()).or_default();
@@ -130,8 +141,8 @@ impl Admission {
             } else {
                 let (sender, turn) = oneshot::channel();
                 match urgency {
-                    Urgency::Awaited => queue.awaited.push_back(sender),
-                    Urgency::Backlog => queue.backlog.push_back(sender),
+                    Urgency::Awaited => queue.awaited.push_back((object, sender)),
+                    Urgency::Backlog => queue.backlog.push_back((object, sender)),
                 }
                 Some(turn)
             }
@@ -142,6 +153,26 @@ impl Admission {
             },
             // The sender lives in the queue until it is used, and `Inner` outlives every waiter.
             Some(turn) => turn.await.unwrap_or_else(|_| Admitted { held: None }),
+        }
+    }
+
+    /// A person now waits for `object`: if its reconcile waits in a backlog, it moves behind the
+    /// reconciles a person already waits for. (A change of the resource reaches a reconcile
+    /// already waiting, which acts on the resource as it is once admitted; without this it would
+    /// wait behind the whole backlog.)
+    pub fn promote(&self, object: &ObjectRef<DynamicRegistration>) {
+        let mut queues = self.inner.lock();
+        for queue in queues.values_mut() {
+            if let Some(at) = queue
+                .backlog
+                .iter()
+                .position(|(waiting, _)| waiting == object)
+            {
+                if let Some(waiter) = queue.backlog.remove(at) {
+                    queue.awaited.push_back(waiter);
+                }
+                return;
+            }
         }
     }
 
@@ -172,7 +203,7 @@ impl Inner {
         let Some(queue) = queues.get_mut(source) else {
             return;
         };
-        while let Some(waiter) = queue.next_waiter() {
+        while let Some((_, waiter)) = queue.next_waiter() {
             let place = Admitted {
                 held: Some((self.clone(), source.clone())),
             };
@@ -209,6 +240,10 @@ mod tests {
         Source::of(&resource("fleet", credentials))
     }
 
+    fn object(name: &str) -> ObjectRef<DynamicRegistration> {
+        ObjectRef::new(name).within("fleet")
+    }
+
     #[test]
     fn sources_tell_credentials_and_namespaces_apart() {
         assert_eq!(source("a"), Source::of(&resource("fleet", "a")));
@@ -219,12 +254,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_full_queue_does_not_hold_another() {
         let admission = Admission::new(2);
-        let _a1 = admission.admit(source("a"), Urgency::Backlog).await;
-        let _a2 = admission.admit(source("a"), Urgency::Backlog).await;
-        let a3 = admission.admit(source("a"), Urgency::Backlog);
+        let _a1 = admission
+            .admit(source("a"), Urgency::Backlog, object("a1"))
+            .await;
+        let _a2 = admission
+            .admit(source("a"), Urgency::Backlog, object("a2"))
+            .await;
+        let a3 = admission.admit(source("a"), Urgency::Backlog, object("a3"));
         let waited = tokio::time::timeout(Duration::from_secs(1), a3).await;
         assert!(waited.is_err(), "a third reconcile of a was admitted");
-        let b = admission.admit(source("b"), Urgency::Backlog);
+        let b = admission.admit(source("b"), Urgency::Backlog, object("b"));
         assert!(
             tokio::time::timeout(Duration::from_secs(1), b)
                 .await
@@ -236,30 +275,40 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn places_pass_on_in_order_and_awaited_ones_first() {
         let admission = Admission::new(1);
-        let first = admission.admit(source("a"), Urgency::Backlog).await;
+        let first = admission
+            .admit(source("a"), Urgency::Backlog, object("first"))
+            .await;
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiting = Vec::new();
         for (name, urgency) in [
             ("backlog 1", Urgency::Backlog),
             ("backlog 2", Urgency::Backlog),
             ("awaited", Urgency::Awaited),
+            ("changed by a person while waiting", Urgency::Backlog),
         ] {
             let (admission, order) = (admission.clone(), order.clone());
             waiting.push(tokio::spawn(async move {
-                let _place = admission.admit(source("a"), urgency).await;
+                let _place = admission.admit(source("a"), urgency, object(name)).await;
                 order.lock().unwrap().push(name);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }));
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert_eq!(admission.counts(), (1, 3));
+        assert_eq!(admission.counts(), (1, 4));
+        admission.promote(&object("changed by a person while waiting"));
+        admission.promote(&object("not waiting"));
         drop(first);
         for task in waiting {
             task.await.unwrap();
         }
         assert_eq!(
             *order.lock().unwrap(),
-            ["awaited", "backlog 1", "backlog 2"]
+            [
+                "awaited",
+                "changed by a person while waiting",
+                "backlog 1",
+                "backlog 2"
+            ]
         );
         assert_eq!(admission.counts(), (0, 0));
         assert_eq!(admission.queue_count(), 0, "empty queues are dropped");
@@ -268,15 +317,25 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiter_that_goes_away_loses_its_turn_not_the_place() {
         let admission = Admission::new(1);
-        let first = admission.admit(source("a"), Urgency::Backlog).await;
+        let first = admission
+            .admit(source("a"), Urgency::Backlog, object("first"))
+            .await;
         let gone = {
             let admission = admission.clone();
-            tokio::spawn(async move { admission.admit(source("a"), Urgency::Backlog).await })
+            tokio::spawn(async move {
+                admission
+                    .admit(source("a"), Urgency::Backlog, object("waiting"))
+                    .await
+            })
         };
         tokio::time::sleep(Duration::from_millis(1)).await;
         let next = {
             let admission = admission.clone();
-            tokio::spawn(async move { admission.admit(source("a"), Urgency::Backlog).await })
+            tokio::spawn(async move {
+                admission
+                    .admit(source("a"), Urgency::Backlog, object("waiting"))
+                    .await
+            })
         };
         tokio::time::sleep(Duration::from_millis(1)).await;
         gone.abort();

@@ -172,6 +172,23 @@ impl Context {
         }
     }
 
+    /// Admits reconciles through `admission` (shared with the watch that promotes them).
+    pub fn admitting(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// Whether `secret`, still in the watch cache, is at the version we last wrote or read:
+    /// its event tells nothing new. (A deleted Secret is no longer in the cache.)
+    pub fn is_known_secret_version(&self, secret: &PartialObjectMeta<Secret>) -> bool {
+        let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+        let Some(version) = secret.resource_version() else {
+            return false;
+        };
+        self.secret_version(&namespace, &name).as_deref() == Some(version.as_str())
+            && self.known_secrets.at(&namespace, &name, &version).is_some()
+    }
+
     /// Announces claim changes on `sender` (see [`Context::claim_changed`]).
     pub fn announcing_claims(mut self, sender: UnboundedSender<DynamicRegistration>) -> Self {
         self.claim_changes = Some(sender);

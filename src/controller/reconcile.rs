@@ -34,7 +34,15 @@ pub async fn reconcile(resource: Arc<DynamicRegistration>, ctx: Arc<Context>) ->
     } else {
         Urgency::Backlog
     };
-    let _place = ctx.admission.admit(Source::of(&resource), urgency).await;
+    let object = ObjectRef::from_obj(&*resource);
+    let _place = ctx
+        .admission
+        .admit(Source::of(&resource), urgency, object.clone())
+        .await;
+    // It may have waited long: act on the resource as it is now (gone: nothing to do).
+    let Some(resource) = ctx.registrations.get(&object) else {
+        return Ok(Action::await_change());
+    };
     // Boxed: a reconcile waiting for its place stays small; the whole reconcile's state is
     // allocated once it is admitted (tens of thousands may wait at start).
     let progress = Box::pin(reconcile_progress(&resource, &ctx)).await?;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -20,6 +21,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{Notify, watch};
 
 use crate::cloud::CloudClient;
+use crate::controller::admission::Admission;
 use crate::controller::cluster_credentials::ClusterCredentials;
 use crate::controller::context::{Caches, Context, Settings};
 use crate::controller::crd::{DynamicRegistration, MANAGER, REQUESTED_AT};
@@ -84,9 +86,11 @@ pub async fn run(
     });
     let (claim_changes, changed_claims) = tokio::sync::mpsc::unbounded_channel();
     let sweep = Arc::new(Notify::new());
+    let admission = Admission::new(settings.reconciles_per_source);
     let hooks = Hooks {
         released: claim_changes.clone(),
         sweep: sweep.clone(),
+        awaited: admission.clone(),
     };
     let resource_index = Arc::new(ResourceIndex::new(resource_keys));
     let resources = resource_changes(
@@ -160,7 +164,8 @@ pub async fn run(
             caches,
             shared.metrics.clone(),
         )
-        .announcing_claims(claim_changes),
+        .announcing_claims(claim_changes)
+        .admitting(admission),
     );
     let sweeper = tokio::spawn(release_unused_protection(context.clone(), sweep));
     info!(
@@ -176,11 +181,21 @@ pub async fn run(
     let claims = context.clone();
     let users = reader.clone();
     let index = resource_index.clone();
+    let secrets_context = context.clone();
+    let (recheck, rechecked) = tokio::sync::mpsc::unbounded_channel();
     Controller::for_stream(resources, reader.clone())
         .watches_stream(secret_changes, move |secret| {
-            let mut affected = affected_by_secret(&index, &secret);
-            affected.extend(users_of_secret_source(&index, &credentials_reader, &secret));
+            let mut affected = users_of_secret_source(&index, &credentials_reader, &secret);
+            affected.extend(concerned_by_secret(
+                &secrets_context,
+                &index,
+                secret,
+                &recheck,
+            ));
             affected
+        })
+        .watches_stream(receiver_stream(rechecked), |owner| {
+            vec![ObjectRef::from_obj(&owner)]
         })
         .watches_stream(receiver_stream(changed_claims), move |changed| {
             claims.other_claimants(&changed)
@@ -217,6 +232,8 @@ struct Hooks {
     released: UnboundedSender<DynamicRegistration>,
     /// Any change may free a protected credentials Secret.
     sweep: Arc<Notify>,
+    /// A person changed a resource: its reconcile, if waiting, moves up.
+    awaited: Admission,
 }
 
 /// The messages of `receiver` as a trigger stream.
@@ -294,8 +311,14 @@ fn resource_changes(
         .inspect(indexing(index))
         .inspect(on_first_list(first_lists))
         .inspect(move |event| {
-            if let Ok(watcher::Event::Delete(gone)) = event {
-                let _ = hooks.released.send(gone.clone());
+            match event {
+                Ok(watcher::Event::Delete(gone)) => {
+                    let _ = hooks.released.send(gone.clone());
+                }
+                Ok(watcher::Event::Apply(changed)) if changed.awaited_by_person() => {
+                    hooks.awaited.promote(&ObjectRef::from_obj(changed));
+                }
+                _ => {}
             }
             hooks.sweep.notify_one();
         })
@@ -335,9 +358,6 @@ fn census(registrations: Store<DynamicRegistration>) -> Census {
     })
 }
 
-/// The resources a Secret change concerns: its owner (a published Secret edited or deleted),
-/// those publishing under its name (a foreign Secret removed), and those using it as credentials
-/// (rotated keys).
 /// ClusterCredentials whose spec changed (a new generation, not our status writes) or that are
 /// gone: either matters to the resources using them.
 fn changed_or_gone(
@@ -410,23 +430,74 @@ fn users_in_namespace(
         .collect()
 }
 
+/// The resources a Secret change concerns: its owner (a published Secret edited or deleted),
+/// those publishing under its name (a foreign Secret removed), and those using it as credentials
+/// (rotated keys).
 fn affected_by_secret(
     index: &ResourceIndex,
     secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<DynamicRegistration>> {
+    let mut affected = owners_of(secret);
+    affected.extend(index.get(&ResourceKey::Secret(
+        secret.namespace().unwrap_or_default(),
+        secret.name_any(),
+    )));
+    affected.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    affected.dedup();
+    affected
+}
+
+/// The resources controlling `secret` (the one that published it).
+fn owners_of(secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<DynamicRegistration>> {
     let namespace = secret.namespace().unwrap_or_default();
-    let name = secret.name_any();
     let kind = DynamicRegistration::kind(&());
-    let mut affected: Vec<ObjectRef<DynamicRegistration>> = secret
+    secret
         .owner_references()
         .iter()
         .filter(|owner| owner.controller == Some(true) && owner.kind == kind)
         .map(|owner| ObjectRef::new(&owner.name).within(&namespace))
-        .collect();
-    affected.extend(index.get(&ResourceKey::Secret(namespace, name)));
-    affected.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    affected.dedup();
-    affected
+        .collect()
+}
+
+/// How long a change of a published Secret may be our own write whose answer is still on its
+/// way: the watch often shows a write before its answer arrives.
+const OWN_WRITE_GRACE: Duration = Duration::from_secs(2);
+
+/// The resources a Secret event concerns now. A published Secret changed to a version we do
+/// not know yet is most often our own write coming back before its answer: its publisher is
+/// asked again only if that version is still unknown after [`OWN_WRITE_GRACE`] (someone else
+/// wrote it), through `later`, which spares a reconcile (and a status write) per write.
+fn concerned_by_secret(
+    ctx: &Arc<Context>,
+    index: &ResourceIndex,
+    secret: PartialObjectMeta<Secret>,
+    later: &UnboundedSender<DynamicRegistration>,
+) -> Vec<ObjectRef<DynamicRegistration>> {
+    if ctx.is_known_secret_version(&secret) {
+        return Vec::new();
+    }
+    let still_there = ctx
+        .secret_version(&secret.namespace().unwrap_or_default(), &secret.name_any())
+        .is_some();
+    let owners = owners_of(&secret);
+    if !still_there || owners.is_empty() {
+        return affected_by_secret(index, &secret);
+    }
+    let mut now = affected_by_secret(index, &secret);
+    now.retain(|affected| !owners.contains(affected));
+    let (ctx, later) = (ctx.clone(), later.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(OWN_WRITE_GRACE).await;
+        if !ctx.is_known_secret_version(&secret) {
+            for owner in owners
+                .iter()
+                .filter_map(|owner| ctx.registrations.get(owner))
+            {
+                let _ = later.send((*owner).clone());
+            }
+        }
+    });
+    now
 }
 
 #[cfg(test)]
