@@ -452,7 +452,17 @@ fn start_controller(
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"))
+    // BENCH_CONTROLLER_WRAPPER runs the controller under a profiler (e.g. heaptrack).
+    let binary = env!("CARGO_BIN_EXE_iothub-dynreg");
+    let mut command = match std::env::var("BENCH_CONTROLLER_WRAPPER") {
+        Ok(wrapper) => {
+            let mut command = Command::new(wrapper);
+            command.arg(binary);
+            command
+        }
+        Err(_) => Command::new(binary),
+    };
+    let child = command
         .args([
             "run",
             "--endpoint",

@@ -13,12 +13,12 @@ use iothub_dynreg::controller::crd::{
 };
 use iothub_dynreg::controller::decision::CREDENTIALS_IN_USE;
 use iothub_dynreg::controller::decision::Progress;
+use iothub_dynreg::controller::events::EventPublisher;
 use iothub_dynreg::controller::index::{ResourceIndex, SecretIndex, resource_keys, secret_keys};
 use iothub_dynreg::controller::reconcile::reconcile_progress;
 use iothub_dynreg::emulator::{EmulatorConfig, LimitPolicy, RunningEmulator, Seed};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -198,13 +198,7 @@ fn context(
         ..ClientConfig::default()
     })
     .unwrap();
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: MANAGER.into(),
-            instance: None,
-        },
-    );
+    let recorder = EventPublisher::new(client.clone(), MANAGER, None);
     let (reader, mut writer) = reflector::store();
     let resource_index = ResourceIndex::new(resource_keys);
     let listed = std::iter::once(watcher::Event::Init)

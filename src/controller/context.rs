@@ -8,7 +8,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use rand::Rng;
@@ -21,6 +20,7 @@ use crate::controller::cluster_credentials::ClusterCredentials;
 use crate::controller::crd::DynamicRegistration;
 use crate::controller::credentials::{CredentialGate, DefaultCredentials, NamespaceAllowList};
 use crate::controller::decision::{Progress, claims};
+use crate::controller::events::EventPublisher;
 use crate::controller::index::{ResourceIndex, ResourceKey, SecretIndex};
 use crate::controller::observe::Observer;
 use crate::controller::read_cache::{KnownCredentials, KnownSecrets, VerifiedSecrets};
@@ -81,7 +81,7 @@ pub struct Context {
     /// Tencent Cloud client (rate-limited, retrying).
     pub cloud: CloudClient,
     /// Publishes Events.
-    pub recorder: Recorder,
+    pub recorder: EventPublisher,
     /// Flags.
     pub settings: Settings,
     /// Every DynamicRegistration in view, for conflict detection.
@@ -140,7 +140,7 @@ impl Context {
     pub fn new(
         client: Client,
         cloud: CloudClient,
-        recorder: Recorder,
+        recorder: EventPublisher,
         settings: Settings,
         caches: Caches,
         metrics: Arc<Metrics>,

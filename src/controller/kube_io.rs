@@ -7,7 +7,6 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -18,6 +17,7 @@ use crate::controller::credentials;
 use crate::controller::decision::secrets::MANAGED_BY_LABEL;
 use crate::controller::decision::{Problem, SecretContent, SecretShape, SecretState};
 use crate::controller::error::Result;
+use crate::controller::events::EventPublisher;
 use crate::controller::read_cache::KnownCredentials;
 
 /// Reads a Secret; `None` when it does not exist.
@@ -36,11 +36,24 @@ pub async fn credentials_secret(
     namespace: &str,
     name: &str,
 ) -> Result<Option<(ObjectMeta, std::result::Result<Credentials, Problem>)>> {
-    if let Some(cached) = cache.get(&ObjectRef::new(name).within(namespace))
-        && let Some(version) = cached.resource_version()
-        && let Some(read) = known.at(namespace, name, &version)
-    {
-        return Ok(Some((cached.metadata.clone(), read)));
+    let known_now = || {
+        let cached = cache.get(&ObjectRef::new(name).within(namespace))?;
+        let read = known.at(namespace, name, &cached.resource_version()?)?;
+        Some((cached.metadata.clone(), read))
+    };
+    if let Some(found) = known_now() {
+        return Ok(Some(found));
+    }
+    // Hundreds of reconciles may start together on a Secret not read yet: one reads it, the
+    // others find what it read. (A Secret the watch does not show is read by each: nothing
+    // read could be known by its version.)
+    let in_cache = cache.get(&ObjectRef::new(name).within(namespace)).is_some();
+    let _reading = match in_cache {
+        true => Some(known.reading(namespace, name).await),
+        false => None,
+    };
+    if let Some(found) = known_now() {
+        return Ok(Some(found));
     }
     let Some(secret) = get_secret(client, namespace, name).await? else {
         return Ok(None);
@@ -369,25 +382,14 @@ pub async fn set_finalizer(
 /// Publishes an Event about the resource. A failure to publish is logged, never fatal: events
 /// are a courtesy, the status is the record.
 pub async fn publish_event(
-    recorder: &Recorder,
+    events: &EventPublisher,
     resource: &DynamicRegistration,
     warning: bool,
     reason: &str,
     action: &str,
     note: String,
 ) {
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: action.to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &resource.object_ref(&())).await {
-        tracing::warn!(%error, reason, "could not publish an event");
-    }
+    events
+        .publish(resource, warning, reason, action, note)
+        .await;
 }

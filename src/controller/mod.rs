@@ -11,6 +11,7 @@ pub mod crd;
 pub mod credentials;
 pub mod decision;
 pub mod error;
+pub mod events;
 pub mod index;
 pub mod kube_io;
 pub mod leading;

@@ -5,7 +5,7 @@
 //! hour go.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -127,9 +127,27 @@ impl KnownSecrets {
 
 /// Credentials as read from the Secrets resources name (or why they are unusable).
 #[derive(Default)]
-pub struct KnownCredentials(Versioned<Result<Credentials, Problem>>);
+pub struct KnownCredentials {
+    read: Versioned<Result<Credentials, Problem>>,
+    /// One lock per Secret being read, so that concurrent reconciles read it once.
+    reading: Mutex<HashMap<(String, String), ReadLock>>,
+}
+
+/// Held while one Secret is read.
+type ReadLock = Arc<tokio::sync::Mutex<()>>;
 
 impl KnownCredentials {
+    /// Waits until no other reconcile reads `namespace/name`; hold the guard while reading it.
+    pub async fn reading(&self, namespace: &str, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+            // Locks nobody holds or waits for are dropped as others come.
+            reading.retain(|_, lock| Arc::strong_count(lock) > 1);
+            reading.entry(key(namespace, name)).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
     /// The credentials `namespace/name` held at `version`, if that is the version last read.
     pub fn at(
         &self,
@@ -137,7 +155,7 @@ impl KnownCredentials {
         name: &str,
         version: &str,
     ) -> Option<Result<Credentials, Problem>> {
-        self.0.get(namespace, name, version)
+        self.read.get(namespace, name, version)
     }
 
     /// Remembers what `namespace/name` held at `version`.
@@ -148,7 +166,7 @@ impl KnownCredentials {
         version: &str,
         read: Result<Credentials, Problem>,
     ) {
-        self.0.put(namespace, name, version, read);
+        self.read.put(namespace, name, version, read);
     }
 }
 

@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -26,6 +25,7 @@ use crate::controller::cluster_credentials::ClusterCredentials;
 use crate::controller::context::{Caches, Context, Settings};
 use crate::controller::crd::{DynamicRegistration, MANAGER, REQUESTED_AT};
 use crate::controller::decision::CREDENTIALS_IN_USE;
+use crate::controller::events::EventPublisher;
 use crate::controller::index::{
     Index, ResourceIndex, ResourceKey, SecretIndex, resource_keys, secret_keys,
 };
@@ -137,13 +137,7 @@ pub async fn run(
     .reflect(namespace_writer)
     .touched_objects()
     .predicate_filter(predicates::labels, Default::default());
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: MANAGER.to_owned(),
-            instance: options.instance.clone(),
-        },
-    );
+    let recorder = EventPublisher::new(client.clone(), MANAGER, options.instance.clone());
     shared.health.set_watches_established(false);
     shared.metrics.set_census(Some(census(reader.clone())));
     let caches = Caches {
