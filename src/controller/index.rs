@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
@@ -22,12 +22,24 @@ pub struct Index<K: Resource<DynamicType = ()>, Key> {
     state: RwLock<State<K, Key>>,
 }
 
+/// An object, by namespace and name only (its resourceVersion and uid would cost memory in
+/// every entry), shared by all the entries of that object.
+type Member<K> = Arc<ObjectRef<K>>;
+
 struct State<K: Resource<DynamicType = ()>, Key> {
-    keys: HashMap<ObjectRef<K>, Vec<Key>>,
-    members: HashMap<Key, HashSet<ObjectRef<K>>>,
+    keys: HashMap<Member<K>, Vec<Key>>,
+    members: HashMap<Key, HashSet<Member<K>>>,
     /// The keys of a relist under way (between `Init` and `InitDone`), swapped in at its end as
     /// the reflector swaps its store.
-    relist: Option<HashMap<ObjectRef<K>, Vec<Key>>>,
+    relist: Option<HashMap<Member<K>, Vec<Key>>>,
+}
+
+fn member<K: Resource<DynamicType = ()>>(object: &K) -> Member<K> {
+    let name = object.meta().name.clone().unwrap_or_default();
+    Arc::new(match &object.meta().namespace {
+        Some(namespace) => ObjectRef::new(&name).within(namespace),
+        None => ObjectRef::new(&name),
+    })
 }
 
 impl<K, Key> Index<K, Key>
@@ -52,18 +64,18 @@ where
         let mut state = self.write();
         match event {
             watcher::Event::Apply(object) => {
-                let object_ref = ObjectRef::from_obj(object);
+                let object_ref = member(object);
                 state.remove(&object_ref);
                 state.insert(object_ref, (self.keys_of)(object));
             }
-            watcher::Event::Delete(object) => state.remove(&ObjectRef::from_obj(object)),
+            watcher::Event::Delete(object) => state.remove(&member(object)),
             watcher::Event::Init => state.relist = Some(HashMap::new()),
             watcher::Event::InitApply(object) => {
                 let keys = (self.keys_of)(object);
                 state
                     .relist
                     .get_or_insert_default()
-                    .insert(ObjectRef::from_obj(object), keys);
+                    .insert(member(object), keys);
             }
             watcher::Event::InitDone => {
                 let listed = state.relist.take().unwrap_or_default();
@@ -81,7 +93,7 @@ where
         self.read()
             .members
             .get(key)
-            .map(|members| members.iter().cloned().collect())
+            .map(|members| members.iter().map(|member| (**member).clone()).collect())
             .unwrap_or_default()
     }
 
@@ -105,7 +117,7 @@ where
     K: Resource<DynamicType = ()>,
     Key: Clone + Eq + Hash,
 {
-    fn insert(&mut self, object_ref: ObjectRef<K>, keys: Vec<Key>) {
+    fn insert(&mut self, object_ref: Member<K>, keys: Vec<Key>) {
         for key in &keys {
             self.members
                 .entry(key.clone())
@@ -115,7 +127,7 @@ where
         self.keys.insert(object_ref, keys);
     }
 
-    fn remove(&mut self, object_ref: &ObjectRef<K>) {
+    fn remove(&mut self, object_ref: &Member<K>) {
         for key in self.keys.remove(object_ref).unwrap_or_default() {
             if let Some(members) = self.members.get_mut(&key) {
                 members.remove(object_ref);
