@@ -99,23 +99,14 @@ pub async fn run(
         first_lists.clone(),
         hooks,
     );
-    // Secrets are watched by metadata only: their data never needs to sit in this process.
     let (secret_reader, secret_writer) = reflector::store();
     let secret_index = Arc::new(SecretIndex::new(secret_keys));
-    let protected_secret_changed = sweep.clone();
-    let secret_changes = resilient_watch_with(secrets, in_shard.clone())
-        .modify(|secret| secret.managed_fields_mut().clear())
-        .reflect(secret_writer)
-        .inspect(indexing(secret_index.clone()))
-        .inspect(on_first_list(first_lists))
-        .inspect(move |event| {
-            if let Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) = event
-                && secret.finalizers().iter().any(|f| f == CREDENTIALS_IN_USE)
-            {
-                protected_secret_changed.notify_one();
-            }
-        })
-        .touched_objects();
+    let secret_changes = secret_changes(
+        (secrets, in_shard),
+        (secret_writer, secret_index.clone()),
+        first_lists,
+        sweep.clone(),
+    );
     // ClusterCredentials, and the labels of namespaces that may select them: a change of
     // either re-evaluates every resource using them at once.
     let (credentials_reader, credentials_writer) = reflector::store();
@@ -217,6 +208,33 @@ pub async fn run(
     shared.health.set_watches_established(false);
     shared.metrics.set_census(None);
     info!("controller stopped");
+}
+
+/// The Secrets that changed, fed into the metadata cache `writer` and its index. Secrets are
+/// watched by metadata only: their data never needs to sit in this process.
+fn secret_changes(
+    (secrets, in_shard): (Api<PartialObjectMeta<Secret>>, watcher::Config),
+    (writer, index): (
+        reflector::store::Writer<PartialObjectMeta<Secret>>,
+        Arc<SecretIndex>,
+    ),
+    first_lists: Arc<FirstLists>,
+    protected_secret_changed: Arc<Notify>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
+{
+    resilient_watch_with(secrets, in_shard)
+        .modify(|secret| secret.managed_fields_mut().clear())
+        .reflect(writer)
+        .inspect(indexing(index))
+        .inspect(on_first_list(first_lists))
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) = event
+                && secret.finalizers().iter().any(|f| f == CREDENTIALS_IN_USE)
+            {
+                protected_secret_changed.notify_one();
+            }
+        })
+        .touched_objects()
 }
 
 /// What else the resource watch tells about.
