@@ -198,7 +198,7 @@ fn context(
         ..ClientConfig::default()
     })
     .unwrap();
-    let recorder = EventPublisher::new(client.clone(), MANAGER, None);
+    let events = EventPublisher::new(client.clone(), MANAGER, None);
     let (reader, mut writer) = reflector::store();
     let resource_index = ResourceIndex::new(resource_keys);
     let listed = std::iter::once(watcher::Event::Init)
@@ -223,7 +223,7 @@ fn context(
     Arc::new(Context::new(
         client,
         cloud,
-        recorder,
+        events,
         Settings::default(),
         caches,
         Arc::new(iothub_dynreg::ops::metrics::Metrics::new()),

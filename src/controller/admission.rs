@@ -320,7 +320,7 @@ mod tests {
         let first = admission
             .admit(source("a"), Urgency::Backlog, object("first"))
             .await;
-        let gone = {
+        let waiting = || {
             let admission = admission.clone();
             tokio::spawn(async move {
                 admission
@@ -328,15 +328,9 @@ mod tests {
                     .await
             })
         };
+        let gone = waiting();
         tokio::time::sleep(Duration::from_millis(1)).await;
-        let next = {
-            let admission = admission.clone();
-            tokio::spawn(async move {
-                admission
-                    .admit(source("a"), Urgency::Backlog, object("waiting"))
-                    .await
-            })
-        };
+        let next = waiting();
         tokio::time::sleep(Duration::from_millis(1)).await;
         gone.abort();
         let _ = gone.await;

@@ -81,7 +81,7 @@ pub struct Context {
     /// Tencent Cloud client (rate-limited, retrying).
     pub cloud: CloudClient,
     /// Publishes Events.
-    pub recorder: EventPublisher,
+    pub events: EventPublisher,
     /// Flags.
     pub settings: Settings,
     /// Every DynamicRegistration in view, for conflict detection.
@@ -140,7 +140,7 @@ impl Context {
     pub fn new(
         client: Client,
         cloud: CloudClient,
-        recorder: EventPublisher,
+        events: EventPublisher,
         settings: Settings,
         caches: Caches,
         metrics: Arc<Metrics>,
@@ -152,7 +152,7 @@ impl Context {
             metrics,
             client,
             cloud: cloud.clone(),
-            recorder,
+            events,
             credential_gate: CredentialGate::new(settings.stalled_retry_interval),
             settings,
             registrations: caches.registrations,

@@ -234,7 +234,7 @@ async fn announce_changes(
     };
     let note = updated.into_iter().chain(published).collect::<Vec<_>>();
     kube_io::publish_event(
-        &ctx.recorder,
+        &ctx.events,
         resource,
         false,
         reason,
@@ -398,7 +398,7 @@ async fn publish(
         (SecretState::Owned { .. }, Some(version)) if content.recreate => {
             kube_io::delete_for_new_type(&ctx.client, resource, &content.name, version).await?;
             kube_io::publish_event(
-                &ctx.recorder,
+                &ctx.events,
                 resource,
                 false,
                 "SecretRecreated",
@@ -470,7 +470,7 @@ async fn delete_left_behind(
         info!(secret = %name, "deleted the Secret published under the former secretName");
         let note = format!("deleted Secret {name}, published under the former secretName");
         kube_io::publish_event(
-            &ctx.recorder,
+            &ctx.events,
             resource,
             false,
             "SecretDeleted",
@@ -754,7 +754,7 @@ async fn record(
     let changed = previous_reason.as_deref() != Some(verdict.reason.as_str());
     if changed && !verdict.ready {
         kube_io::publish_event(
-            &ctx.recorder,
+            &ctx.events,
             resource,
             true,
             verdict.reason.as_str(),
@@ -791,9 +791,9 @@ async fn finalize(
         }
         DeletionStep::Release { note } => {
             if let Some(note) = note {
-                let recorder = &ctx.recorder;
+                let events = &ctx.events;
                 kube_io::publish_event(
-                    recorder,
+                    events,
                     resource,
                     note.warning,
                     note.reason,
@@ -818,7 +818,7 @@ async fn retain_secret(resource: &DynamicRegistration, ctx: &Context) -> Result<
     let name = resource.published_secret_name();
     if kube_io::release_secret(&ctx.client, resource, &name).await? {
         kube_io::publish_event(
-            &ctx.recorder,
+            &ctx.events,
             resource,
             false,
             "SecretRetained",

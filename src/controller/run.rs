@@ -128,7 +128,7 @@ pub async fn run(
     .reflect(namespace_writer)
     .touched_objects()
     .predicate_filter(predicates::labels, Default::default());
-    let recorder = EventPublisher::new(client.clone(), MANAGER, options.instance.clone());
+    let events = EventPublisher::new(client.clone(), MANAGER, options.instance.clone());
     shared.health.set_watches_established(false);
     shared.metrics.set_census(Some(census(reader.clone())));
     let caches = Caches {
@@ -144,7 +144,7 @@ pub async fn run(
         Context::new(
             client,
             cloud,
-            recorder,
+            events,
             settings,
             caches,
             shared.metrics.clone(),
@@ -222,11 +222,7 @@ fn secret_changes(
     protected_secret_changed: Arc<Notify>,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
 {
-    resilient_watch_with(secrets, in_shard)
-        .modify(|secret| secret.managed_fields_mut().clear())
-        .reflect(writer)
-        .inspect(indexing(index))
-        .inspect(on_first_list(first_lists))
+    cached_watch((secrets, in_shard), (writer, index), first_lists)
         .inspect(move |event| {
             if let Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) = event
                 && secret.finalizers().iter().any(|f| f == CREDENTIALS_IN_USE)
@@ -276,19 +272,33 @@ impl FirstLists {
     }
 }
 
-/// Keeps `index` in step with the watch events the reflector applies to the store.
-fn indexing<K, Key>(
-    index: Arc<Index<K, Key>>,
-) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>)
+/// The events of a watch that fills the cache `writer` and its `index`, telling `first_lists`
+/// when its first list is in. managedFields are dropped: nothing reads them, and they can be
+/// larger than the rest of the object.
+fn cached_watch<K, Key>(
+    (api, config): (Api<K>, watcher::Config),
+    (writer, index): (reflector::store::Writer<K>, Arc<Index<K, Key>>),
+    first_lists: Arc<FirstLists>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()>,
-    Key: Clone + Eq + std::hash::Hash,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    Key: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
 {
-    move |event| {
-        if let Ok(event) = event {
-            index.apply(event);
-        }
-    }
+    resilient_watch_with(api, config)
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                index.apply(event);
+            }
+        })
+        .inspect(on_first_list(first_lists))
 }
 
 /// Tells `lists` when this watch completes its first list (later relists do not count).
@@ -316,12 +326,7 @@ fn resource_changes(
 ) -> impl futures::Stream<Item = Result<DynamicRegistration, watcher::Error>> + Send + 'static {
     // Only spec changes and lifecycle changes trigger (marking for deletion bumps the
     // generation too), never our own status writes.
-    resilient_watch_with(registrations, in_shard)
-        // managedFields can be larger than the rest of the object; nothing here reads them.
-        .modify(|resource| resource.managed_fields_mut().clear())
-        .reflect(writer)
-        .inspect(indexing(index))
-        .inspect(on_first_list(first_lists))
+    cached_watch((registrations, in_shard), (writer, index), first_lists)
         .inspect(move |event| {
             match event {
                 Ok(watcher::Event::Delete(gone)) => {
