@@ -118,6 +118,41 @@ async fn two_shards_split_the_resources_by_label() {
         )
         .await;
     assert!(second.stderr().contains("name=main-0"));
+
+    // Moving one back by removing its label: the unlabelled shard takes it over and drops the
+    // label from its Secret, which its Secret watch then shows.
+    harness
+        .registrations()
+        .patch(
+            "second-3",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {SHARD_KEY: null}},
+                                 "spec": {"registerLimit": 9}})),
+        )
+        .await
+        .unwrap();
+    harness
+        .wait_for(
+            "the Secret of the resource moved back without its shard label",
+            Duration::from_secs(30),
+            Some(&main),
+            || async {
+                let converged = harness.cloud_product("SHARD00003").await["registerLimit"] == 9;
+                let secret = harness
+                    .secrets()
+                    .get("second-3-product-secret")
+                    .await
+                    .unwrap();
+                let labelled = secret
+                    .metadata
+                    .labels
+                    .unwrap_or_default()
+                    .contains_key(SHARD_KEY);
+                (converged && !labelled).then_some(())
+            },
+        )
+        .await;
+    assert!(main.stderr().contains("name=second-3"));
     harness.assert_no_secrets_logged(&main).await;
     harness.assert_no_secrets_logged(&second).await;
 }

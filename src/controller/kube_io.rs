@@ -176,24 +176,28 @@ pub async fn apply_secret(
             &Patch::Apply(&secret),
         )
         .await?;
-    if content.remove.is_empty() {
+    if content.remove.is_empty() && content.remove_labels.is_empty() {
         return Ok(applied.resource_version());
     }
-    // Keys set when the Secret was created belong to the creating request as well as to our
-    // apply, so leaving them out of the apply does not remove them: a merge patch does, on the
-    // version just written.
-    let removed: serde_json::Map<String, serde_json::Value> = content
-        .remove
-        .iter()
-        .map(|key| (key.clone(), serde_json::Value::Null))
-        .collect();
+    // Keys and labels set when the Secret was created belong to the creating request as well as
+    // to our apply, so leaving them out of the apply does not remove them: a merge patch does,
+    // on the version just written.
+    let nulls = |names: &[String]| -> serde_json::Map<String, serde_json::Value> {
+        names
+            .iter()
+            .map(|name| (name.clone(), serde_json::Value::Null))
+            .collect()
+    };
     let patched = api
         .patch(
             &content.name,
             &PatchParams::default(),
             &Patch::Merge(serde_json::json!({
-                "metadata": {"resourceVersion": applied.resource_version()},
-                "data": removed,
+                "metadata": {
+                    "resourceVersion": applied.resource_version(),
+                    "labels": nulls(&content.remove_labels),
+                },
+                "data": nulls(&content.remove),
             })),
         )
         .await?;

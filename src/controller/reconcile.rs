@@ -179,6 +179,8 @@ struct Facts {
     secret_name: String,
     /// The resource's labels the published Secret carries too.
     secret_labels: BTreeMap<String, String>,
+    /// The label keys the Secret watch selects on (a shard's).
+    selected_label_keys: Vec<String>,
     secret: SecretState,
     /// The resourceVersion of the Secret found under that name.
     secret_version: Option<String>,
@@ -206,6 +208,7 @@ impl Facts {
             secret: &self.secret,
             secret_name: &self.secret_name,
             secret_labels: &self.secret_labels,
+            selected_label_keys: &self.selected_label_keys,
             just_asked: None,
         }
     }
@@ -256,6 +259,7 @@ async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) 
         return Ok(Facts {
             secret_name,
             secret_labels: BTreeMap::new(),
+            selected_label_keys: Vec::new(),
             secret: SecretState::Absent,
             secret_version: None,
             access: Err(problem.clone()),
@@ -291,15 +295,13 @@ async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) 
         Some(problem) => Err(problem),
         None => Ok(found),
     });
-    let secret_labels = ctx
-        .settings
-        .shard
-        .as_ref()
-        .map(|shard| shard.labels_of(resource.labels()))
-        .unwrap_or_default();
+    let shard = ctx.settings.shard.as_ref();
     Ok(Facts {
         secret_name,
-        secret_labels,
+        secret_labels: shard
+            .map(|shard| shard.labels_of(resource.labels()))
+            .unwrap_or_default(),
+        selected_label_keys: shard.map(|shard| shard.keys().to_vec()).unwrap_or_default(),
         secret,
         secret_version,
         access,

@@ -46,6 +46,12 @@ impl ShardSelector {
         &self.text
     }
 
+    /// The label keys the selector names: on a published Secret, each must be present or absent
+    /// as on its resource, or the shard's Secret watch shows it wrongly.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
     /// The labels of `labels` the selector names: what a published Secret carries so that the
     /// shard's Secret watch sees it.
     pub fn labels_of(&self, labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {

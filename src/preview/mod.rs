@@ -309,6 +309,7 @@ pub fn decide(
         secret: &SecretState::Absent,
         secret_name: "",
         secret_labels: &BTreeMap::new(),
+        selected_label_keys: &[],
         just_asked: None,
     });
     let changes = match cloud {
@@ -429,6 +430,7 @@ mod tests {
                     secret: &SecretState::Absent,
                     secret_name: "s",
                     secret_labels: &BTreeMap::new(),
+                    selected_label_keys: &[],
                     just_asked: None,
                 });
                 let case = format!("{spec:?} / {cloud:?}");

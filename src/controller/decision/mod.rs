@@ -164,6 +164,9 @@ pub struct SecretContent {
     pub shape: SecretShape,
     /// Keys we published before and no longer do: removed.
     pub remove: Vec<String>,
+    /// Labels the watch selects on that the Secret carries and must no longer (left from
+    /// another shard): removed.
+    pub remove_labels: Vec<String>,
     /// The Secret found has another type, which Kubernetes never changes: delete it first.
     pub recreate: bool,
 }
@@ -175,6 +178,7 @@ impl std::fmt::Debug for SecretContent {
             .field("keys", &self.data.keys().collect::<Vec<_>>())
             .field("shape", &self.shape)
             .field("remove", &self.remove)
+            .field("remove_labels", &self.remove_labels)
             .field("recreate", &self.recreate)
             .finish()
     }
@@ -484,6 +488,7 @@ mod kstatus_tests {
             secret: &secret,
             secret_name: "s",
             secret_labels: &BTreeMap::new(),
+            selected_label_keys: &[],
             just_asked: None,
         })
         .verdict
@@ -512,6 +517,7 @@ mod kstatus_tests {
             secret: &published("s3cret"),
             secret_name: "s",
             secret_labels: &BTreeMap::new(),
+            selected_label_keys: &[],
             just_asked: Some(asked),
         })
         .verdict;

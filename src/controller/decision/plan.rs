@@ -29,6 +29,9 @@ pub struct PlanInput<'a> {
     pub secret_name: &'a str,
     /// Labels of the resource the Secret carries too (the ones a shard's selector names).
     pub secret_labels: &'a BTreeMap<String, String>,
+    /// The label keys the Secret watch selects on: the Secret carries each exactly as wanted,
+    /// absent included (a label kept from an older shard hides it from this one).
+    pub selected_label_keys: &'a [String],
     /// The update this reconcile already made, if any: asking again would be a loop.
     pub just_asked: Option<RegistrationRequest>,
 }
@@ -189,6 +192,7 @@ fn with_secret(
         shape: published::wanted_shape(template, &data, input.secret_labels),
         data,
         remove: Vec::new(),
+        remove_labels: Vec::new(),
         recreate: false,
     };
     match input.secret {
@@ -205,9 +209,12 @@ fn with_secret(
             // Only what we publish counts: keys, labels and annotations of other managers stay,
             // and are no reason to write.
             desired.remove = published::no_longer_published(shape, data, &desired.data);
+            desired.remove_labels =
+                published::stale_labels(shape, &desired.shape, input.selected_label_keys);
             desired.recreate = shape.type_ != desired.shape.type_;
             let current = *labelled
                 && desired.remove.is_empty()
+                && desired.remove_labels.is_empty()
                 && !desired.recreate
                 && desired
                     .data
@@ -391,6 +398,7 @@ mod tests {
             secret,
             secret_name: "sensors-product-secret",
             secret_labels: &NO_LABELS,
+            selected_label_keys: &[],
             just_asked: None,
         }
     }
@@ -781,5 +789,52 @@ mod tests {
         let refused = plan(input(&broken, Ok(&cloud), &after));
         assert_eq!(refused.verdict.reason, Reason::SecretTemplateInvalid);
         assert_eq!((refused.update, refused.write_secret), (None, None));
+    }
+
+    /// A resource moved out of a shard (its shard label removed): the Secret still carries the
+    /// label, so the watch of the shard now in charge would not show it. It is written once
+    /// without the label, then current; other managers' labels are still no reason to write.
+    #[test]
+    fn a_label_the_shard_selects_on_is_dropped_when_the_resource_lost_it() {
+        const KEY: &str = "sharding.iothub.dynreg.io/key";
+        let keys = [KEY.to_owned()];
+        let moved = spec(RegistrationMode::AutoCreate, 100);
+        let cloud = product(RegisterType::AutoCreate, 100, Some("s3cret"));
+        let SecretState::Owned { data, .. } = published("s3cret") else {
+            unreachable!()
+        };
+        let owned = |labels: &[(&str, &str)]| SecretState::Owned {
+            data: data.clone(),
+            labelled: true,
+            shape: SecretShape {
+                labels: labels
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                    .collect(),
+                ..SecretShape::default()
+            },
+        };
+        let stale = owned(&[(KEY, "shard-2"), ("team", "fleet")]);
+        let first = plan(PlanInput {
+            selected_label_keys: &keys,
+            ..input(&moved, Ok(&cloud), &stale)
+        });
+        let written = first
+            .write_secret
+            .expect("the stale shard label is dropped");
+        assert_eq!(written.remove_labels, [KEY]);
+        assert!(!written.shape.labels.contains_key(KEY));
+        assert!(first.verdict.ready);
+
+        let relabelled = owned(&[("team", "fleet")]);
+        let second = plan(PlanInput {
+            selected_label_keys: &keys,
+            ..input(&moved, Ok(&cloud), &relabelled)
+        });
+        assert_eq!(second.write_secret, None, "no churn once dropped");
+
+        // Unsharded, nobody selects on the label: it is another manager's business.
+        let unsharded = plan(input(&moved, Ok(&cloud), &stale));
+        assert_eq!(unsharded.write_secret, None);
     }
 }

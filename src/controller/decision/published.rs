@@ -73,6 +73,15 @@ pub fn carries(found: &SecretShape, wanted: &SecretShape) -> bool {
     within(&wanted.labels, &found.labels) && within(&wanted.annotations, &found.annotations)
 }
 
+/// The labels of `keys` the Secret found carries and should not: a shard's Secret watch selects
+/// on them, so one left from another shard hides the Secret from the shard now in charge.
+pub fn stale_labels(found: &SecretShape, wanted: &SecretShape, keys: &[String]) -> Vec<String> {
+    keys.iter()
+        .filter(|key| found.labels.contains_key(*key) && !wanted.labels.contains_key(*key))
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +141,26 @@ mod tests {
         let sharded = wanted_shape(None, &data(&["productId"]), &shard);
         assert_eq!(sharded.labels, shard);
         assert!(!carries(&SecretShape::default(), &sharded));
+    }
+
+    #[test]
+    fn selected_labels_not_wanted_are_stale() {
+        let keys = ["shard".to_owned()];
+        let shape = |labels: &[(&str, &str)]| SecretShape {
+            labels: labels
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+            ..SecretShape::default()
+        };
+        let unsharded = shape(&[]);
+        let sharded = shape(&[("shard", "2")]);
+        assert_eq!(stale_labels(&sharded, &unsharded, &keys), ["shard"]);
+        assert!(stale_labels(&shape(&[("other", "x")]), &unsharded, &keys).is_empty());
+        assert!(stale_labels(&shape(&[("shard", "3")]), &sharded, &keys).is_empty());
+        assert!(
+            stale_labels(&sharded, &unsharded, &[]).is_empty(),
+            "no key selected"
+        );
     }
 }
