@@ -26,12 +26,60 @@ pub struct Index<K: Resource<DynamicType = ()>, Key> {
 /// every entry), shared by all the entries of that object.
 type Member<K> = Arc<ObjectRef<K>>;
 
+/// A key, held once for the objects carrying it and the list of each object's keys.
+type SharedKey<Key> = Arc<Key>;
+
 struct State<K: Resource<DynamicType = ()>, Key> {
-    keys: HashMap<Member<K>, Vec<Key>>,
-    members: HashMap<Key, HashSet<Member<K>>>,
+    keys: HashMap<Member<K>, Box<[SharedKey<Key>]>>,
+    members: HashMap<SharedKey<Key>, Members<K>>,
     /// The keys of a relist under way (between `Init` and `InitDone`), swapped in at its end as
     /// the reflector swaps its store.
     relist: Option<HashMap<Member<K>, Vec<Key>>>,
+}
+
+/// The objects carrying one key: most keys (a product, a published Secret) have one, and a set
+/// for each would cost more than the rest of the entry.
+enum Members<K: Resource<DynamicType = ()>> {
+    One(Member<K>),
+    Many(HashSet<Member<K>>),
+}
+
+impl<K: Resource<DynamicType = ()>> Members<K> {
+    fn add(&mut self, member: Member<K>) {
+        match self {
+            Self::One(one) if *one == member => {}
+            Self::One(one) => *self = Self::Many(HashSet::from([one.clone(), member])),
+            Self::Many(many) => {
+                many.insert(member);
+            }
+        }
+    }
+
+    /// Removes `member`; whether none are left.
+    fn remove(&mut self, member: &Member<K>) -> bool {
+        match self {
+            Self::One(one) => one == member,
+            Self::Many(many) => {
+                many.remove(member);
+                many.is_empty()
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Member<K>> {
+        let (one, many) = match self {
+            Self::One(one) => (Some(one), None),
+            Self::Many(many) => (None, Some(many)),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(many) => many.len(),
+        }
+    }
 }
 
 fn member<K: Resource<DynamicType = ()>>(object: &K) -> Member<K> {
@@ -99,7 +147,7 @@ where
 
     /// How many objects carry `key`.
     pub fn count(&self, key: &Key) -> usize {
-        self.read().members.get(key).map_or(0, HashSet::len)
+        self.read().members.get(key).map_or(0, Members::len)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State<K, Key>> {
@@ -118,22 +166,31 @@ where
     Key: Clone + Eq + Hash,
 {
     fn insert(&mut self, object_ref: Member<K>, keys: Vec<Key>) {
-        for key in &keys {
-            self.members
-                .entry(key.clone())
-                .or_default()
-                .insert(object_ref.clone());
+        let mut shared = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.members.get_key_value(&key) {
+                Some((known, _)) => shared.push(known.clone()),
+                None => shared.push(Arc::new(key)),
+            }
         }
-        self.keys.insert(object_ref, keys);
+        for key in &shared {
+            match self.members.get_mut(key) {
+                Some(members) => members.add(object_ref.clone()),
+                None => {
+                    self.members
+                        .insert(key.clone(), Members::One(object_ref.clone()));
+                }
+            }
+        }
+        self.keys.insert(object_ref, shared.into_boxed_slice());
     }
 
     fn remove(&mut self, object_ref: &Member<K>) {
         for key in self.keys.remove(object_ref).unwrap_or_default() {
-            if let Some(members) = self.members.get_mut(&key) {
-                members.remove(object_ref);
-                if members.is_empty() {
-                    self.members.remove(&key);
-                }
+            if let Some(members) = self.members.get_mut(&key)
+                && members.remove(object_ref)
+            {
+                self.members.remove(&key);
             }
         }
     }
@@ -233,6 +290,26 @@ mod tests {
         assert_eq!(index.count(&team), 1);
         let published = ResourceKey::Secret("fleet".to_owned(), "a-product-secret".to_owned());
         assert_eq!(names(index.get(&published)), ["a"]);
+    }
+
+    #[test]
+    fn keys_are_held_once_and_go_with_their_last_object() {
+        let index = ResourceIndex::new(resource_keys);
+        for name in ["a", "b", "c"] {
+            index.apply(&watcher::Event::Apply(resource(name, "P1", "team")));
+        }
+        let team = ResourceKey::Secret("fleet".to_owned(), "team".to_owned());
+        {
+            let state = index.read();
+            let (held, _) = state.members.get_key_value(&team).unwrap();
+            // The team's Secret, as one of each resource's keys and as the members' key.
+            assert_eq!(Arc::strong_count(held), 4);
+        }
+        for name in ["a", "b", "c"] {
+            index.apply(&watcher::Event::Delete(resource(name, "P1", "team")));
+        }
+        let state = index.read();
+        assert!(state.members.is_empty() && state.keys.is_empty());
     }
 
     #[test]

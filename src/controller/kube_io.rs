@@ -15,7 +15,7 @@ use crate::cloud::Credentials;
 use crate::controller::crd::{DynamicRegistration, DynamicRegistrationStatus, FINALIZER, MANAGER};
 use crate::controller::credentials;
 use crate::controller::decision::secrets::MANAGED_BY_LABEL;
-use crate::controller::decision::{Problem, SecretContent, SecretShape, SecretState};
+use crate::controller::decision::{DataDigest, Problem, SecretContent, SecretShape, SecretState};
 use crate::controller::error::Result;
 use crate::controller::events::EventPublisher;
 use crate::controller::read_cache::KnownCredentials;
@@ -79,14 +79,14 @@ pub fn secret_state(secret: Option<&Secret>, owner: &DynamicRegistration) -> Sec
     if !owned {
         return SecretState::Foreign;
     }
-    let data = secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(key, value)| (key.clone(), value.0.clone()))
-        .collect();
     SecretState::Owned {
-        data,
+        data: DataDigest::of(
+            secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(key, value)| (key, &value.0)),
+        ),
         labelled: secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER),
         shape: SecretShape {
             type_: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),

@@ -4,14 +4,14 @@
 //! credentials resources name), never the other Secrets of the cluster; entries unused for an
 //! hour go.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::cloud::Credentials;
-use crate::controller::decision::{Problem, SecretState};
+use crate::controller::decision::{DataDigest, Problem, SecretShape, SecretState};
 
 /// Entries unused for this long are dropped as the map grows.
 const UNUSED: Duration = Duration::from_secs(3600);
@@ -94,19 +94,21 @@ impl VerifiedSecrets {
     }
 }
 
-/// Published Secrets as we last wrote or read them.
+/// Published Secrets as we last wrote or read them (their values as digests only).
 #[derive(Default)]
-pub struct KnownSecrets(Versioned<SecretState>);
+pub struct KnownSecrets(Versioned<Remembered>);
 
 impl KnownSecrets {
     /// What `namespace/name` holds at `version`, if that is the version we last saw.
     pub fn at(&self, namespace: &str, name: &str, version: &str) -> Option<SecretState> {
-        self.0.get(namespace, name, version)
+        self.0
+            .get(namespace, name, version)
+            .map(|remembered| remembered.state())
     }
 
     /// Remembers what `namespace/name` holds at `version`.
-    pub fn remember(&self, namespace: &str, name: &str, version: &str, state: SecretState) {
-        self.0.put(namespace, name, version, state);
+    pub fn remember(&self, namespace: &str, name: &str, version: &str, state: &SecretState) {
+        self.0.put(namespace, name, version, Remembered::of(state));
     }
 
     /// Whether we wrote or read `namespace/name` (at any version).
@@ -122,6 +124,76 @@ impl KnownSecrets {
     /// Whether none are held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A [`SecretState`] in fewer bytes: one is held per published Secret, and a map of one label
+/// costs a node of eleven.
+#[derive(Clone)]
+enum Remembered {
+    Absent,
+    Foreign,
+    Owned {
+        data: DataDigest,
+        labelled: bool,
+        type_: Box<str>,
+        labels: Pairs,
+        annotations: Pairs,
+    },
+}
+
+type Pairs = Box<[(Box<str>, Box<str>)]>;
+
+impl Remembered {
+    fn of(state: &SecretState) -> Self {
+        let pairs = |map: &BTreeMap<String, String>| -> Pairs {
+            map.iter()
+                .map(|(key, value)| (Box::from(key.as_str()), Box::from(value.as_str())))
+                .collect()
+        };
+        match state {
+            SecretState::Absent => Self::Absent,
+            SecretState::Foreign => Self::Foreign,
+            SecretState::Owned {
+                data,
+                labelled,
+                shape,
+            } => Self::Owned {
+                data: data.clone(),
+                labelled: *labelled,
+                type_: Box::from(shape.type_.as_str()),
+                labels: pairs(&shape.labels),
+                annotations: pairs(&shape.annotations),
+            },
+        }
+    }
+
+    fn state(&self) -> SecretState {
+        let map = |pairs: &Pairs| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect()
+        };
+        match self {
+            Self::Absent => SecretState::Absent,
+            Self::Foreign => SecretState::Foreign,
+            Self::Owned {
+                data,
+                labelled,
+                type_,
+                labels,
+                annotations,
+            } => SecretState::Owned {
+                data: data.clone(),
+                labelled: *labelled,
+                shape: SecretShape {
+                    type_: type_.to_string(),
+                    labels: map(labels),
+                    annotations: map(annotations),
+                },
+            },
+        }
     }
 }
 
@@ -177,22 +249,34 @@ mod tests {
     #[test]
     fn only_the_version_seen_is_known() {
         let known = KnownSecrets::default();
-        known.remember("ns", "s", "7", SecretState::Absent);
+        known.remember("ns", "s", "7", &SecretState::Absent);
         assert_eq!(known.at("ns", "s", "7"), Some(SecretState::Absent));
         assert_eq!(known.at("ns", "s", "8"), None, "written since");
         assert_eq!(known.at("other", "s", "7"), None);
+
+        let owned = SecretState::Owned {
+            data: DataDigest::of([("productSecret", "s3cret")]),
+            labelled: true,
+            shape: SecretShape {
+                type_: "Opaque".to_owned(),
+                labels: BTreeMap::from([("team".to_owned(), "fleet".to_owned())]),
+                annotations: BTreeMap::from([("note".to_owned(), "x".to_owned())]),
+            },
+        };
+        known.remember("ns", "s", "9", &owned);
+        assert_eq!(known.at("ns", "s", "9"), Some(owned), "held as it was");
     }
 
     #[tokio::test(start_paused = true)]
     async fn unused_entries_go_as_the_map_grows() {
         let known = KnownSecrets::default();
         for index in 0..63 {
-            known.remember("ns", &format!("s{index}"), "1", SecretState::Absent);
+            known.remember("ns", &format!("s{index}"), "1", &SecretState::Absent);
         }
         tokio::time::advance(UNUSED + Duration::from_secs(1)).await;
         known.at("ns", "s0", "1");
-        known.remember("ns", "s63", "1", SecretState::Absent);
-        known.remember("ns", "s64", "1", SecretState::Absent);
+        known.remember("ns", "s63", "1", &SecretState::Absent);
+        known.remember("ns", "s64", "1", &SecretState::Absent);
         assert_eq!(known.len(), 3, "s0 (used), s63 and s64");
     }
 }

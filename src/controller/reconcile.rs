@@ -20,7 +20,7 @@ use crate::controller::context::Context;
 use crate::controller::crd::{DynamicRegistration, FINALIZER, RegistrationMode, SecretRetention};
 use crate::controller::credentials::Probe;
 use crate::controller::decision::{
-    self, DeletionStep, Plan, PlanInput, Problem, Progress, SecretContent, SecretState,
+    self, DataDigest, DeletionStep, Plan, PlanInput, Problem, Progress, SecretContent, SecretState,
     StatusInput, Verdict, deletion,
 };
 use crate::controller::error::{Error, Result};
@@ -370,8 +370,7 @@ async fn published_secret(
     let state = kube_io::secret_state(found.as_ref(), resource);
     let version = found.and_then(|found| found.metadata.resource_version);
     if let (SecretState::Owned { .. }, Some(version)) = (&state, &version) {
-        ctx.known_secrets
-            .remember(namespace, name, version, state.clone());
+        ctx.known_secrets.remember(namespace, name, version, &state);
     }
     Ok((state, version))
 }
@@ -434,12 +433,12 @@ async fn publish(
             .record(&namespace, &content.name, &version);
         // What we wrote, as the decision compares it: our keys, label and shape.
         let state = SecretState::Owned {
-            data: content.data.clone(),
+            data: DataDigest::of(&content.data),
             labelled: true,
             shape: content.shape.clone(),
         };
         ctx.known_secrets
-            .remember(&namespace, &content.name, &version, state);
+            .remember(&namespace, &content.name, &version, &state);
     }
     info!(secret = %content.name, "published the ProductSecret");
     let keys: Vec<&str> = content.data.keys().map(String::as_str).collect();

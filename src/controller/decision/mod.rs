@@ -12,6 +12,7 @@
 
 pub mod claims;
 pub mod deletion;
+mod digest;
 mod plan;
 pub mod published;
 pub mod secrets;
@@ -23,6 +24,7 @@ use std::collections::BTreeMap;
 use crate::cloud::ErrorClass;
 
 pub use deletion::{DeletionStep, Note};
+pub use digest::DataDigest;
 pub use plan::{
     Difference, Plan, PlanInput, after_failed_update, after_secret_taken, differences,
     field_differences, plan,
@@ -120,8 +122,8 @@ pub enum SecretState {
     /// Ours (controller ownerReference to this resource), with its data and whether our label is
     /// in place.
     Owned {
-        /// Decoded data.
-        data: BTreeMap<String, Vec<u8>>,
+        /// Its keys and the digests of their values.
+        data: DataDigest,
         /// `app.kubernetes.io/managed-by: iothub-dynreg` is set.
         labelled: bool,
         /// Its type, labels and annotations.
@@ -406,10 +408,7 @@ pub(crate) mod fixtures {
     /// Our published Secret holding `secret`.
     pub fn published(secret: &str) -> SecretState {
         SecretState::Owned {
-            data: BTreeMap::from([
-                ("productId".to_owned(), b"ABCDE12345".to_vec()),
-                ("productSecret".to_owned(), secret.as_bytes().to_vec()),
-            ]),
+            data: DataDigest::of([("productId", "ABCDE12345"), ("productSecret", secret)]),
             labelled: true,
             shape: SecretShape::default(),
         }

@@ -219,7 +219,7 @@ fn with_secret(
                 && desired
                     .data
                     .iter()
-                    .all(|(key, value)| data.get(key) == Some(value))
+                    .all(|(key, value)| data.holds(key, value))
                 && published::carries(shape, &desired.shape);
             if current {
                 published(None, published_in)
@@ -378,9 +378,9 @@ pub fn differences(spec: &DynamicRegistrationSpec, product: &Product) -> Vec<Str
 mod tests {
     use super::*;
     use crate::cloud::RegisterType;
-    use crate::controller::decision::SecretShape;
     use crate::controller::decision::conditions;
     use crate::controller::decision::fixtures::{auto, product, published, spec};
+    use crate::controller::decision::{DataDigest, SecretShape};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -633,13 +633,11 @@ mod tests {
             },
             Row {
                 secret: SecretState::Owned {
-                    data: match published("s3cret") {
-                        SecretState::Owned { mut data, .. } => {
-                            data.insert("addedBySomeoneElse".into(), b"x".to_vec());
-                            data
-                        }
-                        _ => unreachable!(),
-                    },
+                    data: DataDigest::of([
+                        ("productId", "ABCDE12345"),
+                        ("productSecret", "s3cret"),
+                        ("addedBySomeoneElse", "x"),
+                    ]),
                     labelled: true,
                     shape: SecretShape::default(),
                 },
@@ -775,7 +773,7 @@ mod tests {
         assert_eq!(written.remove, ["productId", "productSecret"]);
         assert!(written.recreate, "Opaque to example.com/product");
         let after = SecretState::Owned {
-            data: written.data.clone(),
+            data: DataDigest::of(&written.data),
             labelled: true,
             shape: written.shape.clone(),
         };

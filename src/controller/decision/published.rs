@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::SecretShape;
+use super::{DataDigest, SecretShape};
 use crate::controller::crd::SecretTemplate;
 
 /// Annotation listing the keys we published, when a template chose them: keys dropped from the
@@ -46,7 +46,7 @@ pub fn wanted_shape(
 /// The keys the Secret holds that we published before and no longer do.
 pub fn no_longer_published(
     found: &SecretShape,
-    found_data: &BTreeMap<String, Vec<u8>>,
+    found_data: &DataDigest,
     wanted: &BTreeMap<String, Vec<u8>>,
 ) -> Vec<String> {
     let before: Vec<String> = match found.annotations.get(PUBLISHED_KEYS) {
@@ -96,7 +96,7 @@ mod tests {
     #[test]
     fn keys_dropped_from_the_template_go_and_no_others() {
         let untemplated = SecretShape::default();
-        let found = data(&["productId", "productSecret", "theirs"]);
+        let found = DataDigest::of(&data(&["productId", "productSecret", "theirs"]));
         assert_eq!(
             no_longer_published(&untemplated, &found, &data(&["PRODUCT_SECRET"])),
             ["productId", "productSecret"]
@@ -105,7 +105,7 @@ mod tests {
             annotations: BTreeMap::from([(PUBLISHED_KEYS.to_owned(), "A,B".to_owned())]),
             ..SecretShape::default()
         };
-        let found = data(&["A", "B", "productId"]);
+        let found = DataDigest::of(&data(&["A", "B", "productId"]));
         assert_eq!(
             no_longer_published(&templated, &found, &data(&["A"])),
             ["B"]
