@@ -7,16 +7,23 @@
 //! places: a backlog waits in its own queue only.
 //!
 //! Within a queue, reconciles a person waits for (a spec change, a deletion, a reconcile
-//! request) are admitted before the backlog; a reconcile already waiting in the backlog moves up
-//! when a person changes its resource meanwhile ([`Admission::promote`]), and acts on the
-//! resource as it is once admitted.
+//! request) are admitted before the backlog; a resource already waiting in the backlog moves up
+//! when a person changes it meanwhile ([`Admission::promote`]), and is reconciled as it is once
+//! admitted.
+//!
+//! A reconcile that finds its queue full does not wait: its resource is parked in the queue (a
+//! name, not a suspended reconcile with its state, since tens of thousands may wait at start)
+//! and the reconcile ends. When a place frees, it is reserved for the next parked resource, which
+//! is sent on the wake channel to be reconciled again; that reconcile takes the reserved place.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
 
 use crate::controller::crd::DynamicRegistration;
 
@@ -65,6 +72,13 @@ pub enum Urgency {
     Backlog,
 }
 
+/// A place reserved for a parked resource and not taken within this time goes to the next one
+/// (its resource went, or it now reconciles in another queue).
+const RESERVATION: Duration = Duration::from_secs(30);
+
+/// A resource, as the queues and the wake channel name it.
+pub type ResourceRef = ObjectRef<DynamicRegistration>;
+
 /// The queues, created on first use and dropped once empty.
 #[derive(Clone, Debug)]
 pub struct Admission {
@@ -75,112 +89,149 @@ pub struct Admission {
 struct Inner {
     places: usize,
     queues: Mutex<HashMap<Source, Queue>>,
+    /// Where parked resources go once a place is reserved for them.
+    wake: UnboundedSender<ResourceRef>,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
-    admitted: usize,
-    awaited: VecDeque<Waiter>,
-    backlog: VecDeque<Waiter>,
+    /// Places taken, reserved ones included.
+    taken: usize,
+    /// The parked resources and their urgency: the lines below may hold stale entries (a
+    /// resource promoted, or already woken), skipped as they come up.
+    parked: HashMap<ResourceRef, Urgency>,
+    awaited: VecDeque<ResourceRef>,
+    backlog: VecDeque<ResourceRef>,
+    /// Places reserved for woken resources, and since when.
+    reserved: HashMap<ResourceRef, Instant>,
 }
-
-/// A reconcile waiting for its place: which resource, and where to send the place.
-type Waiter = (ObjectRef<DynamicRegistration>, oneshot::Sender<Admitted>);
 
 impl Queue {
-    fn next_waiter(&mut self) -> Option<Waiter> {
-        self.awaited
-            .pop_front()
-            .or_else(|| self.backlog.pop_front())
+    /// The next parked resource, a person's first.
+    fn next_parked(&mut self) -> Option<ResourceRef> {
+        for (line, urgency) in [
+            (&mut self.awaited, Urgency::Awaited),
+            (&mut self.backlog, Urgency::Backlog),
+        ] {
+            while let Some(resource) = line.pop_front() {
+                if self.parked.get(&resource) == Some(&urgency) {
+                    self.parked.remove(&resource);
+                    return Some(resource);
+                }
+            }
+        }
+        None
     }
 
-    fn waiting(&self) -> usize {
-        self.awaited.len() + self.backlog.len()
+    /// Frees the reservations not taken in time.
+    fn expire_reservations(&mut self) {
+        let before = self.reserved.len();
+        self.reserved
+            .retain(|_, since| since.elapsed() < RESERVATION);
+        self.taken -= before - self.reserved.len();
+    }
+
+    fn is_idle(&self) -> bool {
+        self.taken == 0 && self.parked.is_empty()
     }
 }
 
-/// A place in a queue, held for the whole reconcile; dropping it admits the next in line.
+/// A place in a queue, held for the whole reconcile; dropping it hands the place on.
 #[derive(Debug)]
 pub struct Admitted {
-    /// `None` once the place was handed on by other means (see [`Inner::release`]).
-    held: Option<(Arc<Inner>, Source)>,
+    inner: Arc<Inner>,
+    source: Source,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        if let Some((inner, source)) = self.held.take() {
-            inner.release(&source);
+        let mut queues = self.inner.lock();
+        if let Some(queue) = queues.get_mut(&self.source) {
+            queue.taken = queue.taken.saturating_sub(1);
+            self.inner.hand_on(queue);
+            if queue.is_idle() {
+                queues.remove(&self.source);
+            }
         }
     }
 }
 
 impl Admission {
-    /// At most `places` reconciles of one source at once.
-    pub fn new(places: usize) -> Self {
+    /// At most `places` reconciles of one source at once; resources whose turn comes after
+    /// waiting parked are sent on `wake`.
+    pub fn new(places: usize, wake: UnboundedSender<ResourceRef>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 places: places.max(1),
                 queues: Mutex::new(HashMap::new()),
+                wake,
             }),
         }
     }
 
-    /// Waits for a place in the queue of `source`, for a reconcile of `object`.
-    pub async fn admit(
+    /// A place for a reconcile of `resource` in the queue of `source`, or `None`: the resource
+    /// is parked (or already was) and comes back on the wake channel when its turn comes.
+    pub fn enter(
         &self,
         source: Source,
         urgency: Urgency,
-        object: ObjectRef<DynamicRegistration>,
-    ) -> Admitted {
-        let turn = {
-            let mut queues = self.inner.lock();
-            let queue = queues.entry(source.clone()).or_default();
-            if queue.admitted < self.inner.places && queue.waiting() == 0 {
-                queue.admitted += 1;
-                None
-            } else {
-                let (sender, turn) = oneshot::channel();
-                match urgency {
-                    Urgency::Awaited => queue.awaited.push_back((object, sender)),
-                    Urgency::Backlog => queue.backlog.push_back((object, sender)),
-                }
-                Some(turn)
+        resource: ResourceRef,
+    ) -> Option<Admitted> {
+        let mut queues = self.inner.lock();
+        let queue = queues.entry(source.clone()).or_default();
+        queue.expire_reservations();
+        self.inner.hand_on(queue);
+        let admitted = if queue.reserved.remove(&resource).is_some() {
+            true
+        } else if queue.parked.contains_key(&resource) {
+            if urgency == Urgency::Awaited {
+                Inner::promote_in(queue, &resource);
             }
+            false
+        } else if queue.taken < self.inner.places && queue.parked.is_empty() {
+            queue.taken += 1;
+            true
+        } else {
+            queue.parked.insert(resource.clone(), urgency);
+            match urgency {
+                Urgency::Awaited => queue.awaited.push_back(resource),
+                Urgency::Backlog => queue.backlog.push_back(resource),
+            }
+            false
         };
-        match turn {
-            None => Admitted {
-                held: Some((self.inner.clone(), source)),
-            },
-            // The sender lives in the queue until it is used, and `Inner` outlives every waiter.
-            Some(turn) => turn.await.unwrap_or_else(|_| Admitted { held: None }),
-        }
+        admitted.then(|| Admitted {
+            inner: self.inner.clone(),
+            source,
+        })
     }
 
-    /// A person now waits for `object`: if its reconcile waits in a backlog, it moves behind the
-    /// reconciles a person already waits for. (A change of the resource reaches a reconcile
-    /// already waiting, which acts on the resource as it is once admitted; without this it would
-    /// wait behind the whole backlog.)
-    pub fn promote(&self, object: &ObjectRef<DynamicRegistration>) {
+    /// A person now waits for `resource`: if it is parked in a backlog, it moves behind the
+    /// resources a person already waits for.
+    pub fn promote(&self, resource: &ResourceRef) {
         let mut queues = self.inner.lock();
         for queue in queues.values_mut() {
-            if let Some(at) = queue
-                .backlog
-                .iter()
-                .position(|(waiting, _)| waiting == object)
-            {
-                if let Some(waiter) = queue.backlog.remove(at) {
-                    queue.awaited.push_back(waiter);
-                }
-                return;
-            }
+            Inner::promote_in(queue, resource);
         }
     }
 
-    /// Reconciles admitted and waiting, over all queues.
+    /// `resource` is gone: it waits no more, and a place reserved for it goes to the next.
+    pub fn forget(&self, resource: &ResourceRef) {
+        let mut queues = self.inner.lock();
+        queues.retain(|_, queue| {
+            queue.parked.remove(resource);
+            if queue.reserved.remove(resource).is_some() {
+                queue.taken -= 1;
+                self.inner.hand_on(queue);
+            }
+            !queue.is_idle()
+        });
+    }
+
+    /// Places taken (reserved ones included) and resources parked, over all queues.
     pub fn counts(&self) -> (usize, usize) {
         let queues = self.inner.lock();
-        queues.values().fold((0, 0), |(admitted, waiting), queue| {
-            (admitted + queue.admitted, waiting + queue.waiting())
+        queues.values().fold((0, 0), |(taken, parked), queue| {
+            (taken + queue.taken, parked + queue.parked.len())
         })
     }
 
@@ -197,32 +248,32 @@ impl Inner {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A reconcile of `source` is over: its place goes to the next waiter still waiting.
-    fn release(self: &Arc<Self>, source: &Source) {
-        let mut queues = self.lock();
-        let Some(queue) = queues.get_mut(source) else {
-            return;
-        };
-        while let Some((_, waiter)) = queue.next_waiter() {
-            let place = Admitted {
-                held: Some((self.clone(), source.clone())),
+    /// Reserves the free places of `queue` for its next parked resources, and wakes them.
+    fn hand_on(&self, queue: &mut Queue) {
+        while queue.taken < self.places {
+            let Some(resource) = queue.next_parked() else {
+                return;
             };
-            match waiter.send(place) {
-                Ok(()) => return,
-                // That waiter went away: the place must not be released twice.
-                Err(mut unused) => unused.held = None,
-            }
+            queue.taken += 1;
+            queue.reserved.insert(resource.clone(), Instant::now());
+            // Fails only once the controller stops: the reservation then expires unused.
+            let _ = self.wake.send(resource);
         }
-        queue.admitted = queue.admitted.saturating_sub(1);
-        if queue.admitted == 0 {
-            queues.remove(source);
+    }
+
+    fn promote_in(queue: &mut Queue, resource: &ResourceRef) {
+        if let Some(urgency) = queue.parked.get_mut(resource)
+            && *urgency == Urgency::Backlog
+        {
+            *urgency = Urgency::Awaited;
+            queue.awaited.push_back(resource.clone());
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
     use super::*;
     use crate::controller::crd::{DynamicRegistrationSpec, RegistrationMode};
@@ -240,8 +291,19 @@ mod tests {
         Source::of(&resource("fleet", credentials))
     }
 
-    fn object(name: &str) -> ObjectRef<DynamicRegistration> {
+    fn object(name: &str) -> ResourceRef {
         ObjectRef::new(name).within("fleet")
+    }
+
+    fn admission(places: usize) -> (Admission, UnboundedReceiver<ResourceRef>) {
+        let (wake, woken) = unbounded_channel();
+        (Admission::new(places, wake), woken)
+    }
+
+    fn woken(receiver: &mut UnboundedReceiver<ResourceRef>) -> Vec<String> {
+        std::iter::from_fn(|| receiver.try_recv().ok())
+            .map(|resource| resource.name)
+            .collect()
     }
 
     #[test]
@@ -251,58 +313,64 @@ mod tests {
         assert_ne!(source("a"), Source::of(&resource("other", "a")));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_full_queue_does_not_hold_another() {
-        let admission = Admission::new(2);
-        let _a1 = admission
-            .admit(source("a"), Urgency::Backlog, object("a1"))
-            .await;
-        let _a2 = admission
-            .admit(source("a"), Urgency::Backlog, object("a2"))
-            .await;
-        let a3 = admission.admit(source("a"), Urgency::Backlog, object("a3"));
-        let waited = tokio::time::timeout(Duration::from_secs(1), a3).await;
-        assert!(waited.is_err(), "a third reconcile of a was admitted");
-        let b = admission.admit(source("b"), Urgency::Backlog, object("b"));
+        let (admission, mut wake) = admission(2);
+        let a1 = admission.enter(source("a"), Urgency::Backlog, object("a1"));
+        let _a2 = admission.enter(source("a"), Urgency::Backlog, object("a2"));
+        assert!(a1.is_some() && _a2.is_some());
+        let a3 = admission.enter(source("a"), Urgency::Backlog, object("a3"));
+        assert!(a3.is_none(), "a third reconcile of a was admitted");
         assert!(
-            tokio::time::timeout(Duration::from_secs(1), b)
-                .await
-                .is_ok(),
+            admission
+                .enter(source("b"), Urgency::Backlog, object("b"))
+                .is_some(),
             "b waited for a's places"
         );
+        // Parked again while waiting: still one entry.
+        assert!(
+            admission
+                .enter(source("a"), Urgency::Backlog, object("a3"))
+                .is_none()
+        );
+        assert_eq!(admission.counts(), (2, 1));
+        drop(a1);
+        assert_eq!(woken(&mut wake), ["a3"]);
+        let a3 = admission.enter(source("a"), Urgency::Backlog, object("a3"));
+        assert!(a3.is_some(), "the reserved place was not taken");
+        assert_eq!(admission.counts(), (2, 0));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn places_pass_on_in_order_and_awaited_ones_first() {
-        let admission = Admission::new(1);
-        let first = admission
-            .admit(source("a"), Urgency::Backlog, object("first"))
-            .await;
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let mut waiting = Vec::new();
+        let (admission, mut wake) = admission(1);
+        let mut place = admission.enter(source("a"), Urgency::Backlog, object("first"));
+        assert!(place.is_some());
         for (name, urgency) in [
             ("backlog 1", Urgency::Backlog),
             ("backlog 2", Urgency::Backlog),
             ("awaited", Urgency::Awaited),
             ("changed by a person while waiting", Urgency::Backlog),
         ] {
-            let (admission, order) = (admission.clone(), order.clone());
-            waiting.push(tokio::spawn(async move {
-                let _place = admission.admit(source("a"), urgency, object(name)).await;
-                order.lock().unwrap().push(name);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }));
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert!(
+                admission
+                    .enter(source("a"), urgency, object(name))
+                    .is_none()
+            );
         }
         assert_eq!(admission.counts(), (1, 4));
         admission.promote(&object("changed by a person while waiting"));
         admission.promote(&object("not waiting"));
-        drop(first);
-        for task in waiting {
-            task.await.unwrap();
+        let mut order = Vec::new();
+        while place.is_some() {
+            drop(place.take());
+            for name in woken(&mut wake) {
+                place = admission.enter(source("a"), Urgency::Backlog, object(&name));
+                order.push(name);
+            }
         }
         assert_eq!(
-            *order.lock().unwrap(),
+            order,
             [
                 "awaited",
                 "changed by a person while waiting",
@@ -315,32 +383,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_waiter_that_goes_away_loses_its_turn_not_the_place() {
-        let admission = Admission::new(1);
-        let first = admission
-            .admit(source("a"), Urgency::Backlog, object("first"))
-            .await;
-        let waiting = || {
-            let admission = admission.clone();
-            tokio::spawn(async move {
+    async fn a_place_reserved_for_a_resource_that_went_is_not_lost() {
+        let (admission, mut wake) = admission(1);
+        let first = admission.enter(source("a"), Urgency::Backlog, object("first"));
+        for name in ["deleted", "moved", "next"] {
+            assert!(
                 admission
-                    .admit(source("a"), Urgency::Backlog, object("waiting"))
-                    .await
-            })
-        };
-        let gone = waiting();
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        let next = waiting();
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        gone.abort();
-        let _ = gone.await;
+                    .enter(source("a"), Urgency::Backlog, object(name))
+                    .is_none()
+            );
+        }
         drop(first);
-        let next = tokio::time::timeout(Duration::from_secs(1), next)
-            .await
-            .expect("the place was lost with the waiter that went away")
-            .unwrap();
-        assert_eq!(admission.counts(), (1, 0));
-        drop(next);
-        assert_eq!(admission.counts(), (0, 0));
+        assert_eq!(woken(&mut wake), ["deleted"]);
+        // Deleted before its reconcile came: the place goes on at once.
+        admission.forget(&object("deleted"));
+        assert_eq!(woken(&mut wake), ["moved"]);
+        // Never came back to this queue: the place goes on once the reservation expires.
+        tokio::time::advance(RESERVATION + Duration::from_secs(1)).await;
+        assert!(
+            admission
+                .enter(source("a"), Urgency::Backlog, object("other"))
+                .is_none()
+        );
+        assert_eq!(woken(&mut wake), ["next"]);
+        let next = admission.enter(source("a"), Urgency::Backlog, object("next"));
+        assert!(next.is_some());
+        assert_eq!(admission.counts(), (1, 1));
     }
 }

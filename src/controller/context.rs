@@ -147,7 +147,11 @@ impl Context {
     ) -> Self {
         Self {
             observer: Observer::new(cloud.clone(), settings.observe_interval),
-            admission: Admission::new(settings.reconciles_per_source),
+            // Nobody wakes parked resources until `admitting` brings the controller's admission.
+            admission: Admission::new(
+                settings.reconciles_per_source,
+                tokio::sync::mpsc::unbounded_channel().0,
+            ),
             cache_ready: caches.ready,
             metrics,
             client,

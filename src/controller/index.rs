@@ -41,14 +41,17 @@ struct State<K: Resource<DynamicType = ()>, Key> {
 /// for each would cost more than the rest of the entry.
 enum Members<K: Resource<DynamicType = ()>> {
     One(Member<K>),
-    Many(HashSet<Member<K>>),
+    /// Boxed, so that the many keys with one member take a small slot in the map.
+    Many(Box<HashSet<Member<K>>>),
 }
 
 impl<K: Resource<DynamicType = ()>> Members<K> {
     fn add(&mut self, member: Member<K>) {
         match self {
             Self::One(one) if *one == member => {}
-            Self::One(one) => *self = Self::Many(HashSet::from([one.clone(), member])),
+            Self::One(one) => {
+                *self = Self::Many(Box::new(HashSet::from([one.clone(), member])));
+            }
             Self::Many(many) => {
                 many.insert(member);
             }
@@ -69,7 +72,7 @@ impl<K: Resource<DynamicType = ()>> Members<K> {
     fn iter(&self) -> impl Iterator<Item = &Member<K>> {
         let (one, many) = match self {
             Self::One(one) => (Some(one), None),
-            Self::Many(many) => (None, Some(many)),
+            Self::Many(many) => (None, Some(&**many)),
         };
         one.into_iter().chain(many.into_iter().flatten())
     }

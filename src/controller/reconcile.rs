@@ -34,17 +34,22 @@ pub async fn reconcile(resource: Arc<DynamicRegistration>, ctx: Arc<Context>) ->
     } else {
         Urgency::Backlog
     };
-    let object = ObjectRef::from_obj(&*resource);
-    let _place = ctx
+    // By namespace and name only: a parked resource is held by this name, so no more.
+    let object =
+        ObjectRef::new(&resource.name_any()).within(&resource.namespace().unwrap_or_default());
+    let Some(_place) = ctx
         .admission
-        .admit(Source::of(&resource), urgency, object.clone())
-        .await;
-    // It may have waited long: act on the resource as it is now (gone: nothing to do).
+        .enter(Source::of(&resource), urgency, object.clone())
+    else {
+        // Parked in its queue: reconciled again when a place is reserved for it.
+        return Ok(Action::await_change());
+    };
+    // Woken after waiting: act on the resource as it is now (gone: nothing to do).
     let Some(resource) = ctx.registrations.get(&object) else {
         return Ok(Action::await_change());
     };
-    // Boxed: a reconcile waiting for its place stays small; the whole reconcile's state is
-    // allocated once it is admitted (tens of thousands may wait at start).
+    // Boxed: a reconcile that only parks its resource stays small (tens of thousands start at
+    // once after a restart); the whole reconcile's state is allocated once it has a place.
     let progress = Box::pin(reconcile_progress(&resource, &ctx)).await?;
     Ok(match progress {
         None => Action::await_change(),

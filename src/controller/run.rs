@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
@@ -86,11 +87,12 @@ pub async fn run(
     });
     let (claim_changes, changed_claims) = tokio::sync::mpsc::unbounded_channel();
     let sweep = Arc::new(Notify::new());
-    let admission = Admission::new(settings.reconciles_per_source);
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    let admission = Admission::new(settings.reconciles_per_source, wake);
     let hooks = Hooks {
         released: claim_changes.clone(),
         sweep: sweep.clone(),
-        awaited: admission.clone(),
+        admission: admission.clone(),
     };
     let resource_index = Arc::new(ResourceIndex::new(resource_keys));
     let resources = resource_changes(
@@ -182,6 +184,9 @@ pub async fn run(
         .watches_stream(receiver_stream(rechecked), |owner| {
             vec![ObjectRef::from_obj(&owner)]
         })
+        .watches_stream(woken_stream(woken), |woken| {
+            vec![ObjectRef::new(&woken.name_any()).within(&woken.namespace().unwrap_or_default())]
+        })
         .watches_stream(receiver_stream(changed_claims), move |changed| {
             claims.other_claimants(&changed)
         })
@@ -222,15 +227,19 @@ fn secret_changes(
     protected_secret_changed: Arc<Notify>,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
 {
-    cached_watch((secrets, in_shard), (writer, index), first_lists)
-        .inspect(move |event| {
-            if let Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) = event
-                && secret.finalizers().iter().any(|f| f == CREDENTIALS_IN_USE)
-            {
-                protected_secret_changed.notify_one();
-            }
-        })
-        .touched_objects()
+    cached_watch(
+        (secrets, in_shard, trim_secret_metadata),
+        (writer, index),
+        first_lists,
+    )
+    .inspect(move |event| {
+        if let Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) = event
+            && secret.finalizers().iter().any(|f| f == CREDENTIALS_IN_USE)
+        {
+            protected_secret_changed.notify_one();
+        }
+    })
+    .touched_objects()
 }
 
 /// What else the resource watch tells about.
@@ -240,8 +249,8 @@ struct Hooks {
     released: UnboundedSender<DynamicRegistration>,
     /// Any change may free a protected credentials Secret.
     sweep: Arc<Notify>,
-    /// A person changed a resource: its reconcile, if waiting, moves up.
-    awaited: Admission,
+    /// A person changed a resource: if parked, it moves up; a resource gone waits no more.
+    admission: Admission,
 }
 
 /// The messages of `receiver` as a trigger stream.
@@ -250,6 +259,24 @@ fn receiver_stream(
 ) -> impl futures::Stream<Item = Result<DynamicRegistration, watcher::Error>> + Send + 'static {
     futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|gone| (Ok(gone), receiver))
+    })
+}
+
+/// The parked resources whose turn came ([`Admission`]), as a trigger stream (of their names:
+/// a trigger must be a resource).
+fn woken_stream(
+    receiver: UnboundedReceiver<ObjectRef<DynamicRegistration>>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<DynamicRegistration>, watcher::Error>>
++ Send
++ 'static {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        let woken = receiver.recv().await?;
+        let name = ObjectMeta {
+            name: Some(woken.name),
+            namespace: woken.namespace,
+            ..ObjectMeta::default()
+        };
+        Some((Ok(name.into_request_partial()), receiver))
     })
 }
 
@@ -273,10 +300,10 @@ impl FirstLists {
 }
 
 /// The events of a watch that fills the cache `writer` and its `index`, telling `first_lists`
-/// when its first list is in. managedFields are dropped: nothing reads them, and they can be
-/// larger than the rest of the object.
+/// when its first list is in. `trim` drops what nothing reads before it is cached (managedFields
+/// and kubectl's last-applied copy can each be larger than the rest of the object).
 fn cached_watch<K, Key>(
-    (api, config): (Api<K>, watcher::Config),
+    (api, config, trim): (Api<K>, watcher::Config, fn(&mut K)),
     (writer, index): (reflector::store::Writer<K>, Arc<Index<K, Key>>),
     first_lists: Arc<FirstLists>,
 ) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
@@ -291,7 +318,7 @@ where
     Key: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
 {
     resilient_watch_with(api, config)
-        .modify(|object| object.managed_fields_mut().clear())
+        .modify(trim)
         .reflect(writer)
         .inspect(move |event| {
             if let Ok(event) = event {
@@ -300,6 +327,22 @@ where
         })
         .inspect(on_first_list(first_lists))
 }
+
+/// A resource as cached: without managedFields and kubectl's last-applied copy of itself (a
+/// reconcile request and the other annotations stay).
+fn trim_resource(resource: &mut DynamicRegistration) {
+    resource.managed_fields_mut().clear();
+    resource.annotations_mut().remove(LAST_APPLIED);
+}
+
+/// A Secret's metadata as cached: no annotations and managedFields, which nothing reads.
+fn trim_secret_metadata(secret: &mut PartialObjectMeta<Secret>) {
+    secret.managed_fields_mut().clear();
+    secret.metadata.annotations = None;
+}
+
+/// kubectl's client-side apply keeps the whole manifest in this annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Tells `lists` when this watch completes its first list (later relists do not count).
 fn on_first_list<K>(
@@ -326,21 +369,26 @@ fn resource_changes(
 ) -> impl futures::Stream<Item = Result<DynamicRegistration, watcher::Error>> + Send + 'static {
     // Only spec changes and lifecycle changes trigger (marking for deletion bumps the
     // generation too), never our own status writes.
-    cached_watch((registrations, in_shard), (writer, index), first_lists)
-        .inspect(move |event| {
-            match event {
-                Ok(watcher::Event::Delete(gone)) => {
-                    let _ = hooks.released.send(gone.clone());
-                }
-                Ok(watcher::Event::Apply(changed)) if changed.awaited_by_person() => {
-                    hooks.awaited.promote(&ObjectRef::from_obj(changed));
-                }
-                _ => {}
+    cached_watch(
+        (registrations, in_shard, trim_resource),
+        (writer, index),
+        first_lists,
+    )
+    .inspect(move |event| {
+        match event {
+            Ok(watcher::Event::Delete(gone)) => {
+                hooks.admission.forget(&ObjectRef::from_obj(gone));
+                let _ = hooks.released.send(gone.clone());
             }
-            hooks.sweep.notify_one();
-        })
-        .applied_objects()
-        .predicate_filter(triggers(), Default::default())
+            Ok(watcher::Event::Apply(changed)) if changed.awaited_by_person() => {
+                hooks.admission.promote(&ObjectRef::from_obj(changed));
+            }
+            _ => {}
+        }
+        hooks.sweep.notify_one();
+    })
+    .applied_objects()
+    .predicate_filter(triggers(), Default::default())
 }
 
 /// What makes a resource reconcile: its generation (the spec, and marking it for deletion),
@@ -533,6 +581,31 @@ mod tests {
         let mut resource = DynamicRegistration::new(name, spec.with_credentials(credentials));
         resource.metadata.namespace = Some(namespace.into());
         resource
+    }
+
+    #[test]
+    fn caches_keep_what_is_read_only() {
+        let mut resource = registration("r", "fleet", "team");
+        resource.metadata.annotations = Some(
+            [
+                (LAST_APPLIED.to_owned(), "{\"spec\": {}}".to_owned()),
+                (REQUESTED_AT.to_owned(), "now".to_owned()),
+            ]
+            .into(),
+        );
+        resource.metadata.managed_fields = Some(vec![Default::default()]);
+        trim_resource(&mut resource);
+        assert_eq!(
+            resource.annotations().keys().collect::<Vec<_>>(),
+            [REQUESTED_AT]
+        );
+        assert!(resource.managed_fields().is_empty());
+
+        let mut published = secret("s", "fleet", Some("r"));
+        published.metadata.annotations = Some([(LAST_APPLIED.to_owned(), "{}".to_owned())].into());
+        trim_secret_metadata(&mut published);
+        assert_eq!(published.metadata.annotations, None);
+        assert!(published.owner_references().len() == 1, "owners are read");
     }
 
     fn secret(name: &str, namespace: &str, owner: Option<&str>) -> PartialObjectMeta<Secret> {
