@@ -42,6 +42,7 @@ struct State<K: Resource<DynamicType = ()>, Key> {
 enum Members<K: Resource<DynamicType = ()>> {
     One(Member<K>),
     /// Boxed, so that the many keys with one member take a small slot in the map.
+    #[allow(clippy::box_collection)]
     Many(Box<HashSet<Member<K>>>),
 }
 
