@@ -87,11 +87,16 @@ impl<K: Resource<DynamicType = ()>> Members<K> {
 }
 
 fn member<K: Resource<DynamicType = ()>>(object: &K) -> Member<K> {
+    Arc::new(name_ref(object))
+}
+
+/// A reference to `object` by namespace and name only, for what holds many of them.
+pub fn name_ref<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
     let name = object.meta().name.clone().unwrap_or_default();
-    Arc::new(match &object.meta().namespace {
+    match &object.meta().namespace {
         Some(namespace) => ObjectRef::new(&name).within(namespace),
         None => ObjectRef::new(&name),
-    })
+    }
 }
 
 impl<K, Key> Index<K, Key>

@@ -24,6 +24,7 @@ use crate::controller::decision::{
     StatusInput, Verdict, deletion,
 };
 use crate::controller::error::{Error, Result};
+use crate::controller::index;
 use crate::controller::kube_io::{self, Creation};
 use crate::controller::observe::Need;
 
@@ -35,8 +36,7 @@ pub async fn reconcile(resource: Arc<DynamicRegistration>, ctx: Arc<Context>) ->
         Urgency::Backlog
     };
     // By namespace and name only: a parked resource is held by this name, so no more.
-    let object =
-        ObjectRef::new(&resource.name_any()).within(&resource.namespace().unwrap_or_default());
+    let object = index::name_ref(&*resource);
     let Some(_place) = ctx
         .admission
         .enter(Source::of(&resource), urgency, object.clone())
@@ -140,7 +140,7 @@ async fn sync(resource: &DynamicRegistration, ctx: &Context, namespace: &str) ->
     }
     let facts = gather(resource, ctx, namespace).await?;
     let mut outcome = Outcome {
-        plan: decision::plan(facts.plan_input(resource)),
+        plan: decision::plan(facts.plan_input(resource, ctx)),
         request_id: None,
         updated: None,
     };
@@ -184,8 +184,6 @@ struct Facts {
     secret_name: String,
     /// The resource's labels the published Secret carries too.
     secret_labels: BTreeMap<String, String>,
-    /// The label keys the Secret watch selects on (a shard's).
-    selected_label_keys: Vec<String>,
     secret: SecretState,
     /// The resourceVersion of the Secret found under that name.
     secret_version: Option<String>,
@@ -204,7 +202,11 @@ impl Facts {
         plan.secret_published && observed_secret && matches!(self.secret, SecretState::Owned { .. })
     }
 
-    fn plan_input<'a>(&'a self, resource: &'a DynamicRegistration) -> PlanInput<'a> {
+    fn plan_input<'a>(
+        &'a self,
+        resource: &'a DynamicRegistration,
+        ctx: &'a Context,
+    ) -> PlanInput<'a> {
         PlanInput {
             spec: &resource.spec,
             generation: resource.metadata.generation.unwrap_or(0),
@@ -213,7 +215,11 @@ impl Facts {
             secret: &self.secret,
             secret_name: &self.secret_name,
             secret_labels: &self.secret_labels,
-            selected_label_keys: &self.selected_label_keys,
+            selected_label_keys: ctx
+                .settings
+                .shard
+                .as_ref()
+                .map_or(&[], |shard| shard.keys()),
             just_asked: None,
         }
     }
@@ -264,7 +270,6 @@ async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) 
         return Ok(Facts {
             secret_name,
             secret_labels: BTreeMap::new(),
-            selected_label_keys: Vec::new(),
             secret: SecretState::Absent,
             secret_version: None,
             access: Err(problem.clone()),
@@ -300,13 +305,14 @@ async fn gather(resource: &DynamicRegistration, ctx: &Context, namespace: &str) 
         Some(problem) => Err(problem),
         None => Ok(found),
     });
-    let shard = ctx.settings.shard.as_ref();
     Ok(Facts {
         secret_name,
-        secret_labels: shard
+        secret_labels: ctx
+            .settings
+            .shard
+            .as_ref()
             .map(|shard| shard.labels_of(resource.labels()))
             .unwrap_or_default(),
-        selected_label_keys: shard.map(|shard| shard.keys().to_vec()).unwrap_or_default(),
         secret,
         secret_version,
         access,
@@ -523,7 +529,7 @@ async fn update_cloud(
             let replanned = decision::plan(PlanInput {
                 cloud: Ok(&after),
                 just_asked: Some(wanted),
-                ..facts.plan_input(resource)
+                ..facts.plan_input(resource, ctx)
             });
             Outcome {
                 plan: replanned,
