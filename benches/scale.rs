@@ -378,6 +378,10 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
     let throttled = converged["requestLimitExceeded"].as_u64().unwrap_or(0);
 
     let mut rss = peak_rss_kib(controller.id());
+    eprintln!(
+        "N = {n}: peak RSS converging {:.1} MiB",
+        rss as f64 / 1024.0
+    );
     let _ = controller.kill();
     let _ = controller.wait();
 
@@ -415,7 +419,12 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
     let describes = calls(&steady, "DescribeProduct") + calls(&steady, "DescribeProducts");
     let updates = calls(&steady, "UpdateProductDynamicRegister");
     let throttled = throttled + steady["requestLimitExceeded"].as_u64().unwrap_or(0);
-    rss = rss.max(peak_rss_kib(controller.id()));
+    let restart_rss = peak_rss_kib(controller.id());
+    eprintln!(
+        "N = {n}: peak RSS restarted {:.1} MiB",
+        restart_rss as f64 / 1024.0
+    );
+    rss = rss.max(restart_rss);
     let _ = controller.kill();
     let _ = controller.wait();
     let _ = std::fs::remove_dir_all(&dir);

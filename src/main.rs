@@ -104,8 +104,9 @@ struct RunFlags {
     #[arg(long, env = "IOTHUB_DYNREG_STALLED_RETRY_INTERVAL", default_value = "15m", value_parser = parse_duration)]
     stalled_retry_interval: Duration,
     /// Reconciles running at once per credentials and region (those waiting for cloud quota
-    /// included): one team's backlog waits in its own queue, never in another team's. A
-    /// person's spec change overtakes a backlog, in this queue and in the rate limiter.
+    /// included), and eight times this in all: one team's backlog waits in its own queue, never
+    /// in another team's (up to eight teams busy at once). A person's spec change overtakes a
+    /// backlog, in this queue and in the rate limiter.
     #[arg(long, env = "IOTHUB_DYNREG_CONCURRENCY", default_value_t = 256)]
     concurrency: u16,
     /// Namespaces whose resources may use the controller's own credentials

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine;
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint};
@@ -14,7 +14,7 @@ use iothub_dynreg::controller::crd::{
 use iothub_dynreg::controller::decision::CREDENTIALS_IN_USE;
 use iothub_dynreg::controller::decision::Progress;
 use iothub_dynreg::controller::events::EventPublisher;
-use iothub_dynreg::controller::index::{ResourceIndex, SecretIndex, resource_keys, secret_keys};
+use iothub_dynreg::controller::index::{ResourceIndex, resource_keys};
 use iothub_dynreg::controller::reconcile::reconcile_progress;
 use iothub_dynreg::emulator::{EmulatorConfig, LimitPolicy, RunningEmulator, Seed};
 use k8s_openapi::api::core::v1::Secret;
@@ -96,8 +96,6 @@ fn published_secret(product_id: &str, secret: &str, owner_uid: Option<&str>) -> 
 struct Scenario {
     emulator: RunningEmulator,
     ctx: Arc<Context>,
-    /// Feeds the Secret metadata cache, as the controller's watch does.
-    secrets: Mutex<reflector::store::Writer<PartialObjectMeta<Secret>>>,
 }
 
 impl Scenario {
@@ -109,13 +107,8 @@ impl Scenario {
         config.limit_policy = limit_policy;
         let emulator = RunningEmulator::start(config).await.unwrap();
         let (client, api) = MockApi::new();
-        let (secrets, writer) = reflector::store();
-        let ctx = context(client, &emulator, resources, secrets);
-        let scenario = Self {
-            emulator,
-            ctx,
-            secrets: Mutex::new(writer),
-        };
+        let ctx = context(client, &emulator, resources);
+        let scenario = Self { emulator, ctx };
         (scenario, api)
     }
 
@@ -139,9 +132,7 @@ impl Scenario {
             "metadata": secret["metadata"]
         }))
         .unwrap();
-        let event = watcher::Event::Apply(metadata);
-        self.secrets.lock().unwrap().apply_watcher_event(&event);
-        self.ctx.secret_index.apply(&event);
+        self.ctx.secrets.apply(&watcher::Event::Apply(metadata));
     }
 
     /// The usual case: `resource` alone in the cache, the cloud applying what it is asked, and
@@ -191,7 +182,6 @@ fn context(
     client: kube::Client,
     emulator: &RunningEmulator,
     resources: &[DynamicRegistration],
-    secrets: reflector::Store<PartialObjectMeta<Secret>>,
 ) -> Arc<Context> {
     let cloud = CloudClient::new(ClientConfig {
         endpoint: Endpoint::parse(&emulator.endpoint(), true).unwrap(),
@@ -214,8 +204,7 @@ fn context(
     let caches = Caches {
         registrations: reader,
         resource_index: Arc::new(resource_index),
-        secrets,
-        secret_index: Arc::new(SecretIndex::new(secret_keys)),
+        secrets: Arc::default(),
         ready,
         cluster_credentials: reflector::store().0,
         namespaces: reflector::store().0,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -25,6 +25,7 @@ use crate::controller::crd::MANAGER;
 use crate::controller::decision::Problem;
 use crate::controller::kube_io;
 use crate::controller::read_cache::KnownCredentials;
+use crate::controller::secret_cache::SecretCache;
 
 /// The ClusterCredentials and namespaces in view, and the web identities in use.
 pub struct ClusterAccess {
@@ -68,7 +69,7 @@ impl ClusterAccess {
     pub async fn credentials(
         &self,
         client: &Client,
-        (cache, known): (&Store<PartialObjectMeta<Secret>>, &KnownCredentials),
+        (cache, known): (&SecretCache, &KnownCredentials),
         name: &str,
         namespace: &str,
     ) -> crate::controller::error::Result<Result<Credentials, Problem>> {

@@ -21,9 +21,10 @@ use crate::controller::crd::DynamicRegistration;
 use crate::controller::credentials::{CredentialGate, DefaultCredentials, NamespaceAllowList};
 use crate::controller::decision::{Progress, claims};
 use crate::controller::events::EventPublisher;
-use crate::controller::index::{ResourceIndex, ResourceKey, SecretIndex};
+use crate::controller::index::{ResourceIndex, ResourceKey};
 use crate::controller::observe::Observer;
 use crate::controller::read_cache::{KnownCredentials, KnownSecrets, VerifiedSecrets};
+use crate::controller::secret_cache::SecretCache;
 use crate::controller::shard::ShardSelector;
 use crate::ops::metrics::Metrics;
 
@@ -88,8 +89,6 @@ pub struct Context {
     pub registrations: Store<DynamicRegistration>,
     /// `registrations` by product, credentials and Secrets used.
     pub resource_index: Arc<ResourceIndex>,
-    /// `secrets` by controlling owner.
-    pub secret_index: Arc<SecretIndex>,
     /// Turns true once `registrations` and `secrets` hold their first complete lists.
     cache_ready: tokio::sync::watch::Receiver<bool>,
     /// Which credentials may be used now.
@@ -105,9 +104,9 @@ pub struct Context {
     pub known_secrets: KnownSecrets,
     /// Credentials as last read, by resourceVersion: not read again.
     pub known_credentials: KnownCredentials,
-    /// Metadata of the Secrets in view (never their data): Secrets published under a former
-    /// name, and credentials Secrets carrying our in-use finalizer.
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// What decisions read of the Secrets in view (never their data): their versions, Secrets
+    /// published under a former name, and credentials Secrets carrying our in-use finalizer.
+    pub secrets: Arc<SecretCache>,
     /// Where to announce a resource whose claim changed (it went, or it now reaches its
     /// product), so the other claimants of the product reconcile at once.
     claim_changes: Option<UnboundedSender<DynamicRegistration>>,
@@ -123,10 +122,8 @@ pub struct Caches {
     pub registrations: Store<DynamicRegistration>,
     /// `registrations` by product, credentials and Secrets used, fed by the same watch.
     pub resource_index: Arc<ResourceIndex>,
-    /// Metadata of every Secret in view.
-    pub secrets: Store<PartialObjectMeta<Secret>>,
-    /// `secrets` by controlling owner, fed by the same watch.
-    pub secret_index: Arc<SecretIndex>,
+    /// What decisions read of every Secret in view.
+    pub secrets: Arc<SecretCache>,
     /// Turns true once `registrations` and `secrets` hold their first complete lists.
     pub ready: tokio::sync::watch::Receiver<bool>,
     /// Every ClusterCredentials.
@@ -161,7 +158,6 @@ impl Context {
             settings,
             registrations: caches.registrations,
             resource_index: caches.resource_index,
-            secret_index: caches.secret_index,
             failures: FailureCounts::default(),
             verified_secrets: VerifiedSecrets::default(),
             known_secrets: KnownSecrets::default(),
@@ -201,9 +197,7 @@ impl Context {
 
     /// The resourceVersion of Secret `namespace/name` in the metadata watch cache, if it is there.
     pub fn secret_version(&self, namespace: &str, name: &str) -> Option<String> {
-        self.secrets
-            .get(&ObjectRef::new(name).within(namespace))
-            .and_then(|secret| secret.resource_version())
+        self.secrets.version(namespace, name)
     }
 
     /// `resource`'s claim changed: the other claimants of its product reconcile at once.

@@ -7,9 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
-use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
@@ -237,21 +235,6 @@ pub fn resource_keys(resource: &DynamicRegistration) -> Vec<ResourceKey> {
         keys.push(ResourceKey::ClusterCredentials(cluster.name.clone()));
     }
     keys
-}
-
-/// Every Secret in view (metadata), by the uid of its controlling owner.
-pub type SecretIndex = Index<PartialObjectMeta<Secret>, String>;
-
-/// The uid of a Secret's controlling owner, if any.
-pub fn secret_keys(secret: &PartialObjectMeta<Secret>) -> Vec<String> {
-    secret
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|owner| owner.controller == Some(true))
-        .map(|owner| owner.uid.clone())
-        .collect()
 }
 
 #[cfg(test)]

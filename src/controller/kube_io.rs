@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
-use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -19,6 +17,7 @@ use crate::controller::decision::{DataDigest, Problem, SecretContent, SecretShap
 use crate::controller::error::Result;
 use crate::controller::events::EventPublisher;
 use crate::controller::read_cache::KnownCredentials;
+use crate::controller::secret_cache::SecretCache;
 
 /// Reads a Secret; `None` when it does not exist.
 pub async fn get_secret(client: &Client, namespace: &str, name: &str) -> Result<Option<Secret>> {
@@ -31,15 +30,15 @@ pub async fn get_secret(client: &Client, namespace: &str, name: &str) -> Result<
 /// when the watch cache shows a version not read before; `None` when there is no such Secret.
 pub async fn credentials_secret(
     client: &Client,
-    cache: &Store<PartialObjectMeta<Secret>>,
+    cache: &SecretCache,
     known: &KnownCredentials,
     namespace: &str,
     name: &str,
 ) -> Result<Option<(ObjectMeta, std::result::Result<Credentials, Problem>)>> {
     let known_now = || {
-        let cached = cache.get(&ObjectRef::new(name).within(namespace))?;
-        let read = known.at(namespace, name, &cached.resource_version()?)?;
-        Some((cached.metadata.clone(), read))
+        let cached = cache.metadata(namespace, name)?;
+        let read = known.at(namespace, name, cached.resource_version.as_deref()?)?;
+        Some((cached, read))
     };
     if let Some(found) = known_now() {
         return Ok(Some(found));
@@ -47,7 +46,7 @@ pub async fn credentials_secret(
     // Hundreds of reconciles may start together on a Secret not read yet: one reads it, the
     // others find what it read. (A Secret the watch does not show is read by each: nothing
     // read could be known by its version.)
-    let in_cache = cache.get(&ObjectRef::new(name).within(namespace)).is_some();
+    let in_cache = cache.version(namespace, name).is_some();
     let _reading = match in_cache {
         true => Some(known.reading(namespace, name).await),
         false => None,
@@ -280,13 +279,14 @@ async fn delete_unchanged(
 }
 
 /// Deletes a Secret we published under a former name, only if it is still that very object
-/// (uid and resourceVersion as seen); gone already or changed since is no error.
+/// (its resourceVersion as seen: a Secret created again under the name has another); gone
+/// already or changed since is no error.
 pub async fn delete_left_behind(client: &Client, secret: &kube::api::ObjectMeta) -> Result<()> {
     let (Some(namespace), Some(name)) = (&secret.namespace, &secret.name) else {
         return Ok(());
     };
     let unchanged = Preconditions {
-        uid: secret.uid.clone(),
+        uid: None,
         resource_version: secret.resource_version.clone(),
     };
     match delete_unchanged(client, namespace, name, unchanged).await {

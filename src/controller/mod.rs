@@ -20,5 +20,6 @@ pub mod protection;
 pub mod read_cache;
 pub mod reconcile;
 pub mod run;
+pub mod secret_cache;
 pub mod shard;
 pub mod watch;

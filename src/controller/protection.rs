@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::ResourceExt;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -35,26 +34,14 @@ pub async fn release_unused_protection(ctx: Arc<Context>, wake: Arc<Notify>) {
 }
 
 async fn sweep(ctx: &Context) {
-    let protected = ctx
-        .secrets
-        .state()
-        .into_iter()
-        .filter(|secret| secret.finalizers().iter().any(|f| f == CREDENTIALS_IN_USE));
-    for secret in protected {
-        let namespace = secret.namespace().unwrap_or_default();
-        let name = secret.name_any();
+    for secret in ctx.secrets.with_finalizer(CREDENTIALS_IN_USE) {
+        let namespace = secret.namespace.clone().unwrap_or_default();
+        let name = secret.name.clone().unwrap_or_default();
         let users = ctx.resources_with(&ResourceKey::Secret(namespace.clone(), name.clone()));
         if secrets::credentials_in_use(&name, users.iter().map(|resource| &**resource)) {
             continue;
         }
-        match kube_io::set_secret_finalizer(
-            &ctx.client,
-            &secret.metadata,
-            CREDENTIALS_IN_USE,
-            false,
-        )
-        .await
-        {
+        match kube_io::set_secret_finalizer(&ctx.client, &secret, CREDENTIALS_IN_USE, false).await {
             Ok(()) => {
                 info!(namespace, secret = %name, "no deletion needs the credentials Secret any more: let go of it")
             }

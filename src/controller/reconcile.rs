@@ -468,17 +468,11 @@ async fn delete_left_behind(
     let Some(uid) = resource.metadata.uid.as_deref() else {
         return Ok(());
     };
-    let left: Vec<_> = ctx
-        .secret_index
-        .get(&uid.to_owned())
-        .iter()
-        .filter_map(|secret| ctx.secrets.get(secret))
-        .filter(|secret| secret.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|secret| decision::secrets::left_behind(&secret.metadata, uid, current_name))
-        .collect();
+    let mut left = ctx.secrets.published_by(namespace, uid);
+    left.retain(|secret| secret.name.as_deref() != Some(current_name));
     for secret in left {
-        kube_io::delete_left_behind(&ctx.client, &secret.metadata).await?;
-        let name = secret.metadata.name.clone().unwrap_or_default();
+        kube_io::delete_left_behind(&ctx.client, &secret).await?;
+        let name = secret.name.clone().unwrap_or_default();
         info!(secret = %name, "deleted the Secret published under the former secretName");
         let note = format!("deleted Secret {name}, published under the former secretName");
         kube_io::publish_event(

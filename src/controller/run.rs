@@ -27,11 +27,10 @@ use crate::controller::context::{Caches, Context, Settings};
 use crate::controller::crd::{DynamicRegistration, MANAGER, REQUESTED_AT};
 use crate::controller::decision::CREDENTIALS_IN_USE;
 use crate::controller::events::EventPublisher;
-use crate::controller::index::{
-    Index, ResourceIndex, ResourceKey, SecretIndex, resource_keys, secret_keys,
-};
+use crate::controller::index::{Index, ResourceIndex, ResourceKey, resource_keys};
 use crate::controller::protection::release_unused_protection;
 use crate::controller::reconcile::{error_policy, reconcile};
+use crate::controller::secret_cache::SecretCache;
 use crate::controller::watch::{WatchBackoff, resilient_watch, resilient_watch_with};
 use crate::ops::http::Health;
 use crate::ops::metrics::{Census, Metrics};
@@ -101,11 +100,10 @@ pub async fn run(
         first_lists.clone(),
         hooks,
     );
-    let (secret_reader, secret_writer) = reflector::store();
-    let secret_index = Arc::new(SecretIndex::new(secret_keys));
+    let secret_cache = Arc::new(SecretCache::default());
     let secret_changes = secret_changes(
         (secrets, in_shard),
-        (secret_writer, secret_index.clone()),
+        secret_cache.clone(),
         first_lists,
         sweep.clone(),
     );
@@ -136,8 +134,7 @@ pub async fn run(
     let caches = Caches {
         registrations: reader.clone(),
         resource_index: resource_index.clone(),
-        secrets: secret_reader,
-        secret_index,
+        secrets: secret_cache,
         ready: cache_ready_rx,
         cluster_credentials: credentials_reader.clone(),
         namespaces: namespace_reader,
@@ -197,9 +194,10 @@ pub async fn run(
         .watches_stream(namespace_changes, move |namespace| {
             users_in_namespace(&users, &namespace.name_any())
         })
-        // Unbounded here: reconciles wait for a place in the queue of their credentials
-        // (admission), so that one team's backlog never takes the places of another.
-        .with_config(controller::Config::default().concurrency(0))
+        .with_config(
+            controller::Config::default()
+                .concurrency(runner_slots(context.settings.reconciles_per_source)),
+        )
         .trigger_backoff(WatchBackoff::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
@@ -215,31 +213,45 @@ pub async fn run(
     info!("controller stopped");
 }
 
-/// The Secrets that changed, fed into the metadata cache `writer` and its index. Secrets are
-/// watched by metadata only: their data never needs to sit in this process.
+/// How many reconciles kube's runner holds at once. Reconciles wait for a place in the queue of
+/// their credentials (admission), and one that finds its queue full ends at once (parked), so
+/// the runner holds mostly admitted reconciles waiting for their account's quota: room for
+/// [`QUEUES_BUSY_AT_ONCE`] full queues means that many accounts busy together never wait for
+/// each other's backlog (more share the room). Unbounded, the burst at start (every resource
+/// triggered at once, nearly all parked) would size the runner's table for the whole fleet, and
+/// it never shrinks.
+fn runner_slots(places_per_queue: usize) -> u16 {
+    let slots = places_per_queue.saturating_mul(QUEUES_BUSY_AT_ONCE);
+    u16::try_from(slots).unwrap_or(u16::MAX)
+}
+
+/// Accounts (credentials and region) whose backlogs kube's runner holds at once.
+const QUEUES_BUSY_AT_ONCE: usize = 8;
+
+/// The Secrets that changed, fed into `cache`. Secrets are watched by metadata only: their data
+/// never needs to sit in this process.
 fn secret_changes(
     (secrets, in_shard): (Api<PartialObjectMeta<Secret>>, watcher::Config),
-    (writer, index): (
-        reflector::store::Writer<PartialObjectMeta<Secret>>,
-        Arc<SecretIndex>,
-    ),
+    cache: Arc<SecretCache>,
     first_lists: Arc<FirstLists>,
     protected_secret_changed: Arc<Notify>,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
 {
-    cached_watch(
-        (secrets, in_shard, trim_secret_metadata),
-        (writer, index),
-        first_lists,
-    )
-    .inspect(move |event| {
-        if let Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) = event
-            && secret.finalizers().iter().any(|f| f == CREDENTIALS_IN_USE)
-        {
-            protected_secret_changed.notify_one();
-        }
-    })
-    .touched_objects()
+    resilient_watch_with(secrets, in_shard)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                cache.apply(event);
+            }
+        })
+        .inspect(on_first_list(first_lists))
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) = event
+                && secret.finalizers().iter().any(|f| f == CREDENTIALS_IN_USE)
+            {
+                protected_secret_changed.notify_one();
+            }
+        })
+        .touched_objects()
 }
 
 /// What else the resource watch tells about.
@@ -333,12 +345,6 @@ where
 fn trim_resource(resource: &mut DynamicRegistration) {
     resource.managed_fields_mut().clear();
     resource.annotations_mut().remove(LAST_APPLIED);
-}
-
-/// A Secret's metadata as cached: no annotations and managedFields, which nothing reads.
-fn trim_secret_metadata(secret: &mut PartialObjectMeta<Secret>) {
-    secret.managed_fields_mut().clear();
-    secret.metadata.annotations = None;
 }
 
 /// kubectl's client-side apply keeps the whole manifest in this annotation.
@@ -584,6 +590,13 @@ mod tests {
     }
 
     #[test]
+    fn the_runner_holds_eight_full_queues() {
+        assert_eq!(runner_slots(256), 2048);
+        assert_eq!(runner_slots(1), 8);
+        assert_eq!(runner_slots(10_000), u16::MAX, "bounded by what kube takes");
+    }
+
+    #[test]
     fn caches_keep_what_is_read_only() {
         let mut resource = registration("r", "fleet", "team");
         resource.metadata.annotations = Some(
@@ -600,12 +613,6 @@ mod tests {
             [REQUESTED_AT]
         );
         assert!(resource.managed_fields().is_empty());
-
-        let mut published = secret("s", "fleet", Some("r"));
-        published.metadata.annotations = Some([(LAST_APPLIED.to_owned(), "{}".to_owned())].into());
-        trim_secret_metadata(&mut published);
-        assert_eq!(published.metadata.annotations, None);
-        assert!(published.owner_references().len() == 1, "owners are read");
     }
 
     fn secret(name: &str, namespace: &str, owner: Option<&str>) -> PartialObjectMeta<Secret> {

@@ -56,20 +56,23 @@ pub fn credentials_in_use<'a>(
         .any(|resource| credentials_needed_by(resource) == Some(name))
 }
 
-/// A Secret this resource published under another name than `current_name`: ours (controller
-/// ownerReference to this resource) and labelled managed-by us. Only such Secrets are deleted.
-pub fn left_behind(secret: &ObjectMeta, owner_uid: &str, current_name: &str) -> bool {
-    let owned = secret
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|reference| reference.controller == Some(true) && reference.uid == owner_uid);
+/// The uid of the resource that published this Secret: its controlling owner, when it is
+/// labelled managed-by us. Only such Secrets are ever deleted (once their publisher uses another
+/// name).
+pub fn publisher(secret: &ObjectMeta) -> Option<&str> {
     let labelled = secret
         .labels
         .as_ref()
         .and_then(|labels| labels.get(MANAGED_BY_LABEL))
         .is_some_and(|value| value == MANAGER);
-    owned && labelled && secret.name.as_deref() != Some(current_name)
+    let controller = secret
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|reference| reference.controller == Some(true));
+    controller
+        .filter(|_| labelled)
+        .map(|reference| reference.uid.as_str())
 }
 
 impl DynamicRegistration {
@@ -162,13 +165,12 @@ mod tests {
     }
 
     #[test]
-    fn only_our_own_labelled_secrets_under_a_former_name_are_left_behind() {
-        let meta = |name: &str, owner: Option<&str>, labelled: bool| ObjectMeta {
-            name: Some(name.into()),
-            owner_references: owner.map(|uid| {
+    fn only_our_own_labelled_secrets_have_a_publisher() {
+        let meta = |owner: Option<(&str, bool)>, labelled: bool| ObjectMeta {
+            owner_references: owner.map(|(uid, controller)| {
                 vec![OwnerReference {
                     uid: uid.into(),
-                    controller: Some(true),
+                    controller: Some(controller),
                     ..OwnerReference::default()
                 }]
             }),
@@ -176,21 +178,16 @@ mod tests {
                 .then(|| BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned())])),
             ..ObjectMeta::default()
         };
-        assert!(left_behind(&meta("old", Some("uid"), true), "uid", "new"));
-        assert!(
-            !left_behind(&meta("new", Some("uid"), true), "uid", "new"),
-            "current name"
+        assert_eq!(publisher(&meta(Some(("uid", true)), true)), Some("uid"));
+        assert_eq!(publisher(&meta(None, true)), None, "no owner");
+        assert_eq!(
+            publisher(&meta(Some(("uid", false)), true)),
+            None,
+            "an owner, not the controller"
         );
-        assert!(
-            !left_behind(&meta("old", Some("other"), true), "uid", "new"),
-            "another owner"
-        );
-        assert!(
-            !left_behind(&meta("old", None, true), "uid", "new"),
-            "no owner"
-        );
-        assert!(
-            !left_behind(&meta("old", Some("uid"), false), "uid", "new"),
+        assert_eq!(
+            publisher(&meta(Some(("uid", true)), false)),
+            None,
             "no label"
         );
     }
