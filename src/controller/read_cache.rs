@@ -1,8 +1,8 @@
 //! What we know of Secrets at a resourceVersion: a Secret's resourceVersion changes with every
 //! write, so a Secret whose version in the watch cache is the one we last wrote or read holds
-//! what we saw then (no read needed), and one we checked against the cloud stays checked. Only Secrets we use are held here (the ones we publish and the
-//! credentials resources name), never the other Secrets of the cluster; entries unused for an
-//! hour go.
+//! what we saw then (no read needed), and one we checked against the cloud stays checked. Only
+//! Secrets we use are held here (the ones we publish and the credentials resources name), never
+//! the other Secrets of the cluster; entries unused for an hour go.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -12,16 +12,17 @@ use tokio::time::Instant;
 
 use crate::cloud::Credentials;
 use crate::controller::decision::{DataDigest, Problem, SecretShape, SecretState};
+use crate::controller::secret_cache::secret_key as key;
 
 /// Entries unused for this long are dropped as the map grows.
 const UNUSED: Duration = Duration::from_secs(3600);
 
 /// The resourceVersion seen, what it held, and when it was last used.
-type Entry<T> = (String, T, Instant);
+type Entry<T> = (Box<str>, T, Instant);
 
-/// By namespace and name.
+/// By `namespace/name` (one per published Secret: keys and versions take as little as they can).
 struct Versioned<T> {
-    entries: Mutex<HashMap<(String, String), Entry<T>>>,
+    entries: Mutex<HashMap<Box<str>, Entry<T>>>,
 }
 
 impl<T> Default for Versioned<T> {
@@ -35,8 +36,8 @@ impl<T> Default for Versioned<T> {
 impl<T: Clone> Versioned<T> {
     fn get(&self, namespace: &str, name: &str, version: &str) -> Option<T> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (known, value, used) = entries.get_mut(&key(namespace, name))?;
-        if known != version {
+        let (known, value, used) = entries.get_mut(&*key(namespace, name))?;
+        if &**known != version {
             return None;
         }
         *used = Instant::now();
@@ -50,22 +51,18 @@ impl<T: Clone> Versioned<T> {
         }
         entries.insert(
             key(namespace, name),
-            (version.to_owned(), value, Instant::now()),
+            (version.into(), value, Instant::now()),
         );
     }
 
     fn contains(&self, namespace: &str, name: &str) -> bool {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.contains_key(&key(namespace, name))
+        entries.contains_key(&*key(namespace, name))
     }
 
     fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
-}
-
-fn key(namespace: &str, name: &str) -> (String, String) {
-    (namespace.to_owned(), name.to_owned())
 }
 
 /// How long a published Secret's content, once checked against the cloud, is trusted without a
@@ -202,7 +199,7 @@ impl Remembered {
 pub struct KnownCredentials {
     read: Versioned<Result<Credentials, Problem>>,
     /// One lock per Secret being read, so that concurrent reconciles read it once.
-    reading: Mutex<HashMap<(String, String), ReadLock>>,
+    reading: Mutex<HashMap<Box<str>, ReadLock>>,
 }
 
 /// Held while one Secret is read.

@@ -44,7 +44,7 @@ impl Seen {
 }
 
 /// A Secret's key: `namespace/name` in one allocation (neither may contain a slash).
-fn key(namespace: &str, name: &str) -> Box<str> {
+pub fn secret_key(namespace: &str, name: &str) -> Box<str> {
     format!("{namespace}/{name}").into_boxed_str()
 }
 
@@ -101,7 +101,7 @@ impl SecretCache {
     /// Follows one watch event (a relist replaces everything at its end, as kube's reflector does).
     pub fn apply(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
         let key_of = |secret: &PartialObjectMeta<Secret>| {
-            key(&secret.namespace().unwrap_or_default(), &secret.name_any())
+            secret_key(&secret.namespace().unwrap_or_default(), &secret.name_any())
         };
         let mut state = self
             .state
@@ -135,7 +135,7 @@ impl SecretCache {
     /// The resourceVersion of Secret `namespace/name`, if it is in view.
     pub fn version(&self, namespace: &str, name: &str) -> Option<String> {
         let state = self.read();
-        let seen = state.secrets.get(&*key(namespace, name))?;
+        let seen = state.secrets.get(&*secret_key(namespace, name))?;
         Some(seen.resource_version.to_string())
     }
 
@@ -143,7 +143,7 @@ impl SecretCache {
     /// resourceVersion, finalizers, deletionTimestamp), if it is in view.
     pub fn metadata(&self, namespace: &str, name: &str) -> Option<ObjectMeta> {
         let state = self.read();
-        let seen = state.secrets.get(&*key(namespace, name))?;
+        let seen = state.secrets.get(&*secret_key(namespace, name))?;
         Some(metadata(namespace, name, seen))
     }
 
@@ -152,11 +152,10 @@ impl SecretCache {
         let state = self.read();
         let keys = state.published.get(uid).map_or(&[][..], Vec::as_slice);
         keys.iter()
-            .map(|key| split(key))
-            .filter(|(in_namespace, _)| *in_namespace == namespace)
-            .filter_map(|(namespace, name)| {
-                let seen = state.secrets.get(&*self::key(namespace, name))?;
-                Some(metadata(namespace, name, seen))
+            .filter(|key| split(key).0 == namespace)
+            .filter_map(|key| {
+                let (namespace, name) = split(key);
+                Some(metadata(namespace, name, state.secrets.get(key)?))
             })
             .collect()
     }
