@@ -23,6 +23,12 @@ use iothub_dynreg::ops::metrics::Metrics;
 use iothub_dynreg::ops::shutdown;
 use iothub_dynreg::preview::command::{self, Output};
 
+/// mimalloc rather than glibc's malloc: a start on a large fleet allocates in a burst (every
+/// resource listed, triggered and parked at once) and glibc keeps what the burst freed scattered
+/// over its heap, so the process stays far above what it holds (BENCHMARKS.md, "Scale 2, memory").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Keeps Tencent Cloud IoT Hub dynamic-registration settings equal to DynamicRegistration
 /// resources, and publishes each product's ProductSecret as a Secret.
 #[derive(Parser, Debug)]
