@@ -29,6 +29,18 @@ use iothub_dynreg::preview::command::{self, Output};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Keeps this process's memory in small pages. mimalloc asks for transparent huge pages for its
+/// arenas, and a node with THP enabled then backs each touched 2 MiB at once: 36 MiB instead of
+/// 21 MiB for 100 resources, 48 instead of 35 for 1000. A controller gains nothing from fewer
+/// TLB misses.
+fn keep_memory_in_small_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process; no memory is passed.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 /// Keeps Tencent Cloud IoT Hub dynamic-registration settings equal to DynamicRegistration
 /// resources, and publishes each product's ProductSecret as a Secret.
 #[derive(Parser, Debug)]
@@ -180,6 +192,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    keep_memory_in_small_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => match crd::definitions()
