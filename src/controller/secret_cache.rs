@@ -16,7 +16,7 @@ use kube::runtime::watcher;
 use crate::controller::decision::secrets::publisher;
 
 /// What is kept of one Secret.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 struct Seen {
     resource_version: Box<str>,
     /// The uid of the resource that published it (see [`publisher`]).
@@ -152,10 +152,10 @@ impl SecretCache {
         let state = self.read();
         let keys = state.published.get(uid).map_or(&[][..], Vec::as_slice);
         keys.iter()
-            .filter(|key| split(key).0 == namespace)
             .filter_map(|key| {
-                let (namespace, name) = split(key);
-                Some(metadata(namespace, name, state.secrets.get(key)?))
+                let (in_namespace, name) = split(key);
+                let seen = state.secrets.get(key)?;
+                (in_namespace == namespace).then(|| metadata(namespace, name, seen))
             })
             .collect()
     }
