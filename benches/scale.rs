@@ -28,7 +28,7 @@ use iothub_dynreg::cloud::retry::RetryPolicy;
 use iothub_dynreg::cloud::{
     ClientConfig, CloudClient, Credentials, Endpoint, RegisterType, RegistrationRequest,
 };
-use iothub_dynreg::controller::crd::{
+use iothub_dynreg::controller::resources::{
     DynamicRegistration, DynamicRegistrationSpec, RegistrationMode,
 };
 use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};

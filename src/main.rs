@@ -10,12 +10,12 @@ use clap::{Args, Parser, Subcommand};
 use iothub_dynreg::cloud::limit::{ActionRateLimit, RateLimits};
 use iothub_dynreg::cloud::web_identity::{WebIdentity, WebIdentityCredentials};
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint};
-use iothub_dynreg::controller::context::Settings;
-use iothub_dynreg::controller::crd;
-use iothub_dynreg::controller::credentials::{self, DefaultCredentials, NamespaceAllowList};
-use iothub_dynreg::controller::leading;
-use iothub_dynreg::controller::run::{RunOptions, Shared};
-use iothub_dynreg::controller::shard::ShardSelector;
+use iothub_dynreg::controller::credentials::default::from_environment;
+use iothub_dynreg::controller::credentials::{DefaultCredentials, Grants, NamespaceAllowList};
+use iothub_dynreg::controller::decision::requeue::Delays;
+use iothub_dynreg::controller::resources;
+use iothub_dynreg::controller::runtime::shard::ShardSelector;
+use iothub_dynreg::controller::runtime::{Settings, Shared, leading};
 use iothub_dynreg::ops::http::{self, Health};
 use iothub_dynreg::ops::leader::LeaseSettings;
 use iothub_dynreg::ops::logging::{self, LogFormat};
@@ -195,7 +195,7 @@ async fn main() -> ExitCode {
     keep_memory_in_small_pages();
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => match crd::definitions()
+        Command::Crd => match resources::definitions()
             .iter()
             .map(serde_yaml::to_string)
             .collect::<Result<Vec<_>, _>>()
@@ -258,11 +258,11 @@ fn plan_options(flags: PlanFlags) -> Result<command::Options, String> {
 async fn run(flags: RunFlags) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let cloud = cloud_client(&flags, metrics.clone())?;
-    let settings = settings(&flags, default_credentials(&cloud)?);
+    let identity = replica_identity();
+    let settings = settings(&flags, default_credentials(&cloud)?, &identity);
     let client = kube::Client::try_default().await.map_err(|e| {
         format!("cannot reach the Kubernetes API (kubeconfig or in-cluster config): {e}")
     })?;
-    let identity = replica_identity();
     let lease = flags.leader_election.then(|| LeaseSettings {
         name: lease_name(&flags),
         namespace: flags
@@ -292,12 +292,8 @@ async fn run(flags: RunFlags) -> Result<(), String> {
         )
     })?;
     tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
-    let options = RunOptions {
-        watch_namespace: flags.watch_namespace.clone(),
-        instance: Some(identity),
-    };
     let shutdown = shutdown::requested();
-    leading::operate(client, cloud, settings, options, shared, lease, shutdown).await;
+    leading::operate((client, cloud), settings, shared, lease, shutdown).await;
     Ok(())
 }
 
@@ -333,7 +329,7 @@ fn rate_limits(flags: &[ActionRateLimit]) -> RateLimits {
 /// (`TKE_ROLE_ARN`, …), else none.
 fn default_credentials(cloud: &CloudClient) -> Result<Option<DefaultCredentials>, String> {
     let environment = |name: &str| std::env::var(name).ok();
-    if let Some(keys) = credentials::from_environment(environment) {
+    if let Some(keys) = from_environment(environment) {
         return Ok(Some(DefaultCredentials::Keys(keys)));
     }
     Ok(
@@ -347,18 +343,26 @@ fn default_credentials(cloud: &CloudClient) -> Result<Option<DefaultCredentials>
     )
 }
 
-fn settings(flags: &RunFlags, default_credentials: Option<DefaultCredentials>) -> Settings {
+fn settings(
+    flags: &RunFlags,
+    default_credentials: Option<DefaultCredentials>,
+    identity: &str,
+) -> Settings {
     Settings {
-        resync_interval: flags.resync_interval,
-        stalled_retry_interval: flags.stalled_retry_interval,
+        requeue: Delays {
+            resync: flags.resync_interval,
+            stalled: flags.stalled_retry_interval,
+            ..Delays::default()
+        },
         observe_interval: flags.observe_interval,
         reconciles_per_source: usize::from(flags.concurrency.max(1)),
         shard: flags.watch_label_selector.clone(),
-        default_credentials,
-        default_credentials_namespaces: NamespaceAllowList::parse(
-            &flags.default_credentials_namespaces,
-        ),
-        ..Settings::default()
+        credentials: Grants {
+            default: default_credentials,
+            default_namespaces: NamespaceAllowList::parse(&flags.default_credentials_namespaces),
+        },
+        watch_namespace: flags.watch_namespace.clone(),
+        instance: Some(identity.to_owned()),
     }
 }
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::process::Command;
 
-use iothub_dynreg::controller::crd::DynamicRegistration;
+use iothub_dynreg::controller::resources::DynamicRegistration;
 use serde_json::{Value, json};
 use support::specs::{bad_values, good_spec, resource};
 
@@ -48,7 +48,7 @@ fn committed_crds_match_the_code() {
 }
 
 fn schema() -> Value {
-    let crd = iothub_dynreg::controller::crd::definition();
+    let crd = iothub_dynreg::controller::resources::definition();
     serde_json::to_value(
         crd.spec.versions[0]
             .schema

@@ -8,8 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use iothub_dynreg::controller::cluster_credentials::ClusterCredentials;
-use iothub_dynreg::controller::crd::{ClusterCredentialsReference, RegistrationMode};
+use iothub_dynreg::controller::resources::ClusterCredentials;
+use iothub_dynreg::controller::resources::{ClusterCredentialsReference, RegistrationMode};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};

@@ -5,10 +5,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use iothub_dynreg::controller::crd::{
+use iothub_dynreg::controller::decision::CREDENTIALS_IN_USE;
+use iothub_dynreg::controller::resources::{
     DeletionPolicy, FINALIZER, ManagementPolicy, RegistrationMode,
 };
-use iothub_dynreg::controller::decision::CREDENTIALS_IN_USE;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -175,15 +175,13 @@ async fn observe_only_without_values_reads_a_product_another_resource_manages() 
         .wait_reason("manager", "InSync", Duration::from_secs(20), &controller)
         .await;
     // Reading is not fighting: no Conflict, and Ready once observed and published.
-    let spec = iothub_dynreg::controller::crd::DynamicRegistrationSpec::observe_only(
+    let spec = iothub_dynreg::controller::resources::DynamicRegistrationSpec::observe_only(
         "ORPHAN0001",
         "ap-guangzhou",
     )
     .with_credentials("tencent-credentials");
     harness
-        .create(iothub_dynreg::controller::crd::DynamicRegistration::new(
-            "reader", spec,
-        ))
+        .create(iothub_dynreg::controller::resources::DynamicRegistration::new("reader", spec))
         .await;
     let reader = harness
         .wait_reason("reader", "Observed", Duration::from_secs(20), &controller)

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use iothub_dynreg::controller::crd::RegistrationMode;
+use iothub_dynreg::controller::resources::RegistrationMode;
 use support::e2e::{Harness, SECRET_KEY, registration};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use iothub_dynreg::controller::crd::{DynamicRegistration, RegistrationMode};
+use iothub_dynreg::controller::resources::{DynamicRegistration, RegistrationMode};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use serde_json::json;

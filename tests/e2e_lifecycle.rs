@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use iothub_dynreg::controller::crd::RegistrationMode;
+use iothub_dynreg::controller::resources::RegistrationMode;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use support::e2e::{ControllerProcess, Harness, SECRET_KEY, secret_data};

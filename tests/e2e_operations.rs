@@ -6,8 +6,8 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use iothub_dynreg::controller::cluster_credentials::ClusterCredentials;
-use iothub_dynreg::controller::crd::{
+use iothub_dynreg::controller::resources::ClusterCredentials;
+use iothub_dynreg::controller::resources::{
     ClusterCredentialsReference, DeletionPolicy, ManagementPolicy, RegistrationMode,
 };
 use k8s_openapi::api::coordination::v1::Lease;

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use iothub_dynreg::controller::crd::RegistrationMode;
+use iothub_dynreg::controller::resources::RegistrationMode;
 use iothub_dynreg::emulator::Faults;
 use kube::ResourceExt;
 use support::e2e::Harness;

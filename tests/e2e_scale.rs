@@ -4,7 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use iothub_dynreg::controller::crd::RegistrationMode;
+use iothub_dynreg::controller::resources::RegistrationMode;
 use support::e2e::Harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

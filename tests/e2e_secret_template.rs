@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use iothub_dynreg::controller::crd::{RegistrationMode, SecretRetention, SecretTemplate};
+use iothub_dynreg::controller::resources::{RegistrationMode, SecretRetention, SecretTemplate};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use iothub_dynreg::controller::crd::RegistrationMode;
+use iothub_dynreg::controller::resources::RegistrationMode;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use iothub_dynreg::controller::crd::{DynamicRegistration, RegistrationMode};
+use iothub_dynreg::controller::resources::{DynamicRegistration, RegistrationMode};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use serde_json::json;

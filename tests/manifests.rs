@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use iothub_dynreg::controller::crd::DynamicRegistration;
+use iothub_dynreg::controller::resources::DynamicRegistration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde::Deserialize;

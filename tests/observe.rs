@@ -7,9 +7,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use iothub_dynreg::cloud::observe::{Need, Observer};
 use iothub_dynreg::cloud::retry::RetryPolicy;
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Credentials, Endpoint};
-use iothub_dynreg::controller::observe::{Need, Observer};
 use support::scripted_cloud::{Reply, ScriptedCloud};
 
 fn product(id: &str, secret: Option<&str>) -> String {

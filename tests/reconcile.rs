@@ -6,16 +6,18 @@ mod support;
 use std::sync::Arc;
 
 use base64::Engine;
+use iothub_dynreg::cloud::observe::Observer;
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint};
-use iothub_dynreg::controller::context::{Caches, Context, Settings};
-use iothub_dynreg::controller::crd::{
-    DeletionPolicy, DynamicRegistration, FINALIZER, MANAGER, RegistrationMode,
-};
+use iothub_dynreg::controller::cache::Caches;
+use iothub_dynreg::controller::cache::index::{ResourceIndex, resource_keys};
+use iothub_dynreg::controller::credentials::{Grants, Resolver};
 use iothub_dynreg::controller::decision::CREDENTIALS_IN_USE;
 use iothub_dynreg::controller::decision::Progress;
-use iothub_dynreg::controller::events::EventPublisher;
-use iothub_dynreg::controller::index::{ResourceIndex, resource_keys};
-use iothub_dynreg::controller::reconcile::reconcile_progress;
+use iothub_dynreg::controller::reconcile::events::EventPublisher;
+use iothub_dynreg::controller::reconcile::{Context, reconcile};
+use iothub_dynreg::controller::resources::{
+    DeletionPolicy, DynamicRegistration, FINALIZER, MANAGER, RegistrationMode,
+};
 use iothub_dynreg::emulator::{EmulatorConfig, LimitPolicy, RunningEmulator, Seed};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
@@ -132,7 +134,10 @@ impl Scenario {
             "metadata": secret["metadata"]
         }))
         .unwrap();
-        self.ctx.secrets.apply(&watcher::Event::Apply(metadata));
+        self.ctx
+            .caches
+            .secrets
+            .apply(&watcher::Event::Apply(metadata));
     }
 
     /// The usual case: `resource` alone in the cache, the cloud applying what it is asked, and
@@ -152,7 +157,7 @@ impl Scenario {
         resource: &DynamicRegistration,
     ) -> tokio::task::JoinHandle<Option<Progress>> {
         let (resource, ctx) = (resource.clone(), self.ctx.clone());
-        tokio::spawn(async move { reconcile_progress(&resource, &ctx).await.unwrap() })
+        tokio::spawn(async move { reconcile(&resource, &ctx).await.unwrap() })
     }
 
     /// A product as the emulator's control endpoint shows it (with its ProductSecret).
@@ -200,23 +205,33 @@ fn context(
     }
     // The store must outlive the writer's drop: keep the writer alive for the test.
     std::mem::forget(writer);
-    let (_, ready) = tokio::sync::watch::channel(true);
-    let caches = Caches {
-        registrations: reader,
+    let caches = Arc::new(Caches {
+        resources: reader,
         resource_index: Arc::new(resource_index),
         secrets: Arc::default(),
-        ready,
+        known_secrets: Default::default(),
+        verified_secrets: Default::default(),
         cluster_credentials: reflector::store().0,
         namespaces: reflector::store().0,
-    };
-    Arc::new(Context::new(
+        listed: tokio::sync::watch::channel(true).1,
+    });
+    let credentials = Resolver::new(
+        (client.clone(), caches.clone()),
+        cloud.clone(),
+        Grants::default(),
+        std::time::Duration::from_secs(900),
+    );
+    Arc::new(Context {
         client,
+        observer: Observer::new(cloud.clone(), std::time::Duration::from_secs(60)),
         cloud,
-        events,
-        Settings::default(),
         caches,
-        Arc::new(iothub_dynreg::ops::metrics::Metrics::new()),
-    ))
+        credentials,
+        events,
+        inherited_labels: Vec::new(),
+        metrics: Arc::new(iothub_dynreg::ops::metrics::Metrics::new()),
+        claim_changes: tokio::sync::mpsc::unbounded_channel().0,
+    })
 }
 
 /// The reads every reconcile starts with: the published Secret (`None`: there is none, and the

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use iothub_dynreg::cloud::web_identity::{WebIdentity, WebIdentityCredentials};
 use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint, ErrorClass};
-use iothub_dynreg::controller::crd::RegistrationMode;
+use iothub_dynreg::controller::resources::RegistrationMode;
 use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};
 use support::e2e::{Harness, emulator_get, registration};
 

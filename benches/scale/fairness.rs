@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use iothub_dynreg::controller::crd::{
+use iothub_dynreg::controller::resources::{
     DynamicRegistration, DynamicRegistrationSpec, RegistrationMode,
 };
 use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};

@@ -1,10 +1,12 @@
 //! The Tencent Cloud IoT Hub side, usable without Kubernetes: signing, wire types, a typed
-//! client with rate limiting and retries, and temporary credentials from a web identity.
+//! client with rate limiting and retries, shared product snapshots, and temporary credentials
+//! from a web identity.
 
 pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod limit;
+pub mod observe;
 pub mod redacted;
 pub mod retry;
 pub mod sign;

@@ -1,25 +1,17 @@
-//! The controller: the `DynamicRegistration` resource ([`crd`]), the pure decision
-//! ([`decision`]), and one reconcile ([`reconcile`]) that gathers the facts ([`credentials`],
-//! [`observe`], [`kube_io`]), decides, acts and records; [`run`] wires the watches to it and
-//! [`leading`] runs it under leader election.
+//! The controller, in rooms around the reconcile pipeline. Arrows point one way, down this list:
+//!
+//! - [`resources`]: the custom resources (`DynamicRegistration`, `ClusterCredentials`).
+//! - [`decision`]: pure verdicts: spec and facts in, actions and status out (no I/O, no clock).
+//! - [`cache`]: what the watches know (resources and indexes, Secret metadata, ClusterCredentials,
+//!   namespaces) and the Secret versions we wrote or read.
+//! - [`credentials`]: resource → usable credentials or the problem, in one entry point; in-use
+//!   protection of credentials Secrets.
+//! - [`reconcile`]: one reconcile, a step a file (gather → decide → act → record, finalize).
+//! - [`runtime`]: wiring: watches, triggers, admission queues, requeue, shards, leadership.
 
-pub mod admission;
-pub mod cluster_access;
-pub mod cluster_credentials;
-pub mod context;
-pub mod crd;
+pub mod cache;
 pub mod credentials;
 pub mod decision;
-pub mod error;
-pub mod events;
-pub mod index;
-pub mod kube_io;
-pub mod leading;
-pub mod observe;
-pub mod protection;
-pub mod read_cache;
 pub mod reconcile;
-pub mod run;
-pub mod secret_cache;
-pub mod shard;
-pub mod watch;
+pub mod resources;
+pub mod runtime;

@@ -46,6 +46,18 @@ impl Sts {
                 format!("sts speaks {}", wire::STS_VERSION),
             ));
         }
+        let role = self.trusting(params)?;
+        let asked = params
+            .get("DurationSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(DEFAULT_DURATION_SECONDS);
+        let lifetime = self.lifetime_seconds.unwrap_or(asked).max(1);
+        Ok(issue(role, now.saturating_add(lifetime), request_id))
+    }
+
+    /// The role the request names, if it trusts the provider named and the token is one the
+    /// provider vouches for.
+    fn trusting(&self, params: &Map<String, Value>) -> Result<&SeedRole, Refusal> {
         let text = |name: &str| {
             params
                 .get(name)
@@ -75,41 +87,40 @@ impl Sts {
                 "the web identity token is not valid for this provider and role",
             ));
         }
-        let asked = params
-            .get("DurationSeconds")
-            .and_then(Value::as_i64)
-            .unwrap_or(DEFAULT_DURATION_SECONDS);
-        let lifetime = self.lifetime_seconds.unwrap_or(asked).max(1);
-        let expires_at = now.saturating_add(lifetime);
-        let mut random = rand::rng();
-        let secret_id = format!("AKIDtmp{:016x}", random.random::<u64>());
-        let secret_key = format!("tmpkey{:032x}", random.random::<u128>());
-        let session_token = format!("session{:032x}", random.random::<u128>());
-        let answer = json!({
-            "Credentials": {
-                "Token": session_token,
-                "TmpSecretId": secret_id,
-                "TmpSecretKey": secret_key,
-            },
-            "ExpiredTime": expires_at,
-            "Expiration": jiff::Timestamp::from_second(expires_at)
-                .map(|at| at.to_string())
-                .unwrap_or_default(),
-            "RequestId": request_id,
-        });
-        Ok(Issued {
-            answer,
-            secret_id,
-            account: Account {
-                secret_key,
-                token: Some(session_token),
-                expires_at: Some(expires_at),
-                owner: role
-                    .account
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned()),
-                policy: None,
-            },
-        })
+        Ok(role)
+    }
+}
+
+/// New temporary credentials of `role`'s account, valid until `expires_at`.
+fn issue(role: &SeedRole, expires_at: i64, request_id: &str) -> Issued {
+    let mut random = rand::rng();
+    let secret_id = format!("AKIDtmp{:016x}", random.random::<u64>());
+    let secret_key = format!("tmpkey{:032x}", random.random::<u128>());
+    let session_token = format!("session{:032x}", random.random::<u128>());
+    let answer = json!({
+        "Credentials": {
+            "Token": session_token,
+            "TmpSecretId": secret_id,
+            "TmpSecretKey": secret_key,
+        },
+        "ExpiredTime": expires_at,
+        "Expiration": jiff::Timestamp::from_second(expires_at)
+            .map(|at| at.to_string())
+            .unwrap_or_default(),
+        "RequestId": request_id,
+    });
+    Issued {
+        answer,
+        secret_id,
+        account: Account {
+            secret_key,
+            token: Some(session_token),
+            expires_at: Some(expires_at),
+            owner: role
+                .account
+                .clone()
+                .unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned()),
+            policy: None,
+        },
     }
 }

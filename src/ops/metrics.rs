@@ -65,6 +65,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Registers every metric under the `iothub_dynreg` prefix.
+    // Length: one registration per metric, with its help text, in the order /metrics lists them.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("iothub_dynreg");
         let reconciles = Family::<ResultLabel, Counter>::default();

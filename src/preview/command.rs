@@ -10,10 +10,10 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::{manifests, report};
 use crate::cloud::limit::RateLimits;
+use crate::cloud::observe::Observer;
 use crate::cloud::{ClientConfig, CloudClient, Credentials, Endpoint};
 use crate::controller::credentials;
 use crate::controller::decision::{Problem, problem_verdict};
-use crate::controller::observe::Observer;
 
 /// How the plan is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -64,7 +64,7 @@ pub async fn run(options: Options) -> Result<u8, String> {
         } => {
             let credentials = match credentials_file {
                 Some(path) => from_file(path)?,
-                None => credentials::from_environment(|name| std::env::var(name).ok())
+                None => credentials::default::from_environment(|name| std::env::var(name).ok())
                     .ok_or_else(|| {
                         "no credentials: set TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY (and TENCENTCLOUD_SESSION_TOKEN for temporary ones), pass --credentials-file, or plan against the built-in emulator with --emulator".to_owned()
                     })?,
@@ -127,7 +127,7 @@ pub fn from_file(path: &Path) -> Result<Credentials, String> {
             .map(|(key, text)| (key, ByteString(text.into_bytes())))
             .collect()
     };
-    credentials::from_secret_data(&name, Some(&data)).map_err(|problem| {
+    credentials::secret::from_secret_data(&name, Some(&data)).map_err(|problem| {
         problem_verdict(&problem)
             .message
             .replacen("credentials Secret", "credentials file", 1)

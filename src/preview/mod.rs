@@ -17,12 +17,12 @@ use std::collections::{BTreeMap, HashMap};
 use futures::StreamExt;
 use serde_json::Value;
 
+use crate::cloud::observe::{Need, Observer};
 use crate::cloud::{Credentials, Product};
-use crate::controller::crd::{DynamicRegistration, DynamicRegistrationSpec};
 use crate::controller::decision::{
     self, Difference, PlanInput, Problem, Reason, SecretState, claims,
 };
-use crate::controller::observe::{Need, Observer};
+use crate::controller::resources::{DynamicRegistration, DynamicRegistrationSpec};
 use manifests::{Inputs, Manifest, Origin};
 use validate::Validator;
 
@@ -382,8 +382,8 @@ fn refused(planned: Planned, action: Action, detail: String) -> Planned {
 mod tests {
     use super::*;
     use crate::cloud::{ErrorClass, RegisterType};
-    use crate::controller::crd::{ManagementPolicy, RegistrationMode};
     use crate::controller::decision::fixtures::{product, spec};
+    use crate::controller::resources::{ManagementPolicy, RegistrationMode};
 
     fn row() -> Planned {
         written(

@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::controller::crd::{self, DynamicRegistration};
+use crate::controller::resources::{self, DynamicRegistration};
 // A resource's name follows the rule of a Secret's: a DNS-1123 subdomain.
 use crate::controller::decision::secrets::is_valid_secret_name;
 
@@ -46,7 +46,7 @@ impl Default for Validator {
 impl Validator {
     /// The schema of the CRD in `crds/`.
     pub fn new() -> Self {
-        let definition = crd::definition();
+        let definition = resources::definition();
         let version = &definition.spec.versions[0];
         let schema = serde_json::to_value(
             version

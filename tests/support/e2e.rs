@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use iothub_dynreg::controller::crd::{
+use iothub_dynreg::controller::resources::{
     DynamicRegistration, DynamicRegistrationSpec, RegistrationMode,
 };
 use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};

@@ -10,9 +10,13 @@
 //! resources created at once may both act until the older one has reached it, after which the
 //! younger one stops.
 
+use std::sync::Arc;
+
+use kube::ResourceExt;
+
 use super::Reason;
-use crate::controller::crd::{
-    DynamicRegistrationSpec, DynamicRegistrationStatus, ManagementPolicy,
+use crate::controller::resources::{
+    DynamicRegistration, DynamicRegistrationSpec, DynamicRegistrationStatus, ManagementPolicy,
 };
 
 /// Verdicts that say the resource's credentials do not reach its product now.
@@ -51,11 +55,47 @@ pub fn reaches_product(status: Option<&DynamicRegistrationStatus>) -> bool {
             .any(|unreached| Some(unreached.as_str()) == reason)
 }
 
+/// The older resource managing `resource`'s product and region, as (namespace, name), among
+/// its `claimants` (itself may be among them): the `Full` claims that compete with it and whose
+/// last status shows their credentials reach the product ([`reaches_product`]). The oldest
+/// claimant wins; ties go to the smaller namespace/name, so that every replica agrees.
+pub fn older_claimant(
+    resource: &DynamicRegistration,
+    claimants: &[Arc<DynamicRegistration>],
+) -> Option<(String, String)> {
+    let key = claim_order(resource);
+    claimants
+        .iter()
+        // A claimant being deleted still counts until it is gone: its deletion may still
+        // switch registration off, and the next claimant takes over after that.
+        .filter(|other| other.metadata.uid != resource.metadata.uid)
+        .filter(|other| competes(&resource.spec, &other.spec))
+        .filter(|other| reaches_product(other.status.as_ref()))
+        .filter(|other| claim_order(other) < key)
+        .min_by_key(|other| claim_order(other))
+        .map(|owner| (owner.namespace().unwrap_or_default(), owner.name_any()))
+}
+
+/// Creation time, then namespace and name.
+fn claim_order(
+    resource: &DynamicRegistration,
+) -> (Option<k8s_openapi::jiff::Timestamp>, String, String) {
+    (
+        resource
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|time| time.0),
+        resource.namespace().unwrap_or_default(),
+        resource.name_any(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::crd::{CloudSettings, RegistrationMode};
     use crate::controller::decision::{Progress, Verdict, conditions};
+    use crate::controller::resources::{CloudSettings, RegistrationMode};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn status(reason: Reason, observed: bool) -> DynamicRegistrationStatus {
@@ -100,5 +140,48 @@ mod tests {
                 "{reason:?}, cloud seen {observed}"
             );
         }
+    }
+
+    #[test]
+    fn the_oldest_claim_that_reaches_the_product_wins() {
+        use crate::controller::decision::fixtures::spec;
+        use k8s_openapi::jiff::Timestamp;
+        let claimant = |name: &str, created: i64, reason: Option<Reason>| {
+            let mut resource =
+                DynamicRegistration::new(name, spec(RegistrationMode::AutoCreate, 1));
+            resource.metadata.namespace = Some("fleet".to_owned());
+            resource.metadata.uid = Some(format!("uid-{name}"));
+            resource.metadata.creation_timestamp =
+                Some(Time(Timestamp::from_second(created).unwrap()));
+            resource.status = reason.map(|reason| status(reason, true));
+            Arc::new(resource)
+        };
+        let young = claimant("young", 300, Some(Reason::InSync));
+        let old_unreached = claimant("old-unreached", 100, Some(Reason::AuthFailed));
+        let middle = claimant("middle", 200, Some(Reason::InSync));
+        let tie = claimant("a-tie", 200, Some(Reason::InSync));
+        let all = [young.clone(), old_unreached, middle.clone(), tie.clone()];
+        assert_eq!(
+            older_claimant(&young, &all),
+            Some(("fleet".to_owned(), "a-tie".to_owned())),
+            "the oldest that reaches the product; a tie goes to the smaller name"
+        );
+        assert_eq!(
+            older_claimant(&middle, &all),
+            Some(("fleet".to_owned(), "a-tie".to_owned())),
+            "created in the same second: the smaller name first"
+        );
+        assert_eq!(
+            older_claimant(&tie, &all),
+            None,
+            "an older claim that does not reach the product never blocks"
+        );
+        let mut observing = (*young).clone();
+        observing.spec.management_policy = ManagementPolicy::ObserveOnly;
+        assert_eq!(
+            older_claimant(&observing, &all),
+            None,
+            "reading is not fighting"
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{Problem, Progress, Reason, Verdict, problem_verdict};
 use crate::cloud::{ErrorClass, RegisterType, RegistrationRequest};
-use crate::controller::crd::{
+use crate::controller::resources::{
     DeletionPolicy, DynamicRegistrationSpec, ManagementPolicy, SecretRetention,
 };
 
@@ -119,8 +119,8 @@ fn left_as_is(why: String) -> Note {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::crd::RegistrationMode;
     use crate::controller::decision::fixtures::spec;
+    use crate::controller::resources::RegistrationMode;
 
     fn released_with(step: &DeletionStep) -> Option<&'static str> {
         match step {

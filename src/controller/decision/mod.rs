@@ -1,20 +1,29 @@
 //! The decisions, as pure functions: from the spec, what the cloud holds (or why it could not
 //! be seen) and the published Secret, to the actions to take and the status to record. Nothing
-//! here does I/O or reads a clock; every verdict the controller records comes from here.
+//! here does I/O or reads a clock (the time to record is a parameter); every verdict and every
+//! status the controller records comes from here.
 //!
 //! - [`plan()`]: what a reconcile does (update the cloud? write the Secret?) and its verdict;
 //!   [`after_failed_update`] when the update then fails.
 //! - [`next_status`]: the status to record, and its kstatus [`conditions`].
 //! - [`deletion`]: the steps of deleting a resource that holds our finalizer.
-//! - [`claims`]: which claim on a product counts.
+//! - [`claims`]: which claim on a product counts, and which claimant manages it.
+//! - [`requeue`]: when a resource is reconciled again.
+//! - [`published`]: the Secret found under the published name, and the one we write.
 //! - [`secrets`]: which Secrets we protect (credentials a deletion needs) or delete (Secrets we
 //!   published under a former name).
+//! - [`cluster_credentials`]: what a reconcile tells of the ClusterCredentials it used.
+//! - [`finalizers`]: finalizer patches that leave others' finalizers alone.
+//! - [`template`]: the published Secret's data rendered from `spec.secretTemplate`.
 
 pub mod claims;
+pub mod cluster_credentials;
 pub mod deletion;
 mod digest;
+pub mod finalizers;
 mod plan;
 pub mod published;
+pub mod requeue;
 pub mod secrets;
 mod status;
 pub mod template;
@@ -296,6 +305,8 @@ impl Verdict {
 }
 
 /// The verdict when the cloud state is unknown because of `problem`.
+// Length: one arm per kind of problem, each with the message a person reads; split, the
+// vocabulary of problems would be scattered.
 pub fn problem_verdict(problem: &Problem) -> Verdict {
     let stalled = |reason, message: String| Verdict::new(false, reason, Progress::Stalled, message);
     match problem {
@@ -386,7 +397,7 @@ pub(crate) mod fixtures {
     use super::*;
     use crate::cloud::redacted::Redacted;
     use crate::cloud::{Product, RegisterType, RegistrationRequest, RegistrationSettings};
-    use crate::controller::crd::{DynamicRegistrationSpec, RegistrationMode};
+    use crate::controller::resources::{DynamicRegistrationSpec, RegistrationMode};
 
     /// Product ABCDE12345 in ap-guangzhou with these settings, Full, Orphan.
     pub fn spec(kind: RegistrationMode, limit: i64) -> DynamicRegistrationSpec {
@@ -431,7 +442,7 @@ mod kstatus_tests {
     use super::fixtures::{product, published, spec};
     use super::*;
     use crate::cloud::{Product, RegisterType, RegistrationRequest};
-    use crate::controller::crd::{
+    use crate::controller::resources::{
         DynamicRegistrationSpec, DynamicRegistrationStatus, RegistrationMode,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -499,7 +510,7 @@ mod kstatus_tests {
         let full = spec(RegistrationMode::AutoCreate, 100);
         let observing = DynamicRegistrationSpec::observe_only("ABCDE12345", "ap-guangzhou");
         let drifting = DynamicRegistrationSpec {
-            management_policy: crate::controller::crd::ManagementPolicy::ObserveOnly,
+            management_policy: crate::controller::resources::ManagementPolicy::ObserveOnly,
             ..spec(RegistrationMode::AutoCreate, 100)
         };
         let in_sync = product(RegisterType::AutoCreate, 100, Some("s3cret"));

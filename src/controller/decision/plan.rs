@@ -7,7 +7,7 @@ use super::{
     published, template,
 };
 use crate::cloud::{ErrorClass, Product, RegistrationRequest};
-use crate::controller::crd::{
+use crate::controller::resources::{
     CloudSettings, DynamicRegistrationSpec, DynamicRegistrationStatus, ManagementPolicy,
     RegistrationMode,
 };
@@ -78,15 +78,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         });
     };
     if differences.is_empty() {
-        let verdict = Verdict::new(
-            true,
-            Reason::InSync,
-            Progress::Settled,
-            format!(
-                "RegisterType {:?} and RegisterLimit {} match the spec",
-                cloud.register_type, cloud.register_limit
-            ),
-        );
+        let verdict = in_sync(&cloud);
         return with_secret(input, product, cloud, verdict);
     }
     let verdict = match input.just_asked {
@@ -116,6 +108,19 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         }
     };
     with_secret(input, product, cloud, verdict)
+}
+
+/// The cloud holds what the spec asks for.
+fn in_sync(cloud: &CloudSettings) -> Verdict {
+    Verdict::new(
+        true,
+        Reason::InSync,
+        Progress::Settled,
+        format!(
+            "RegisterType {:?} and RegisterLimit {} match the spec",
+            cloud.register_type, cloud.register_limit
+        ),
+    )
 }
 
 /// ObserveOnly: the product was seen, which is all this resource asks; drift from the values
@@ -169,16 +174,8 @@ fn with_secret(
             ..published(None, note.to_owned())
         };
     };
-    let values = template::Values {
-        product_id: &product.product_id,
-        product_secret: product_secret.expose(),
-        region: &input.spec.region,
-        register_type: cloud.register_type,
-        register_limit: cloud.register_limit,
-    };
-    let template = input.spec.secret_template.as_ref();
-    let data = match template::render(template, &values) {
-        Ok(data) => data,
+    let desired = match desired(&input, product, &cloud, product_secret.expose()) {
+        Ok(desired) => desired,
         Err(detail) => {
             return Plan {
                 secret_published: false,
@@ -187,48 +184,76 @@ fn with_secret(
             };
         }
     };
-    let mut desired = SecretContent {
+    match secret_write(&input, desired) {
+        Ok(write) => published(write, published_in),
+        Err(Foreign) => Plan {
+            secret_published: false,
+            verdict: secret_conflict(input.secret_name),
+            ..published(None, String::new())
+        },
+    }
+}
+
+/// What the published Secret must hold: its data rendered from `spec.secretTemplate` (or the
+/// default keys), its shape; or why the template cannot render.
+fn desired(
+    input: &PlanInput<'_>,
+    product: &Product,
+    cloud: &CloudSettings,
+    product_secret: &str,
+) -> Result<SecretContent, String> {
+    let template = input.spec.secret_template.as_ref();
+    let values = template::Values {
+        product_id: &product.product_id,
+        product_secret,
+        region: &input.spec.region,
+        register_type: cloud.register_type,
+        register_limit: cloud.register_limit,
+    };
+    let data = template::render(template, &values)?;
+    Ok(SecretContent {
         name: input.secret_name.to_owned(),
         shape: published::wanted_shape(template, &data, input.secret_labels),
         data,
         remove: Vec::new(),
         remove_labels: Vec::new(),
         recreate: false,
-    };
-    match input.secret {
-        SecretState::Foreign => Plan {
-            secret_published: false,
-            verdict: secret_conflict(input.secret_name),
-            ..published(None, String::new())
-        },
+    })
+}
+
+/// The Secret under the published name is someone else's.
+struct Foreign;
+
+/// What to write so that the Secret found holds `desired`: nothing when ours already does. Only
+/// what we publish counts: keys, labels and annotations of other managers stay, and are no
+/// reason to write.
+fn secret_write(
+    input: &PlanInput<'_>,
+    mut desired: SecretContent,
+) -> Result<Option<SecretContent>, Foreign> {
+    let (data, labelled, shape) = match input.secret {
+        SecretState::Foreign => return Err(Foreign),
+        SecretState::Absent => return Ok(Some(desired)),
         SecretState::Owned {
             data,
             labelled,
             shape,
-        } => {
-            // Only what we publish counts: keys, labels and annotations of other managers stay,
-            // and are no reason to write.
-            desired.remove = published::no_longer_published(shape, data, &desired.data);
-            desired.remove_labels =
-                published::stale_labels(shape, &desired.shape, input.selected_label_keys);
-            desired.recreate = shape.type_ != desired.shape.type_;
-            let current = *labelled
-                && desired.remove.is_empty()
-                && desired.remove_labels.is_empty()
-                && !desired.recreate
-                && desired
-                    .data
-                    .iter()
-                    .all(|(key, value)| data.holds(key, value))
-                && published::carries(shape, &desired.shape);
-            if current {
-                published(None, published_in)
-            } else {
-                published(Some(desired), published_in)
-            }
-        }
-        SecretState::Absent => published(Some(desired), published_in),
-    }
+        } => (data, *labelled, shape),
+    };
+    desired.remove = published::no_longer_published(shape, data, &desired.data);
+    desired.remove_labels =
+        published::stale_labels(shape, &desired.shape, input.selected_label_keys);
+    desired.recreate = shape.type_ != desired.shape.type_;
+    let current = labelled
+        && desired.remove.is_empty()
+        && desired.remove_labels.is_empty()
+        && !desired.recreate
+        && desired
+            .data
+            .iter()
+            .all(|(key, value)| data.holds(key, value))
+        && published::carries(shape, &desired.shape);
+    Ok((!current).then_some(desired))
 }
 
 /// The plan once the Secret it was to create was created by someone else first: theirs, never
@@ -755,7 +780,7 @@ mod tests {
     /// Secret); the Secret as written is then current.
     #[test]
     fn secret_template_changes_are_written_once() {
-        use crate::controller::crd::SecretTemplate;
+        use crate::controller::resources::SecretTemplate;
         let mut templated = spec(RegistrationMode::AutoCreate, 5);
         templated.secret_template = Some(SecretTemplate {
             type_: Some("example.com/product".to_owned()),

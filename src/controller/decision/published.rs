@@ -1,11 +1,82 @@
-//! What the published Secret must carry besides its keys: the type, labels and annotations of
-//! `spec.secretTemplate`, and which keys it no longer publishes. Only what we publish counts:
-//! labels, annotations and keys of other managers stay, and are no reason to write.
+//! The published Secret: what the Secret found under its name is to us ([`found`]), what it
+//! must carry besides its keys (the type, labels and annotations of `spec.secretTemplate`, and
+//! which keys it no longer publishes), and the object we write ([`object`]). Only what we
+//! publish counts: labels, annotations and keys of other managers stay, and are no reason to
+//! write.
 
 use std::collections::BTreeMap;
 
-use super::{DataDigest, SecretShape};
-use crate::controller::crd::SecretTemplate;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use super::secrets::MANAGED_BY_LABEL;
+use super::{DataDigest, SecretContent, SecretShape, SecretState};
+use crate::controller::resources::{DynamicRegistration, MANAGER, SecretTemplate};
+
+/// What the Secret found under the published name is to `owner`: absent, ours (controlled by
+/// it), or someone else's.
+pub fn found(secret: Option<&Secret>, owner: &DynamicRegistration) -> SecretState {
+    let Some(secret) = secret else {
+        return SecretState::Absent;
+    };
+    let owned = owner.metadata.uid.as_deref().is_some_and(|uid| {
+        secret
+            .owner_references()
+            .iter()
+            .any(|reference| reference.controller == Some(true) && reference.uid == uid)
+    });
+    if !owned {
+        return SecretState::Foreign;
+    }
+    SecretState::Owned {
+        data: DataDigest::of(
+            secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(key, value)| (key, &value.0)),
+        ),
+        labelled: secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER),
+        shape: SecretShape {
+            type_: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),
+            labels: secret.labels().clone(),
+            annotations: secret.annotations().clone(),
+        },
+    }
+}
+
+/// The published Secret as we write it: controlled by `owner` (so it is garbage collected with
+/// it), labelled managed-by us, holding exactly `content`. `None` when `owner` has no uid yet.
+pub fn object(owner: &DynamicRegistration, content: &SecretContent) -> Option<Secret> {
+    let mut owner_reference = owner.controller_owner_ref(&())?;
+    // As controller-runtime's SetControllerReference: a foreground deletion of the resource
+    // waits for its Secret. (Needs `update` on dynamicregistrations/finalizers where the
+    // OwnerReferencesPermissionEnforcement admission plugin runs.)
+    owner_reference.block_owner_deletion = Some(true);
+    let data: BTreeMap<String, ByteString> = content
+        .data
+        .iter()
+        .map(|(key, value)| (key.clone(), ByteString(value.clone())))
+        .collect();
+    let mut labels = content.shape.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned());
+    let annotations = &content.shape.annotations;
+    Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(content.name.clone()),
+            namespace: owner.namespace(),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then(|| annotations.clone()),
+            owner_references: Some(vec![owner_reference]),
+            ..ObjectMeta::default()
+        },
+        type_: Some(content.shape.type_.clone()),
+        data: Some(data),
+        ..Secret::default()
+    })
+}
 
 /// Annotation listing the keys we published, when a template chose them: keys dropped from the
 /// template are removed from the Secret, and no others.
@@ -85,7 +156,7 @@ pub fn stale_labels(found: &SecretShape, wanted: &SecretShape, keys: &[String]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::crd::SecretTemplateMetadata;
+    use crate::controller::resources::SecretTemplateMetadata;
 
     fn data(keys: &[&str]) -> BTreeMap<String, Vec<u8>> {
         keys.iter()

@@ -5,8 +5,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::deletion;
-use crate::controller::crd::{DynamicRegistration, FINALIZER, MANAGER};
+use super::{deletion, finalizers};
+use crate::controller::resources::{DynamicRegistration, FINALIZER, MANAGER};
 
 /// Finalizer on a credentials Secret while a resource's deletion needs it: without it, deleting
 /// the namespace deletes the credentials first, the resource can never switch registration off,
@@ -38,7 +38,7 @@ pub fn credentials_needed_by(resource: &DynamicRegistration) -> Option<&str> {
     let reference = resource.spec.credentials_secret_ref.as_ref()?;
     let deleting = resource.metadata.deletion_timestamp.is_some();
     let needs_cloud = if deleting {
-        resource.finalizers_contain(FINALIZER)
+        finalizers::carries(&resource.metadata, FINALIZER)
     } else {
         deletion::cloud_change(&resource.spec).is_some()
     };
@@ -75,21 +75,11 @@ pub fn publisher(secret: &ObjectMeta) -> Option<&str> {
         .map(|reference| reference.uid.as_str())
 }
 
-impl DynamicRegistration {
-    fn finalizers_contain(&self, finalizer: &str) -> bool {
-        self.metadata
-            .finalizers
-            .iter()
-            .flatten()
-            .any(|present| present == finalizer)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::crd::{DeletionPolicy, ManagementPolicy, RegistrationMode};
     use crate::controller::decision::fixtures::spec;
+    use crate::controller::resources::{DeletionPolicy, ManagementPolicy, RegistrationMode};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
     use std::collections::BTreeMap;
 

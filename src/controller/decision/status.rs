@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::{Plan, Progress, Reason, Verdict};
-use crate::controller::crd::DynamicRegistrationStatus;
+use crate::controller::resources::DynamicRegistrationStatus;
 
 /// What the status is made from.
 #[derive(Clone, Copy, Debug)]
@@ -202,7 +202,7 @@ mod tests {
 #[cfg(test)]
 mod next_status_tests {
     use super::*;
-    use crate::controller::crd::{CloudSettings, RegistrationMode};
+    use crate::controller::resources::{CloudSettings, RegistrationMode};
 
     fn plan(reason: Reason, published: bool, cloud: Option<i64>) -> Plan {
         Plan {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::controller::crd::{RegistrationMode, SecretTemplate};
+use crate::controller::resources::{RegistrationMode, SecretTemplate};
 
 /// Instructions a template may run before it is stopped.
 const FUEL: u64 = 50_000;

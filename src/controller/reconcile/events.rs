@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::controller::crd::DynamicRegistration;
+use crate::controller::resources::DynamicRegistration;
 
 /// The API server refuses longer notes.
 const NOTE_LIMIT: usize = 1024;

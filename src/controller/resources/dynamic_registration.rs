@@ -2,9 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -381,50 +380,43 @@ impl DynamicRegistration {
     }
 }
 
-/// The CRD as installed: the derived one with every description reflowed into paragraphs.
-/// Doc comments break lines at 100 columns, and `kubectl explain` wraps text again but keeps
-/// those breaks, which would cut sentences in two.
-pub fn definition() -> CustomResourceDefinition {
-    reflowed(DynamicRegistration::crd())
+/// Whose quota a reconcile will spend, as far as the spec tells without reading anything: the
+/// credentials it names (a Secret of its namespace, a ClusterCredentials, or the controller's
+/// own) and its region. Reconciles queue per source (a backlog waits in its own queue) and the
+/// cloud is read once per source.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CredentialsSource {
+    credentials: NamedCredentials,
+    region: String,
 }
 
-/// Every CRD of the controller, as installed (`crds/`, `iothub-dynreg crd`).
-pub fn definitions() -> Vec<CustomResourceDefinition> {
-    vec![
-        definition(),
-        reflowed(crate::controller::cluster_credentials::ClusterCredentials::crd()),
-    ]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum NamedCredentials {
+    /// A Secret in the resource's namespace: (namespace, name).
+    Secret(String, String),
+    /// A ClusterCredentials, by name.
+    Cluster(String),
+    /// The controller's own.
+    Default,
 }
 
-fn reflowed(crd: CustomResourceDefinition) -> CustomResourceDefinition {
-    let mut crd = serde_json::to_value(crd).expect("a derived CRD always serialises");
-    reflow_descriptions(&mut crd);
-    serde_json::from_value(crd).expect("reflowing text keeps the CRD valid")
-}
-
-fn reflow_descriptions(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(fields) => {
-            for (key, field) in fields.iter_mut() {
-                match field {
-                    serde_json::Value::String(text) if key == "description" => {
-                        *text = reflow(text);
-                    }
-                    _ => reflow_descriptions(field),
-                }
-            }
+impl DynamicRegistration {
+    /// The credentials source this resource names.
+    pub fn credentials_source(&self) -> CredentialsSource {
+        let spec = &self.spec;
+        let credentials = match (&spec.cluster_credentials_ref, &spec.credentials_secret_ref) {
+            (Some(cluster), _) => NamedCredentials::Cluster(cluster.name.clone()),
+            (None, Some(secret)) => NamedCredentials::Secret(
+                self.metadata.namespace.clone().unwrap_or_default(),
+                secret.name.clone(),
+            ),
+            (None, None) => NamedCredentials::Default,
+        };
+        CredentialsSource {
+            credentials,
+            region: spec.region.clone(),
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(reflow_descriptions),
-        _ => {}
     }
-}
-
-/// Joins the lines of each paragraph; paragraphs stay apart.
-fn reflow(text: &str) -> String {
-    text.split("\n\n")
-        .map(|paragraph| paragraph.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join("\n\n")
 }
 
 #[cfg(test)]
@@ -446,19 +438,24 @@ mod tests {
     }
 
     #[test]
-    fn descriptions_are_reflowed_into_paragraphs() {
-        assert_eq!(reflow("one\ntwo  three\n\nfour\n"), "one two three\n\nfour");
-        let crd = serde_json::to_value(definition()).unwrap();
-        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
-        let text = spec["properties"]["productId"]["description"]
-            .as_str()
-            .unwrap();
-        assert!(!text.contains('\n'), "{text}");
+    fn sources_tell_credentials_namespaces_and_regions_apart() {
+        let resource = |namespace: &str, credentials: &str, region: &str| {
+            let spec = DynamicRegistrationSpec::new("P1", region, RegistrationMode::AutoCreate, 1)
+                .with_credentials(credentials);
+            let mut resource = DynamicRegistration::new("r", spec);
+            resource.metadata.namespace = Some(namespace.to_owned());
+            resource.credentials_source()
+        };
+        let a = resource("fleet", "a", "ap-guangzhou");
+        assert_eq!(a, resource("fleet", "a", "ap-guangzhou"));
+        assert_ne!(a, resource("fleet", "b", "ap-guangzhou"));
+        assert_ne!(a, resource("other", "a", "ap-guangzhou"));
+        assert_ne!(a, resource("fleet", "a", "ap-shanghai"));
     }
 
     #[test]
     fn crd_names_and_scope() {
-        let crd = definition();
+        let crd = crate::controller::resources::definition();
         assert_eq!(
             crd.metadata.name.as_deref(),
             Some("dynamicregistrations.iothub.dynreg.io")

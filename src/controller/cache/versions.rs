@@ -5,14 +5,13 @@
 //! the other Secrets of the cluster; entries unused for an hour go.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::cloud::Credentials;
-use crate::controller::decision::{DataDigest, Problem, SecretShape, SecretState};
-use crate::controller::secret_cache::secret_key as key;
+use super::secrets::secret_key as key;
+use crate::controller::decision::{DataDigest, SecretShape, SecretState};
 
 /// Entries unused for this long are dropped as the map grows.
 const UNUSED: Duration = Duration::from_secs(3600);
@@ -20,8 +19,9 @@ const UNUSED: Duration = Duration::from_secs(3600);
 /// The resourceVersion seen, what it held, and when it was last used.
 type Entry<T> = (Box<str>, T, Instant);
 
-/// By `namespace/name` (one per published Secret: keys and versions take as little as they can).
-struct Versioned<T> {
+/// What Secrets held at the version last seen, by `namespace/name` (one entry per Secret: keys
+/// and versions take as little as they can).
+pub struct Versioned<T> {
     entries: Mutex<HashMap<Box<str>, Entry<T>>>,
 }
 
@@ -34,7 +34,8 @@ impl<T> Default for Versioned<T> {
 }
 
 impl<T: Clone> Versioned<T> {
-    fn get(&self, namespace: &str, name: &str, version: &str) -> Option<T> {
+    /// What `namespace/name` held at `version`, if that is the version remembered.
+    pub fn get(&self, namespace: &str, name: &str, version: &str) -> Option<T> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let (known, value, used) = entries.get_mut(&*key(namespace, name))?;
         if &**known != version {
@@ -44,7 +45,8 @@ impl<T: Clone> Versioned<T> {
         Some(value.clone())
     }
 
-    fn put(&self, namespace: &str, name: &str, version: &str, value: T) {
+    /// Remembers what `namespace/name` holds at `version` (forgetting any other version).
+    pub fn put(&self, namespace: &str, name: &str, version: &str, value: T) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= 64 && entries.len().is_power_of_two() {
             entries.retain(|_, (_, _, used)| used.elapsed() < UNUSED);
@@ -191,51 +193,6 @@ impl Remembered {
                 },
             },
         }
-    }
-}
-
-/// Credentials as read from the Secrets resources name (or why they are unusable).
-#[derive(Default)]
-pub struct KnownCredentials {
-    read: Versioned<Result<Credentials, Problem>>,
-    /// One lock per Secret being read, so that concurrent reconciles read it once.
-    reading: Mutex<HashMap<Box<str>, ReadLock>>,
-}
-
-/// Held while one Secret is read.
-type ReadLock = Arc<tokio::sync::Mutex<()>>;
-
-impl KnownCredentials {
-    /// Waits until no other reconcile reads `namespace/name`; hold the guard while reading it.
-    pub async fn reading(&self, namespace: &str, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
-            // Locks nobody holds or waits for are dropped as others come.
-            reading.retain(|_, lock| Arc::strong_count(lock) > 1);
-            reading.entry(key(namespace, name)).or_default().clone()
-        };
-        lock.lock_owned().await
-    }
-
-    /// The credentials `namespace/name` held at `version`, if that is the version last read.
-    pub fn at(
-        &self,
-        namespace: &str,
-        name: &str,
-        version: &str,
-    ) -> Option<Result<Credentials, Problem>> {
-        self.read.get(namespace, name, version)
-    }
-
-    /// Remembers what `namespace/name` held at `version`.
-    pub fn remember(
-        &self,
-        namespace: &str,
-        name: &str,
-        version: &str,
-        read: Result<Credentials, Problem>,
-    ) {
-        self.read.put(namespace, name, version, read);
     }
 }
 

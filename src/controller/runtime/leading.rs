@@ -8,20 +8,18 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cloud::CloudClient;
-use crate::controller::context::Settings;
-use crate::controller::run::{RunOptions, Shared, run};
 use crate::ops::http::Health;
 use crate::ops::leader::{LeaderElector, LeaseSettings};
+
+use super::{Settings, Shared, run};
 
 /// How long in-flight reconciles may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Runs the controller, under leader election when `lease` is given, until `shutdown` turns true.
 pub async fn operate(
-    client: Client,
-    cloud: CloudClient,
+    (client, cloud): (Client, CloudClient),
     settings: Settings,
-    options: RunOptions,
     shared: Shared,
     lease: Option<LeaseSettings>,
     shutdown: watch::Receiver<bool>,
@@ -29,42 +27,66 @@ pub async fn operate(
     let Some(lease) = lease else {
         shared.metrics.set_leader(true);
         shared.health.set_leading(true);
-        run(
-            client,
-            cloud,
-            settings,
-            options,
-            shared,
-            shutdown_requested(shutdown),
-        )
-        .await;
+        let stopping = shutdown_requested(shutdown);
+        run(client, cloud, &settings, &shared, stopping).await;
         return;
     };
-    let elector = LeaderElector::new(client.clone(), lease);
+    let leader = Leader {
+        elector: LeaderElector::new(client.clone(), lease),
+        client,
+        cloud,
+        settings,
+        shared,
+    };
     loop {
-        if !stand_by(&elector, &shared.health, shutdown.clone()).await {
+        if !stand_by(&leader.elector, &leader.shared.health, shutdown.clone()).await {
             return;
         }
+        match leader.lead(shutdown.clone()).await {
+            Ended::LeadershipLost => {
+                warn!("lost the Lease: stopped reconciling, standing by");
+                continue;
+            }
+            Ended::ControllerStopped => warn!("the controller stopped by itself"),
+            Ended::ShutdownRequested => {}
+        }
+        match leader.elector.release().await {
+            Ok(()) => info!("released the Lease"),
+            Err(error) => warn!(%error, "could not release the Lease; it expires by itself"),
+        }
+        return;
+    }
+}
+
+/// What a replica leads with.
+struct Leader {
+    elector: LeaderElector,
+    client: Client,
+    cloud: CloudClient,
+    settings: Settings,
+    shared: Shared,
+}
+
+impl Leader {
+    /// One term of leadership: reconciles until the Lease is lost (everything the term started
+    /// stops at once: another replica leads), the controller stops by itself, or shutdown is
+    /// requested (in-flight reconciles then finish while the Lease is still renewed).
+    async fn lead(&self, shutdown: watch::Receiver<bool>) -> Ended {
         let mut last_renewal = tokio::time::Instant::now();
-        info!(identity = %elector.settings().identity, "leading: starting to reconcile");
-        shared.metrics.set_leader(true);
-        shared.health.set_leading(true);
+        info!(identity = %self.elector.settings().identity, "leading: starting to reconcile");
+        self.set_leading(true);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let controller = run(
-            client.clone(),
-            cloud.clone(),
-            settings.clone(),
-            options.clone(),
-            shared.clone(),
-            async {
-                let _ = stopped.await;
-            },
-        );
+        let stopping = async {
+            let _ = stopped.await;
+        };
+        let (client, cloud) = (self.client.clone(), self.cloud.clone());
+        let controller = run(client, cloud, &self.settings, &self.shared, stopping);
         tokio::pin!(controller);
+        let health = &self.shared.health;
         let ended = tokio::select! {
             () = &mut controller => Ended::ControllerStopped,
-            () = keep_leadership(&elector, &shared.health, &mut last_renewal) => Ended::LeadershipLost,
-            () = shutdown_requested(shutdown.clone()) => Ended::ShutdownRequested,
+            () = keep_leadership(&self.elector, health, &mut last_renewal) => Ended::LeadershipLost,
+            () = shutdown_requested(shutdown) => Ended::ShutdownRequested,
         };
         if ended == Ended::ShutdownRequested {
             let _ = stop.send(());
@@ -76,27 +98,18 @@ pub async fn operate(
                         warn!("in-flight reconciles did not finish within {SHUTDOWN_GRACE:?}; stopping anyway");
                     }
                 }
-                () = keep_leadership(&elector, &shared.health, &mut last_renewal) => {
+                () = keep_leadership(&self.elector, health, &mut last_renewal) => {
                     warn!("lost the Lease while finishing in-flight reconciles; stopping them at once");
                 }
             }
         }
-        shared.metrics.set_leader(false);
-        shared.health.set_leading(false);
-        match ended {
-            Ended::LeadershipLost => {
-                // Dropping the controller aborts its reconciles at once: another replica leads.
-                warn!("lost the Lease: stopped reconciling, standing by");
-                continue;
-            }
-            Ended::ControllerStopped => warn!("the controller stopped by itself"),
-            Ended::ShutdownRequested => {}
-        }
-        match elector.release().await {
-            Ok(()) => info!("released the Lease"),
-            Err(error) => warn!(%error, "could not release the Lease; it expires by itself"),
-        }
-        return;
+        self.set_leading(false);
+        ended
+    }
+
+    fn set_leading(&self, leading: bool) {
+        self.shared.metrics.set_leader(leading);
+        self.shared.health.set_leading(leading);
     }
 }
 

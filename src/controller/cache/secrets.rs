@@ -195,8 +195,8 @@ mod tests {
     use kube::core::PartialObjectMetaExt;
 
     use super::*;
-    use crate::controller::crd::MANAGER;
     use crate::controller::decision::secrets::MANAGED_BY_LABEL;
+    use crate::controller::resources::MANAGER;
 
     fn secret(name: &str, version: &str, published_by: Option<&str>) -> PartialObjectMeta<Secret> {
         let metadata = ObjectMeta {

@@ -1,16 +1,17 @@
-//! Batch observation: one shared snapshot of all products per (credentials, region), filled by
-//! paging `DescribeProducts` (250 a page) at most once per `--observe-interval`, so that a resync
-//! of N resources costs about N/250 calls instead of N.
+//! Product snapshots: one shared snapshot of an account's products per (credentials, region),
+//! filled by paging `DescribeProducts` (250 a page) at most once per interval, so that a resync
+//! of N resources costs about N/250 calls instead of N. Products the snapshot cannot answer for
+//! are read one by one with `DescribeProduct`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 use tokio::time::Instant;
 
-use crate::cloud::wire::DESCRIBE_PRODUCTS_MAX_LIMIT;
-use crate::cloud::{CloudClient, CloudError, Credentials, ErrorClass, Product};
+use super::wire::DESCRIBE_PRODUCTS_MAX_LIMIT;
+use super::{CloudClient, CloudError, Credentials, ErrorClass, Product};
 
 /// The product as the cloud held it, and when that was read.
 #[derive(Clone, Debug)]
@@ -121,12 +122,12 @@ impl Observer {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// The product, from the snapshot when one is fresh enough (refreshing it when not), else
-    /// read alone. `managed` is how many resources share these credentials and region: when
-    /// paging the whole account would cost more calls than reading each of them, they are read
-    /// one by one. With `need` [`Need::SettingsAndSecret`], a snapshot entry of an enabled product
-    /// that carries no
-    /// ProductSecret is not enough: the list call may leave it out, DescribeProduct has it.
+    /// The product as the cloud holds it. From the shared snapshot of the account's products
+    /// in `region` (refreshed when older than the interval) when paging it costs no more calls
+    /// than reading each of the `managed` resources that share these credentials and region;
+    /// else, and for a product the snapshot lacks, a `DescribeProduct` of its own. With
+    /// [`Need::SettingsAndSecret`], an entry of a product whose registration is on but whose
+    /// ProductSecret the list left out is read on its own too; [`Need::FreshRead`] always is.
     pub async fn observe(
         &self,
         credentials: &Credentials,

@@ -11,8 +11,7 @@ use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
-use crate::controller::admission::Source;
-use crate::controller::crd::DynamicRegistration;
+use crate::controller::resources::{CredentialsSource, DynamicRegistration};
 
 /// The objects of kind `K` in view, by the keys `keys_of` gives each.
 pub struct Index<K: Resource<DynamicType = ()>, Key> {
@@ -209,7 +208,7 @@ pub enum ResourceKey {
     /// Claimants of a product: (region, ProductId).
     Product(String, String),
     /// Resources reading the cloud with the same credentials in the same region.
-    Credentials(Source),
+    Credentials(CredentialsSource),
     /// Resources using the Secret (namespace, name): as credentials or to publish to.
     Secret(String, String),
     /// Resources naming a ClusterCredentials.
@@ -225,7 +224,7 @@ pub fn resource_keys(resource: &DynamicRegistration) -> Vec<ResourceKey> {
     let spec = &resource.spec;
     let mut keys = vec![
         ResourceKey::Product(spec.region.clone(), spec.product_id.clone()),
-        ResourceKey::Credentials(Source::of(resource)),
+        ResourceKey::Credentials(resource.credentials_source()),
         ResourceKey::Secret(namespace.clone(), resource.published_secret_name()),
     ];
     if let Some(secret) = &spec.credentials_secret_ref {
@@ -240,7 +239,7 @@ pub fn resource_keys(resource: &DynamicRegistration) -> Vec<ResourceKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::crd::{DynamicRegistrationSpec, RegistrationMode};
+    use crate::controller::resources::{DynamicRegistrationSpec, RegistrationMode};
 
     fn resource(name: &str, product_id: &str, credentials: &str) -> DynamicRegistration {
         let spec = DynamicRegistrationSpec::new(

@@ -20,48 +20,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
-use crate::controller::crd::DynamicRegistration;
-
-/// Whose quota a reconcile will wait for, as far as the spec tells without reading anything.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Source {
-    credentials: Credentials,
-    region: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Credentials {
-    /// A Secret in the resource's namespace: (namespace, name).
-    Secret(String, String),
-    /// A ClusterCredentials, by name.
-    Cluster(String),
-    /// The controller's own.
-    Default,
-}
-
-impl Source {
-    /// The source `resource` names.
-    pub fn of(resource: &DynamicRegistration) -> Self {
-        let spec = &resource.spec;
-        let credentials = match (&spec.cluster_credentials_ref, &spec.credentials_secret_ref) {
-            (Some(cluster), _) => Credentials::Cluster(cluster.name.clone()),
-            (None, Some(secret)) => Credentials::Secret(
-                resource.namespace().unwrap_or_default(),
-                secret.name.clone(),
-            ),
-            (None, None) => Credentials::Default,
-        };
-        Self {
-            credentials,
-            region: spec.region.clone(),
-        }
-    }
-}
+use crate::controller::resources::{CredentialsSource, DynamicRegistration};
 
 /// Whether a reconcile goes before the backlog of its queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +51,7 @@ pub struct Admission {
 #[derive(Debug)]
 struct Inner {
     places: usize,
-    queues: Mutex<HashMap<Source, Queue>>,
+    queues: Mutex<HashMap<CredentialsSource, Queue>>,
     /// Where parked resources go once a place is reserved for them.
     wake: UnboundedSender<ResourceRef>,
 }
@@ -140,7 +103,7 @@ impl Queue {
 #[derive(Debug)]
 pub struct Admitted {
     inner: Arc<Inner>,
-    source: Source,
+    source: CredentialsSource,
 }
 
 impl Drop for Admitted {
@@ -173,7 +136,7 @@ impl Admission {
     /// is parked (or already was) and comes back on the wake channel when its turn comes.
     pub fn enter(
         &self,
-        source: Source,
+        source: CredentialsSource,
         urgency: Urgency,
         resource: ResourceRef,
     ) -> Option<Admitted> {
@@ -227,6 +190,11 @@ impl Admission {
         });
     }
 
+    /// Places per queue.
+    pub fn places(&self) -> usize {
+        self.inner.places
+    }
+
     /// Places taken (reserved ones included) and resources parked, over all queues.
     pub fn counts(&self) -> (usize, usize) {
         let queues = self.inner.lock();
@@ -242,7 +210,7 @@ impl Admission {
 }
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Source, Queue>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CredentialsSource, Queue>> {
         // A poisoned lock only means another thread panicked while holding it; the counts are
         // still consistent (no code between lock and unlock can panic midway).
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
@@ -276,7 +244,7 @@ mod tests {
     use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
     use super::*;
-    use crate::controller::crd::{DynamicRegistrationSpec, RegistrationMode};
+    use crate::controller::resources::{DynamicRegistrationSpec, RegistrationMode};
 
     fn resource(namespace: &str, credentials: &str) -> DynamicRegistration {
         let spec =
@@ -287,8 +255,8 @@ mod tests {
         resource
     }
 
-    fn source(credentials: &str) -> Source {
-        Source::of(&resource("fleet", credentials))
+    fn source(credentials: &str) -> CredentialsSource {
+        resource("fleet", credentials).credentials_source()
     }
 
     fn object(name: &str) -> ResourceRef {
@@ -304,13 +272,6 @@ mod tests {
         std::iter::from_fn(|| receiver.try_recv().ok())
             .map(|resource| resource.name)
             .collect()
-    }
-
-    #[test]
-    fn sources_tell_credentials_and_namespaces_apart() {
-        assert_eq!(source("a"), Source::of(&resource("fleet", "a")));
-        assert_ne!(source("a"), source("b"));
-        assert_ne!(source("a"), Source::of(&resource("other", "a")));
     }
 
     #[tokio::test]

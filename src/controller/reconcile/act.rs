@@ -1,0 +1,123 @@
+//! Act on the cloud: the update the plan asks for, then the plan again on what the cloud applied
+//! (which may differ from what was asked), and one Event for what the reconcile changed.
+
+use tracing::info;
+
+use super::Context;
+use super::gather::Facts;
+use crate::cloud::{CloudError, Credentials, Product, RegistrationRequest, RegistrationSettings};
+use crate::controller::decision::{self, Plan, PlanInput};
+use crate::controller::resources::{DynamicRegistration, RegistrationMode};
+
+/// What a reconcile decided, after acting on the cloud.
+pub(super) struct Outcome {
+    pub plan: Plan,
+    pub request_id: Option<String>,
+    /// What the cloud update set, for the Event.
+    pub updated: Option<String>,
+}
+
+impl Outcome {
+    /// Decided; nothing done in the cloud.
+    pub fn planned(plan: Plan) -> Self {
+        Self {
+            plan,
+            request_id: None,
+            updated: None,
+        }
+    }
+}
+
+/// Makes the update the plan asks for, and decides again on what the cloud applied (or on the
+/// failure).
+pub(super) async fn update_cloud(
+    resource: &DynamicRegistration,
+    ctx: &Context,
+    facts: &Facts,
+    wanted: RegistrationRequest,
+    plan: Plan,
+) -> Outcome {
+    let (Ok(access), Ok((before, _))) = (&facts.access, &facts.observed) else {
+        // The plan asks for an update only when the cloud was observed through this access.
+        return Outcome::planned(plan);
+    };
+    match update(resource, ctx, &access.credentials, wanted).await {
+        Ok((applied, request_id)) => {
+            let after = Product {
+                registration: applied,
+                ..before.clone()
+            };
+            let region = &resource.spec.region;
+            ctx.observer
+                .remember(&access.credentials, region, &after)
+                .await;
+            ctx.metrics.drift_corrected();
+            let note = format!(
+                "set RegisterType {:?} and RegisterLimit {} (RequestId {request_id})",
+                RegistrationMode::from(wanted.register_type),
+                wanted.register_limit
+            );
+            let replanned = decision::plan(PlanInput {
+                cloud: Ok(&after),
+                just_asked: Some(wanted),
+                ..facts.plan_input(resource, ctx)
+            });
+            Outcome {
+                plan: replanned,
+                request_id: Some(request_id),
+                updated: Some(note),
+            }
+        }
+        Err(error) => Outcome {
+            request_id: error.request_id().map(str::to_owned),
+            plan: decision::after_failed_update(plan, error.class(), &error.to_string()),
+            updated: None,
+        },
+    }
+}
+
+/// `UpdateProductDynamicRegister`, ahead of the backlog in the rate limiter when a person waits
+/// for it; what the answer says of the credentials is taken in.
+pub(super) async fn update(
+    resource: &DynamicRegistration,
+    ctx: &Context,
+    credentials: &Credentials,
+    wanted: RegistrationRequest,
+) -> Result<(RegistrationSettings, String), CloudError> {
+    info!(
+        register_type = ?wanted.register_type,
+        register_limit = wanted.register_limit,
+        "updating the product's dynamic registration"
+    );
+    let cloud = if resource.awaited_by_person() {
+        ctx.cloud.prioritized()
+    } else {
+        ctx.cloud.clone()
+    };
+    let spec = &resource.spec;
+    let result = cloud
+        .update_product_dynamic_register(credentials, &spec.region, &spec.product_id, wanted)
+        .await;
+    let refusal = result.as_ref().err().map(|e| (e.class(), e.code()));
+    ctx.credentials.judged(credentials, refusal);
+    result.map(|outcome| (outcome.applied, outcome.request_id))
+}
+
+/// One Event for what a reconcile changed: the cloud's settings and the Secret written are one
+/// change to whoever reads the resource's Events (and one request, not two).
+pub(super) async fn announce_changes(
+    resource: &DynamicRegistration,
+    ctx: &Context,
+    updated: Option<String>,
+    published: Option<String>,
+) {
+    let (reason, action) = match (&updated, &published) {
+        (Some(_), _) => ("Updated", "UpdateProductDynamicRegister"),
+        (None, Some(_)) => ("SecretPublished", "WriteSecret"),
+        (None, None) => return,
+    };
+    let note = updated.into_iter().chain(published).collect::<Vec<_>>();
+    ctx.events
+        .publish(resource, false, reason, action, note.join("; "))
+        .await;
+}

@@ -1,0 +1,67 @@
+//! One reconcile of a live resource: gather → decide → act → record.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::act::{self, Outcome};
+use super::gather::gather;
+use super::{Context, Result, publish, record};
+use crate::controller::decision::{self, Progress, StatusInput};
+use crate::controller::resources::DynamicRegistration;
+
+/// Brings the cloud and the published Secret in line with the spec, and records the verdict.
+pub(super) async fn sync(
+    resource: &DynamicRegistration,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Progress> {
+    if resource.spec.suspend {
+        return suspended(resource, ctx).await;
+    }
+    let facts = gather(resource, ctx, namespace).await?;
+    let mut outcome = Outcome::planned(decision::plan(facts.plan_input(resource, ctx)));
+    if let Some(wanted) = outcome.plan.update {
+        outcome = act::update_cloud(resource, ctx, &facts, wanted, outcome.plan).await;
+    }
+    let mut published = None;
+    if let Some(content) = outcome.plan.write_secret.clone() {
+        (outcome.plan, published) =
+            publish::publish(resource, ctx, &facts, &content, outcome.plan).await?;
+    } else if facts.secret_checked_now(&outcome.plan) {
+        let version = facts.secret_version.as_deref().unwrap_or("");
+        let verified = &ctx.caches.verified_secrets;
+        verified.record(namespace, &facts.secret_name, version);
+    }
+    act::announce_changes(resource, ctx, outcome.updated.take(), published).await;
+    if outcome.plan.secret_published {
+        publish::delete_left_behind(resource, ctx, namespace, &facts.secret_name).await?;
+    }
+    let now = Time(Timestamp::now());
+    let status = decision::next_status(StatusInput {
+        previous: resource.status.as_ref(),
+        generation: resource.metadata.generation.unwrap_or(0),
+        secret_name: &facts.secret_name,
+        plan: &outcome.plan,
+        observed_at: facts.observed.as_ref().ok().map(|(_, at)| *at),
+        request_id: outcome.request_id.as_deref(),
+        // Handled once the cloud was read afresh for it (else it stays pending).
+        handled_request: resource
+            .pending_reconcile_request()
+            .filter(|_| facts.observed.is_ok()),
+        now: &now,
+    });
+    record::record(resource, ctx, status, &outcome.plan.verdict).await?;
+    Ok(outcome.plan.verdict.progress)
+}
+
+/// `spec.suspend`: no cloud call and no write but the Suspended condition; the last verdict
+/// stands.
+async fn suspended(resource: &DynamicRegistration, ctx: &Context) -> Result<Progress> {
+    let now = Time(Timestamp::now());
+    let generation = resource.metadata.generation.unwrap_or(0);
+    let status = decision::while_suspended(resource.status.as_ref(), generation, &now);
+    if resource.status.as_ref() != Some(&status) {
+        record::apply_status(resource, ctx, &status).await?;
+    }
+    Ok(Progress::Settled)
+}
