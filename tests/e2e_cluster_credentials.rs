@@ -52,14 +52,9 @@ async fn ready_of(api: &Api<ClusterCredentials>, name: &str) -> Option<(String, 
     Some((ready.status, ready.reason, ready.message))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_credentials_grant_namespaces_by_name_or_label() {
-    let Some(harness) = Harness::start(&products(), |_| {}).await else {
-        return;
-    };
-    let namespace = harness.namespace.clone();
-    // The platform team's key lives in a namespace of its own.
-    let platform = format!("{namespace}-platform");
+/// The platform team's key, in a namespace of its own.
+async fn platform_key(harness: &Harness) -> String {
+    let platform = format!("{}-platform", harness.namespace);
     harness
         .plane
         .create_namespace(&harness.client, &platform)
@@ -73,28 +68,41 @@ async fn cluster_credentials_grant_namespaces_by_name_or_label() {
         .create(&PostParams::default(), &key)
         .await
         .unwrap();
+    platform
+}
+
+/// A resource of the harness's namespace using ClusterCredentials `credentials`.
+async fn create_user(harness: &Harness, name: &str, credentials: &str) {
+    let mut resource = registration(name, "CLUSTER001", RegistrationMode::AutoCreate, 50);
+    resource.spec.credentials_secret_ref = None;
+    resource.spec.cluster_credentials_ref = Some(ClusterCredentialsReference {
+        name: credentials.to_owned(),
+    });
+    harness.create(resource).await;
+}
+
+/// Slow retries (30 s) leave only the watches to explain a quick re-evaluation.
+const SLOW_RETRIES: [&str; 2] = ["--stalled-retry-interval", "30s"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_not_selected_is_refused_without_a_cloud_call_until_labelled() {
+    let Some(harness) = Harness::start(&products(), |_| {}).await else {
+        return;
+    };
+    let namespace = harness.namespace.clone();
+    let platform = platform_key(&harness).await;
     let declared: Api<ClusterCredentials> = Api::all(harness.client.clone());
     let name = format!("{namespace}-sensors");
-    apply_cluster_credentials(
-        &declared,
-        &name,
-        json!({
-            "secretRef": {"namespace": platform, "name": "team-key"},
-            "namespaceSelector": {"matchLabels": {"team": "sensors"}},
-        }),
-    )
-    .await;
-
-    // Slow retries (30 s) leave only the watches to explain a quick re-evaluation.
-    let controller = harness.spawn_controller(&["--stalled-retry-interval", "30s"]);
-    let mut resource = registration("by-label", "CLUSTER001", RegistrationMode::AutoCreate, 50);
-    resource.spec.credentials_secret_ref = None;
-    resource.spec.cluster_credentials_ref =
-        Some(ClusterCredentialsReference { name: name.clone() });
-    harness.create(resource).await;
+    let by_label = json!({
+        "secretRef": {"namespace": platform, "name": "team-key"},
+        "namespaceSelector": {"matchLabels": {"team": "sensors"}},
+    });
+    apply_cluster_credentials(&declared, &name, by_label).await;
+    let controller = harness.spawn_controller(&SLOW_RETRIES);
+    create_user(&harness, "user", &name).await;
     let refused = harness
         .wait_reason(
-            "by-label",
+            "user",
             "CredentialsNotAllowed",
             Duration::from_secs(20),
             &controller,
@@ -112,9 +120,8 @@ async fn cluster_credentials_grant_namespaces_by_name_or_label() {
     );
 
     // The platform team labels the namespace: re-evaluated at once, not at the slow retry.
-    let namespaces: Api<Namespace> = Api::all(harness.client.clone());
     let labelled = std::time::Instant::now();
-    namespaces
+    Api::<Namespace>::all(harness.client.clone())
         .patch(
             &namespace,
             &PatchParams::default(),
@@ -123,7 +130,7 @@ async fn cluster_credentials_grant_namespaces_by_name_or_label() {
         .await
         .unwrap();
     harness
-        .wait_reason("by-label", "InSync", Duration::from_secs(10), &controller)
+        .wait_reason("user", "InSync", Duration::from_secs(10), &controller)
         .await;
     println!(
         "InSync {:?} after the namespace was labelled",
@@ -133,6 +140,27 @@ async fn cluster_credentials_grant_namespaces_by_name_or_label() {
         harness.cloud_product("CLUSTER001").await["registerLimit"],
         50
     );
+    harness.assert_no_secrets_logged(&controller).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn their_status_says_the_cloud_accepted_them_and_holds_no_secret() {
+    let Some(harness) = Harness::start(&products(), |_| {}).await else {
+        return;
+    };
+    let platform = platform_key(&harness).await;
+    let declared: Api<ClusterCredentials> = Api::all(harness.client.clone());
+    let name = format!("{}-sensors", harness.namespace);
+    let by_name = json!({
+        "secretRef": {"namespace": platform, "name": "team-key"},
+        "namespaces": [harness.namespace],
+    });
+    apply_cluster_credentials(&declared, &name, by_name).await;
+    let controller = harness.spawn_controller(&SLOW_RETRIES);
+    create_user(&harness, "user", &name).await;
+    harness
+        .wait_reason("user", "InSync", Duration::from_secs(20), &controller)
+        .await;
     harness
         .wait_for(
             "the ClusterCredentials to report Ready",
@@ -151,85 +179,102 @@ async fn cluster_credentials_grant_namespaces_by_name_or_label() {
         !status.contains(SECRET_KEY),
         "the status holds the key: {status}"
     );
+}
 
-    // The selector no longer matches: re-evaluated at once.
-    apply_cluster_credentials(
-        &declared,
-        &name,
-        json!({
-            "secretRef": {"namespace": platform, "name": "team-key"},
-            "namespaceSelector": {"matchLabels": {"team": "gateways"}},
-        }),
-    )
-    .await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selector_that_no_longer_matches_refuses_their_users_at_once() {
+    let Some(harness) = Harness::start(&products(), |_| {}).await else {
+        return;
+    };
+    let platform = platform_key(&harness).await;
+    let declared: Api<ClusterCredentials> = Api::all(harness.client.clone());
+    let name = format!("{}-sensors", harness.namespace);
+    let source = json!({"namespace": platform, "name": "team-key"});
+    let by_name = json!({"secretRef": source, "namespaces": [harness.namespace]});
+    apply_cluster_credentials(&declared, &name, by_name.clone()).await;
+    let controller = harness.spawn_controller(&SLOW_RETRIES);
+    create_user(&harness, "user", &name).await;
+    harness
+        .wait_reason("user", "InSync", Duration::from_secs(20), &controller)
+        .await;
+    let elsewhere = json!({
+        "secretRef": source,
+        "namespaceSelector": {"matchLabels": {"team": "gateways"}},
+    });
+    apply_cluster_credentials(&declared, &name, elsewhere).await;
     harness
         .wait_reason(
-            "by-label",
+            "user",
             "CredentialsNotAllowed",
             Duration::from_secs(10),
             &controller,
         )
         .await;
-    // By name works too.
-    apply_cluster_credentials(
-        &declared,
-        &name,
-        json!({
-            "secretRef": {"namespace": platform, "name": "team-key"},
-            "namespaces": [namespace],
-        }),
-    )
-    .await;
+    apply_cluster_credentials(&declared, &name, by_name).await;
     harness
-        .wait_reason("by-label", "InSync", Duration::from_secs(10), &controller)
+        .wait_reason("user", "InSync", Duration::from_secs(10), &controller)
         .await;
-    // Its Secret deleted, then restored: its users follow at once. (The controller watches
-    // Secrets where it watches resources: this one's namespace, under --watch-namespace.)
-    apply_cluster_credentials(
-        &declared,
-        &name,
-        json!({
-            "secretRef": {"namespace": namespace, "name": "watched-key"},
-            "namespaces": [namespace],
-        }),
-    )
-    .await;
-    harness
-        .wait_reason(
-            "by-label",
-            "CredentialsInvalid",
-            Duration::from_secs(10),
-            &controller,
-        )
-        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn their_secret_deleted_or_restored_reaches_their_users_at_once() {
+    let Some(harness) = Harness::start(&products(), |_| {}).await else {
+        return;
+    };
+    let namespace = harness.namespace.clone();
+    let declared: Api<ClusterCredentials> = Api::all(harness.client.clone());
+    let name = format!("{namespace}-sensors");
+    // The controller watches Secrets where it watches resources: this namespace, under
+    // --watch-namespace.
+    let watched = json!({
+        "secretRef": {"namespace": namespace, "name": "watched-key"},
+        "namespaces": [namespace],
+    });
+    apply_cluster_credentials(&declared, &name, watched).await;
+    let controller = harness.spawn_controller(&SLOW_RETRIES);
+    create_user(&harness, "user", &name).await;
+    let reason = |reason: &'static str| {
+        harness.wait_reason("user", reason, Duration::from_secs(10), &controller)
+    };
+    reason("CredentialsInvalid").await;
     harness.create_credentials("watched-key", SECRET_KEY).await;
-    harness
-        .wait_reason("by-label", "InSync", Duration::from_secs(10), &controller)
-        .await;
+    reason("InSync").await;
     harness
         .secrets()
         .delete("watched-key", &Default::default())
         .await
         .unwrap();
+    reason("CredentialsInvalid").await;
+    harness.assert_no_secrets_logged(&controller).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_cluster_credentials_leave_their_users_credentials_missing() {
+    let Some(harness) = Harness::start(&products(), |_| {}).await else {
+        return;
+    };
+    let platform = platform_key(&harness).await;
+    let declared: Api<ClusterCredentials> = Api::all(harness.client.clone());
+    let name = format!("{}-sensors", harness.namespace);
+    let by_name = json!({
+        "secretRef": {"namespace": platform, "name": "team-key"},
+        "namespaces": [harness.namespace],
+    });
+    apply_cluster_credentials(&declared, &name, by_name).await;
+    let controller = harness.spawn_controller(&SLOW_RETRIES);
+    create_user(&harness, "user", &name).await;
     harness
-        .wait_reason(
-            "by-label",
-            "CredentialsInvalid",
-            Duration::from_secs(10),
-            &controller,
-        )
+        .wait_reason("user", "InSync", Duration::from_secs(20), &controller)
         .await;
-    // Deleted: its users say so at once.
     declared.delete(&name, &Default::default()).await.unwrap();
     harness
         .wait_reason(
-            "by-label",
+            "user",
             "CredentialsMissing",
             Duration::from_secs(10),
             &controller,
         )
         .await;
-    harness.assert_no_secrets_logged(&controller).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
