@@ -1,13 +1,13 @@
 //! Scale benchmark: the real controller (release build) between a Kubernetes API and the
 //! emulator, converging N products at a scaled rate limit, against a naive baseline in the same
 //! run, and the fairness of two accounts ([`fairness`]).
-//! `cargo bench --bench scale -- [--api stand-in|real] [N ...] [--fairness[=A,B]]` (default: the
-//! loopback stand-in, N = 100 1000 5000 20000, and fairness with A = 5000, B = 100; given sizes,
-//! fairness runs only when asked). `--api real` runs against the real kube-apiserver of the tests
-//! (tests/support/control_plane), the controller under deploy/'s RBAC.
+//! `cargo bench --bench scale -- [--api real|stand-in] [N ...] [--fairness[=A,B]]` (default: the
+//! real kube-apiserver of the tests (tests/support/control_plane), the controller under deploy/'s
+//! RBAC; N = 100 1000 5000 20000, and fairness with A = 5000, B = 100; given sizes, fairness runs
+//! only when asked). `--api stand-in` runs against the loopback stand-in of benches/support, to
+//! measure the controller without the API server's cost (see its header).
 
 #[path = "support/kube_api.rs"]
-#[allow(dead_code)]
 mod kube_api;
 
 #[path = "../tests/support/control_plane/mod.rs"]
@@ -620,7 +620,7 @@ fn main() {
             Some("stand-in") => ApiKind::StandIn,
             other => panic!("--api takes real or stand-in, not {other:?}"),
         },
-        None => ApiKind::StandIn,
+        None => ApiKind::Real,
     };
     let sizes: Vec<usize> = arguments
         .iter()
