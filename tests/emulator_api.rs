@@ -721,3 +721,54 @@ async fn hostile_timestamps_are_refused_without_overflow() {
         );
     }
 }
+
+/// STS's `AssumeRoleWithWebIdentity` is unsigned on purpose, and says so with
+/// `Authorization: SKIP` as the official SDKs do: a call without the header is a broken
+/// signature to a server that verifies TC3, and is refused.
+#[tokio::test]
+async fn an_unsigned_sts_call_must_say_authorization_skip() {
+    const ROLE: &str = "qcs::cam::uin/100000000001:roleName/skip-check";
+    let seed = format!(
+        "accounts: [{{secretId: AKIDtest, secretKey: test-key}}]\nroles:\n  - {{roleArn: '{ROLE}', providerId: oidc, tokens: [good-token]}}\n"
+    );
+    let emulator = RunningEmulator::start(EmulatorConfig::new(Seed::from_yaml(&seed).unwrap()))
+        .await
+        .unwrap();
+    let call = |authorization: Option<&'static str>| {
+        let mut request = reqwest::Client::new()
+            .post(emulator.endpoint())
+            .header("Content-Type", "application/json")
+            .header("X-TC-Action", "AssumeRoleWithWebIdentity")
+            .header("X-TC-Version", "2018-08-13")
+            .header("X-TC-Region", "ap-guangzhou")
+            .header("X-TC-Timestamp", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string())
+            .body(format!(
+                r#"{{"ProviderId":"oidc","WebIdentityToken":"good-token","RoleArn":"{ROLE}","RoleSessionName":"s","DurationSeconds":900}}"#
+            ));
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        async move {
+            let answer: Value =
+                serde_json::from_slice(&request.send().await.unwrap().bytes().await.unwrap())
+                    .unwrap();
+            answer
+        }
+    };
+    let missing = call(None).await;
+    assert_eq!(
+        error_code(&missing),
+        "AuthFailure.InvalidAuthorization",
+        "{missing}"
+    );
+    let skipped = call(Some("SKIP")).await;
+    assert!(
+        skipped["Response"]["Credentials"]["TmpSecretId"].is_string(),
+        "{skipped}"
+    );
+    // What the control endpoint shows of the last request: its headers and parameter names.
+    let seen = control(&emulator, "GET", "last-requests", None).await;
+    let last = &seen["AssumeRoleWithWebIdentity"];
+    assert_eq!(last["headers"]["authorization"], "SKIP", "{seen}");
+    assert_eq!(last["params"].as_array().unwrap().len(), 5, "{seen}");
+}

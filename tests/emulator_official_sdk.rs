@@ -55,6 +55,11 @@ fn official_python_sdk_calls_all_three_actions() {
     assert!(stdout.contains("wrong SecretKey: AuthFailure.SignatureFailure"));
     assert!(stdout.contains("OIDC role credentials (AssumeRoleWithWebIdentity): ok"));
 
+    let sdk_exchange =
+        get_json(&format!("{}/_emulator/last-requests", emulator.url))["AssumeRoleWithWebIdentity"]
+            .clone();
+    compare_with_our_exchange(&emulator.url, &sdk_exchange);
+
     let stats = get_json(&format!("{}/_emulator/stats", emulator.url));
     println!("emulator stats after the SDK run: {}", stats["calls"]);
     assert_eq!(
@@ -62,6 +67,73 @@ fn official_python_sdk_calls_all_three_actions() {
         1
     );
     assert_eq!(stats["calls"]["UpdateProductDynamicRegister"]["Success"], 1);
+}
+
+/// The controller's web identity exchange, header by header against the SDK's OIDC provider's
+/// (`sdk`, as the emulator saw it): the same API headers with the same values, but for the time,
+/// the trace id (random, new for every request), the client's name (`X-TC-RequestClient`: each
+/// names itself) and the language of error messages (the controller asks every call for
+/// English; the SDK's provider leaves its default, zh-CN). Headers of the HTTP library
+/// (User-Agent, Accept…) are not the API's.
+fn compare_with_our_exchange(url: &str, sdk: &serde_json::Value) {
+    use iothub_dynreg::cloud::wire::AssumeRoleWithWebIdentityRequest;
+    use iothub_dynreg::cloud::{ClientConfig, CloudClient, Endpoint};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = CloudClient::new(ClientConfig {
+            sts_endpoint: Endpoint::parse(url, true).unwrap(),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        let request = AssumeRoleWithWebIdentityRequest {
+            provider_id: "tke-oidc-example".to_owned(),
+            web_identity_token: "emulator-example-web-identity-token".to_owned(),
+            role_arn: "qcs::cam::uin/100000000001:roleName/iothub-dynreg".to_owned(),
+            role_session_name: "sdk-check".to_owned(),
+            duration_seconds: 600,
+        };
+        client
+            .assume_role_with_web_identity("ap-guangzhou", &request)
+            .await
+            .expect("the controller's exchange");
+    });
+    let ours =
+        get_json(&format!("{url}/_emulator/last-requests"))["AssumeRoleWithWebIdentity"].clone();
+    let api_headers = |seen: &serde_json::Value| -> std::collections::BTreeMap<String, String> {
+        seen["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| {
+                matches!(name.as_str(), "authorization" | "content-type" | "host")
+                    || name.starts_with("x-tc-")
+            })
+            .map(|(name, value)| (name.clone(), value.as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let (sdk_headers, our_headers) = (api_headers(sdk), api_headers(&ours));
+    println!("SDK's exchange: {sdk_headers:?}\nours: {our_headers:?}");
+    assert_eq!(
+        sdk_headers.keys().collect::<Vec<_>>(),
+        our_headers.keys().collect::<Vec<_>>(),
+        "header names"
+    );
+    for (name, value) in &sdk_headers {
+        if matches!(
+            name.as_str(),
+            "x-tc-timestamp" | "x-tc-traceid" | "x-tc-requestclient" | "x-tc-language"
+        ) {
+            continue;
+        }
+        assert_eq!(Some(value), our_headers.get(name), "header {name}");
+    }
+    assert_eq!(our_headers["authorization"], "SKIP");
+    let names = |seen: &serde_json::Value| {
+        let mut names: Vec<String> = serde_json::from_value(seen["params"].clone()).unwrap();
+        names.sort();
+        names
+    };
+    assert_eq!(names(sdk), names(&ours), "parameter names");
 }
 
 fn get_json(url: &str) -> serde_json::Value {

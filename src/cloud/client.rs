@@ -447,6 +447,8 @@ impl CloudClient {
         let mut request = inner
             .http
             .post(route.endpoint.url().clone())
+            .header("X-TC-RequestClient", REQUEST_CLIENT)
+            .header("X-TC-TraceId", trace_id())
             .body(payload.to_vec());
         for (name, value) in headers {
             request = request.header(name, value);
@@ -576,9 +578,43 @@ fn not_json(error: &serde_json::Error, body: &[u8]) -> String {
     format!("not JSON, starts with {start:?}")
 }
 
+/// Names this client in `X-TC-RequestClient`, where the official SDKs name themselves
+/// (`SDK_PYTHON_3.1.195`): what Tencent Cloud support sees of who called.
+pub const REQUEST_CLIENT: &str = concat!("iothub-dynreg/", env!("CARGO_PKG_VERSION"));
+
+/// A random UUID (version 4) for `X-TC-TraceId`, new for every attempt as the official SDKs
+/// send it, so that one attempt can be followed through the cloud's logs.
+fn trace_id() -> String {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex = hex::encode(bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_ids_are_random_version_4_uuids() {
+        let (one, two) = (trace_id(), trace_id());
+        assert_ne!(one, two);
+        let groups: Vec<&str> = one.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(groups[2].starts_with('4'), "{one}");
+        assert!(matches!(&groups[3][..1], "8" | "9" | "a" | "b"), "{one}");
+    }
 
     #[test]
     fn endpoints() {

@@ -87,16 +87,24 @@ pub fn sign(credentials: &Credentials, request: &Request<'_>) -> Vec<(&'static s
     );
 
     let mut headers = vec![("Authorization", authorization)];
-    headers.extend(unsigned_headers(request));
+    headers.extend(common_headers(request));
     if let Some(token) = &credentials.token {
         headers.push(("X-TC-Token", token.expose().to_owned()));
     }
     headers
 }
 
-/// The headers every call carries, signed or not (STS's `AssumeRoleWithWebIdentity` is sent
-/// without a signature, as the official SDK does).
+/// Headers of a call sent without a signature on purpose (STS's `AssumeRoleWithWebIdentity`):
+/// `Authorization: SKIP` says so, as the official SDKs send it; without it, a server that
+/// verifies TC3 refuses the call as a broken signature.
 pub fn unsigned_headers(request: &Request<'_>) -> Vec<(&'static str, String)> {
+    let mut headers = vec![("Authorization", "SKIP".to_owned())];
+    headers.extend(common_headers(request));
+    headers
+}
+
+/// The headers every call carries, signed or not.
+fn common_headers(request: &Request<'_>) -> Vec<(&'static str, String)> {
     let mut headers = vec![
         ("Content-Type", request.content_type.to_owned()),
         ("Host", request.host.to_owned()),

@@ -1,6 +1,6 @@
 //! The emulator's HTTP side: the API at `/`, the control endpoints under `/_emulator/`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -122,6 +122,8 @@ struct State {
     faults: Faults,
     scripted: HashMap<String, ScriptedError>,
     rate_limit_per_second: u32,
+    /// The last API request of each action, as `GET /_emulator/last-requests` shows it.
+    last_requests: BTreeMap<String, Value>,
 }
 
 /// What to do with an API call after the checks.
@@ -170,6 +172,7 @@ impl Emulator {
                 faults: config.faults,
                 scripted: HashMap::new(),
                 rate_limit_per_second: config.rate_limit_per_second.max(1),
+                last_requests: BTreeMap::new(),
             }),
         }
     }
@@ -253,8 +256,16 @@ impl Emulator {
         };
         let request_id = new_request_id();
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        if let Some(action) = header("x-tc-action") {
+            let seen = as_seen(&parts.headers, &body);
+            self.state().last_requests.insert(action.to_owned(), seen);
+        }
         if header("x-tc-action") == Some(Action::AssumeRoleWithWebIdentity.as_str()) {
-            return Ok(self.assume_role(header("x-tc-version"), &body, &request_id));
+            return Ok(self.assume_role(
+                (header("authorization"), header("x-tc-version")),
+                &body,
+                &request_id,
+            ));
         }
         let action_label = header("x-tc-action")
             .and_then(Action::from_name)
@@ -303,11 +314,11 @@ impl Emulator {
         }
     }
 
-    /// STS: rate limited per role, then temporary credentials the verifier accepts until
-    /// they expire.
+    /// STS: unsigned (`Authorization: SKIP`, as the official SDK sends it), rate limited per
+    /// role, then temporary credentials the verifier accepts until they expire.
     fn assume_role(
         &self,
-        version: Option<&str>,
+        (authorization, version): (Option<&str>, Option<&str>),
         body: &[u8],
         request_id: &str,
     ) -> Response<Full<Bytes>> {
@@ -321,7 +332,14 @@ impl Emulator {
         let answer = {
             let mut state = self.state();
             let per_second = state.rate_limit_per_second;
-            if state
+            if authorization != Some("SKIP") {
+                // A server that verifies TC3 takes a call without Authorization as a broken
+                // signature; only `SKIP` says the call is unsigned on purpose.
+                Err(Refusal::new(
+                    "AuthFailure.InvalidAuthorization",
+                    "the Authorization header is missing or not TC3-HMAC-SHA256 (an unsigned call says Authorization: SKIP)",
+                ))
+            } else if state
                 .stats
                 .admit(&role, action, per_second, tokio::time::Instant::now())
             {
@@ -411,6 +429,7 @@ impl Emulator {
                     Ok(json!({"reset": true}))
                 }
                 ("GET", ["products"]) => Ok(to_json(state.store.list())),
+                ("GET", ["last-requests"]) => Ok(to_json(&state.last_requests)),
                 ("POST" | "PATCH", ["products", id]) => parse::<ConsoleEdit>(body)
                     .and_then(|edit| state.store.edit(id, edit).map_err(not_found))
                     .map(to_json),
@@ -454,6 +473,30 @@ impl Emulator {
             Err((status, message)) => json_response(status, &json!({"error": message})),
         }
     }
+}
+
+/// A request as the control endpoint shows it: its headers (the session token and a signature
+/// left out) and the names of its parameters.
+fn as_seen(headers: &http::HeaderMap, body: &[u8]) -> Value {
+    let headers: BTreeMap<String, String> = headers
+        .iter()
+        .map(|(name, value)| {
+            let value = value.to_str().unwrap_or("(not text)");
+            let shown = match name.as_str() {
+                "x-tc-token" => "(token)".to_owned(),
+                "authorization" => value
+                    .split_once(' ')
+                    .map_or(value, |(algorithm, _)| algorithm)
+                    .to_owned(),
+                _ => value.to_owned(),
+            };
+            (name.as_str().to_owned(), shown)
+        })
+        .collect();
+    let params: Vec<String> = serde_json::from_slice::<Map<String, Value>>(body)
+        .map(|params| params.keys().cloned().collect())
+        .unwrap_or_default();
+    json!({"headers": headers, "params": params})
 }
 
 impl State {
