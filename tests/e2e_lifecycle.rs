@@ -457,6 +457,64 @@ products:
     assert_eq!(owners[0].name, winner);
 }
 
+/// A Secret another resource published is never acted on, however often the second claimant
+/// of its name reconciles: its memory of Secret versions knows who published each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_claimant_of_a_secret_name_never_takes_it_over() {
+    let products = r#"
+products:
+  - {productId: LIFE000001, region: ap-guangzhou, registerType: 0}
+  - {productId: LIFE000002, region: ap-guangzhou, registerType: 0}
+"#;
+    let Some(harness) = Harness::with_credentials(products, |_| {}).await else {
+        return;
+    };
+    let controller = harness.spawn_controller(&[]);
+    let claimant = |name: &str, product: &str| {
+        let mut resource =
+            support::e2e::registration(name, product, RegistrationMode::AutoCreate, 5);
+        resource.spec.secret_name = Some("taken".into());
+        resource
+    };
+    harness.create(claimant("first", "LIFE000001")).await;
+    harness
+        .wait_reason("first", "InSync", Duration::from_secs(20), &controller)
+        .await;
+    let published = harness.secrets().get("taken").await.unwrap();
+    // The second wants another type: acting on the first's Secret would re-create it.
+    let mut second = claimant("second", "LIFE000002");
+    second.spec.secret_template = Some(iothub_dynreg::controller::resources::SecretTemplate {
+        type_: Some("iothub.dynreg.io/other".into()),
+        ..Default::default()
+    });
+    harness.create(second).await;
+    harness
+        .wait_reason(
+            "second",
+            "SecretConflict",
+            Duration::from_secs(20),
+            &controller,
+        )
+        .await;
+    for round in 0..5 {
+        let handled = harness
+            .request_reconcile("second", &format!("round-{round}"), &controller)
+            .await;
+        let reason = handled.condition("Ready").map(|c| c.reason.clone());
+        assert_eq!(reason.as_deref(), Some("SecretConflict"), "round {round}");
+        let now = harness.secrets().get("taken").await.unwrap();
+        assert_eq!(
+            now.metadata.uid, published.metadata.uid,
+            "round {round}: re-created"
+        );
+        assert_eq!(now.data, published.data, "round {round}: rewritten");
+        assert_eq!(now.type_, published.type_, "round {round}");
+    }
+    harness
+        .wait_reason("first", "InSync", Duration::from_secs(5), &controller)
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconcile_request_reads_the_cloud_afresh_at_once() {
     let Some(harness) = Harness::with_credentials(PRODUCTS, |_| {}).await else {

@@ -14,7 +14,7 @@ use iothub_dynreg::controller::resources::{
 };
 use iothub_dynreg::emulator::{EmulatorConfig, RunningEmulator, Seed};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use super::control_plane::process::Supervised;
@@ -428,6 +428,37 @@ impl Harness {
                     }
                     _ => None,
                 }
+            },
+        )
+        .await
+    }
+
+    /// Asks for a reconcile of `name` as Flux does (the annotation `reconcile.fluxcd.io/
+    /// requestedAt` set to `value`) and waits until its status says it was handled.
+    pub async fn request_reconcile(
+        &self,
+        name: &str,
+        value: &str,
+        controller: &ControllerProcess,
+    ) -> DynamicRegistration {
+        let annotation =
+            json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": value}}});
+        self.registrations()
+            .patch(name, &PatchParams::default(), &Patch::Merge(annotation))
+            .await
+            .unwrap();
+        self.wait_for(
+            &format!("the reconcile request {value} of {name} to be handled"),
+            Duration::from_secs(20),
+            Some(controller),
+            || async {
+                let resource = self.registrations().get_opt(name).await.ok()??;
+                let handled = resource
+                    .status
+                    .as_ref()?
+                    .last_handled_reconcile_at
+                    .as_deref();
+                (handled == Some(value)).then_some(resource)
             },
         )
         .await

@@ -82,6 +82,8 @@ impl Caches {
             return false;
         };
         self.secrets.version(&namespace, &name).as_deref() == Some(version.as_str())
-            && self.known_secrets.at(&namespace, &name, &version).is_some()
+            && self
+                .known_secrets
+                .knows_version(&namespace, &name, &version)
     }
 }

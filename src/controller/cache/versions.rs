@@ -2,7 +2,9 @@
 //! write, so a Secret whose version in the watch cache is the one we last wrote or read holds
 //! what we saw then (no read needed), and one we checked against the cloud stays checked. Only
 //! Secrets we use are held here (the ones we publish and the credentials resources name), never
-//! the other Secrets of the cluster; entries unused for an hour go.
+//! the other Secrets of the cluster; entries unused for an hour go. A published Secret is known
+//! together with the resource that published it: what one resource wrote is never taken by
+//! another that names the same Secret as its own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -12,6 +14,7 @@ use tokio::time::Instant;
 
 use super::secrets::secret_key as key;
 use crate::controller::decision::{DataDigest, SecretShape, SecretState};
+use crate::controller::resources::DynamicRegistration;
 
 /// Entries unused for this long are dropped as the map grows.
 const UNUSED: Duration = Duration::from_secs(3600);
@@ -73,41 +76,85 @@ impl<T: Clone> Versioned<T> {
 /// unnoticed when list answers leave it out (one DescribeProduct per resource per hour at most).
 pub const SECRET_TRUST: Duration = Duration::from_secs(3600);
 
-/// Published Secrets whose content is known to match the cloud: the resourceVersion we wrote or
-/// checked, and when. Any other version (someone edited it) is checked again, with a single
-/// read when the shared snapshot lacks the ProductSecret.
-#[derive(Default)]
-pub struct VerifiedSecrets(Versioned<Instant>);
+/// The resource that published a Secret, by a digest of its uid (8 bytes instead of a
+/// 36-character string in each of the tens of thousands of entries; uids are the API server's,
+/// so nobody can choose one that collides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Publisher(u64);
 
-impl VerifiedSecrets {
-    /// Whether the Secret `namespace/name` at `version` was written or checked recently.
-    pub fn trusts(&self, namespace: &str, name: &str, version: &str) -> bool {
-        self.0
-            .get(namespace, name, version)
-            .is_some_and(|checked| checked.elapsed() < SECRET_TRUST)
+impl Publisher {
+    /// `resource`, by its uid (which every stored object has).
+    pub fn of(resource: &DynamicRegistration) -> Self {
+        Self::with_uid(resource.metadata.uid.as_deref().unwrap_or_default())
     }
 
-    /// Records that `namespace/name` at `version` matches the cloud.
-    pub fn record(&self, namespace: &str, name: &str, version: &str) {
-        self.0.put(namespace, name, version, Instant::now());
+    /// The resource with this uid.
+    pub fn with_uid(uid: &str) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        uid.hash(&mut hasher);
+        Self(hasher.finish())
     }
 }
 
-/// Published Secrets as we last wrote or read them (their values as digests only).
+/// Published Secrets whose content is known to match the cloud: the resourceVersion we wrote or
+/// checked, for which resource, and when. Any other version (someone edited it) is checked
+/// again, with a single read when the shared snapshot lacks the ProductSecret.
 #[derive(Default)]
-pub struct KnownSecrets(Versioned<Remembered>);
+pub struct VerifiedSecrets(Versioned<(Publisher, Instant)>);
 
-impl KnownSecrets {
-    /// What `namespace/name` holds at `version`, if that is the version we last saw.
-    pub fn at(&self, namespace: &str, name: &str, version: &str) -> Option<SecretState> {
+impl VerifiedSecrets {
+    /// Whether the Secret `namespace/name` at `version` was written or checked recently, as
+    /// `publisher`'s.
+    pub fn trusts(&self, namespace: &str, name: &str, version: &str, publisher: Publisher) -> bool {
         self.0
             .get(namespace, name, version)
-            .map(|remembered| remembered.state())
+            .is_some_and(|(by, checked)| by == publisher && checked.elapsed() < SECRET_TRUST)
     }
 
-    /// Remembers what `namespace/name` holds at `version`.
-    pub fn remember(&self, namespace: &str, name: &str, version: &str, state: &SecretState) {
-        self.0.put(namespace, name, version, Remembered::of(state));
+    /// Records that `namespace/name` at `version`, published by `publisher`, matches the cloud.
+    pub fn record(&self, namespace: &str, name: &str, version: &str, publisher: Publisher) {
+        self.0
+            .put(namespace, name, version, (publisher, Instant::now()));
+    }
+}
+
+/// Published Secrets as we last wrote or read them (their values as digests only), with the
+/// resource that published each.
+#[derive(Default)]
+pub struct KnownSecrets(Versioned<(Publisher, Remembered)>);
+
+impl KnownSecrets {
+    /// What `namespace/name` holds at `version`, if that is the version we last saw and
+    /// `publisher` published it.
+    pub fn at(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+        publisher: Publisher,
+    ) -> Option<SecretState> {
+        self.0
+            .get(namespace, name, version)
+            .filter(|(by, _)| *by == publisher)
+            .map(|(_, remembered)| remembered.state())
+    }
+
+    /// Remembers what `namespace/name`, published by `publisher`, holds at `version`.
+    pub fn remember(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+        (publisher, state): (Publisher, &SecretState),
+    ) {
+        let remembered = (publisher, Remembered::of(state));
+        self.0.put(namespace, name, version, remembered);
+    }
+
+    /// Whether `version` of `namespace/name` is the one we last wrote or read (for anyone).
+    pub fn knows_version(&self, namespace: &str, name: &str, version: &str) -> bool {
+        self.0.get(namespace, name, version).is_some()
     }
 
     /// Whether we wrote or read `namespace/name` (at any version).
@@ -200,13 +247,19 @@ impl Remembered {
 mod tests {
     use super::*;
 
+    const OURS: &str = "uid-ours";
+
+    fn ours() -> Publisher {
+        Publisher::with_uid(OURS)
+    }
+
     #[test]
     fn only_the_version_seen_is_known() {
         let known = KnownSecrets::default();
-        known.remember("ns", "s", "7", &SecretState::Absent);
-        assert_eq!(known.at("ns", "s", "7"), Some(SecretState::Absent));
-        assert_eq!(known.at("ns", "s", "8"), None, "written since");
-        assert_eq!(known.at("other", "s", "7"), None);
+        known.remember("ns", "s", "7", (ours(), &SecretState::Absent));
+        assert_eq!(known.at("ns", "s", "7", ours()), Some(SecretState::Absent));
+        assert_eq!(known.at("ns", "s", "8", ours()), None, "written since");
+        assert_eq!(known.at("other", "s", "7", ours()), None);
 
         let owned = SecretState::Owned {
             data: DataDigest::of([("productSecret", "s3cret")]),
@@ -217,20 +270,41 @@ mod tests {
                 annotations: BTreeMap::from([("note".to_owned(), "x".to_owned())]),
             },
         };
-        known.remember("ns", "s", "9", &owned);
-        assert_eq!(known.at("ns", "s", "9"), Some(owned), "held as it was");
+        known.remember("ns", "s", "9", (ours(), &owned));
+        assert_eq!(
+            known.at("ns", "s", "9", ours()),
+            Some(owned),
+            "held as it was"
+        );
+    }
+
+    #[test]
+    fn what_one_resource_published_is_never_known_to_another() {
+        let known = KnownSecrets::default();
+        let theirs = Publisher::with_uid("uid-theirs");
+        known.remember("ns", "shared", "3", (theirs, &SecretState::Absent));
+        assert_eq!(known.at("ns", "shared", "3", ours()), None);
+        assert!(
+            known.knows_version("ns", "shared", "3"),
+            "a version we wrote"
+        );
+        let verified = VerifiedSecrets::default();
+        verified.record("ns", "shared", "3", theirs);
+        assert!(verified.trusts("ns", "shared", "3", theirs));
+        assert!(!verified.trusts("ns", "shared", "3", ours()));
     }
 
     #[tokio::test(start_paused = true)]
     async fn unused_entries_go_as_the_map_grows() {
         let known = KnownSecrets::default();
+        let absent = (ours(), &SecretState::Absent);
         for index in 0..63 {
-            known.remember("ns", &format!("s{index}"), "1", &SecretState::Absent);
+            known.remember("ns", &format!("s{index}"), "1", absent);
         }
         tokio::time::advance(UNUSED + Duration::from_secs(1)).await;
-        known.at("ns", "s0", "1");
-        known.remember("ns", "s63", "1", &SecretState::Absent);
-        known.remember("ns", "s64", "1", &SecretState::Absent);
+        known.at("ns", "s0", "1", ours());
+        known.remember("ns", "s63", "1", absent);
+        known.remember("ns", "s64", "1", absent);
         assert_eq!(known.len(), 3, "s0 (used), s63 and s64");
     }
 }

@@ -13,6 +13,7 @@ use tracing::info;
 use super::{Context, Error, Result};
 use crate::cloud::observe::Need;
 use crate::cloud::{Credentials, Product};
+use crate::controller::cache::versions::Publisher;
 use crate::controller::credentials::Usable;
 use crate::controller::decision::cluster_credentials::Outcome;
 use crate::controller::decision::{self, Plan, PlanInput, Problem, SecretState, published};
@@ -92,7 +93,7 @@ pub(super) async fn gather(
     let trusted = matches!(secret, SecretState::Owned { .. })
         && secret_version.as_deref().is_some_and(|version| {
             let verified = &ctx.caches.verified_secrets;
-            verified.trusts(namespace, &secret_name, version)
+            verified.trusts(namespace, &secret_name, version, Publisher::of(resource))
         });
     let observed = match &access {
         Ok(usable) => observe(resource, ctx, &usable.credentials, need(resource, trusted)).await,
@@ -155,7 +156,7 @@ pub(super) async fn access(
 }
 
 /// The published Secret as it is: from memory when the watch cache shows the version we last
-/// wrote or read, absent when the watch cache has no such Secret and we never wrote it (no
+/// wrote or read for this resource, absent when the watch cache has no such Secret and we never wrote it (no
 /// request either way), else read. What is read of ours is remembered.
 ///
 /// A Secret someone else creates just before our create, unseen by the watch yet, makes that
@@ -169,7 +170,7 @@ async fn published_secret(
     let known = &ctx.caches.known_secrets;
     match ctx.caches.secrets.version(namespace, name) {
         Some(version) => {
-            if let Some(state) = known.at(namespace, name, &version) {
+            if let Some(state) = known.at(namespace, name, &version, Publisher::of(resource)) {
                 return Ok((state, Some(version)));
             }
         }
@@ -188,7 +189,7 @@ async fn published_secret(
     let state = published::found(found.as_ref(), resource);
     let version = found.and_then(|found| found.metadata.resource_version);
     if let (SecretState::Owned { .. }, Some(version)) = (&state, &version) {
-        known.remember(namespace, name, version, &state);
+        known.remember(namespace, name, version, (Publisher::of(resource), &state));
     }
     Ok((state, version))
 }

@@ -12,6 +12,7 @@ use tracing::info;
 
 use super::gather::Facts;
 use super::{Context, Error, Result};
+use crate::controller::cache::versions::Publisher;
 use crate::controller::decision::{self, DataDigest, Plan, SecretContent, SecretState, published};
 use crate::controller::resources::{DynamicRegistration, MANAGER};
 
@@ -82,10 +83,10 @@ fn remember_written(
     version: &str,
 ) {
     let namespace = resource.namespace().unwrap_or_default();
-    let caches = &ctx.caches;
+    let (caches, publisher) = (&ctx.caches, Publisher::of(resource));
     caches
         .verified_secrets
-        .record(&namespace, &content.name, version);
+        .record(&namespace, &content.name, version, publisher);
     let state = SecretState::Owned {
         data: DataDigest::of(&content.data),
         labelled: true,
@@ -93,7 +94,7 @@ fn remember_written(
     };
     caches
         .known_secrets
-        .remember(&namespace, &content.name, version, &state);
+        .remember(&namespace, &content.name, version, (publisher, &state));
 }
 
 fn secrets(ctx: &Context, resource: &DynamicRegistration) -> Api<Secret> {

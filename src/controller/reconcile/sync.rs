@@ -6,6 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::act::{self, Outcome};
 use super::gather::gather;
 use super::{Context, Result, publish, record};
+use crate::controller::cache::versions::Publisher;
 use crate::controller::decision::{self, Progress, StatusInput};
 use crate::controller::resources::DynamicRegistration;
 
@@ -30,7 +31,12 @@ pub(super) async fn sync(
     } else if facts.secret_checked_now(&outcome.plan) {
         let version = facts.secret_version.as_deref().unwrap_or("");
         let verified = &ctx.caches.verified_secrets;
-        verified.record(namespace, &facts.secret_name, version);
+        verified.record(
+            namespace,
+            &facts.secret_name,
+            version,
+            Publisher::of(resource),
+        );
     }
     act::announce_changes(resource, ctx, outcome.updated.take(), published).await;
     if outcome.plan.secret_published {
