@@ -135,3 +135,67 @@ async fn ready_of_team(harness: &Harness, prefix: &str) -> usize {
         .filter(|name| name.starts_with(prefix))
         .count()
 }
+
+/// With one place per queue, resources whose credentials change while they wait in their queue
+/// move to the queue of the new ones; the places they leave go on, and every resource of both
+/// queues converges. (A place reserved for a moved resource used to stay taken until someone
+/// entered that queue again, which parked resources never do.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_that_switch_credentials_while_parked_leave_no_queue_stalled() {
+    const COUNT: usize = 8;
+    let products = format!("generate: {{count: {COUNT}, region: ap-guangzhou, prefix: SWTCH}}");
+    let Some(harness) = Harness::start_seeded(
+        &format!("accounts: [{{secretId: {SECRET_ID}, secretKey: {SECRET_KEY}}}]\n{products}"),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    harness.create_credentials("creds-a", SECRET_KEY).await;
+    harness.create_credentials("creds-b", SECRET_KEY).await;
+    for index in 0..COUNT {
+        let name = format!("r{index}");
+        let product = format!("SWTCH{index:05}");
+        harness
+            .create(team_resource(&name, &product, "creds-a"))
+            .await;
+    }
+    // One place per queue, and two updates a second: all but one wait in queue a.
+    let controller = harness.spawn_controller(&[
+        "--concurrency",
+        "1",
+        "--rate-limit",
+        "UpdateProductDynamicRegister=2",
+    ]);
+    harness
+        .wait_for(
+            "/readyz",
+            Duration::from_secs(20),
+            Some(&controller),
+            || async {
+                let (status, _) = controller.ops("/readyz").await?;
+                (status == 200).then_some(())
+            },
+        )
+        .await;
+    // Every other resource switches to creds-b while parked in queue a.
+    for index in (1..COUNT).step_by(2) {
+        harness
+            .registrations()
+            .patch(
+                &format!("r{index}"),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    json!({"spec": {"credentialsSecretRef": {"name": "creds-b"}}}),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    harness
+        .wait_all_ready(COUNT, Duration::from_secs(40), &controller)
+        .await;
+    println!("all {COUNT} Ready {:?} after the switch", started.elapsed());
+}

@@ -51,9 +51,18 @@ pub struct Admission {
 #[derive(Debug)]
 struct Inner {
     places: usize,
-    queues: Mutex<HashMap<CredentialsSource, Queue>>,
+    queues: Mutex<Queues>,
     /// Where parked resources go once a place is reserved for them.
     wake: UnboundedSender<ResourceRef>,
+}
+
+#[derive(Debug, Default)]
+struct Queues {
+    by_source: HashMap<CredentialsSource, Queue>,
+    /// The queue holding a place reserved for each woken resource: a resource whose credentials
+    /// changed while it waited reconciles in another queue, and the place it leaves goes on at
+    /// once.
+    reserved_in: HashMap<ResourceRef, CredentialsSource>,
 }
 
 #[derive(Debug, Default)]
@@ -86,16 +95,17 @@ impl Queue {
         None
     }
 
-    /// Frees the reservations not taken in time.
-    fn expire_reservations(&mut self) {
-        let before = self.reserved.len();
-        self.reserved
-            .retain(|_, since| since.elapsed() < RESERVATION);
-        self.taken -= before - self.reserved.len();
-    }
-
     fn is_idle(&self) -> bool {
         self.taken == 0 && self.parked.is_empty()
+    }
+
+    fn promote(&mut self, resource: &ResourceRef) {
+        if let Some(urgency) = self.parked.get_mut(resource)
+            && *urgency == Urgency::Backlog
+        {
+            *urgency = Urgency::Awaited;
+            self.awaited.push_back(resource.clone());
+        }
     }
 }
 
@@ -109,13 +119,11 @@ pub struct Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         let mut queues = self.inner.lock();
-        if let Some(queue) = queues.get_mut(&self.source) {
+        if let Some(queue) = queues.by_source.get_mut(&self.source) {
             queue.taken = queue.taken.saturating_sub(1);
-            self.inner.hand_on(queue);
-            if queue.is_idle() {
-                queues.remove(&self.source);
-            }
         }
+        self.inner.expire_reservations(&mut queues, &self.source);
+        self.inner.hand_on(&mut queues, &self.source);
     }
 }
 
@@ -126,7 +134,7 @@ impl Admission {
         Self {
             inner: Arc::new(Inner {
                 places: places.max(1),
-                queues: Mutex::new(HashMap::new()),
+                queues: Mutex::new(Queues::default()),
                 wake,
             }),
         }
@@ -140,18 +148,25 @@ impl Admission {
         urgency: Urgency,
         resource: ResourceRef,
     ) -> Option<Admitted> {
-        let mut queues = self.inner.lock();
-        let queue = queues.entry(source.clone()).or_default();
-        queue.expire_reservations();
-        self.inner.hand_on(queue);
+        let inner = &self.inner;
+        let mut queues = inner.lock();
+        if let Some(elsewhere) = queues.reserved_in.get(&resource).cloned()
+            && elsewhere != source
+        {
+            inner.release(&mut queues, &elsewhere, &resource);
+        }
+        inner.expire_reservations(&mut queues, &source);
+        inner.hand_on(&mut queues, &source);
+        let queue = queues.by_source.entry(source.clone()).or_default();
         let admitted = if queue.reserved.remove(&resource).is_some() {
+            queues.reserved_in.remove(&resource);
             true
         } else if queue.parked.contains_key(&resource) {
             if urgency == Urgency::Awaited {
-                Inner::promote_in(queue, &resource);
+                queue.promote(&resource);
             }
             false
-        } else if queue.taken < self.inner.places && queue.parked.is_empty() {
+        } else if queue.taken < inner.places && queue.parked.is_empty() {
             queue.taken += 1;
             true
         } else {
@@ -163,7 +178,7 @@ impl Admission {
             false
         };
         admitted.then(|| Admitted {
-            inner: self.inner.clone(),
+            inner: inner.clone(),
             source,
         })
     }
@@ -172,22 +187,43 @@ impl Admission {
     /// resources a person already waits for.
     pub fn promote(&self, resource: &ResourceRef) {
         let mut queues = self.inner.lock();
-        for queue in queues.values_mut() {
-            Inner::promote_in(queue, resource);
+        for queue in queues.by_source.values_mut() {
+            queue.promote(resource);
         }
     }
 
     /// `resource` is gone: it waits no more, and a place reserved for it goes to the next.
     pub fn forget(&self, resource: &ResourceRef) {
-        let mut queues = self.inner.lock();
-        queues.retain(|_, queue| {
+        let inner = &self.inner;
+        let mut queues = inner.lock();
+        if let Some(source) = queues.reserved_in.get(resource).cloned() {
+            inner.release(&mut queues, &source, resource);
+        }
+        queues.by_source.retain(|_, queue| {
             queue.parked.remove(resource);
-            if queue.reserved.remove(resource).is_some() {
-                queue.taken -= 1;
-                self.inner.hand_on(queue);
-            }
             !queue.is_idle()
         });
+    }
+
+    /// Hands on every place reserved longer than [`RESERVATION`] ago and not taken (the woken
+    /// resource's reconcile never came): called periodically, so that a queue nobody enters
+    /// or leaves does not wait for good.
+    pub fn expire_reservations(&self) {
+        let inner = &self.inner;
+        let mut queues = inner.lock();
+        let sources: Vec<CredentialsSource> = queues.by_source.keys().cloned().collect();
+        for source in sources {
+            inner.expire_reservations(&mut queues, &source);
+            inner.hand_on(&mut queues, &source);
+        }
+    }
+
+    /// [`Admission::expire_reservations`] every few seconds; runs until dropped.
+    pub async fn expire_reservations_periodically(&self) {
+        loop {
+            tokio::time::sleep(RESERVATION / 6).await;
+            self.expire_reservations();
+        }
     }
 
     /// Places per queue.
@@ -198,43 +234,75 @@ impl Admission {
     /// Places taken (reserved ones included) and resources parked, over all queues.
     pub fn counts(&self) -> (usize, usize) {
         let queues = self.inner.lock();
-        queues.values().fold((0, 0), |(taken, parked), queue| {
-            (taken + queue.taken, parked + queue.parked.len())
-        })
+        queues
+            .by_source
+            .values()
+            .fold((0, 0), |(taken, parked), queue| {
+                (taken + queue.taken, parked + queue.parked.len())
+            })
     }
 
     /// How many queues are held.
     pub fn queue_count(&self) -> usize {
-        self.inner.lock().len()
+        self.inner.lock().by_source.len()
     }
 }
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CredentialsSource, Queue>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
         // A poisoned lock only means another thread panicked while holding it; the counts are
         // still consistent (no code between lock and unlock can panic midway).
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reserves the free places of `queue` for its next parked resources, and wakes them.
-    fn hand_on(&self, queue: &mut Queue) {
+    /// Reserves the free places of the queue of `source` for its next parked resources, and
+    /// wakes them; drops the queue once idle.
+    fn hand_on(&self, queues: &mut Queues, source: &CredentialsSource) {
+        let Some(queue) = queues.by_source.get_mut(source) else {
+            return;
+        };
         while queue.taken < self.places {
             let Some(resource) = queue.next_parked() else {
-                return;
+                break;
             };
             queue.taken += 1;
             queue.reserved.insert(resource.clone(), Instant::now());
+            queues.reserved_in.insert(resource.clone(), source.clone());
             // Fails only once the controller stops: the reservation then expires unused.
             let _ = self.wake.send(resource);
         }
+        if queue.is_idle() {
+            queues.by_source.remove(source);
+        }
     }
 
-    fn promote_in(queue: &mut Queue, resource: &ResourceRef) {
-        if let Some(urgency) = queue.parked.get_mut(resource)
-            && *urgency == Urgency::Backlog
-        {
-            *urgency = Urgency::Awaited;
-            queue.awaited.push_back(resource.clone());
+    /// Gives up the place reserved for `resource` in the queue of `source`, and hands it on.
+    fn release(&self, queues: &mut Queues, source: &CredentialsSource, resource: &ResourceRef) {
+        queues.reserved_in.remove(resource);
+        if let Some(queue) = queues.by_source.get_mut(source) {
+            if queue.reserved.remove(resource).is_some() {
+                queue.taken = queue.taken.saturating_sub(1);
+            }
+            queue.parked.remove(resource);
+        }
+        self.hand_on(queues, source);
+    }
+
+    /// Frees the places of the queue of `source` reserved too long ago.
+    fn expire_reservations(&self, queues: &mut Queues, source: &CredentialsSource) {
+        let Some(queue) = queues.by_source.get_mut(source) else {
+            return;
+        };
+        let expired: Vec<ResourceRef> = queue
+            .reserved
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= RESERVATION)
+            .map(|(resource, _)| resource.clone())
+            .collect();
+        for resource in expired {
+            queue.reserved.remove(&resource);
+            queue.taken = queue.taken.saturating_sub(1);
+            queues.reserved_in.remove(&resource);
         }
     }
 }
@@ -370,5 +438,46 @@ mod tests {
         let next = admission.enter(source("a"), Urgency::Backlog, object("next"));
         assert!(next.is_some());
         assert_eq!(admission.counts(), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resource_that_moves_to_another_queue_frees_its_place_at_once() {
+        let (admission, mut wake) = admission(1);
+        let first = admission.enter(source("a"), Urgency::Backlog, object("first"));
+        for name in ["moved", "waiting"] {
+            assert!(
+                admission
+                    .enter(source("a"), Urgency::Backlog, object(name))
+                    .is_none()
+            );
+        }
+        drop(first);
+        assert_eq!(woken(&mut wake), ["moved"]);
+        // Its credentials changed while it waited: it reconciles in the queue of the new ones.
+        let moved = admission.enter(source("b"), Urgency::Backlog, object("moved"));
+        assert!(moved.is_some());
+        assert_eq!(
+            woken(&mut wake),
+            ["waiting"],
+            "the place reserved for it in the old queue went on at once"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_reservation_is_handed_on_without_anyone_entering_its_queue() {
+        let (admission, mut wake) = admission(1);
+        let first = admission.enter(source("a"), Urgency::Backlog, object("first"));
+        for name in ["never-comes", "waiting"] {
+            assert!(
+                admission
+                    .enter(source("a"), Urgency::Backlog, object(name))
+                    .is_none()
+            );
+        }
+        drop(first);
+        assert_eq!(woken(&mut wake), ["never-comes"]);
+        tokio::time::advance(RESERVATION + Duration::from_secs(1)).await;
+        admission.expire_reservations();
+        assert_eq!(woken(&mut wake), ["waiting"]);
     }
 }

@@ -105,6 +105,7 @@ pub async fn run(
     tokio::select! {
         () = controller => {}
         () = term.ctx.credentials.release_unused_protection(&sweep) => {}
+        () = term.admission.expire_reservations_periodically() => {}
     }
     shared.health.set_watches_established(false);
     shared.metrics.set_census(None);
