@@ -132,7 +132,8 @@ async fn the_token_file_is_read_at_every_exchange_and_a_refused_token_rests() {
     // The kubelet writes a token STS does not accept: the next exchange reads it, is refused,
     // and the refusal is remembered: asking 50 times costs one call.
     std::fs::write(&file, "eyJ.revoked.sig").unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Past the window in which the held credentials still serve while a refresh fails.
+    tokio::time::sleep(Duration::from_millis(1900)).await;
     for _ in 0..50 {
         let failure = provider.credentials().await.unwrap_err();
         assert_eq!(failure.class, ErrorClass::Auth);
@@ -176,6 +177,67 @@ async fn a_missing_token_file_says_so() {
         failure.message
     );
     assert_eq!(sts_calls(&emulator, "Success").await, 0);
+}
+
+/// STS's answer is input like any other: an `ExpiredTime` at the end of time neither panics
+/// nor keeps credentials for ever (they are held at most as long as STS may issue them).
+#[tokio::test]
+async fn an_expiry_at_the_end_of_time_is_no_panic() {
+    let emulator = emulator(i64::MAX).await;
+    let file = token_file("end-of-time", GOOD_TOKEN);
+    let provider = WebIdentityCredentials::new(identity(file.clone()), client(&emulator));
+    let first = provider.credentials().await.unwrap();
+    assert_eq!(provider.credentials().await.unwrap(), first);
+    assert_eq!(sts_calls(&emulator, "Success").await, 1);
+    std::fs::remove_file(file).unwrap();
+}
+
+/// A refresh that fails at half-life leaves the credentials held in use until shortly before
+/// they expire (reconciles go on), retried with backoff meanwhile; only then is the failure
+/// every caller's.
+#[tokio::test]
+async fn a_failed_refresh_keeps_the_current_credentials_until_shortly_before_expiry() {
+    let emulator = emulator(6).await;
+    let file = token_file("failed-refresh", GOOD_TOKEN);
+    let provider = WebIdentityCredentials::new(identity(file.clone()), client(&emulator));
+    let first = provider.credentials().await.unwrap();
+    // The token disappears; past half-life, the refresh fails.
+    std::fs::remove_file(&file).unwrap();
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    for _ in 0..20 {
+        assert_eq!(
+            provider.credentials().await.unwrap(),
+            first,
+            "still valid for almost 3 s"
+        );
+    }
+    // Shortly before they expire, they are no longer handed out.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let failure = provider.credentials().await.unwrap_err();
+    assert_eq!(failure.code, "TokenFileUnreadable");
+    // The token is back: the next try, once the backoff (2 s, then 4 s) is over, works.
+    std::fs::write(&file, GOOD_TOKEN).unwrap();
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    assert_ne!(provider.credentials().await.unwrap(), first);
+    std::fs::remove_file(file).unwrap();
+}
+
+/// The token file is read with a bound: a file far larger than any token is refused without
+/// being read whole.
+#[tokio::test]
+async fn a_token_file_larger_than_any_token_is_refused() {
+    let emulator = emulator(60).await;
+    let file = token_file("huge", &"x".repeat(8 * 1024 * 1024));
+    let provider = WebIdentityCredentials::new(identity(file.clone()), client(&emulator));
+    let failure = provider.credentials().await.unwrap_err();
+    assert_eq!(failure.code, "TokenFileUnreadable");
+    assert!(
+        failure.message.contains("larger than"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(sts_calls(&emulator, "Success").await, 0);
+    std::fs::remove_file(file).unwrap();
 }
 
 #[test]

@@ -126,6 +126,9 @@ struct State {
     last_requests: BTreeMap<String, Value>,
 }
 
+/// A call's parameters, or why they cannot be read.
+type Params = Result<Map<String, Value>, Refusal>;
+
 /// What to do with an API call after the checks.
 enum Answer {
     Json(Value),
@@ -271,23 +274,7 @@ impl Emulator {
             .and_then(Action::from_name)
             .map_or("Other", Action::as_str);
         // Checked before any await: `Incoming` borrows the headers through a non-Send closure.
-        let checked = {
-            let incoming = Incoming {
-                method: parts.method.as_str(),
-                query: parts.uri.query().unwrap_or(""),
-                header: &header,
-                body: &body,
-            };
-            let accounts = self.accounts.read().unwrap_or_else(|e| e.into_inner());
-            let verifier = Verifier {
-                accounts: &accounts,
-                now: unix_now(),
-                window: self.timestamp_window_seconds,
-            };
-            verifier
-                .authenticate(&incoming)
-                .map(|caller| (caller, parse_params(&incoming)))
-        };
+        let checked = self.authenticate(&parts, &body);
         let answer = match checked {
             Err(refusal) => Err(refusal),
             Ok((caller, params)) => self.serve_call(&caller, params, &request_id).await,
@@ -312,6 +299,30 @@ impl Emulator {
             Answer::Status(status) => Ok(status_response(status)),
             Answer::Drop => Err(DroppedConnection),
         }
+    }
+
+    /// Who calls (signature, timestamp, key, action, region), and the call's parameters.
+    fn authenticate(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<(Caller, Params), Refusal> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let incoming = Incoming {
+            method: parts.method.as_str(),
+            query: parts.uri.query().unwrap_or(""),
+            header: &header,
+            body,
+        };
+        let accounts = self.accounts.read().unwrap_or_else(|e| e.into_inner());
+        let verifier = Verifier {
+            accounts: &accounts,
+            now: unix_now(),
+            window: self.timestamp_window_seconds,
+        };
+        verifier
+            .authenticate(&incoming)
+            .map(|caller| (caller, parse_params(&incoming)))
     }
 
     /// STS: unsigned (`Authorization: SKIP`, as the official SDK sends it), rate limited per
