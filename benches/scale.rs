@@ -456,11 +456,14 @@ fn start_controller(
     namespace: &str,
     args: &[&str],
 ) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, probes_port) = (free_port(), free_port());
     // BENCH_CONTROLLER_WRAPPER runs the controller under a profiler (e.g. heaptrack).
     let binary = env!("CARGO_BIN_EXE_iothub-dynreg");
     let mut command = match std::env::var("BENCH_CONTROLLER_WRAPPER") {
@@ -481,6 +484,8 @@ fn start_controller(
             namespace,
             "--metrics-addr",
             &format!("127.0.0.1:{port}"),
+            "--health-addr",
+            &format!("127.0.0.1:{probes_port}"),
         ])
         .args(args)
         .args(

@@ -154,13 +154,21 @@ struct RunFlags {
         default_value = "text"
     )]
     log_format: LogFormat,
-    /// Address of the /metrics, /healthz and /readyz endpoint.
+    /// Address of the /metrics endpoint (which answers /healthz and /readyz too).
     #[arg(
         long,
         env = "IOTHUB_DYNREG_METRICS_ADDR",
         default_value = "0.0.0.0:8080"
     )]
     metrics_addr: SocketAddr,
+    /// Address of the probes alone (/healthz, /readyz), for the kubelet: no scraper can hold
+    /// their connections.
+    #[arg(
+        long,
+        env = "IOTHUB_DYNREG_HEALTH_ADDR",
+        default_value = "0.0.0.0:8081"
+    )]
+    health_addr: SocketAddr,
     /// Reconcile only while holding a coordination.k8s.io/v1 Lease, so replicas can run side by side.
     #[arg(long, env = "IOTHUB_DYNREG_LEADER_ELECTION")]
     leader_election: bool,
@@ -279,21 +287,29 @@ async fn run(flags: RunFlags) -> Result<(), String> {
             lease.as_ref().map(LeaseSettings::renew_interval),
         )),
     };
-    let bound = http::start(
-        flags.metrics_addr,
-        shared.metrics.clone(),
-        shared.health.clone(),
-    )
-    .await
-    .map_err(|e| {
-        format!(
-            "cannot listen on --metrics-addr {}: {e}",
-            flags.metrics_addr
-        )
-    })?;
-    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    serve_operations(&flags, &shared).await?;
     let shutdown = shutdown::requested();
     leading::operate((client, cloud), settings, shared, lease, shutdown).await;
+    Ok(())
+}
+
+/// The metrics endpoint and the probes, each on its address.
+async fn serve_operations(flags: &RunFlags, shared: &Shared) -> Result<(), String> {
+    let endpoints = [
+        (
+            "--metrics-addr",
+            flags.metrics_addr,
+            http::Endpoint::Metrics,
+        ),
+        ("--health-addr", flags.health_addr, http::Endpoint::Probes),
+    ];
+    for (flag, addr, endpoint) in endpoints {
+        let (metrics, health) = (shared.metrics.clone(), shared.health.clone());
+        let bound = http::start((addr, endpoint), metrics, health)
+            .await
+            .map_err(|e| format!("cannot listen on {flag} {addr}: {e}"))?;
+        tracing::info!(addr = %bound, ?endpoint, "serving the operations endpoint");
+    }
     Ok(())
 }
 

@@ -100,6 +100,7 @@ async fn one_leader_reconciles_the_other_takes_over_and_sigterm_releases_the_lea
     );
     let (status, body) = first.ops("/readyz").await.unwrap();
     assert_eq!(status, 200, "{body}\n{}", first.stderr());
+    assert_probes_answer_while_scrapers_hold_the_metrics_endpoint(&first).await;
     assert_eq!(metric(&first, "iothub_dynreg_leader ").await, Some(1.0));
     assert_eq!(metric(&second, "iothub_dynreg_leader ").await, Some(0.0));
     let (_, sample) = first.ops("/metrics").await.unwrap();
@@ -370,6 +371,34 @@ async fn rbac_rules_cover_every_call_and_grant_nothing_unused() {
             "granted but never used: {granted:?}"
         );
     }
+}
+
+/// Clients that open every connection the metrics endpoint serves (64) and send nothing: the
+/// kubelet's probes, on their own address, still answer at once.
+async fn assert_probes_answer_while_scrapers_hold_the_metrics_endpoint(
+    controller: &support::e2e::ControllerProcess,
+) {
+    let metrics_addr = controller.ops_url.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(tokio::net::TcpStream::connect(&metrics_addr).await.unwrap());
+    }
+    let started = Instant::now();
+    for path in ["/healthz", "/readyz"] {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            reqwest::get(format!("{}{path}", controller.probes_url)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path} waited behind the scrapers"))
+        .unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+    }
+    println!(
+        "probes answered in {:?} with the metrics endpoint held",
+        started.elapsed()
+    );
+    drop(held);
 }
 
 /// A Lease held by another replica, renewed at `renewed` by that replica's clock.

@@ -1,4 +1,7 @@
-//! The operations endpoint: `/metrics`, `/healthz`, `/readyz`.
+//! The operations endpoints: `/metrics` (and `/healthz`, `/readyz`) on the metrics address, and
+//! the probes alone (`/healthz`, `/readyz`) on an address of their own: a client holding every
+//! connection of the metrics endpoint (a slow or hostile scraper) must never make the kubelet
+//! restart the pod.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,25 +94,45 @@ impl Default for ServerLimits {
     }
 }
 
-/// Listens on `addr` and serves the endpoint in the background; returns the bound address.
+/// What an endpoint serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/metrics`, `/healthz` and `/readyz`.
+    Metrics,
+    /// `/healthz` and `/readyz` only, for the kubelet.
+    Probes,
+}
+
+/// Listens on `addr` and serves `endpoint` in the background; returns the bound address.
 pub async fn start(
-    addr: std::net::SocketAddr,
+    (addr, endpoint): (std::net::SocketAddr, Endpoint),
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(serve(listener, metrics, health, ServerLimits::default()));
+    let served = Served {
+        endpoint,
+        metrics,
+        health,
+    };
+    tokio::spawn(serve(listener, served, ServerLimits::default()));
     Ok(bound)
 }
 
-/// Serves the endpoint on `listener` until the process ends.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    limits: ServerLimits,
-) {
+/// What one listener serves, and from what.
+#[derive(Clone)]
+pub struct Served {
+    /// Which paths.
+    pub endpoint: Endpoint,
+    /// For `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// For `/readyz`.
+    pub health: Arc<Health>,
+}
+
+/// Serves on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, served: Served, limits: ServerLimits) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
     loop {
         // Wait for a free slot before accepting: excess connections queue in the backlog.
@@ -119,16 +142,16 @@ pub async fn serve(
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
-                warn!(%error, "metrics endpoint: accept failed");
+                warn!(%error, endpoint = ?served.endpoint, "operations endpoint: accept failed");
                 continue;
             }
         };
-        let (metrics, health) = (metrics.clone(), health.clone());
+        let served = served.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let service = service_fn(move |request| {
-                let (metrics, health) = (metrics.clone(), health.clone());
-                async move { Ok::<_, Infallible>(route(&request, &metrics, &health)) }
+                let served = served.clone();
+                async move { Ok::<_, Infallible>(route(&request, &served)) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -139,15 +162,15 @@ pub async fn serve(
     }
 }
 
-fn route<B>(request: &Request<B>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+fn route<B>(request: &Request<B>, served: &Served) -> Response<Full<Bytes>> {
     match request.uri().path() {
-        "/metrics" => text(
+        "/metrics" if served.endpoint == Endpoint::Metrics => text(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
+            served.metrics.render(),
         ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/readyz" => match health.readiness() {
+        "/readyz" => match served.health.readiness() {
             Ok(state) => text(StatusCode::OK, "text/plain", format!("ok: {state}\n")),
             Err(reason) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -187,8 +210,12 @@ mod tests {
             connection_lifetime: Duration::from_millis(500),
             connections: 2,
         };
-        let health = Arc::new(Health::new(None));
-        tokio::spawn(serve(listener, Arc::new(Metrics::new()), health, limits));
+        let served = Served {
+            endpoint: Endpoint::Metrics,
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::new(None)),
+        };
+        tokio::spawn(serve(listener, served, limits));
         let get = |path: &'static str| async move {
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream
@@ -222,6 +249,53 @@ mod tests {
             .await
             .expect("the silent connection was closed");
         assert!(matches!(read, Ok(_) | Err(_)));
+    }
+
+    /// Every connection of the metrics endpoint held by clients that send nothing: the probes,
+    /// on a listener of their own, answer at once.
+    #[tokio::test]
+    async fn probes_answer_while_scrapers_hold_every_metrics_connection() {
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::new(None));
+        health.set_watches_established(true);
+        let limits = ServerLimits {
+            header_read: Duration::from_secs(30),
+            connection_lifetime: Duration::from_secs(60),
+            connections: 4,
+        };
+        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = metrics_listener.local_addr().unwrap();
+        let served = |endpoint| Served {
+            endpoint,
+            metrics: metrics.clone(),
+            health: health.clone(),
+        };
+        tokio::spawn(serve(metrics_listener, served(Endpoint::Metrics), limits));
+        let probes_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let probes_addr = probes_listener.local_addr().unwrap();
+        tokio::spawn(serve(probes_listener, served(Endpoint::Probes), limits));
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(tokio::net::TcpStream::connect(metrics_addr).await.unwrap());
+        }
+        for path in ["/healthz", "/readyz"] {
+            let answer = tokio::time::timeout(Duration::from_secs(1), get(probes_addr, path))
+                .await
+                .expect("a probe waited behind the scrapers");
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+        let answer = get(probes_addr, "/metrics").await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "probes only: {answer}");
+        drop(held);
+    }
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer).await;
+        answer
     }
 
     #[tokio::test(start_paused = true)]

@@ -43,6 +43,8 @@ pub struct ControllerProcess {
     stderr: Arc<Mutex<String>>,
     /// `http://127.0.0.1:<port>` of its /metrics, /healthz and /readyz.
     pub ops_url: String,
+    /// `http://127.0.0.1:<port>` of its probes alone (/healthz, /readyz).
+    pub probes_url: String,
 }
 
 impl ControllerProcess {
@@ -209,12 +211,16 @@ impl Harness {
         if !extra.contains(&"--stalled-retry-interval") {
             args.extend(["--stalled-retry-interval".into(), "30s".into()]);
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, probes_port) = (free_port(), free_port());
         args.extend(["--metrics-addr".into(), format!("127.0.0.1:{port}")]);
+        args.extend(["--health-addr".into(), format!("127.0.0.1:{probes_port}")]);
         args.extend(extra.iter().map(|a| a.to_string()));
         let mut command = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"));
         command
@@ -246,6 +252,7 @@ impl Harness {
             child,
             stderr,
             ops_url: format!("http://127.0.0.1:{port}"),
+            probes_url: format!("http://127.0.0.1:{probes_port}"),
         }
     }
 
