@@ -273,3 +273,131 @@ async fn retain_keeps_the_secret_after_the_resource_goes() {
     );
     assert_eq!(secret_data(&kept)["productId"], "KEEP000001");
 }
+
+/// `KEYS` keys of about 1 MB each.
+fn huge_template(keys: usize) -> Value {
+    let data: serde_json::Map<String, Value> = (0..keys)
+        .map(|index| (format!("K{index:03}"), json!("{{ 'x' * 1000000 }}")))
+        .collect();
+    json!({"data": data})
+}
+
+/// The controller's peak resident memory, in MiB.
+fn peak_rss_mib(controller: &ControllerProcess) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", controller.pid())).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// A tenant's template may not make the shared controller hold what no Secret can: the API
+/// server refuses more keys than the schema allows, and a template that renders more than a
+/// Secret holds (1 MiB) is stopped while rendering. The resource says why, nothing is written,
+/// and the controller stays far within the Deployment's 256 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_larger_than_a_secret_is_refused_within_bounded_memory() {
+    let products = "products: [{productId: SHAPE00003, region: ap-guangzhou}]";
+    let Some(harness) = Harness::with_credentials(products, |_| {}).await else {
+        return;
+    };
+    let mut resource = registration("huge", "SHAPE00003", RegistrationMode::AutoCreate, 5);
+    resource.spec.secret_name = Some(SECRET_NAME.into());
+    resource.metadata.namespace = Some(harness.namespace.clone());
+    resource.spec.secret_template = Some(template(huge_template(150)));
+    let refused = harness
+        .registrations()
+        .create(&PostParams::default(), &resource)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("must have at most 64 items"), "{refused}");
+
+    let controller = harness.spawn_controller(&[]);
+    resource.spec.secret_template = Some(template(huge_template(64)));
+    harness.create(resource).await;
+    let stalled = harness
+        .wait_reason(
+            "huge",
+            "SecretTemplateInvalid",
+            Duration::from_secs(30),
+            &controller,
+        )
+        .await;
+    let message = &stalled.condition("Ready").unwrap().message;
+    assert!(message.contains("more than a Secret holds"), "{message}");
+    // Resyncs render it again, within the same bounds.
+    for round in 0..3 {
+        harness
+            .request_reconcile("huge", &format!("again-{round}"), &controller)
+            .await;
+    }
+    assert!(
+        harness
+            .secrets()
+            .get_opt(SECRET_NAME)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let peak = peak_rss_mib(&controller);
+    println!("a template of 64 keys of 1 MB each: peak RSS {peak:.1} MiB");
+    assert!(peak < 100.0, "peak RSS {peak:.1} MiB");
+}
+
+/// Many templated resources of one tenant at once, each publishing a Secret of almost 1 MiB:
+/// rendered and written a few at a time, so that the controller's memory does not grow with
+/// how many a tenant creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_large_secrets_at_once_stay_within_bounded_memory() {
+    const COUNT: usize = 40;
+    let products = format!("generate: {{count: {COUNT}, region: ap-guangzhou, prefix: LARGE}}");
+    let Some(harness) = Harness::with_credentials(&products, |_| {}).await else {
+        return;
+    };
+    for index in 0..COUNT {
+        let name = format!("large-{index}");
+        let mut resource = registration(
+            &name,
+            &format!("LARGE{index:05}"),
+            RegistrationMode::AutoCreate,
+            5,
+        );
+        resource.spec.secret_template =
+            Some(template(json!({"data": {"blob": "{{ 'x' * 1000000 }}"}})));
+        harness.create(resource).await;
+    }
+    let controller = harness.spawn_controller(&[]);
+    harness
+        .wait_all_ready(COUNT, Duration::from_secs(90), &controller)
+        .await;
+    let peak = peak_rss_mib(&controller);
+    println!("{COUNT} Secrets of 1 MB published at once: peak RSS {peak:.1} MiB");
+    assert!(peak < 128.0, "peak RSS {peak:.1} MiB");
+    // Restarted on the converged fleet: every resource renders its template again at once (to
+    // compare it with its Secret), with no cloud update to spread them out.
+    drop(controller);
+    let restarted = harness.spawn_controller(&[]);
+    harness
+        .wait_for(
+            "a pass over every resource",
+            Duration::from_secs(60),
+            Some(&restarted),
+            || async {
+                let (_, metrics) = restarted.ops("/metrics").await?;
+                let reconciled: f64 = metrics
+                    .lines()
+                    .filter(|line| line.starts_with("iothub_dynreg_reconciles_total{"))
+                    .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum();
+                (reconciled >= COUNT as f64).then_some(())
+            },
+        )
+        .await;
+    let peak = peak_rss_mib(&restarted);
+    println!("restarted over {COUNT} Secrets of 1 MB: peak RSS {peak:.1} MiB");
+    assert!(peak < 128.0, "peak RSS {peak:.1} MiB");
+}

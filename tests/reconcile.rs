@@ -229,6 +229,7 @@ fn context(
         credentials,
         events,
         inherited_labels: Vec::new(),
+        renders: Default::default(),
         metrics: Arc::new(iothub_dynreg::ops::metrics::Metrics::new()),
         claim_changes: tokio::sync::mpsc::unbounded_channel().0,
     })

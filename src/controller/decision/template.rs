@@ -1,7 +1,10 @@
 //! The published Secret's keys, rendered from `spec.secretTemplate.data` with minijinja: no
-//! loader (so no file or network access), strict about undefined names, and bounded by fuel so
-//! that no template can keep the controller busy. An error never quotes a value: the
-//! ProductSecret is one of them.
+//! loader (so no file or network access), strict about undefined names, and bounded: one fuel
+//! budget for all the keys of a template (minijinja charges every instruction, and every byte a
+//! template makes or writes), and at most [`MAX_DATA_BYTES`] of output in all, checked as it is
+//! written. So no template can keep the controller busy, or make it hold more than a few MiB
+//! while rendering, however many keys it has. An error never quotes a value: the ProductSecret
+//! is one of them.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +13,13 @@ use serde::Serialize;
 
 use crate::controller::resources::{RegistrationMode, SecretTemplate};
 
-/// Instructions a template may run before it is stopped.
+/// The work a template may do over all its keys before it is stopped: instructions, plus one
+/// for every 64 bytes of data it makes or writes (minijinja's accounting), so 3.2 MB of data at
+/// the very most.
 const FUEL: u64 = 50_000;
+
+/// The most a Secret's data may hold, its values counted (the API server refuses more).
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 
 /// What a template may use.
 #[derive(Serialize)]
@@ -29,16 +37,17 @@ pub struct Values<'a> {
     pub register_limit: i64,
 }
 
-fn environment() -> Environment<'static> {
+fn environment(fuel: u64) -> Environment<'static> {
     let mut environment = Environment::new();
     environment.set_undefined_behavior(UndefinedBehavior::Strict);
-    environment.set_fuel(Some(FUEL));
+    // Zero would turn fuel accounting off.
+    environment.set_fuel(Some(fuel.max(1)));
     environment
 }
 
 /// Checks that every template compiles; the message names the key and the line.
 pub fn check(template: &SecretTemplate) -> Result<(), String> {
-    let environment = environment();
+    let environment = environment(FUEL);
     for (key, source) in &template.data {
         environment
             .template_from_str(source)
@@ -64,20 +73,76 @@ pub fn render(
             ),
         ]));
     };
-    let environment = environment();
     let context = minijinja::Value::from(minijinja::value::Serde(values));
-    template
-        .data
-        .iter()
-        .map(|(key, source)| {
-            let rendered = environment
-                .template_from_str(source)
-                .and_then(|compiled| compiled.render(&context))
-                // A rendering error's detail may quote a value: only its kind and line.
-                .map_err(|error| describe(key, &error, false))?;
-            Ok((key.clone(), rendered.into_bytes()))
-        })
-        .collect()
+    let mut budget = Budget {
+        fuel: FUEL,
+        room: MAX_DATA_BYTES,
+    };
+    let mut data = BTreeMap::new();
+    for (key, source) in &template.data {
+        let rendered = render_key((key, source), &context, &mut budget)?;
+        data.insert(key.clone(), rendered);
+    }
+    Ok(data)
+}
+
+/// What the keys not rendered yet may still use.
+struct Budget {
+    fuel: u64,
+    /// Bytes of output.
+    room: usize,
+}
+
+/// One key, rendered within what is left of `budget`, which it then uses up.
+fn render_key(
+    (key, source): (&str, &str),
+    context: &minijinja::Value,
+    budget: &mut Budget,
+) -> Result<Vec<u8>, String> {
+    let environment = environment(budget.fuel);
+    let compiled = environment
+        .template_from_str(source)
+        .map_err(|error| describe(key, &error, true))?;
+    let mut output = Bounded {
+        bytes: Vec::new(),
+        room: budget.room,
+        overflowed: false,
+    };
+    let rendered = compiled.render_captured_to(context, &mut output);
+    if output.overflowed {
+        return Err(format!(
+            "secretTemplate.data[{key}]: the data rendered would hold more than {MAX_DATA_BYTES} bytes in all, more than a Secret holds"
+        ));
+    }
+    // A rendering error's detail may quote a value: only its kind and line.
+    let captured = rendered.map_err(|error| describe(key, &error, false))?;
+    let (consumed, _) = captured.state().fuel_levels().unwrap_or((budget.fuel, 0));
+    budget.fuel = budget.fuel.saturating_sub(consumed);
+    budget.room -= output.bytes.len();
+    Ok(output.bytes)
+}
+
+/// Output that refuses to grow past `room` bytes: rendering stops there, before the output
+/// exists in memory beyond the bound.
+struct Bounded {
+    bytes: Vec<u8>,
+    room: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buffer.len() > self.room {
+            self.overflowed = true;
+            return Err(std::io::Error::other("the Secret's data is full"));
+        }
+        self.bytes.extend_from_slice(buffer);
+        Ok(buffer.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn describe(key: &str, error: &minijinja::Error, with_detail: bool) -> String {
@@ -175,5 +240,29 @@ mod tests {
         )]);
         let error = render(Some(&endless), &values()).unwrap_err();
         assert!(error.contains("fuel"), "{error}");
+    }
+
+    #[test]
+    fn one_budget_bounds_every_key_of_a_template() {
+        // 150 keys of about 1 MB each: stopped once the data would pass what a Secret holds.
+        let keys: Vec<(String, String)> = (0..150)
+            .map(|index| (format!("K{index:03}"), "{{ 'x' * 1000000 }}".to_owned()))
+            .collect();
+        let pairs: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let error = render(Some(&template(&pairs)), &values()).unwrap_err();
+        assert!(error.contains("more than a Secret holds"), "{error}");
+        // Data made but not written counts too: a key that only builds large strings runs out.
+        let builder = "{% set a = productSecret * 40000 %}{% set b = a ~ a %}{% set c = b ~ b %}{{ c | length }}";
+        let keys: Vec<(String, &str)> = (0..10)
+            .map(|index| (format!("B{index}"), builder))
+            .collect();
+        let pairs: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let error = render(Some(&template(&pairs)), &values()).unwrap_err();
+        assert!(error.contains("fuel"), "{error}");
+        assert!(!error.contains(SECRET), "{error}");
+        // What fits is rendered whole.
+        let fits = template(&[("A", "{{ 'y' * 500000 }}"), ("B", "{{ 'z' * 500000 }}")]);
+        let data = render(Some(&fits), &values()).unwrap();
+        assert_eq!(data["A"].len() + data["B"].len(), 1_000_000);
     }
 }

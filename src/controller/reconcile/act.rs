@@ -1,6 +1,7 @@
 //! Act on the cloud: the update the plan asks for, then the plan again on what the cloud applied
 //! (which may differ from what was asked), and one Event for what the reconcile changed.
 
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::info;
 
 use super::Context;
@@ -15,21 +16,24 @@ pub(super) struct Outcome {
     pub request_id: Option<String>,
     /// What the cloud update set, for the Event.
     pub updated: Option<String>,
+    /// The place held while the plan holds rendered Secret data (templated resources only).
+    pub rendering: Option<OwnedSemaphorePermit>,
 }
 
 impl Outcome {
-    /// Decided; nothing done in the cloud.
-    pub fn planned(plan: Plan) -> Self {
+    /// Decided (rendering in `rendering`'s place); nothing done in the cloud.
+    pub fn planned(plan: Plan, rendering: Option<OwnedSemaphorePermit>) -> Self {
         Self {
             plan,
             request_id: None,
             updated: None,
+            rendering,
         }
     }
 }
 
 /// Makes the update the plan asks for, and decides again on what the cloud applied (or on the
-/// failure).
+/// failure), in a place to render the Secret's template again.
 pub(super) async fn update_cloud(
     resource: &DynamicRegistration,
     ctx: &Context,
@@ -39,7 +43,7 @@ pub(super) async fn update_cloud(
 ) -> Outcome {
     let (Ok(access), Ok((before, _))) = (&facts.access, &facts.observed) else {
         // The plan asks for an update only when the cloud was observed through this access.
-        return Outcome::planned(plan);
+        return Outcome::planned(plan, None);
     };
     match update(resource, ctx, &access.credentials, wanted).await {
         Ok((applied, request_id)) => {
@@ -57,6 +61,7 @@ pub(super) async fn update_cloud(
                 RegistrationMode::from(wanted.register_type),
                 wanted.register_limit
             );
+            let rendering = ctx.renders.enter(resource).await;
             let replanned = decision::plan(PlanInput {
                 cloud: Ok(&after),
                 just_asked: Some(wanted),
@@ -66,12 +71,14 @@ pub(super) async fn update_cloud(
                 plan: replanned,
                 request_id: Some(request_id),
                 updated: Some(note),
+                rendering,
             }
         }
         Err(error) => Outcome {
             request_id: error.request_id().map(str::to_owned),
             plan: decision::after_failed_update(plan, error.class(), &error.to_string()),
             updated: None,
+            rendering: None,
         },
     }
 }

@@ -179,6 +179,9 @@ async fn published_secret(
         None if known.seen(namespace, name) || !ctx.inherited_labels.is_empty() => {}
         None => return Ok((SecretState::Absent, None)),
     }
+    // A templated Secret may hold up to 1 MiB: read in one of the few places for large ones,
+    // and kept only as digests.
+    let _reading = ctx.renders.enter(resource).await;
     let found = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await

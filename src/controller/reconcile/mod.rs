@@ -20,7 +20,7 @@ use tracing::{Instrument, info_span};
 use crate::controller::decision::Progress;
 use crate::controller::resources::DynamicRegistration;
 
-pub use context::Context;
+pub use context::{Context, Renders};
 pub use error::{Error, Result};
 
 /// Reconciles `resource` once, logged under its name and measured: where it stands after, or

@@ -20,12 +20,16 @@ pub(super) async fn sync(
         return suspended(resource, ctx).await;
     }
     let facts = gather(resource, ctx, namespace).await?;
-    let mut outcome = Outcome::planned(decision::plan(facts.plan_input(resource, ctx)));
+    let rendering = ctx.renders.enter(resource).await;
+    let plan = decision::plan(facts.plan_input(resource, ctx));
+    let mut outcome = Outcome::planned(plan, rendering);
     if let Some(wanted) = outcome.plan.update {
+        // The update may wait for the account's quota: others render meanwhile.
+        outcome.rendering = None;
         outcome = act::update_cloud(resource, ctx, &facts, wanted, outcome.plan).await;
     }
     let mut published = None;
-    if let Some(content) = outcome.plan.write_secret.clone() {
+    if let Some(content) = outcome.plan.write_secret.take() {
         (outcome.plan, published) =
             publish::publish(resource, ctx, &facts, &content, outcome.plan).await?;
     } else if facts.secret_checked_now(&outcome.plan) {
@@ -38,6 +42,7 @@ pub(super) async fn sync(
             Publisher::of(resource),
         );
     }
+    outcome.rendering = None;
     act::announce_changes(resource, ctx, outcome.updated.take(), published).await;
     if outcome.plan.secret_published {
         publish::delete_left_behind(resource, ctx, namespace, &facts.secret_name).await?;

@@ -250,8 +250,11 @@ pub struct SecretTemplate {
     /// The Secret's keys, each rendered from a template (minijinja, Jinja2 syntax) that may use
     /// productId, productSecret, region, registerType and registerLimit, e.g. PRODUCT_SECRET:
     /// "{{ productSecret }}", or config.json: "{{ {'productId': productId, 'secret':
-    /// productSecret} | tojson }}". Default: productId and productSecret.
+    /// productSecret} | tojson }}". Default: productId and productSecret. At most 64 keys, each
+    /// template at most 8 KiB; rendered, the data may hold at most 1 MiB in all (what a Secret
+    /// holds).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 8192}))]
     #[x_kube(validation = Rule::new("self.all(k, k.size() <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))").message("secretTemplate.data keys must be valid Secret keys: letters, digits, '-', '_' and '.'"))]
     pub data: BTreeMap<String, String>,
 }
@@ -259,11 +262,13 @@ pub struct SecretTemplate {
 /// Labels and annotations of the published Secret.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretTemplateMetadata {
-    /// Labels to add.
+    /// Labels to add (at most 32).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63}))]
     pub labels: BTreeMap<String, String>,
-    /// Annotations to add.
+    /// Annotations to add (at most 32, each value at most 4 KiB).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub annotations: BTreeMap<String, String>,
 }
 

@@ -32,7 +32,7 @@ use crate::controller::cache::index::name_ref;
 use crate::controller::credentials::Resolver;
 use crate::controller::decision::Progress;
 use crate::controller::reconcile::events::EventPublisher;
-use crate::controller::reconcile::{self, Context};
+use crate::controller::reconcile::{self, Context, Renders};
 use crate::controller::resources::{DynamicRegistration, MANAGER};
 use crate::ops::http::Health;
 use crate::ops::metrics::{Census, Metrics};
@@ -137,6 +137,7 @@ fn context(
         cloud,
         caches: caches.clone(),
         credentials,
+        renders: Renders::default(),
         metrics: shared.metrics.clone(),
         claim_changes,
     }
