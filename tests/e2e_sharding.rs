@@ -156,3 +156,73 @@ async fn two_shards_split_the_resources_by_label() {
     harness.assert_no_secrets_logged(&main).await;
     harness.assert_no_secrets_logged(&second).await;
 }
+
+/// The credentials of a `Disable` resource on one shard, unlabelled (so in the other shard's
+/// view too), stay protected: the other shard never takes the first's protection off, so
+/// deleting the namespace lets the resource disable its product before its credentials go,
+/// and the namespace goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_leave_each_others_credentials_protection_alone() {
+    let Some(harness) = Harness::with_credentials(
+        "products: [{productId: SHARDDIS01, region: ap-guangzhou}]",
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let mut disable = registration("disable", "SHARDDIS01", RegistrationMode::AutoCreate, 10);
+    disable.spec.deletion_policy = iothub_dynreg::controller::resources::DeletionPolicy::Disable;
+    disable.metadata.labels = Some([(SHARD_KEY.to_owned(), "shard-2".to_owned())].into());
+    harness.create(disable).await;
+    let main = harness.spawn_controller(&["--watch-label-selector=!sharding.iothub.dynreg.io/key"]);
+    let second =
+        harness.spawn_controller(&["--watch-label-selector=sharding.iothub.dynreg.io/key=shard-2"]);
+    harness
+        .wait_reason("disable", "InSync", Duration::from_secs(30), &second)
+        .await;
+    let protected = |secret: &k8s_openapi::api::core::v1::Secret| {
+        secret
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f.starts_with("iothub.dynreg.io/credentials-in-use"))
+    };
+    // Protected, and still after several sweeps of the other shard (one a second at most).
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let credentials = harness.secrets().get("tencent-credentials").await.unwrap();
+        assert!(
+            protected(&credentials),
+            "the credentials lost their protection"
+        );
+    }
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(harness.client.clone());
+    namespaces
+        .delete(&harness.namespace, &Default::default())
+        .await
+        .unwrap();
+    harness
+        .wait_for(
+            "the namespace to go",
+            Duration::from_secs(60),
+            Some(&second),
+            || async {
+                namespaces
+                    .get_opt(&harness.namespace)
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+    assert_eq!(
+        harness.cloud_product("SHARDDIS01").await["registerType"],
+        0,
+        "the product was not disabled"
+    );
+    drop(main);
+}

@@ -219,7 +219,10 @@ fn context(
         (client.clone(), caches.clone()),
         cloud.clone(),
         Grants::default(),
-        std::time::Duration::from_secs(900),
+        (
+            std::time::Duration::from_secs(900),
+            CREDENTIALS_IN_USE.to_owned(),
+        ),
     );
     Arc::new(Context {
         client,

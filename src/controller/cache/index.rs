@@ -11,6 +11,7 @@ use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
+use crate::controller::decision::secrets::credentials_needed_by;
 use crate::controller::resources::{CredentialsSource, DynamicRegistration};
 
 /// The objects of kind `K` in view, by the keys `keys_of` gives each.
@@ -113,16 +114,27 @@ where
         }
     }
 
-    /// Follows one watch event, as the reflector applies it to the store.
-    pub fn apply(&self, event: &watcher::Event<K>) {
+    /// Follows one watch event, as the reflector applies it to the store; returns the keys the
+    /// object carried and no longer does (all of them once it is deleted; none for a relist).
+    pub fn apply(&self, event: &watcher::Event<K>) -> Vec<Key> {
         let mut state = self.write();
         match event {
             watcher::Event::Apply(object) => {
                 let object_ref = member(object);
-                state.remove(&object_ref);
-                state.insert(object_ref, (self.keys_of)(object));
+                let before = state.remove(&object_ref);
+                let keys = (self.keys_of)(object);
+                let dropped = before
+                    .iter()
+                    .filter(|key| !keys.contains(key))
+                    .map(|key| (**key).clone())
+                    .collect();
+                state.insert(object_ref, keys);
+                return dropped;
             }
-            watcher::Event::Delete(object) => state.remove(&member(object)),
+            watcher::Event::Delete(object) => {
+                let before = state.remove(&member(object));
+                return before.iter().map(|key| (**key).clone()).collect();
+            }
             watcher::Event::Init => state.relist = Some(HashMap::new()),
             watcher::Event::InitApply(object) => {
                 let keys = (self.keys_of)(object);
@@ -140,6 +152,7 @@ where
                 }
             }
         }
+        Vec::new()
     }
 
     /// The objects carrying `key`.
@@ -191,14 +204,17 @@ where
         self.keys.insert(object_ref, shared.into_boxed_slice());
     }
 
-    fn remove(&mut self, object_ref: &Member<K>) {
-        for key in self.keys.remove(object_ref).unwrap_or_default() {
-            if let Some(members) = self.members.get_mut(&key)
+    /// Removes the object; returns the keys it carried.
+    fn remove(&mut self, object_ref: &Member<K>) -> Box<[SharedKey<Key>]> {
+        let keys = self.keys.remove(object_ref).unwrap_or_default();
+        for key in &keys {
+            if let Some(members) = self.members.get_mut(key)
                 && members.remove(object_ref)
             {
-                self.members.remove(&key);
+                self.members.remove(key);
             }
         }
+        keys
     }
 }
 
@@ -213,6 +229,9 @@ pub enum ResourceKey {
     Secret(String, String),
     /// Resources naming a ClusterCredentials.
     ClusterCredentials(String),
+    /// Resources whose deletion will need the credentials Secret (namespace, name): what keeps
+    /// our in-use finalizer on it.
+    Protecting(String, String),
 }
 
 /// Every DynamicRegistration in view.
@@ -228,10 +247,13 @@ pub fn resource_keys(resource: &DynamicRegistration) -> Vec<ResourceKey> {
         ResourceKey::Secret(namespace.clone(), resource.published_secret_name()),
     ];
     if let Some(secret) = &spec.credentials_secret_ref {
-        keys.push(ResourceKey::Secret(namespace, secret.name.clone()));
+        keys.push(ResourceKey::Secret(namespace.clone(), secret.name.clone()));
     }
     if let Some(cluster) = &spec.cluster_credentials_ref {
         keys.push(ResourceKey::ClusterCredentials(cluster.name.clone()));
+    }
+    if let Some(needed) = credentials_needed_by(resource) {
+        keys.push(ResourceKey::Protecting(namespace, needed.to_owned()));
     }
     keys
 }
@@ -273,7 +295,8 @@ mod tests {
         let team = ResourceKey::Secret("fleet".to_owned(), "team".to_owned());
         assert_eq!(index.count(&team), 2);
         // `a` moves to another product: its old key goes.
-        index.apply(&watcher::Event::Apply(resource("a", "P2", "team")));
+        let dropped = index.apply(&watcher::Event::Apply(resource("a", "P2", "team")));
+        assert_eq!(dropped, [product("P1")], "the keys it no longer carries");
         assert_eq!(names(index.get(&product("P1"))), ["b"]);
         assert_eq!(names(index.get(&product("P2"))), ["a"]);
         index.apply(&watcher::Event::Delete(resource("b", "P1", "team")));

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::warn;
 
 use crate::cloud::{CloudClient, Credentials, ErrorClass};
@@ -27,6 +28,7 @@ use crate::controller::resources::DynamicRegistration;
 
 pub use default::{DefaultCredentials, NamespaceAllowList};
 pub use gate::{CredentialGate, Probe};
+pub use protection::SecretName;
 
 /// The Kubernetes API failed while credentials were looked up; the reconcile is retried.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,8 @@ pub struct Resolver {
     gate: CredentialGate,
     known: secret::KnownCredentials,
     cluster: cluster::ClusterAccess,
+    /// Our in-use finalizer (each shard has its own).
+    in_use_finalizer: String,
 }
 
 /// Credentials cleared for use, with the probe to hold while the cloud has not accepted them.
@@ -81,12 +85,12 @@ pub struct Usable {
 impl Resolver {
     /// Reads Secrets through `client` when `caches` show a version not read yet; exchanges web
     /// identities through `cloud`; credentials the cloud refused rest for `rest` (unless they
-    /// change).
+    /// change); credentials Secrets a deletion needs carry `in_use_finalizer`.
     pub fn new(
         (client, caches): (Client, Arc<Caches>),
         cloud: CloudClient,
         grants: Grants,
-        rest: Duration,
+        (rest, in_use_finalizer): (Duration, String),
     ) -> Self {
         Self {
             client,
@@ -96,6 +100,7 @@ impl Resolver {
             gate: CredentialGate::new(rest),
             known: secret::KnownCredentials::default(),
             cluster: cluster::ClusterAccess::new(cloud),
+            in_use_finalizer,
         }
     }
 
@@ -146,7 +151,8 @@ impl Resolver {
                 secret: reference.name.clone(),
             }));
         };
-        if let Some(problem) = protection::protect(&self.client, resource, &metadata).await? {
+        let protecting = (resource, self.in_use_finalizer.as_str());
+        if let Some(problem) = protection::protect(&self.client, protecting, &metadata).await? {
             return Ok(Err(problem));
         }
         Ok(read)
@@ -189,9 +195,24 @@ impl Resolver {
         self.cluster.record(kube, name, outcome).await;
     }
 
+    /// Our in-use finalizer.
+    pub fn in_use_finalizer(&self) -> &str {
+        &self.in_use_finalizer
+    }
+
     /// Takes our in-use finalizer off the credentials Secrets no deletion needs any more,
-    /// whenever `wake` is notified and every half minute; runs until dropped.
-    pub async fn release_unused_protection(&self, wake: &Notify) {
-        protection::release_unused(self.client.clone(), &self.caches, wake).await;
+    /// whenever `wake` is notified, every half minute, and as resources stop needing them
+    /// (`released`); runs until dropped.
+    pub async fn release_unused_protection(
+        &self,
+        wake: &Notify,
+        released: UnboundedReceiver<SecretName>,
+    ) {
+        let sweep = protection::Sweep {
+            client: self.client.clone(),
+            caches: &self.caches,
+            finalizer: &self.in_use_finalizer,
+        };
+        protection::release_unused(sweep, wake, released).await;
     }
 }

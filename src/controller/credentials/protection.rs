@@ -1,23 +1,30 @@
 //! In-use protection of credentials Secrets, put on and taken off here only. A resource whose
 //! deletion will switch registration off (`deletionPolicy: Disable`) needs its credentials
 //! Secret until then: our finalizer keeps the Secret while that is so (as
-//! `kubernetes.io/pvc-protection` keeps a volume claim). It comes off as soon as no resource in
-//! the Secret's namespace needs it (the resource went, switched to `Orphan`, or names other
-//! credentials), and after a restart too: the sweep looks at every Secret carrying the
-//! finalizer, not only at the ones this process protected.
+//! `kubernetes.io/pvc-protection` keeps a volume claim). It comes off as soon as no resource
+//! needs it (the resource went, switched to `Orphan`, or names other credentials), and after a
+//! restart too: the sweep looks at every Secret in view carrying the finalizer, not only at the
+//! ones this process protected, and at every Secret a resource stopped needing, in view or not
+//! (a shard's view holds only the Secrets its selector matches).
+//!
+//! Each shard protects with a finalizer of its own (`ShardSelector::protection_finalizer`), so
+//! that a shard never takes off another's protection because none of its own resources needs
+//! the Secret.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{info, warn};
 
 use super::Error;
 use crate::controller::cache::Caches;
 use crate::controller::cache::index::ResourceKey;
-use crate::controller::decision::{CREDENTIALS_IN_USE, Problem, finalizers, secrets};
+use crate::controller::decision::{Problem, finalizers, secrets};
 use crate::controller::resources::DynamicRegistration;
 
 /// A sweep also runs this often without being woken, to catch what a missed event would leave.
@@ -25,12 +32,15 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// At most one sweep in this long: status writes of thousands of resources wake it too.
 const SWEEP_SPACING: Duration = Duration::from_secs(1);
 
-/// Puts our in-use finalizer on the credentials Secret `secret` when `resource`'s deletion will
-/// need it. A person deleting it meanwhile is told what holds it and how to let go (the
-/// problem); the deletion itself still uses it.
+/// A Secret by (namespace, name).
+pub type SecretName = (String, String);
+
+/// Puts `finalizer` on the credentials Secret `secret` when `resource`'s deletion will need
+/// it. A person deleting it meanwhile is told what holds it and how to let go (the problem);
+/// the deletion itself still uses it.
 pub async fn protect(
     client: &Client,
-    resource: &DynamicRegistration,
+    (resource, finalizer): (&DynamicRegistration, &str),
     secret: &ObjectMeta,
 ) -> Result<Option<Problem>, Error> {
     let name = secret.name.clone().unwrap_or_default();
@@ -43,9 +53,9 @@ pub async fn protect(
     ) {
         (true, false) => Ok(Some(Problem::CredentialsBeingDeleted { secret: name })),
         (true, true) => Ok(None),
-        (false, _) if finalizers::carries(secret, CREDENTIALS_IN_USE) => Ok(None),
+        (false, _) if finalizers::carries(secret, finalizer) => Ok(None),
         (false, _) => {
-            set_finalizer(client, secret, true)
+            set_finalizer(client, secret, (finalizer, true))
                 .await
                 .map_err(|source| Error::Protect {
                     secret: name.clone(),
@@ -57,29 +67,77 @@ pub async fn protect(
     }
 }
 
-/// Takes our finalizer off the Secrets no deletion needs any more, whenever `wake` is notified
-/// (a resource or a protected Secret changed) and every [`SWEEP_INTERVAL`]; runs until dropped.
-pub async fn release_unused(client: Client, caches: &Caches, wake: &Notify) {
+/// What the sweep needs.
+pub struct Sweep<'a> {
+    /// Writes finalizers, and reads the Secrets out of view.
+    pub client: Client,
+    /// What is in view, and which resources need which Secret.
+    pub caches: &'a Caches,
+    /// Our in-use finalizer (this shard's).
+    pub finalizer: &'a str,
+}
+
+/// Takes `finalizer` off the Secrets no deletion needs any more, whenever `wake` is notified
+/// (a resource or a protected Secret changed) and every [`SWEEP_INTERVAL`], and off the Secrets
+/// out of view that resources stopped needing (`released`); runs until dropped.
+pub async fn release_unused(
+    sweep: Sweep<'_>,
+    wake: &Notify,
+    mut released: UnboundedReceiver<SecretName>,
+) {
+    let mut candidates = BTreeSet::new();
     loop {
-        caches.wait_until_listed().await;
-        sweep(&client, caches).await;
+        sweep.caches.wait_until_listed().await;
+        while let Ok(name) = released.try_recv() {
+            candidates.insert(name);
+        }
+        sweep.in_view().await;
+        sweep.out_of_view(std::mem::take(&mut candidates)).await;
         tokio::time::sleep(SWEEP_SPACING).await;
         tokio::select! {
             () = wake.notified() => {}
+            Some(name) = released.recv() => { candidates.insert(name); }
             () = tokio::time::sleep(SWEEP_INTERVAL) => {}
         }
     }
 }
 
-async fn sweep(client: &Client, caches: &Caches) {
-    for secret in caches.secrets.with_finalizer(CREDENTIALS_IN_USE) {
+impl Sweep<'_> {
+    /// The Secrets in view that carry our finalizer.
+    async fn in_view(&self) {
+        for secret in self.caches.secrets.with_finalizer(self.finalizer) {
+            self.release_if_unneeded(&secret).await;
+        }
+    }
+
+    /// Secrets resources stopped needing, read when out of view (a Secret in view is swept
+    /// from the cache).
+    async fn out_of_view(&self, candidates: BTreeSet<SecretName>) {
+        for (namespace, name) in candidates {
+            if self.caches.secrets.version(&namespace, &name).is_some() {
+                continue;
+            }
+            let api = Api::<Secret>::namespaced(self.client.clone(), &namespace);
+            match api.get_metadata_opt(&name).await {
+                Ok(Some(found)) if finalizers::carries(&found.metadata, self.finalizer) => {
+                    self.release_if_unneeded(&found.metadata).await;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(%error, namespace, secret = %name, "could not read a credentials Secret no resource needs any more")
+                }
+            }
+        }
+    }
+
+    async fn release_if_unneeded(&self, secret: &ObjectMeta) {
         let namespace = secret.namespace.clone().unwrap_or_default();
         let name = secret.name.clone().unwrap_or_default();
-        let users = caches.resources_with(&ResourceKey::Secret(namespace.clone(), name.clone()));
-        if secrets::credentials_in_use(&name, users.iter().map(|resource| &**resource)) {
-            continue;
+        let key = ResourceKey::Protecting(namespace.clone(), name.clone());
+        if self.caches.resource_index.count(&key) > 0 {
+            return;
         }
-        match set_finalizer(client, &secret, false).await {
+        match set_finalizer(&self.client, secret, (self.finalizer, false)).await {
             Ok(()) => {
                 info!(namespace, secret = %name, "no deletion needs the credentials Secret any more: let go of it")
             }
@@ -90,16 +148,16 @@ async fn sweep(client: &Client, caches: &Caches) {
     }
 }
 
-/// Adds or removes our in-use finalizer, leaving others' in place.
+/// Adds or removes `finalizer`, leaving others' in place.
 async fn set_finalizer(
     client: &Client,
     secret: &ObjectMeta,
-    present: bool,
+    (finalizer, present): (&str, bool),
 ) -> Result<(), kube::Error> {
     let (Some(namespace), Some(name)) = (&secret.namespace, &secret.name) else {
         return Ok(());
     };
-    let patch = finalizers::patch(secret, CREDENTIALS_IN_USE, present);
+    let patch = finalizers::patch(secret, finalizer, present);
     Api::<Secret>::namespaced(client.clone(), namespace)
         .patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await?;

@@ -362,7 +362,7 @@ pub fn problem_verdict(problem: &Problem) -> Verdict {
         Problem::CredentialsBeingDeleted { secret } => stalled(
             Reason::CredentialsDeleting,
             format!(
-                "credentials Secret {secret} is being deleted, but kept (finalizer {CREDENTIALS_IN_USE}) because deletionPolicy Disable needs it to switch registration off when this resource is deleted: delete this resource (it disables the product, then lets the Secret go), or set deletionPolicy: Orphan to let the Secret go now"
+                "credentials Secret {secret} is being deleted, but kept (our finalizer {CREDENTIALS_IN_USE}) because deletionPolicy Disable needs it to switch registration off when this resource is deleted: delete this resource (it disables the product, then lets the Secret go), or set deletionPolicy: Orphan to let the Secret go now"
             ),
         ),
         Problem::CredentialsResting { secret_id, code } => stalled(

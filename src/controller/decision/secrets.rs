@@ -10,7 +10,8 @@ use crate::controller::resources::{DynamicRegistration, FINALIZER, MANAGER};
 
 /// Finalizer on a credentials Secret while a resource's deletion needs it: without it, deleting
 /// the namespace deletes the credentials first, the resource can never switch registration off,
-/// and the namespace stays Terminating forever.
+/// and the namespace stays Terminating forever. A shard of labelled resources adds a digest of
+/// its selector (`ShardSelector::protection_finalizer`).
 pub const CREDENTIALS_IN_USE: &str = "iothub.dynreg.io/credentials-in-use";
 
 /// Label set on every published Secret.
@@ -43,17 +44,6 @@ pub fn credentials_needed_by(resource: &DynamicRegistration) -> Option<&str> {
         deletion::cloud_change(&resource.spec).is_some()
     };
     needs_cloud.then_some(reference.name.as_str())
-}
-
-/// Whether any of `resources` (all in the Secret's namespace) still needs the credentials
-/// Secret `name`.
-pub fn credentials_in_use<'a>(
-    name: &str,
-    resources: impl IntoIterator<Item = &'a DynamicRegistration>,
-) -> bool {
-    resources
-        .into_iter()
-        .any(|resource| credentials_needed_by(resource) == Some(name))
 }
 
 /// The uid of the resource that published this Secret: its controlling owner, when it is
@@ -131,14 +121,6 @@ mod tests {
             None,
             "no Secret: default credentials"
         );
-
-        let resources = [
-            resource(Orphan, false, false),
-            resource(Disable, false, false),
-        ];
-        assert!(credentials_in_use("creds", &resources));
-        assert!(!credentials_in_use("other", &resources));
-        assert!(!credentials_in_use("creds", &resources[..1]));
     }
 
     #[test]

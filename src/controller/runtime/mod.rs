@@ -30,7 +30,7 @@ use crate::cloud::observe::Observer;
 use crate::controller::cache::Caches;
 use crate::controller::cache::index::name_ref;
 use crate::controller::credentials::Resolver;
-use crate::controller::decision::Progress;
+use crate::controller::decision::{CREDENTIALS_IN_USE, Progress};
 use crate::controller::reconcile::events::EventPublisher;
 use crate::controller::reconcile::{self, Context, Renders};
 use crate::controller::resources::{DynamicRegistration, MANAGER};
@@ -71,8 +71,9 @@ pub async fn run(
 ) {
     let (wake, woken) = unbounded_channel();
     let (claim_changes, changed_claims) = unbounded_channel();
+    let (released, no_longer_needed) = unbounded_channel();
     let admission = Admission::new(settings.reconciles_per_source, wake);
-    let watches = watches::open(&client, settings, shared.health.clone());
+    let watches = watches::open(&client, settings, shared.health.clone(), released);
     let caches = watches.caches.clone();
     let term = Arc::new(Term {
         ctx: context(
@@ -90,6 +91,7 @@ pub async fn run(
         released: claim_changes,
         sweep: sweep.clone(),
         admission,
+        in_use_finalizer: term.ctx.credentials.in_use_finalizer().to_owned(),
     };
     shared.health.set_watches_established(false);
     shared
@@ -104,7 +106,7 @@ pub async fn run(
     );
     tokio::select! {
         () = controller => {}
-        () = term.ctx.credentials.release_unused_protection(&sweep) => {}
+        () = term.ctx.credentials.release_unused_protection(&sweep, no_longer_needed) => {}
         () = term.admission.expire_reservations_periodically() => {}
     }
     shared.health.set_watches_established(false);
@@ -124,7 +126,7 @@ fn context(
         (client.clone(), caches.clone()),
         cloud.clone(),
         settings.credentials.clone(),
-        settings.requeue.stalled,
+        (settings.requeue.stalled, in_use_finalizer(settings)),
     );
     Context {
         events: EventPublisher::new(client.clone(), MANAGER, settings.instance.clone()),
@@ -140,6 +142,14 @@ fn context(
         renders: Renders::default(),
         metrics: shared.metrics.clone(),
         claim_changes,
+    }
+}
+
+/// The in-use finalizer of this controller: each shard has its own.
+fn in_use_finalizer(settings: &Settings) -> String {
+    match &settings.shard {
+        Some(shard) => shard.protection_finalizer(CREDENTIALS_IN_USE),
+        None => CREDENTIALS_IN_USE.to_owned(),
     }
 }
 
@@ -170,16 +180,19 @@ fn controller(
     let (later, after_grace) = unbounded_channel();
     let concerned = Arc::new(Concerned::new(watches.caches.clone(), later));
     let by = || concerned.clone();
-    let sweep = hooks.sweep.clone();
+    let (sweep, in_use_finalizer) = (hooks.sweep.clone(), hooks.in_use_finalizer.clone());
     let places = term.admission.places();
     Controller::for_stream(
         triggers::resources(watches.resources, hooks),
         watches.caches.resources.clone(),
     )
-    .watches_stream(triggers::secrets(watches.secrets, sweep), {
-        let concerned = by();
-        move |secret| concerned.by_secret(secret)
-    })
+    .watches_stream(
+        triggers::secrets(watches.secrets, (sweep, in_use_finalizer)),
+        {
+            let concerned = by();
+            move |secret| concerned.by_secret(secret)
+        },
+    )
     .watches_stream(triggers::after_grace(after_grace), {
         let concerned = by();
         move |secret| concerned.by_secret_after_grace(secret)

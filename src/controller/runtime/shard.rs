@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 pub struct ShardSelector {
     text: String,
     keys: Vec<String>,
+    /// Every term is `!key`: the shard of the resources without the labels other shards select.
+    only_absence: bool,
 }
 
 impl ShardSelector {
@@ -35,9 +37,11 @@ impl ShardSelector {
         if keys.is_empty() {
             return Err("the label selector is empty".to_owned());
         }
+        let only_absence = terms(text)?.iter().all(|term| term.starts_with('!'));
         Ok(Self {
             text: text.trim().to_owned(),
             keys,
+            only_absence,
         })
     }
 
@@ -65,12 +69,30 @@ impl ShardSelector {
     /// The Lease name of this shard: `base` and a short digest of the selector, the same in
     /// every replica of the shard and different between shards.
     pub fn lease_name(&self, base: &str) -> String {
+        format!("{base}-shard-{}", self.digest())
+    }
+
+    /// The in-use finalizer this shard puts on credentials Secrets: `base` for the shard of
+    /// unlabelled resources (its selector only says `!key`, so it protects as an unsharded
+    /// controller did), `base` and the shard's digest for any other. Each shard takes off only
+    /// its own: a Secret one shard protects is in the view of another (unlabelled credentials
+    /// are in the view of the shard of unlabelled resources), which must not take the first's
+    /// protection off because none of its own resources needs it.
+    pub fn protection_finalizer(&self, base: &str) -> String {
+        if self.only_absence {
+            base.to_owned()
+        } else {
+            format!("{base}-{}", self.digest())
+        }
+    }
+
+    /// A short digest of the selector.
+    fn digest(&self) -> String {
         let digest = Sha256::digest(self.text.as_bytes());
-        let short: String = digest[..4]
+        digest[..4]
             .iter()
             .map(|byte| format!("{byte:02x}"))
-            .collect();
-        format!("{base}-shard-{short}")
+            .collect()
     }
 }
 
@@ -223,6 +245,24 @@ mod tests {
             selector.labels_of(&labels),
             BTreeMap::from([(KEY.to_owned(), "shard-2".to_owned())])
         );
+    }
+
+    #[test]
+    fn each_labelled_shard_protects_with_a_finalizer_of_its_own() {
+        let base = "iothub.dynreg.io/credentials-in-use";
+        let rest = ShardSelector::parse("!sharding.iothub.dynreg.io/key").unwrap();
+        assert_eq!(rest.protection_finalizer(base), base);
+        let two = ShardSelector::parse("sharding.iothub.dynreg.io/key=shard-2").unwrap();
+        let three = ShardSelector::parse("sharding.iothub.dynreg.io/key=shard-3").unwrap();
+        let (two, three) = (
+            two.protection_finalizer(base),
+            three.protection_finalizer(base),
+        );
+        assert!(two.starts_with(base) && two != base);
+        assert_ne!(two, three);
+        // A qualified name: prefix / at most 63 characters.
+        let name = two.split_once('/').unwrap().1;
+        assert!(name.len() <= 63, "{name}");
     }
 
     #[test]

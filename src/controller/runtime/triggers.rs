@@ -22,7 +22,6 @@ use super::admission::{Admission, ResourceRef};
 use super::watches::Events;
 use crate::controller::cache::Caches;
 use crate::controller::cache::index::ResourceKey;
-use crate::controller::decision::CREDENTIALS_IN_USE;
 use crate::controller::resources::{ClusterCredentials, DynamicRegistration, REQUESTED_AT};
 
 /// A trigger stream, as kube's controller takes it.
@@ -37,6 +36,8 @@ pub struct Hooks {
     pub sweep: Arc<Notify>,
     /// A person changed a resource: if parked, it moves up; a resource gone waits no more.
     pub admission: Admission,
+    /// Our in-use finalizer: a change of a Secret carrying it wakes the sweep.
+    pub in_use_finalizer: String,
 }
 
 /// The resources that need a reconcile, from the resource watch.
@@ -82,12 +83,12 @@ fn reconcile_requested(resource: &DynamicRegistration) -> Option<u64> {
 /// The Secrets that changed; a change of one carrying our in-use finalizer wakes the sweep.
 pub fn secrets(
     events: Events<PartialObjectMeta<Secret>>,
-    sweep: Arc<Notify>,
+    (sweep, in_use_finalizer): (Arc<Notify>, String),
 ) -> impl Stream<Item = Triggers<PartialObjectMeta<Secret>>> + Send + 'static {
     events
         .inspect(move |event| {
             if let Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) = event
-                && secret.finalizers().iter().any(|f| f == CREDENTIALS_IN_USE)
+                && secret.finalizers().contains(&in_use_finalizer)
             {
                 sweep.notify_one();
             }

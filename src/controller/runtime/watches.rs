@@ -14,14 +14,16 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tracing::info;
 
 use super::Settings;
 use super::resilient_watch::{resilient_watch, resilient_watch_with};
 use crate::controller::cache::Caches;
-use crate::controller::cache::index::{Index, ResourceIndex, resource_keys};
+use crate::controller::cache::index::{Index, ResourceIndex, ResourceKey, resource_keys};
 use crate::controller::cache::secrets::SecretCache;
+use crate::controller::credentials::SecretName;
 use crate::controller::resources::{ClusterCredentials, DynamicRegistration};
 use crate::ops::http::Health;
 
@@ -45,7 +47,15 @@ pub struct Watches {
 /// The watches of a term, with their caches empty until the streams run. The caches count as
 /// listed (and the replica ready for traffic) once the resources and Secrets are: reconciles
 /// decide on both (a Secret absent from the cache is taken as absent).
-pub fn open(client: &Client, settings: &Settings, health: Arc<Health>) -> Watches {
+/// `released` hears of the credentials Secrets a resource's deletion no longer needs (the
+/// resource went, switched to `Orphan` or to other credentials): the protection sweep looks at
+/// them even when they are out of view.
+pub fn open(
+    client: &Client,
+    settings: &Settings,
+    health: Arc<Health>,
+    released: UnboundedSender<SecretName>,
+) -> Watches {
     let (listed, listed_rx) = watch::channel(false);
     let first_lists = Arc::new(FirstLists {
         pending: AtomicUsize::new(2),
@@ -70,7 +80,7 @@ pub fn open(client: &Client, settings: &Settings, health: Arc<Health>) -> Watche
         resources: cached_watch(
             (in_view.resources, in_view.selector.clone(), trim_resource),
             (resource_writer, caches.resource_index.clone()),
-            first_lists.clone(),
+            (first_lists.clone(), released_protections(released)),
         )
         .boxed(),
         secrets: secret_watch((in_view.secrets, in_view.selector), &caches, first_lists).boxed(),
@@ -158,12 +168,13 @@ fn on_first_list<K>(
 }
 
 /// The events of a watch that fills the cache `writer` and its `index`, telling `first_lists`
-/// when its first list is in. `trim` drops what nothing reads before it is cached (managedFields
-/// and kubectl's last-applied copy can each be larger than the rest of the object).
+/// when its first list is in and `dropped` which keys objects no longer carry. `trim` drops what
+/// nothing reads before it is cached (managedFields and kubectl's last-applied copy can each be
+/// larger than the rest of the object).
 fn cached_watch<K, Key>(
     (api, config, trim): (Api<K>, watcher::Config, fn(&mut K)),
     (writer, index): (Writer<K>, Arc<Index<K, Key>>),
-    first_lists: Arc<FirstLists>,
+    (first_lists, dropped): (Arc<FirstLists>, impl Fn(Vec<Key>) + Send + 'static),
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()>
@@ -180,10 +191,22 @@ where
         .reflect(writer)
         .inspect(move |event| {
             if let Ok(event) = event {
-                index.apply(event);
+                dropped(index.apply(event));
             }
         })
         .inspect(on_first_list(first_lists))
+}
+
+/// Passes on the credentials Secrets that resources' deletions stopped needing.
+fn released_protections(released: UnboundedSender<SecretName>) -> impl Fn(Vec<ResourceKey>) {
+    move |dropped| {
+        for key in dropped {
+            if let ResourceKey::Protecting(namespace, name) = key {
+                // Fails only once the term ends: nobody sweeps then.
+                let _ = released.send((namespace, name));
+            }
+        }
+    }
 }
 
 /// The Secrets in view, fed into the Secret cache.
