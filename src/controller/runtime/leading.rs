@@ -39,10 +39,12 @@ pub async fn operate(
         shared,
     };
     loop {
-        if !stand_by(&leader.elector, &leader.shared.health, shutdown.clone()).await {
+        let Some(acquired) =
+            stand_by(&leader.elector, &leader.shared.health, shutdown.clone()).await
+        else {
             return;
-        }
-        match leader.lead(shutdown.clone()).await {
+        };
+        match leader.lead(acquired, shutdown.clone()).await {
             Ended::LeadershipLost => {
                 warn!("lost the Lease: stopped reconciling, standing by");
                 continue;
@@ -68,11 +70,11 @@ struct Leader {
 }
 
 impl Leader {
-    /// One term of leadership: reconciles until the Lease is lost (everything the term started
+    /// One term of leadership, the Lease `acquired` then: reconciles until the Lease is lost (everything the term started
     /// stops at once: another replica leads), the controller stops by itself, or shutdown is
     /// requested (in-flight reconciles then finish while the Lease is still renewed).
-    async fn lead(&self, shutdown: watch::Receiver<bool>) -> Ended {
-        let mut last_renewal = tokio::time::Instant::now();
+    async fn lead(&self, acquired: tokio::time::Instant, shutdown: watch::Receiver<bool>) -> Ended {
+        let mut last_renewal = acquired;
         info!(identity = %self.elector.settings().identity, "leading: starting to reconcile");
         self.set_leading(true);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -124,20 +126,22 @@ enum Ended {
     ShutdownRequested,
 }
 
-/// Waits for the Lease; `false` when shutdown came first.
+/// Waits for the Lease; when the winning try was sent (what the Lease runs from), or `None`
+/// when shutdown came first.
 async fn stand_by(
     elector: &LeaderElector,
     health: &Health,
     mut shutdown: watch::Receiver<bool>,
-) -> bool {
+) -> Option<tokio::time::Instant> {
     loop {
         if *shutdown.borrow() {
-            return false;
+            return None;
         }
+        let sent = tokio::time::Instant::now();
         match with_deadline(elector).await {
             Ok(true) => {
                 health.lease_checked();
-                return true;
+                return Some(sent);
             }
             Ok(false) => health.lease_checked(),
             Err(error) => warn!(%error, "leader election: cannot read or write the Lease"),
@@ -157,19 +161,42 @@ async fn keep_leadership(
     health: &Health,
     last_renewal: &mut tokio::time::Instant,
 ) {
+    let settings = elector.settings();
+    let timing = (settings.renew_interval(), settings.lease_duration);
+    renew_until_lost(|| with_deadline(elector), timing, health, last_renewal).await;
+}
+
+/// [`keep_leadership`] with the renewal given: `renew` is one try, every `renew_interval`.
+/// Leadership ends by a timer, at two thirds of the Lease after the last successful renewal was
+/// sent, whatever a try in flight is doing: a stand-by takes over once it has seen the Lease
+/// unchanged for the whole Lease, counting from when it saw it change, which is never before
+/// the renewal was sent.
+async fn renew_until_lost<F, Fut>(
+    mut renew: F,
+    (renew_interval, lease_duration): (Duration, Duration),
+    health: &Health,
+    last_renewal: &mut tokio::time::Instant,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
+{
     loop {
-        tokio::time::sleep(elector.settings().renew_interval()).await;
-        match with_deadline(elector).await {
-            Ok(true) => {
-                *last_renewal = tokio::time::Instant::now();
-                health.lease_checked();
-            }
-            Ok(false) => return,
-            Err(error) => warn!(%error, "leader election: renewal failed"),
-        }
-        // Stop before the Lease can expire in others' eyes, not after.
-        if last_renewal.elapsed() >= elector.settings().lease_duration * 2 / 3 {
-            return;
+        let deadline = *last_renewal + lease_duration * 2 / 3;
+        let attempt = async {
+            tokio::time::sleep(renew_interval).await;
+            let sent = tokio::time::Instant::now();
+            (sent, renew().await)
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return,
+            (sent, answer) = attempt => match answer {
+                Ok(true) => {
+                    *last_renewal = sent;
+                    health.lease_checked();
+                }
+                Ok(false) => return,
+                Err(error) => warn!(%error, "leader election: renewal failed"),
+            },
         }
     }
 }
@@ -186,4 +213,73 @@ async fn with_deadline(elector: &LeaderElector) -> Result<bool, String> {
 
 async fn shutdown_requested(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|requested| *requested).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    const RENEW: Duration = Duration::from_secs(1);
+    const LEASE: Duration = Duration::from_secs(3);
+
+    /// Renewals that fail just before their deadline: the leader must stop by two thirds of the
+    /// Lease after its last renewal, whatever the tries are doing, since a stand-by may take
+    /// over once the whole Lease has passed.
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_stops_by_two_thirds_of_the_lease_whatever_slow_renewals_do() {
+        let health = Health::new(Some(RENEW));
+        let start = Instant::now();
+        let mut last_renewal = start;
+        let failing_slowly = || async {
+            tokio::time::sleep(Duration::from_millis(950)).await;
+            Err("no answer".to_owned())
+        };
+        renew_until_lost(failing_slowly, (RENEW, LEASE), &health, &mut last_renewal).await;
+        let stopped = start.elapsed();
+        assert!(
+            stopped <= LEASE * 2 / 3,
+            "still leading {stopped:?} after the last renewal"
+        );
+    }
+
+    /// A renewal that succeeds slowly counts from when it was sent: the Lease was written at
+    /// some moment between sending and the answer, and stand-bys count from when they see it.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_renewal_counts_from_when_it_was_sent() {
+        let health = Health::new(Some(RENEW));
+        let start = Instant::now();
+        let mut last_renewal = start;
+        let mut tries = 0;
+        let slow_then_hanging = || {
+            tries += 1;
+            let first = tries == 1;
+            async move {
+                if first {
+                    tokio::time::sleep(Duration::from_millis(950)).await;
+                    Ok(true)
+                } else {
+                    tokio::time::sleep(RENEW).await;
+                    Err("no answer".to_owned())
+                }
+            }
+        };
+        renew_until_lost(
+            slow_then_hanging,
+            (RENEW, LEASE),
+            &health,
+            &mut last_renewal,
+        )
+        .await;
+        let sent = start + RENEW;
+        assert!(
+            last_renewal <= sent + Duration::from_millis(1),
+            "the renewal counted from its answer"
+        );
+        assert!(
+            Instant::now() <= sent + LEASE * 2 / 3,
+            "still leading {:?} after the renewal was sent",
+            Instant::now() - sent
+        );
+    }
 }
