@@ -412,3 +412,105 @@ async fn the_api_server_refuses_two_sources_or_two_references() {
         "{error}"
     );
 }
+
+/// Warning Events in the harness's namespace with one of `reasons`.
+async fn warnings(harness: &Harness, reasons: &[&str]) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(harness.client.clone(), &harness.namespace);
+    events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|event| event.type_.as_deref() == Some("Warning"))
+        .filter_map(|event| event.reason)
+        .filter(|reason| reasons.contains(&reason.as_str()))
+        .collect()
+}
+
+/// Restarted over resources that use ClusterCredentials, the controller decides nothing before
+/// the ClusterCredentials and the namespaces are listed: no resource is told its credentials
+/// are missing or not granted, so none loses its claim or warns. (Many other ClusterCredentials
+/// make their list the slowest of the controller's lists.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_decide_nothing_before_the_cluster_credentials_are_listed() {
+    const USERS: usize = 20;
+    let products = format!("generate: {{count: {USERS}, region: ap-guangzhou, prefix: RESTCC}}");
+    let Some(harness) = Harness::start(&products, |_| {}).await else {
+        return;
+    };
+    let platform = platform_key(&harness).await;
+    let declared: Api<ClusterCredentials> = Api::all(harness.client.clone());
+    let others: Vec<String> = (0..400)
+        .map(|index| format!("{}-other-{index}", harness.namespace))
+        .collect();
+    for chunk in others.chunks(50) {
+        futures::future::join_all(chunk.iter().map(|name| {
+            let spec = json!({"secretRef": {"namespace": platform, "name": "team-key"}});
+            apply_cluster_credentials(&declared, name, spec)
+        }))
+        .await;
+    }
+    let name = format!("{}-restarts", harness.namespace);
+    let by_label = json!({
+        "secretRef": {"namespace": platform, "name": "team-key"},
+        "namespaceSelector": {"matchLabels": {"team": "restarts"}},
+    });
+    apply_cluster_credentials(&declared, &name, by_label).await;
+    Api::<Namespace>::all(harness.client.clone())
+        .patch(
+            &harness.namespace,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "restarts"}}})),
+        )
+        .await
+        .unwrap();
+    for index in 0..USERS {
+        let mut resource = registration(
+            &format!("user-{index}"),
+            &format!("RESTCC{index:04}"),
+            RegistrationMode::AutoCreate,
+            5,
+        );
+        resource.spec.credentials_secret_ref = None;
+        resource.spec.cluster_credentials_ref =
+            Some(ClusterCredentialsReference { name: name.clone() });
+        harness.create(resource).await;
+    }
+    let mut controller = harness.spawn_controller(&[]);
+    harness
+        .wait_all_ready(USERS, Duration::from_secs(60), &controller)
+        .await;
+    let refusals = ["CredentialsMissing", "CredentialsNotAllowed"];
+    let warned = warnings(&harness, &refusals).await;
+    assert!(warned.is_empty(), "first start: {warned:?}");
+    for restart in 0..4 {
+        drop(controller);
+        controller = harness.spawn_controller(&[]);
+        harness
+            .wait_for(
+                "/readyz",
+                Duration::from_secs(30),
+                Some(&controller),
+                || async {
+                    let (status, _) = controller.ops("/readyz").await?;
+                    (status == 200).then_some(())
+                },
+            )
+            .await;
+        // Long enough for a pass over every resource.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let warned = warnings(&harness, &refusals).await;
+        assert!(warned.is_empty(), "restart {restart}: {warned:?}");
+        assert_eq!(
+            harness.ready_names().await.len(),
+            USERS,
+            "restart {restart}"
+        );
+    }
+    let delete = kube::api::DeleteParams::default();
+    for chunk in others.chunks(50) {
+        futures::future::join_all(chunk.iter().map(|name| declared.delete(name, &delete))).await;
+    }
+}

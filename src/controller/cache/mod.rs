@@ -36,7 +36,7 @@ pub struct Caches {
     pub cluster_credentials: Store<ClusterCredentials>,
     /// The metadata of the namespaces in view (their labels select ClusterCredentials).
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// Turns true once the watches reconciles wait for hold their first complete lists.
+    /// Turns true once every watch above holds its first complete list.
     pub listed: watch::Receiver<bool>,
 }
 

@@ -45,8 +45,9 @@ pub struct Watches {
 }
 
 /// The watches of a term, with their caches empty until the streams run. The caches count as
-/// listed (and the replica ready for traffic) once the resources and Secrets are: reconciles
-/// decide on both (a Secret absent from the cache is taken as absent).
+/// listed (and the replica ready for traffic) once all four are: a verdict reads every one of
+/// them (a Secret absent from the cache is taken as absent, a ClusterCredentials absent as
+/// missing, a namespace absent as granted nothing).
 /// `released` hears of the credentials Secrets a resource's deletion no longer needs (the
 /// resource went, switched to `Orphan` or to other credentials): the protection sweep looks at
 /// them even when they are out of view.
@@ -58,7 +59,7 @@ pub fn open(
 ) -> Watches {
     let (listed, listed_rx) = watch::channel(false);
     let first_lists = Arc::new(FirstLists {
-        pending: AtomicUsize::new(2),
+        pending: AtomicUsize::new(4),
         listed,
         health,
     });
@@ -83,14 +84,21 @@ pub fn open(
             (first_lists.clone(), released_protections(released)),
         )
         .boxed(),
-        secrets: secret_watch((in_view.secrets, in_view.selector), &caches, first_lists).boxed(),
+        secrets: secret_watch(
+            (in_view.secrets, in_view.selector),
+            &caches,
+            first_lists.clone(),
+        )
+        .boxed(),
         cluster_credentials: resilient_watch(Api::<ClusterCredentials>::all(client.clone()))
             .modify(|declared| declared.managed_fields_mut().clear())
             .reflect(credentials_writer)
+            .inspect(on_first_list(first_lists.clone()))
             .boxed(),
         namespaces: resilient_watch_with(in_view.namespaces, in_view.namespace_selector)
             .modify(|namespace| namespace.managed_fields_mut().clear())
             .reflect(namespace_writer)
+            .inspect(on_first_list(first_lists))
             .boxed(),
         caches,
     }
