@@ -251,3 +251,109 @@ async fn a_leader_whose_renewals_go_unanswered_steps_down_before_its_lease_runs_
         )
         .await;
 }
+
+/// The controller's resident memory now, in MiB.
+fn rss_mib(controller: &support::e2e::ControllerProcess) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", controller.pid())).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// Leading, with `count` suspended resources in its cache.
+async fn settled(controller: &support::e2e::ControllerProcess, count: usize) -> Option<()> {
+    let expected = format!("iothub_dynreg_resources{{reason=\"Suspended\"}} {count}");
+    let leading = leader_gauge(controller).await == Some(1.0);
+    let (_, metrics) = controller.ops("/metrics").await?;
+    (leading && metrics.contains(&expected)).then_some(())
+}
+
+/// Writes the controller made (not to its Lease), counted from the audit log.
+fn writes(harness: &Harness) -> Vec<String> {
+    harness
+        .controller_requests()
+        .into_iter()
+        .filter(|r| matches!(r.verb.as_str(), "create" | "update" | "patch" | "delete"))
+        .filter(|r| r.resource != "leases")
+        .map(|r| format!("{} {} {}", r.verb, r.resource, r.name))
+        .collect()
+}
+
+/// Five terms of leadership lost (the API server frozen past the renew deadline, then back):
+/// everything a term started ends with it. A replica makes no write while it does not lead,
+/// and its memory comes back to one term's worth instead of keeping every lost term's caches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_leadership_terms_leave_nothing_running() {
+    const COUNT: usize = 2000;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(harness) = Harness::with_credentials(
+        "products: [{productId: TERMS00001, region: ap-guangzhou}]",
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    // Suspended: each costs one status write, then nothing; only the caches hold them.
+    for chunk in (0..COUNT).collect::<Vec<_>>().chunks(100) {
+        let creations = chunk.iter().map(|index| {
+            let mut resource = support::e2e::registration(
+                &format!("held-{index:04}"),
+                "TERMS00001",
+                RegistrationMode::AutoCreate,
+                1,
+            );
+            resource.spec.suspend = true;
+            harness.create(resource)
+        });
+        futures::future::join_all(creations).await;
+    }
+    let controller = harness.spawn_controller(&[
+        "--leader-election",
+        "--leader-election-lease-duration",
+        "3s",
+    ]);
+    harness
+        .wait_for(
+            "every resource suspended",
+            Duration::from_secs(90),
+            Some(&controller),
+            || settled(&controller, COUNT),
+        )
+        .await;
+    let one_term = rss_mib(&controller);
+    for term in 0..5 {
+        harness.plane.freeze_apiserver(true);
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let lost = leader_gauge(&controller).await == Some(0.0);
+        let writes_before = writes(&harness).len();
+        harness.plane.freeze_apiserver(false);
+        assert!(lost, "term {term} not lost");
+        harness
+            .wait_for(
+                "leading again",
+                Duration::from_secs(30),
+                Some(&controller),
+                || settled(&controller, COUNT),
+            )
+            .await;
+        let standing_by = &writes(&harness)[writes_before..];
+        assert!(
+            standing_by.is_empty(),
+            "written while standing by after term {term}: {standing_by:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_mib(&controller);
+    println!(
+        "{COUNT} resources: {one_term:.1} MiB after the first term, {after:.1} MiB after five lost"
+    );
+    assert!(
+        after < one_term + 12.0,
+        "{one_term:.1} MiB after one term, {after:.1} MiB after five lost: lost terms live on"
+    );
+}
