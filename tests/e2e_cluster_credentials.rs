@@ -143,24 +143,36 @@ async fn a_namespace_not_selected_is_refused_without_a_cloud_call_until_labelled
     harness.assert_no_secrets_logged(&controller).await;
 }
 
+/// ClusterCredentials holding the platform's key and granting the harness's namespace by name,
+/// and a resource using them, InSync: (their API, their name, the secretRef, the controller).
+async fn granted_user(
+    harness: &Harness,
+) -> (
+    Api<ClusterCredentials>,
+    String,
+    Value,
+    support::e2e::ControllerProcess,
+) {
+    let platform = platform_key(harness).await;
+    let declared: Api<ClusterCredentials> = Api::all(harness.client.clone());
+    let name = format!("{}-sensors", harness.namespace);
+    let source = json!({"namespace": platform, "name": "team-key"});
+    let by_name = json!({"secretRef": source, "namespaces": [harness.namespace]});
+    apply_cluster_credentials(&declared, &name, by_name).await;
+    let controller = harness.spawn_controller(&SLOW_RETRIES);
+    create_user(harness, "user", &name).await;
+    harness
+        .wait_reason("user", "InSync", Duration::from_secs(20), &controller)
+        .await;
+    (declared, name, source, controller)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn their_status_says_the_cloud_accepted_them_and_holds_no_secret() {
     let Some(harness) = Harness::start(&products(), |_| {}).await else {
         return;
     };
-    let platform = platform_key(&harness).await;
-    let declared: Api<ClusterCredentials> = Api::all(harness.client.clone());
-    let name = format!("{}-sensors", harness.namespace);
-    let by_name = json!({
-        "secretRef": {"namespace": platform, "name": "team-key"},
-        "namespaces": [harness.namespace],
-    });
-    apply_cluster_credentials(&declared, &name, by_name).await;
-    let controller = harness.spawn_controller(&SLOW_RETRIES);
-    create_user(&harness, "user", &name).await;
-    harness
-        .wait_reason("user", "InSync", Duration::from_secs(20), &controller)
-        .await;
+    let (declared, name, _, controller) = granted_user(&harness).await;
     harness
         .wait_for(
             "the ClusterCredentials to report Ready",
@@ -186,17 +198,7 @@ async fn a_selector_that_no_longer_matches_refuses_their_users_at_once() {
     let Some(harness) = Harness::start(&products(), |_| {}).await else {
         return;
     };
-    let platform = platform_key(&harness).await;
-    let declared: Api<ClusterCredentials> = Api::all(harness.client.clone());
-    let name = format!("{}-sensors", harness.namespace);
-    let source = json!({"namespace": platform, "name": "team-key"});
-    let by_name = json!({"secretRef": source, "namespaces": [harness.namespace]});
-    apply_cluster_credentials(&declared, &name, by_name.clone()).await;
-    let controller = harness.spawn_controller(&SLOW_RETRIES);
-    create_user(&harness, "user", &name).await;
-    harness
-        .wait_reason("user", "InSync", Duration::from_secs(20), &controller)
-        .await;
+    let (declared, name, source, controller) = granted_user(&harness).await;
     let elsewhere = json!({
         "secretRef": source,
         "namespaceSelector": {"matchLabels": {"team": "gateways"}},
@@ -210,6 +212,7 @@ async fn a_selector_that_no_longer_matches_refuses_their_users_at_once() {
             &controller,
         )
         .await;
+    let by_name = json!({"secretRef": source, "namespaces": [harness.namespace]});
     apply_cluster_credentials(&declared, &name, by_name).await;
     harness
         .wait_reason("user", "InSync", Duration::from_secs(10), &controller)
@@ -253,19 +256,7 @@ async fn deleted_cluster_credentials_leave_their_users_credentials_missing() {
     let Some(harness) = Harness::start(&products(), |_| {}).await else {
         return;
     };
-    let platform = platform_key(&harness).await;
-    let declared: Api<ClusterCredentials> = Api::all(harness.client.clone());
-    let name = format!("{}-sensors", harness.namespace);
-    let by_name = json!({
-        "secretRef": {"namespace": platform, "name": "team-key"},
-        "namespaces": [harness.namespace],
-    });
-    apply_cluster_credentials(&declared, &name, by_name).await;
-    let controller = harness.spawn_controller(&SLOW_RETRIES);
-    create_user(&harness, "user", &name).await;
-    harness
-        .wait_reason("user", "InSync", Duration::from_secs(20), &controller)
-        .await;
+    let (declared, name, _, controller) = granted_user(&harness).await;
     declared.delete(&name, &Default::default()).await.unwrap();
     harness
         .wait_reason(

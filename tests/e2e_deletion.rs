@@ -257,19 +257,7 @@ async fn deleting_the_namespace_disables_the_product_and_the_namespace_goes() {
         .await;
     let controller = harness.spawn_controller(&[]);
     harness
-        .wait_for(
-            "the namespace to go",
-            Duration::from_secs(90),
-            Some(&controller),
-            || async {
-                namespaces
-                    .get_opt(&harness.namespace)
-                    .await
-                    .unwrap()
-                    .is_none()
-                    .then_some(())
-            },
-        )
+        .wait_namespace_gone(Duration::from_secs(90), &controller)
         .await;
     println!("namespace deleted in {:?}", started.elapsed());
     assert_eq!(

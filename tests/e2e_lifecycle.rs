@@ -409,14 +409,16 @@ async fn a_tampered_secret_is_repaired_when_list_answers_lack_the_product_secret
     harness.assert_no_secrets_logged(&controller).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_resources_naming_one_secret_never_share_or_steal_it() {
-    let products = r#"
+/// Two products with registration off.
+const TWO_DISABLED: &str = r#"
 products:
   - {productId: LIFE000001, region: ap-guangzhou, registerType: 0}
   - {productId: LIFE000002, region: ap-guangzhou, registerType: 0}
 "#;
-    let Some(harness) = Harness::with_credentials(products, |_| {}).await else {
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_resources_naming_one_secret_never_share_or_steal_it() {
+    let Some(harness) = Harness::with_credentials(TWO_DISABLED, |_| {}).await else {
         return;
     };
     let controller = harness.spawn_controller(&[]);
@@ -461,12 +463,7 @@ products:
 /// of its name reconciles: its memory of Secret versions knows who published each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_second_claimant_of_a_secret_name_never_takes_it_over() {
-    let products = r#"
-products:
-  - {productId: LIFE000001, region: ap-guangzhou, registerType: 0}
-  - {productId: LIFE000002, region: ap-guangzhou, registerType: 0}
-"#;
-    let Some(harness) = Harness::with_credentials(products, |_| {}).await else {
+    let Some(harness) = Harness::with_credentials(TWO_DISABLED, |_| {}).await else {
         return;
     };
     let controller = harness.spawn_controller(&[]);

@@ -205,19 +205,7 @@ async fn shards_leave_each_others_credentials_protection_alone() {
         .await
         .unwrap();
     harness
-        .wait_for(
-            "the namespace to go",
-            Duration::from_secs(60),
-            Some(&second),
-            || async {
-                namespaces
-                    .get_opt(&harness.namespace)
-                    .await
-                    .unwrap()
-                    .is_none()
-                    .then_some(())
-            },
-        )
+        .wait_namespace_gone(Duration::from_secs(60), &second)
         .await;
     assert_eq!(
         harness.cloud_product("SHARDDIS01").await["registerType"],

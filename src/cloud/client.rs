@@ -582,9 +582,10 @@ fn not_json(error: &serde_json::Error, body: &[u8]) -> String {
 /// (`SDK_PYTHON_3.1.195`): what Tencent Cloud support sees of who called.
 pub const REQUEST_CLIENT: &str = concat!("iothub-dynreg/", env!("CARGO_PKG_VERSION"));
 
-/// A random UUID (version 4) for `X-TC-TraceId`, new for every attempt as the official SDKs
-/// send it, so that one attempt can be followed through the cloud's logs.
-fn trace_id() -> String {
+/// A random UUID (version 4): `X-TC-TraceId`, new for every attempt as the official SDKs send
+/// it, so that one attempt can be followed through the cloud's logs (the emulator's RequestIds
+/// too).
+pub fn trace_id() -> String {
     let mut bytes: [u8; 16] = rand::random();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;

@@ -644,16 +644,7 @@ fn to_json<T: Serialize>(value: T) -> Value {
 }
 
 fn new_request_id() -> String {
-    let n: u128 = rand::rng().random();
-    let hex = format!("{n:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    crate::cloud::client::trace_id()
 }
 
 fn unix_now() -> i64 {

@@ -440,6 +440,16 @@ impl Harness {
         .await
     }
 
+    /// Waits until the harness's namespace is gone (deleted, every finalizer in it let go).
+    pub async fn wait_namespace_gone(&self, timeout: Duration, controller: &ControllerProcess) {
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        self.wait_for("the namespace to go", timeout, Some(controller), || async {
+            let found = namespaces.get_opt(&self.namespace).await.ok()?;
+            found.is_none().then_some(())
+        })
+        .await;
+    }
+
     /// Asks for a reconcile of `name` as Flux does (the annotation `reconcile.fluxcd.io/
     /// requestedAt` set to `value`) and waits until its status says it was handled.
     pub async fn request_reconcile(
