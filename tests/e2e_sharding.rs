@@ -14,16 +14,15 @@ use support::e2e::{Harness, registration};
 
 const SHARD_KEY: &str = "sharding.iothub.dynreg.io/key";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_shards_split_the_resources_by_label() {
-    let Some(harness) = Harness::with_credentials(
-        "generate: {count: 6, region: ap-guangzhou, prefix: SHARD}",
-        |_| {},
-    )
-    .await
-    else {
-        return;
-    };
+/// Three unlabelled resources (main-0..2) and three labelled for shard 2 (second-3..5), and a
+/// controller for each shard (with `extra` flags), all six converged.
+async fn two_shards(
+    harness: &Harness,
+    extra: &[&str],
+) -> (
+    support::e2e::ControllerProcess,
+    support::e2e::ControllerProcess,
+) {
     for index in 0..6 {
         let mut resource = registration(
             &format!("{}-{index}", if index < 3 { "main" } else { "second" }),
@@ -36,17 +35,30 @@ async fn two_shards_split_the_resources_by_label() {
         }
         harness.create(resource).await;
     }
-    let main = harness.spawn_controller(&[
-        "--leader-election",
-        "--watch-label-selector=!sharding.iothub.dynreg.io/key",
-    ]);
-    let second = harness.spawn_controller(&[
-        "--leader-election",
-        "--watch-label-selector=sharding.iothub.dynreg.io/key=shard-2",
-    ]);
+    let shard = |selector: &str| {
+        let mut args = vec![selector];
+        args.extend_from_slice(extra);
+        harness.spawn_controller(&args)
+    };
+    let main = shard("--watch-label-selector=!sharding.iothub.dynreg.io/key");
+    let second = shard("--watch-label-selector=sharding.iothub.dynreg.io/key=shard-2");
     harness
         .wait_all_ready(6, Duration::from_secs(60), &second)
         .await;
+    (main, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_split_the_resources_by_label() {
+    let Some(harness) = Harness::with_credentials(
+        "generate: {count: 6, region: ap-guangzhou, prefix: SHARD}",
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let (main, second) = two_shards(&harness, &["--leader-election"]).await;
 
     // Each reconciled its own share only (the log names every resource it reconciled).
     for (shard, own, other) in [(&main, "main-", "second-"), (&second, "second-", "main-")] {
@@ -96,6 +108,21 @@ async fn two_shards_split_the_resources_by_label() {
             .map(String::as_str),
         Some("shard-2")
     );
+    harness.assert_no_secrets_logged(&main).await;
+    harness.assert_no_secrets_logged(&second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relabelled_resource_moves_to_the_other_shard_and_back() {
+    let Some(harness) = Harness::with_credentials(
+        "generate: {count: 6, region: ap-guangzhou, prefix: SHARD}",
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let (main, second) = two_shards(&harness, &[]).await;
     // Moving a resource to the other shard: the other shard takes it over.
     harness
         .registrations()

@@ -1,7 +1,7 @@
 //! End-to-end: many teams under one controller. A key restricted by a CAM-like policy manages
 //! what it may and is refused the rest without resting; a key that may not list reads products
 //! one by one; and a claim that cannot see a product never blocks one that can (no squatting).
-//! A binary of its own: its controller watches every namespace.
+//! A binary of its own: its controllers watch every namespace, one test at a time.
 
 mod support;
 
@@ -43,8 +43,13 @@ async fn credentials(client: &kube::Client, namespace: &str, name: &str, id: &st
         .unwrap();
 }
 
+/// Each test here runs a controller that watches every namespace: one at a time, so that no
+/// controller reconciles another test's resources against its own emulator.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn teams_share_a_controller_without_blocking_or_squatting() {
+async fn a_key_restricted_to_some_products_manages_them_and_is_refused_the_rest() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let Some(harness) = Harness::start_seeded(&seed(), |_| {}).await else {
         return;
     };
@@ -106,7 +111,18 @@ async fn teams_share_a_controller_without_blocking_or_squatting() {
         harness.cloud_calls("DescribeProduct", "Success").await
     );
     assert_eq!(refusals, 1, "the refused list was asked again");
+    harness.assert_no_secrets_logged(&controller).await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_cannot_see_the_product_never_blocks_one_that_can() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(harness) = Harness::start_seeded(&seed(), |_| {}).await else {
+        return;
+    };
+    let team = harness.namespace.clone();
+    let client = harness.client.clone();
+    let controller = harness.spawn_controller_cluster_wide(&["--resync-interval", "2s"]);
     // Squatting: older claims in another namespace that cannot see the product.
     let squatters = format!("{team}-squatters");
     harness.plane.create_namespace(&client, &squatters).await;
