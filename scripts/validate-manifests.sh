@@ -13,7 +13,7 @@ kubernetes_version=1.35.0
 
 manifests=()
 while IFS= read -r file; do manifests+=("$file"); done < <(
-  find deploy crds examples -name '*.yaml' ! -name kustomization.yaml | sort)
+  find deploy crds examples overlays install.yaml -name '*.yaml' ! -name kustomization.yaml | sort)
 
 # Built-in kinds (and the CRD object itself) against the Kubernetes schemas; the custom
 # resources are checked against the CRD below, so their "no schema" warning is expected.

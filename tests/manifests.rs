@@ -202,7 +202,8 @@ async fn kubectl_applies_the_examples_and_the_server_validates_deploy() {
     for object in [
         "deployment.apps/iothub-dynreg ",
         "deployment.apps/iothub-dynreg-shard-2 ",
-        "service/iothub-dynreg-metrics-shard-2 ",
+        "service/iothub-dynreg-shard-2-metrics ",
+        "poddisruptionbudget.policy/iothub-dynreg-shard-2 ",
     ] {
         assert!(
             text(&sharded).contains(object),

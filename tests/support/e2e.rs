@@ -185,12 +185,7 @@ impl Harness {
     }
 
     fn spawn(&self, extra: &[&str], env: &[(&str, &str)]) -> ControllerProcess {
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "--endpoint".into(),
-            self.emulator.endpoint(),
-            "--insecure-loopback-endpoint".into(),
-        ];
+        let mut args: Vec<String> = vec!["run".into()];
         if extra.contains(&"--leader-election") {
             let (lease_namespace, lease_name) = self.lease();
             args.extend(["--leader-election-namespace".into(), lease_namespace.into()]);
@@ -211,6 +206,18 @@ impl Harness {
         if !extra.contains(&"--stalled-retry-interval") {
             args.extend(["--stalled-retry-interval".into(), "30s".into()]);
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        self.spawn_as(&self.kubeconfig, &args, env)
+    }
+
+    /// Starts `iothub-dynreg` with exactly `args` (and the emulator's endpoint, and addresses of
+    /// its own for metrics and probes) as the identity of `kubeconfig`.
+    pub fn spawn_as(
+        &self,
+        kubeconfig: &std::path::Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> ControllerProcess {
         let free_port = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -219,13 +226,14 @@ impl Harness {
                 .port()
         };
         let (port, probes_port) = (free_port(), free_port());
-        args.extend(["--metrics-addr".into(), format!("127.0.0.1:{port}")]);
-        args.extend(["--health-addr".into(), format!("127.0.0.1:{probes_port}")]);
-        args.extend(extra.iter().map(|a| a.to_string()));
         let mut command = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"));
         command
-            .args(&args)
-            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args)
+            .args(["--endpoint", &self.emulator.endpoint()])
+            .arg("--insecure-loopback-endpoint")
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .arg(format!("--health-addr=127.0.0.1:{probes_port}"))
+            .env("KUBECONFIG", kubeconfig)
             // E2E_RUST_LOG overrides the controller's log filter, to debug a test.
             .env(
                 "RUST_LOG",

@@ -348,12 +348,22 @@ impl ControlPlane {
     /// Every request the controller's identity made so far, as the API server's audit log
     /// records them (once each, when the response completed).
     pub fn controller_requests(&self) -> Vec<AuditedRequest> {
+        self.requests_of(CONTROLLER_USER)
+    }
+
+    /// Every request a ServiceAccount (`system:serviceaccount:<namespace>:<name>`) made so far.
+    pub fn requests_of(&self, user: &str) -> Vec<AuditedRequest> {
         let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
         text.lines()
             .filter_map(|line| serde_json::from_str::<AuditEvent>(line).ok())
-            .filter(|event| event.user.username == CONTROLLER_USER)
+            .filter(|event| event.user.username == user)
             .map(AuditedRequest::from)
             .collect()
+    }
+
+    /// A kubeconfig at this API server with `token` (e.g. from `kubectl create token`).
+    pub fn write_kubeconfig(&self, path: &Path, user: &str, token: &str) {
+        write_file(path, &self.kubeconfig(user, token)).unwrap();
     }
 
     /// Process ids of etcd, kube-apiserver and kube-controller-manager.
@@ -437,13 +447,14 @@ impl From<AuditEvent> for AuditedRequest {
     }
 }
 
-/// Audit the controller's identity only, once per request (when its response completed).
+/// Audit the ServiceAccounts (the controller's identity, and those of controllers installed by
+/// a test) only, once per request (when its response completed).
 const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived", "ResponseStarted"]
 rules:
   - level: Metadata
-    users: ["system:serviceaccount:iothub-dynreg:iothub-dynreg"]
+    userGroups: ["system:serviceaccounts"]
   - level: None
 "#;
 
@@ -654,10 +665,15 @@ fn documents_in(dir: &Path) -> Result<Vec<Value>, String> {
 /// The non-empty YAML documents of a file, as JSON values.
 pub fn read_yaml(path: &Path) -> Result<Vec<Value>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    yaml_documents(&text, &path.display().to_string())
+}
+
+/// The documents of a YAML stream (`origin` names it in errors), empty ones left out.
+pub fn yaml_documents(text: &str, origin: &str) -> Result<Vec<Value>, String> {
     let mut documents = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_yaml::Value::deserialize(document)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let value =
+            serde_yaml::Value::deserialize(document).map_err(|e| format!("{origin}: {e}"))?;
         if !value.is_null() {
             documents.push(serde_json::to_value(value).map_err(|e| e.to_string())?);
         }

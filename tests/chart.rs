@@ -1,0 +1,747 @@
+//! The Helm chart with the real tools: Helm v4 (fetched and checked by `scripts/helm.sh`) lints
+//! it and renders it with each values file of `charts/iothub-dynreg/ci/`, refuses wrong values
+//! with their path, and installs, upgrades and uninstalls it on the real API server; a
+//! namespace-scoped install runs the controller as its ServiceAccount with the Role alone.
+//!
+//! Without Helm (it cannot be fetched) the tests say so and pass, except under CI.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use iothub_dynreg::controller::resources::RegistrationMode;
+use serde_json::Value;
+use support::control_plane::{ControlPlane, yaml_documents};
+use support::e2e::registration;
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/iothub-dynreg");
+const CRDS: [&str; 2] = [
+    "dynamicregistrations.iothub.dynreg.io",
+    "clustercredentials.iothub.dynreg.io",
+];
+
+/// The tests that change what is installed on the shared API server take turns: one deletes
+/// the CRDs so that Helm installs them.
+static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Helm, with its caches and configuration under target/tmp.
+struct Helm {
+    program: PathBuf,
+    home: PathBuf,
+}
+
+impl Helm {
+    /// `None` (the test is not run) when Helm cannot be fetched, except under CI.
+    fn new() -> Option<Self> {
+        let fetched = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/helm.sh"))
+            .output()
+            .ok()
+            .filter(|output| output.status.success());
+        let Some(fetched) = fetched else {
+            assert!(std::env::var_os("CI").is_none(), "CI needs scripts/helm.sh");
+            eprintln!("SKIPPED: scripts/helm.sh could not fetch Helm");
+            return None;
+        };
+        let path = String::from_utf8_lossy(&fetched.stdout).trim().to_owned();
+        let home =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("helm-{}", std::process::id()));
+        std::fs::create_dir_all(&home).unwrap();
+        Some(Self {
+            program: Path::new(env!("CARGO_MANIFEST_DIR")).join(path),
+            home,
+        })
+    }
+
+    /// Runs helm; its combined output, or the output as the error when it fails.
+    fn run(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new(&self.program)
+            .args(args)
+            .env("HELM_CACHE_HOME", self.home.join("cache"))
+            .env("HELM_CONFIG_HOME", self.home.join("config"))
+            .env("HELM_DATA_HOME", self.home.join("data"))
+            .output()
+            .expect("run helm");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if output.status.success() {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    }
+
+    /// `helm template` of the chart in namespace `controllers` with a values file of ci/ (or
+    /// the defaults) and `--set`s.
+    fn template(&self, values: Option<&str>, sets: &[&str]) -> Result<Rendered, String> {
+        let file = values.map(|name| format!("{CHART}/ci/{name}"));
+        let mut args = vec![
+            "template",
+            "iothub-dynreg",
+            CHART,
+            "--namespace",
+            "controllers",
+        ];
+        if let Some(file) = &file {
+            args.extend(["--values", file]);
+        }
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let text = self.run(&args)?;
+        Ok(Rendered(yaml_documents(&text, "helm template")?))
+    }
+}
+
+impl Drop for Helm {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+/// The objects a rendering holds.
+struct Rendered(Vec<Value>);
+
+impl Rendered {
+    fn kinds_and_names(&self) -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = self
+            .0
+            .iter()
+            .map(|object| {
+                let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+                (text(&object["kind"]), text(&object["metadata"]["name"]))
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn names_of(&self, kind: &str) -> Vec<String> {
+        let pairs = self.kinds_and_names().into_iter();
+        pairs
+            .filter(|(k, _)| k == kind)
+            .map(|(_, name)| name)
+            .collect()
+    }
+
+    fn get(&self, kind: &str, name: &str) -> &Value {
+        self.0
+            .iter()
+            .find(|object| object["kind"] == kind && object["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in {:?}", self.kinds_and_names()))
+    }
+
+    fn pod(&self, deployment: &str) -> &Value {
+        &self.get("Deployment", deployment)["spec"]["template"]["spec"]
+    }
+
+    fn args(&self, deployment: &str) -> Vec<String> {
+        strings(&self.pod(deployment)["containers"][0]["args"])
+    }
+
+    fn env(&self, deployment: &str, name: &str) -> Option<&Value> {
+        let env = self.pod(deployment)["containers"][0]["env"].as_array()?;
+        env.iter().find(|variable| variable["name"] == name)
+    }
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+    items
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every resource and verb a rendered role grants.
+fn granted(role: &Value) -> Vec<String> {
+    let rules = role["rules"].as_array().unwrap();
+    rules
+        .iter()
+        .flat_map(|rule| strings(&rule["resources"]))
+        .collect()
+}
+
+#[test]
+fn lint_is_strict_clean_with_every_values_file() {
+    let Some(helm) = Helm::new() else {
+        return;
+    };
+    helm.run(&["lint", "--strict", CHART]).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(format!("{CHART}/ci"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "values files of ci/: {files:?}");
+    for file in files {
+        let file = file.display().to_string();
+        helm.run(&["lint", "--strict", CHART, "--values", &file])
+            .unwrap_or_else(|output| panic!("helm lint --values {file}:\n{output}"));
+    }
+}
+
+#[test]
+fn the_defaults_give_two_replicas_one_leading_spread_and_budgeted() {
+    let Some(helm) = Helm::new() else {
+        return;
+    };
+    let rendered = helm.template(None, &[]).unwrap();
+    let expected = [
+        ("ClusterRole", "iothub-dynreg"),
+        ("ClusterRoleBinding", "iothub-dynreg"),
+        ("Deployment", "iothub-dynreg"),
+        ("PodDisruptionBudget", "iothub-dynreg"),
+        ("Role", "iothub-dynreg-leader-election"),
+        ("RoleBinding", "iothub-dynreg-leader-election"),
+        ("Service", "iothub-dynreg-metrics"),
+        ("ServiceAccount", "iothub-dynreg"),
+    ];
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|(kind, name)| (kind.to_string(), name.to_string()))
+        .collect();
+    assert_eq!(rendered.kinds_and_names(), expected);
+
+    let deployment = rendered.get("Deployment", "iothub-dynreg");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let args = rendered.args("iothub-dynreg");
+    assert!(args.contains(&"--leader-election".to_owned()), "{args:?}");
+    assert!(
+        !args.iter().any(|arg| arg.starts_with("--watch-")),
+        "{args:?}"
+    );
+    let pod = rendered.pod("iothub-dynreg");
+    assert_eq!(pod["serviceAccountName"], "iothub-dynreg");
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "iothub-dynreg:0.1.0");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"][0],
+        "ALL"
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "probes");
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "probes");
+    let spread = &pod["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(spread["whenUnsatisfiable"], "ScheduleAnyway");
+    let budget = rendered.get("PodDisruptionBudget", "iothub-dynreg");
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    let grants = granted(rendered.get("ClusterRole", "iothub-dynreg"));
+    assert!(
+        grants.contains(&"clustercredentials".to_owned()),
+        "{grants:?}"
+    );
+    // No default credentials unless given.
+    let namespaces = rendered.env(
+        "iothub-dynreg",
+        "IOTHUB_DYNREG_DEFAULT_CREDENTIALS_NAMESPACES",
+    );
+    assert_eq!(namespaces.unwrap()["value"], "");
+    assert!(
+        rendered
+            .env("iothub-dynreg", "TENCENTCLOUD_SECRET_ID")
+            .is_none()
+    );
+}
+
+#[test]
+fn one_replica_has_no_budget_and_no_lease() {
+    let Some(helm) = Helm::new() else {
+        return;
+    };
+    let rendered = helm
+        .template(Some("single-replica-values.yaml"), &[])
+        .unwrap();
+    assert!(rendered.names_of("PodDisruptionBudget").is_empty());
+    assert_eq!(rendered.names_of("Role"), Vec::<String>::new());
+    let args = rendered.args("iothub-dynreg");
+    assert!(
+        !args.iter().any(|arg| arg.starts_with("--leader-election")),
+        "{args:?}"
+    );
+    // A budget asked for explicitly is there even with one replica.
+    let asked = helm
+        .template(
+            Some("single-replica-values.yaml"),
+            &["podDisruptionBudget.enabled=true"],
+        )
+        .unwrap();
+    assert_eq!(asked.names_of("PodDisruptionBudget"), ["iothub-dynreg"]);
+}
+
+#[test]
+fn namespace_scope_grants_a_role_in_that_namespace_only() {
+    let Some(helm) = Helm::new() else {
+        return;
+    };
+    let rendered = helm
+        .template(Some("namespace-scope-values.yaml"), &[])
+        .unwrap();
+    assert!(rendered.names_of("ClusterRole").is_empty());
+    assert!(rendered.names_of("ClusterRoleBinding").is_empty());
+    let role = rendered.get("Role", "iothub-dynreg");
+    assert_eq!(role["metadata"]["namespace"], "team-a");
+    let grants = granted(role);
+    for cluster_scoped in [
+        "clustercredentials",
+        "clustercredentials/status",
+        "namespaces",
+    ] {
+        assert!(!grants.contains(&cluster_scoped.to_owned()), "{grants:?}");
+    }
+    let binding = rendered.get("RoleBinding", "iothub-dynreg");
+    assert_eq!(binding["metadata"]["namespace"], "team-a");
+    assert_eq!(binding["subjects"][0]["namespace"], "controllers");
+    // Leader election stays in the release's namespace.
+    let lease_role = rendered.get("Role", "iothub-dynreg-leader-election");
+    assert_eq!(lease_role["metadata"]["namespace"], "controllers");
+    let args = rendered.args("iothub-dynreg");
+    assert!(
+        args.contains(&"--watch-namespace=team-a".to_owned()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--install-scope=namespace".to_owned()),
+        "{args:?}"
+    );
+    // Without watchNamespace the release's namespace is watched.
+    let own = helm.template(None, &["installScope=Namespace"]).unwrap();
+    let args = own.args("iothub-dynreg");
+    assert!(
+        args.contains(&"--watch-namespace=controllers".to_owned()),
+        "{args:?}"
+    );
+}
+
+#[test]
+fn each_shard_gets_its_deployment_service_budget_and_selector() {
+    let Some(helm) = Helm::new() else {
+        return;
+    };
+    let rendered = helm.template(Some("shards-values.yaml"), &[]).unwrap();
+    let deployments = [
+        "iothub-dynreg",
+        "iothub-dynreg-shard-2",
+        "iothub-dynreg-shard-3",
+    ];
+    assert_eq!(rendered.names_of("Deployment"), deployments);
+    assert_eq!(rendered.names_of("PodDisruptionBudget"), deployments);
+    let services: Vec<String> = deployments.iter().map(|d| format!("{d}-metrics")).collect();
+    assert_eq!(rendered.names_of("Service"), services);
+    let selectors = [
+        "--watch-label-selector=!sharding.iothub.dynreg.io/key",
+        "--watch-label-selector=sharding.iothub.dynreg.io/key=shard-2",
+        "--watch-label-selector=sharding.iothub.dynreg.io/key=shard-3",
+    ];
+    for (deployment, selector) in deployments.iter().zip(selectors) {
+        let args = rendered.args(deployment);
+        assert!(
+            args.contains(&selector.to_owned()),
+            "{deployment}: {args:?}"
+        );
+        // Each selects its own pods only, for its Service and budget.
+        let selected = &rendered.get("Deployment", deployment)["spec"]["selector"];
+        assert_eq!(
+            selected["matchLabels"]["app.kubernetes.io/name"],
+            *deployment
+        );
+        let service = rendered.get("Service", &format!("{deployment}-metrics"));
+        assert_eq!(
+            service["spec"]["selector"]["app.kubernetes.io/name"],
+            *deployment
+        );
+    }
+}
+
+#[test]
+fn web_identity_projects_a_token_for_its_audience() {
+    let Some(helm) = Helm::new() else {
+        return;
+    };
+    let rendered = helm
+        .template(Some("web-identity-values.yaml"), &[])
+        .unwrap();
+    let pod = rendered.pod("iothub-dynreg");
+    let projected = &pod["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(projected["audience"], "sts.cloud.tencent.com");
+    assert_eq!(projected["expirationSeconds"], 7200);
+    let mount = &pod["containers"][0]["volumeMounts"][0];
+    assert_eq!(mount["readOnly"], true);
+    let token_file = rendered
+        .env("iothub-dynreg", "TKE_WEB_IDENTITY_TOKEN_FILE")
+        .unwrap();
+    let expected = format!(
+        "{}/{}",
+        mount["mountPath"].as_str().unwrap(),
+        projected["path"].as_str().unwrap()
+    );
+    assert_eq!(token_file["value"], expected);
+    for (name, value) in [
+        (
+            "TKE_ROLE_ARN",
+            "qcs::cam::uin/100000000001:roleName/iothub-dynreg",
+        ),
+        ("TKE_PROVIDER_ID", "cls-oidc-test"),
+        ("TKE_REGION", "ap-guangzhou"),
+        (
+            "IOTHUB_DYNREG_DEFAULT_CREDENTIALS_NAMESPACES",
+            "fleet,gateways",
+        ),
+    ] {
+        assert_eq!(rendered.env("iothub-dynreg", name).unwrap()["value"], value);
+    }
+}
+
+#[test]
+fn production_values_reach_the_pod_spec() {
+    let Some(helm) = Helm::new() else {
+        return;
+    };
+    let rendered = helm.template(Some("production-values.yaml"), &[]).unwrap();
+    let deployment = rendered.get("Deployment", "iothub-dynreg");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let pod = rendered.pod("iothub-dynreg");
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"],
+        "registry.example.com/platform/iothub-dynreg@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    );
+    assert_eq!(container["imagePullPolicy"], "Always");
+    assert_eq!(pod["imagePullSecrets"][0]["name"], "registry-pull");
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(pod["nodeSelector"]["node-role.kubernetes.io/platform"], "");
+    assert_eq!(pod["tolerations"][0]["value"], "platform");
+    assert!(pod["affinity"]["podAntiAffinity"].is_object());
+    let spread = pod["topologySpreadConstraints"].as_array().unwrap();
+    assert_eq!(spread.len(), 1, "the given constraints replace the default");
+    assert_eq!(spread[0]["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(container["resources"]["limits"]["memory"], "512Mi");
+    let args = rendered.args("iothub-dynreg");
+    for expected in [
+        "--leader-election-lease-duration=20s",
+        "--log-format=text",
+        "--concurrency=64",
+        "--resync-interval=30m",
+        "--rate-limit=UpdateProductDynamicRegister=10",
+        "--observe-interval=5m",
+    ] {
+        assert!(args.contains(&expected.to_owned()), "{expected}: {args:?}");
+    }
+    let secret_id = rendered
+        .env("iothub-dynreg", "TENCENTCLOUD_SECRET_ID")
+        .unwrap();
+    let reference = &secret_id["valueFrom"]["secretKeyRef"];
+    assert_eq!(reference["name"], "tencent-default");
+    assert_eq!(reference["key"], "secretId");
+    assert_eq!(reference["optional"], false);
+    assert_eq!(
+        rendered.env("iothub-dynreg", "RUST_LOG").unwrap()["value"],
+        "info"
+    );
+    let budget = rendered.get("PodDisruptionBudget", "iothub-dynreg");
+    assert_eq!(budget["spec"]["maxUnavailable"], 2);
+    let annotations = &pod["containers"];
+    assert!(annotations.is_array());
+    let template = &deployment["spec"]["template"]["metadata"];
+    assert_eq!(template["annotations"]["example.com/team"], "platform");
+    let account = rendered.get("ServiceAccount", "iothub-dynreg");
+    assert_eq!(
+        account["metadata"]["annotations"]["example.com/owner"],
+        "platform"
+    );
+}
+
+#[test]
+fn wrong_values_fail_with_their_path_and_what_is_expected() {
+    let Some(helm) = Helm::new() else {
+        return;
+    };
+    let cases = [
+        ("replicaCount=two", "/replicaCount"),
+        ("installScope=Everywhere", "/installScope"),
+        ("replicas=3", "replicas"),
+        (
+            "replicaCount=3,leaderElection.enabled=false",
+            "leaderElection",
+        ),
+        ("webIdentity.enabled=true", "/webIdentity/roleArn"),
+        ("sharding.shards={Shard_2}", "/sharding/shards/0"),
+        ("image.digest=latest", "/image/digest"),
+        ("logFormat=xml", "/logFormat"),
+        (
+            "leaderElection.leaseDuration=15",
+            "/leaderElection/leaseDuration",
+        ),
+        ("rateLimits={UpdateProductDynamicRegister}", "/rateLimits/0"),
+        ("watchNamespace=Team_A", "/watchNamespace"),
+    ];
+    for (set, path) in cases {
+        let refused = match helm.template(None, &[set]) {
+            Ok(_) => panic!("--set {set} was accepted"),
+            Err(output) => output,
+        };
+        assert!(
+            refused.contains("values don't meet the specifications of the schema"),
+            "--set {set}: {refused}"
+        );
+        assert!(
+            refused.contains(path),
+            "--set {set} does not name {path}: {refused}"
+        );
+    }
+}
+
+/// kubectl as the cluster's admin: its output, or the output as the error.
+fn kubectl(plane: &ControlPlane, args: &[&str]) -> Result<String, String> {
+    kubectl_with(&plane.admin_kubeconfig(), args)
+}
+
+fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
+    let output = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("CI needs kubectl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+fn get_json(plane: &ControlPlane, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.extend(["-o", "json"]);
+    let text = kubectl(plane, &args).unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn exists(plane: &ControlPlane, args: &[&str]) -> bool {
+    let mut args = args.to_vec();
+    args.extend(["--ignore-not-found", "-o", "name"]);
+    !kubectl(plane, &args).unwrap().trim().is_empty()
+}
+
+/// Waits until `done`, up to `timeout`.
+async fn eventually(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_upgrade_and_uninstall_on_the_real_api_server_keep_crds_and_resources() {
+    let Some(helm) = Helm::new() else {
+        return;
+    };
+    let Some(plane) = ControlPlane::shared() else {
+        return;
+    };
+    let _turn = SERVER.lock().await;
+    let admin = plane.admin_kubeconfig();
+    let admin = admin.to_str().unwrap();
+    // A cluster without the CRDs: the chart brings them.
+    let mut delete_crds = vec!["delete", "crd", "--wait=true"];
+    delete_crds.extend(CRDS);
+    kubectl(plane, &delete_crds).unwrap();
+    let release = [
+        "--namespace",
+        "platform",
+        "--kubeconfig",
+        admin,
+        "--create-namespace",
+    ];
+    let install = |command: &str, sets: &[&str]| {
+        let mut args = vec![command, "dynreg", CHART];
+        args.extend(release);
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        helm.run(&args)
+            .unwrap_or_else(|e| panic!("helm {command} {sets:?}: {e}"))
+    };
+    install(
+        "install",
+        &[
+            "defaultCredentials.existingSecret=tencent-default",
+            "defaultCredentials.optional=true",
+        ],
+    );
+    for crd in CRDS {
+        assert!(
+            exists(plane, &["get", "crd", crd]),
+            "helm installed no CRD {crd}"
+        );
+    }
+    // Every object of the release is on the server, as the chart rendered it.
+    let manifest = helm.run(&[
+        "get",
+        "manifest",
+        "dynreg",
+        "--namespace",
+        "platform",
+        "--kubeconfig",
+        admin,
+    ]);
+    let objects = yaml_documents(&manifest.unwrap(), "helm get manifest").unwrap();
+    assert_eq!(objects.len(), 8, "{objects:?}");
+    for object in &objects {
+        let kind = object["kind"].as_str().unwrap();
+        let name = object["metadata"]["name"].as_str().unwrap();
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("platform");
+        assert!(
+            exists(plane, &["get", kind, name, "-n", namespace]),
+            "{kind} {name}"
+        );
+    }
+    let deployment = get_json(
+        plane,
+        &[
+            "get",
+            "deployment",
+            "dynreg-iothub-dynreg",
+            "-n",
+            "platform",
+        ],
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "dynreg-iothub-dynreg");
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "probes");
+    let secret_id = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "TENCENTCLOUD_SECRET_ID");
+    assert_eq!(
+        secret_id.unwrap()["valueFrom"]["secretKeyRef"]["optional"],
+        true
+    );
+
+    // A tenant's resource, which neither upgrades nor the uninstall may touch.
+    kubectl(plane, &["create", "namespace", "tenant"]).unwrap();
+    let kept = registration("kept", "KEPT000001", RegistrationMode::AutoCreate, 5);
+    let kept = serde_json::to_string(&kept).unwrap();
+    let kept_file = plane.dir().join("kept.json");
+    std::fs::write(&kept_file, kept).unwrap();
+    kubectl(
+        plane,
+        &["create", "-n", "tenant", "-f", kept_file.to_str().unwrap()],
+    )
+    .unwrap();
+
+    // Upgrades: a shard and three replicas, then one replica without leader election.
+    install(
+        "upgrade",
+        &[
+            "replicaCount=3",
+            "logFormat=text",
+            "sharding.enabled=true",
+            "sharding.shards={east}",
+        ],
+    );
+    let main = get_json(
+        plane,
+        &[
+            "get",
+            "deployment",
+            "dynreg-iothub-dynreg",
+            "-n",
+            "platform",
+        ],
+    );
+    assert_eq!(main["spec"]["replicas"], 3);
+    let args = strings(&main["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(args.contains(&"--log-format=text".to_owned()), "{args:?}");
+    assert!(args.contains(&"--watch-label-selector=!sharding.iothub.dynreg.io/key".to_owned()));
+    assert!(exists(
+        plane,
+        &[
+            "get",
+            "deployment",
+            "dynreg-iothub-dynreg-east",
+            "-n",
+            "platform"
+        ]
+    ));
+    assert!(exists(
+        plane,
+        &["get", "pdb", "dynreg-iothub-dynreg-east", "-n", "platform"]
+    ));
+    install(
+        "upgrade",
+        &["replicaCount=1", "leaderElection.enabled=false"],
+    );
+    for gone in [
+        ["deployment", "dynreg-iothub-dynreg-east"],
+        ["pdb", "dynreg-iothub-dynreg"],
+        ["role", "dynreg-iothub-dynreg-leader-election"],
+    ] {
+        let args = ["get", gone[0], gone[1], "-n", "platform"];
+        assert!(
+            !exists(plane, &args),
+            "still there after the upgrade: {gone:?}"
+        );
+    }
+
+    helm.run(&[
+        "uninstall",
+        "dynreg",
+        "--namespace",
+        "platform",
+        "--kubeconfig",
+        admin,
+    ])
+    .unwrap();
+    eventually(
+        "the release's objects to go",
+        Duration::from_secs(30),
+        || {
+            !exists(
+                plane,
+                &[
+                    "get",
+                    "deployment",
+                    "dynreg-iothub-dynreg",
+                    "-n",
+                    "platform",
+                ],
+            ) && !exists(plane, &["get", "clusterrole", "dynreg-iothub-dynreg"])
+        },
+    )
+    .await;
+    for crd in CRDS {
+        assert!(
+            exists(plane, &["get", "crd", crd]),
+            "uninstall deleted {crd}"
+        );
+    }
+    assert!(exists(
+        plane,
+        &["get", "dynamicregistration", "kept", "-n", "tenant"]
+    ));
+}
