@@ -15,7 +15,7 @@ use iothub_dynreg::controller::credentials::{DefaultCredentials, Grants, Namespa
 use iothub_dynreg::controller::decision::requeue::Delays;
 use iothub_dynreg::controller::resources;
 use iothub_dynreg::controller::runtime::shard::ShardSelector;
-use iothub_dynreg::controller::runtime::{Settings, Shared, leading};
+use iothub_dynreg::controller::runtime::{InstallScope, Settings, Shared, leading};
 use iothub_dynreg::ops::http::{self, Health};
 use iothub_dynreg::ops::leader::LeaseSettings;
 use iothub_dynreg::ops::logging::{self, LogFormat};
@@ -139,6 +139,16 @@ struct RunFlags {
     /// Watch only this namespace instead of the whole cluster.
     #[arg(long, env = "IOTHUB_DYNREG_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
+    /// What the controller's RBAC lets it read: `cluster` (a ClusterRole: also ClusterCredentials
+    /// and namespace labels) or `namespace` (a Role in the namespace of --watch-namespace only:
+    /// no cluster-scoped watches, and ClusterCredentials are unavailable).
+    #[arg(
+        long,
+        env = "IOTHUB_DYNREG_INSTALL_SCOPE",
+        value_enum,
+        default_value = "cluster"
+    )]
+    install_scope: Scope,
     /// Reconcile only the resources whose labels match this selector, so that several
     /// Deployments split a very large fleet (e.g. `sharding.iothub.dynreg.io/key=shard-2`, and
     /// `!sharding.iothub.dynreg.io/key` for the unlabelled rest). Secrets are watched with the
@@ -182,6 +192,13 @@ struct RunFlags {
     /// A leader that has not renewed for this long loses the Lease; it renews every third of it.
     #[arg(long, env = "IOTHUB_DYNREG_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     leader_election_lease_duration: Duration,
+}
+
+/// `--install-scope`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Scope {
+    Cluster,
+    Namespace,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -264,6 +281,9 @@ fn plan_options(flags: PlanFlags) -> Result<command::Options, String> {
 }
 
 async fn run(flags: RunFlags) -> Result<(), String> {
+    if matches!(flags.install_scope, Scope::Namespace) && flags.watch_namespace.is_none() {
+        return Err("--install-scope namespace needs --watch-namespace: the namespace the controller's Role is in".to_owned());
+    }
     let metrics = Arc::new(Metrics::new());
     let cloud = cloud_client(&flags, metrics.clone())?;
     let identity = replica_identity();
@@ -376,8 +396,13 @@ fn settings(
         credentials: Grants {
             default: default_credentials,
             default_namespaces: NamespaceAllowList::parse(&flags.default_credentials_namespaces),
+            cluster_credentials: matches!(flags.install_scope, Scope::Cluster),
         },
         watch_namespace: flags.watch_namespace.clone(),
+        install_scope: match flags.install_scope {
+            Scope::Cluster => InstallScope::Cluster,
+            Scope::Namespace => InstallScope::Namespace,
+        },
         instance: Some(identity.to_owned()),
     }
 }

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use iothub_dynreg::controller::resources::RegistrationMode;
+use iothub_dynreg::controller::resources::{ClusterCredentialsReference, RegistrationMode};
 use serde_json::Value;
 use support::control_plane::{ControlPlane, yaml_documents};
-use support::e2e::registration;
+use support::e2e::{Harness, registration};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/iothub-dynreg");
 const CRDS: [&str; 2] = [
@@ -744,4 +744,191 @@ async fn install_upgrade_and_uninstall_on_the_real_api_server_keep_crds_and_reso
         plane,
         &["get", "dynamicregistration", "kept", "-n", "tenant"]
     ));
+}
+
+/// The environment the Deployment gives its container: literal values, and the pod's name and
+/// namespace.
+fn pod_environment(container: &Value, pod: &str, namespace: &str) -> Vec<(String, String)> {
+    let variables = container["env"].as_array().unwrap();
+    let mut environment = Vec::new();
+    for variable in variables {
+        let name = variable["name"].as_str().unwrap().to_owned();
+        let field = variable["valueFrom"]["fieldRef"]["fieldPath"].as_str();
+        let value = match (variable["value"].as_str(), field) {
+            (Some(value), _) => value.to_owned(),
+            (None, Some("metadata.name")) => pod.to_owned(),
+            (None, Some("metadata.namespace")) => namespace.to_owned(),
+            // The API server leaves an empty value out.
+            (None, None) if variable.get("valueFrom").is_none() => String::new(),
+            _ => panic!("no value for {variable}"),
+        };
+        environment.push((name, value));
+    }
+    environment
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_scoped_install_reconciles_with_its_role_alone() {
+    let Some(helm) = Helm::new() else {
+        return;
+    };
+    let Some(harness) = Harness::with_credentials(
+        "products: [{productId: SCOPED0001, region: ap-guangzhou}]",
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let _turn = SERVER.lock().await;
+    let (plane, namespace) = (harness.plane, harness.namespace.as_str());
+    let admin = plane.admin_kubeconfig();
+    let admin = admin.to_str().unwrap();
+    helm.run(&[
+        "install",
+        "team",
+        CHART,
+        "--namespace",
+        namespace,
+        "--kubeconfig",
+        admin,
+        "--set",
+        "installScope=Namespace",
+        "--set",
+        "replicaCount=1",
+    ])
+    .unwrap();
+    let cluster_roles = kubectl(
+        plane,
+        &[
+            "get",
+            "clusterroles",
+            "-l",
+            "app.kubernetes.io/instance=team",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(
+        cluster_roles.unwrap().trim(),
+        "",
+        "a namespace-scoped install made ClusterRoles"
+    );
+
+    // The controller as the pod would run: the Deployment's arguments and environment, as its
+    // ServiceAccount.
+    let account = "team-iothub-dynreg";
+    let user = format!("system:serviceaccount:{namespace}:{account}");
+    let token = kubectl(
+        plane,
+        &["create", "token", account, "-n", namespace, "--duration=1h"],
+    )
+    .unwrap();
+    let kubeconfig = harness.dir.join("team.kubeconfig");
+    plane.write_kubeconfig(&kubeconfig, &user, token.trim());
+    let deployment = get_json(plane, &["get", "deployment", account, "-n", namespace]);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = strings(&container["args"])
+        .into_iter()
+        .filter(|arg| !arg.starts_with("--metrics-addr") && !arg.starts_with("--health-addr"))
+        .collect();
+    assert!(
+        args.contains(&"--install-scope=namespace".to_owned()),
+        "{args:?}"
+    );
+    let environment = pod_environment(container, "team-0", namespace);
+    let environment: Vec<(&str, &str)> = environment
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let controller = harness.spawn_as(&kubeconfig, &args, &environment);
+
+    harness
+        .create(registration(
+            "scoped",
+            "SCOPED0001",
+            RegistrationMode::AutoCreate,
+            9,
+        ))
+        .await;
+    let mut wants_cluster = registration(
+        "wants-cluster",
+        "SCOPED0001",
+        RegistrationMode::AutoCreate,
+        9,
+    );
+    wants_cluster.spec.credentials_secret_ref = None;
+    wants_cluster.spec.cluster_credentials_ref = Some(ClusterCredentialsReference {
+        name: "shared".to_owned(),
+    });
+    harness.create(wants_cluster).await;
+    harness
+        .wait_reason("scoped", "InSync", Duration::from_secs(30), &controller)
+        .await;
+    let told = harness
+        .wait_reason(
+            "wants-cluster",
+            "CredentialsNotAllowed",
+            Duration::from_secs(30),
+            &controller,
+        )
+        .await;
+    let message = &told.condition("Ready").unwrap().message;
+    assert!(
+        message.contains("unavailable") && message.contains("--install-scope namespace"),
+        "{message}"
+    );
+    let ready = reqwest::get(format!("{}/readyz", controller.probes_url))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // Every request it made was allowed, and in its own namespace.
+    let requests = plane.requests_of(&user);
+    assert!(!requests.is_empty());
+    for request in &requests {
+        // (A 404 is the first look for its Lease.)
+        assert!(![401, 403].contains(&request.code), "refused: {request:?}");
+        assert_eq!(
+            request.namespace, namespace,
+            "outside its namespace: {request:?}"
+        );
+    }
+    // And its Role gives nothing elsewhere.
+    let elsewhere = kubectl_with(&kubeconfig, &["get", "secrets", "-n", "iothub-dynreg"]);
+    assert!(elsewhere.unwrap_err().contains("Forbidden"));
+    let cluster = kubectl_with(&kubeconfig, &["get", "clustercredentials"]);
+    assert!(cluster.unwrap_err().contains("Forbidden"));
+    harness.assert_no_secrets_logged(&controller).await;
+    drop(controller);
+
+    // The same Role with the cluster scope (what such an install was before there was a
+    // namespace scope): never ready, and the log says why and what to do.
+    let mut cluster_scoped: Vec<String> = args
+        .iter()
+        .filter(|arg| !arg.starts_with("--install-scope"))
+        .cloned()
+        .collect();
+    cluster_scoped.push("--leader-election-lease-name=cluster-scoped".to_owned());
+    let misinstalled = harness.spawn_as(&kubeconfig, &cluster_scoped, &environment);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let ready = reqwest::get(format!("{}/readyz", misinstalled.probes_url))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(
+        misinstalled.stderr().contains("--install-scope namespace"),
+        "{}",
+        misinstalled.stderr()
+    );
+    drop(misinstalled);
+    helm.run(&[
+        "uninstall",
+        "team",
+        "--namespace",
+        namespace,
+        "--kubeconfig",
+        admin,
+    ])
+    .unwrap();
 }

@@ -53,13 +53,26 @@ pub enum Error {
     },
 }
 
-/// The controller's own credentials, and who may use them.
-#[derive(Clone, Debug, Default)]
+/// The controller's own credentials, and who may use them; whether ClusterCredentials can be.
+#[derive(Clone, Debug)]
 pub struct Grants {
     /// The controller's own credentials (`TENCENTCLOUD_*`, or TKE's web identity).
     pub default: Option<DefaultCredentials>,
     /// Namespaces allowed to use them (none by default).
     pub default_namespaces: NamespaceAllowList,
+    /// ClusterCredentials are read (an install for the cluster; one for a namespace cannot).
+    pub cluster_credentials: bool,
+}
+
+impl Default for Grants {
+    /// No default credentials; ClusterCredentials available.
+    fn default() -> Self {
+        Self {
+            default: None,
+            default_namespaces: NamespaceAllowList::None,
+            cluster_credentials: true,
+        }
+    }
 }
 
 /// Resolves the credentials of resources; shared by every reconcile.
@@ -68,6 +81,7 @@ pub struct Resolver {
     caches: Arc<Caches>,
     default: Option<DefaultCredentials>,
     default_namespaces: NamespaceAllowList,
+    cluster_credentials: bool,
     gate: CredentialGate,
     known: secret::KnownCredentials,
     cluster: cluster::ClusterAccess,
@@ -97,6 +111,7 @@ impl Resolver {
             caches,
             default: grants.default,
             default_namespaces: grants.default_namespaces,
+            cluster_credentials: grants.cluster_credentials,
             gate: CredentialGate::new(rest),
             known: secret::KnownCredentials::default(),
             cluster: cluster::ClusterAccess::new(cloud),
@@ -129,6 +144,12 @@ impl Resolver {
     ) -> Result<Result<Credentials, Problem>, Error> {
         let namespace = resource.namespace().unwrap_or_default();
         if let Some(reference) = &resource.spec.cluster_credentials_ref {
+            if !self.cluster_credentials {
+                return Ok(Err(Problem::ClusterCredentialsUnavailable {
+                    name: reference.name.clone(),
+                    namespace,
+                }));
+            }
             let kube = (&self.client, &*self.caches);
             return self
                 .cluster

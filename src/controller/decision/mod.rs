@@ -84,6 +84,13 @@ pub enum Problem {
         /// What is wrong, without values.
         detail: String,
     },
+    /// The controller is installed for one namespace and reads no cluster-scoped objects.
+    ClusterCredentialsUnavailable {
+        /// Their name.
+        name: String,
+        /// The namespace the controller is installed for.
+        namespace: String,
+    },
     /// No credentials Secret, and the controller's own credentials are not for this namespace.
     CredentialsNotAllowed {
         /// The resource's namespace.
@@ -348,6 +355,12 @@ pub fn problem_verdict(problem: &Problem) -> Verdict {
             Reason::CredentialsInvalid,
             format!("ClusterCredentials {name} cannot be used: {detail}"),
         ),
+        Problem::ClusterCredentialsUnavailable { name, namespace } => stalled(
+            Reason::CredentialsNotAllowed,
+            format!(
+                "ClusterCredentials {name} are unavailable: this controller is installed for namespace {namespace} only (--install-scope namespace) and reads no cluster-scoped objects; use spec.credentialsSecretRef"
+            ),
+        ),
         Problem::CredentialsNotAllowed { namespace } => stalled(
             Reason::CredentialsNotAllowed,
             format!(
@@ -569,6 +582,10 @@ mod kstatus_tests {
             Problem::ClusterCredentialsUnusable {
                 name: "cc".into(),
                 detail: "d".into(),
+            },
+            Problem::ClusterCredentialsUnavailable {
+                name: "cc".into(),
+                namespace: "n".into(),
             },
             Problem::CredentialsResting {
                 secret_id: "i".into(),

@@ -20,10 +20,11 @@ use std::sync::Arc;
 use futures::StreamExt;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cloud::CloudClient;
 use crate::cloud::observe::Observer;
@@ -42,7 +43,7 @@ use resilient_watch::WatchBackoff;
 use triggers::{Concerned, Hooks};
 use watches::Watches;
 
-pub use settings::Settings;
+pub use settings::{InstallScope, Settings};
 
 /// Everything the controller shares with the operations endpoint.
 #[derive(Clone)]
@@ -219,11 +220,31 @@ fn controller(
     .trigger_backoff(WatchBackoff::default())
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, term)
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            warn!(%error, "controller event");
-        }
-    })
+    .for_each(|result| async move { log_failure(result) })
+}
+
+/// Logs what went wrong in kube's controller: a failed watch (retried), or a reconcile the
+/// runner could not run.
+fn log_failure<T>(result: Result<T, controller::Error<reconcile::Error, watcher::Error>>) {
+    match result {
+        Err(controller::Error::QueueError(error)) if watch_forbidden(&error) => error!(
+            %error,
+            "a watch is forbidden by the controller's RBAC: retried, and the controller stays unready until it is allowed (installed with a Role in one namespace, run it with --install-scope namespace)"
+        ),
+        Err(error) => warn!(%error, "controller event"),
+        Ok(_) => {}
+    }
+}
+
+/// A list or watch the API server refused for want of RBAC.
+fn watch_forbidden(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.is_forbidden(),
+        watcher::Error::WatchError(status) => status.is_forbidden(),
+        _ => false,
+    }
 }
 
 /// Admits the reconcile of `resource` in its queue (or parks it there), reconciles it as it is

@@ -21,6 +21,9 @@ pub struct Settings {
     pub credentials: Grants,
     /// Watch one namespace instead of the whole cluster.
     pub watch_namespace: Option<String>,
+    /// What the controller may read beyond its namespaces: cluster-scoped objects
+    /// (ClusterCredentials, namespace labels) only when installed for the cluster.
+    pub install_scope: InstallScope,
     /// Name of this replica, for Events (the pod name).
     pub instance: Option<String>,
 }
@@ -36,7 +39,19 @@ impl Default for Settings {
             shard: None,
             credentials: Grants::default(),
             watch_namespace: None,
+            install_scope: InstallScope::Cluster,
             instance: None,
         }
     }
+}
+
+/// Where the controller is installed, and so what its RBAC lets it read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstallScope {
+    /// A ClusterRole: every namespace (or one, `--watch-namespace`), ClusterCredentials and
+    /// namespace labels.
+    Cluster,
+    /// A Role in the namespace it watches and nothing beyond: no ClusterCredentials (a resource
+    /// naming them is told so) and no namespace labels; readiness waits for what it can watch.
+    Namespace,
 }

@@ -18,8 +18,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tracing::info;
 
-use super::Settings;
 use super::resilient_watch::{resilient_watch, resilient_watch_with};
+use super::{InstallScope, Settings};
 use crate::controller::cache::Caches;
 use crate::controller::cache::index::{Index, ResourceIndex, ResourceKey, resource_keys};
 use crate::controller::cache::secrets::SecretCache;
@@ -45,9 +45,11 @@ pub struct Watches {
 }
 
 /// The watches of a term, with their caches empty until the streams run. The caches count as
-/// listed (and the replica ready for traffic) once all four are: a verdict reads every one of
-/// them (a Secret absent from the cache is taken as absent, a ClusterCredentials absent as
-/// missing, a namespace absent as granted nothing).
+/// listed (and the replica ready for traffic) once all the watches the install may have are: a
+/// verdict reads every cache (a Secret absent from the cache is taken as absent, a
+/// ClusterCredentials absent as missing, a namespace absent as granted nothing). Installed for
+/// one namespace, the controller may not read cluster-scoped objects: their watches never start
+/// and readiness does not wait for them.
 /// `released` hears of the credentials Secrets a resource's deletion no longer needs (the
 /// resource went, switched to `Orphan` or to other credentials): the protection sweep looks at
 /// them even when they are out of view.
@@ -58,8 +60,9 @@ pub fn open(
     released: UnboundedSender<SecretName>,
 ) -> Watches {
     let (listed, listed_rx) = watch::channel(false);
+    let cluster_scoped = settings.install_scope == InstallScope::Cluster;
     let first_lists = Arc::new(FirstLists {
-        pending: AtomicUsize::new(4),
+        pending: AtomicUsize::new(if cluster_scoped { 4 } else { 2 }),
         listed,
         health,
     });
@@ -77,6 +80,17 @@ pub fn open(
         listed: listed_rx,
     });
     let in_view = Scope::of(client, settings);
+    let (cluster_credentials, namespaces) = match cluster_scoped {
+        true => cluster_watches(
+            (client, &in_view),
+            (credentials_writer, namespace_writer),
+            first_lists.clone(),
+        ),
+        false => (
+            futures::stream::pending().boxed(),
+            futures::stream::pending().boxed(),
+        ),
+    };
     Watches {
         resources: cached_watch(
             (in_view.resources, in_view.selector.clone(), trim_resource),
@@ -84,24 +98,40 @@ pub fn open(
             (first_lists.clone(), released_protections(released)),
         )
         .boxed(),
-        secrets: secret_watch(
-            (in_view.secrets, in_view.selector),
-            &caches,
-            first_lists.clone(),
-        )
-        .boxed(),
-        cluster_credentials: resilient_watch(Api::<ClusterCredentials>::all(client.clone()))
-            .modify(|declared| declared.managed_fields_mut().clear())
-            .reflect(credentials_writer)
-            .inspect(on_first_list(first_lists.clone()))
-            .boxed(),
-        namespaces: resilient_watch_with(in_view.namespaces, in_view.namespace_selector)
-            .modify(|namespace| namespace.managed_fields_mut().clear())
-            .reflect(namespace_writer)
-            .inspect(on_first_list(first_lists))
-            .boxed(),
+        secrets: secret_watch((in_view.secrets, in_view.selector), &caches, first_lists).boxed(),
+        cluster_credentials,
+        namespaces,
         caches,
     }
+}
+
+/// The watches of cluster-scoped objects: every ClusterCredentials, and the labels of the
+/// namespaces in view.
+fn cluster_watches(
+    (client, in_view): (&Client, &Scope),
+    (credentials, namespaces): (
+        Writer<ClusterCredentials>,
+        Writer<PartialObjectMeta<Namespace>>,
+    ),
+    first_lists: Arc<FirstLists>,
+) -> (
+    Events<ClusterCredentials>,
+    Events<PartialObjectMeta<Namespace>>,
+) {
+    let declared = resilient_watch(Api::<ClusterCredentials>::all(client.clone()))
+        .modify(|declared| declared.managed_fields_mut().clear())
+        .reflect(credentials)
+        .inspect(on_first_list(first_lists.clone()))
+        .boxed();
+    let labelled = resilient_watch_with(
+        in_view.namespaces.clone(),
+        in_view.namespace_selector.clone(),
+    )
+    .modify(|namespace| namespace.managed_fields_mut().clear())
+    .reflect(namespaces)
+    .inspect(on_first_list(first_lists))
+    .boxed();
+    (declared, labelled)
 }
 
 /// What a term watches: one namespace or all, and in a shard only what its selector matches.
