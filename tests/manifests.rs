@@ -192,6 +192,32 @@ async fn kubectl_applies_the_examples_and_the_server_validates_deploy() {
             "{object} missing from:\n{summary}"
         );
     }
+    // The one-file bundle, as its first line says to apply it.
+    let bundle = kubectl(
+        plane,
+        &[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-f",
+            "install.yaml",
+        ],
+    )
+    .unwrap();
+    assert!(bundle.status.success(), "{}", text(&bundle));
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/dynamicregistrations.iothub.dynreg.io",
+        "namespace/iothub-dynreg",
+        "clusterrolebinding.rbac.authorization.k8s.io/iothub-dynreg",
+        "poddisruptionbudget.policy/iothub-dynreg",
+        "deployment.apps/iothub-dynreg",
+    ] {
+        assert!(
+            text(&bundle).contains(object),
+            "{object} missing:\n{}",
+            text(&bundle)
+        );
+    }
     // The two-shard overlay: both Deployments, each with its own selector, pods and metrics.
     let sharded = kubectl(
         plane,
