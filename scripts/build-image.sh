@@ -16,8 +16,9 @@ cd "$(dirname "$0")/.."
 out="${1:-target/image}"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
-# Where the source is: IMAGE_SOURCE for a release, else this checkout's origin.
-source="${IMAGE_SOURCE:-$(git remote get-url origin 2>/dev/null || echo unknown)}"
+# Where the source is: IMAGE_SOURCE (the repository's URL) for a release. Not read from the
+# checkout's remote, which differs between clones of one commit and would change the digest.
+source="${IMAGE_SOURCE:-unknown}"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 
 # The binary: the image's only program. Paths in panic messages name the crate, not this host.
