@@ -54,7 +54,7 @@ impl Helm {
         })
     }
 
-    /// Runs helm; its combined output, or the output as the error when it fails.
+    /// Runs helm: what it printed, or (with its errors) why it failed.
     fn run(&self, args: &[&str]) -> Result<String, String> {
         let output = Command::new(&self.program)
             .args(args)
@@ -63,16 +63,7 @@ impl Helm {
             .env("HELM_DATA_HOME", self.home.join("data"))
             .output()
             .expect("run helm");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        if output.status.success() {
-            Ok(text)
-        } else {
-            Err(text)
-        }
+        outcome(output)
     }
 
     /// `helm template` of the chart in namespace `controllers` with a values file of ci/ (or
@@ -502,7 +493,7 @@ fn wrong_values_fail_with_their_path_and_what_is_expected() {
     }
 }
 
-/// kubectl as the cluster's admin: its output, or the output as the error.
+/// kubectl as the cluster's admin: what it printed, or (with its errors) why it failed.
 fn kubectl(plane: &ControlPlane, args: &[&str]) -> Result<String, String> {
     kubectl_with(&plane.admin_kubeconfig(), args)
 }
@@ -513,15 +504,16 @@ fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
         .env("KUBECONFIG", kubeconfig)
         .output()
         .expect("CI needs kubectl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    outcome(output)
+}
+
+/// What a command printed when it succeeded; all it printed (errors too) when it failed.
+fn outcome(output: std::process::Output) -> Result<String, String> {
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
     if output.status.success() {
-        Ok(text)
+        Ok(printed)
     } else {
-        Err(text)
+        Err(printed + &String::from_utf8_lossy(&output.stderr))
     }
 }
 
