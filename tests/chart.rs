@@ -94,6 +94,13 @@ impl Drop for Helm {
     }
 }
 
+/// Helm, and its rendering with a values file of ci/ (or the defaults).
+fn rendered(values: Option<&str>) -> Option<(Helm, Rendered)> {
+    let helm = Helm::new()?;
+    let rendered = helm.template(values, &[]).unwrap();
+    Some((helm, rendered))
+}
+
 /// The objects a rendering holds.
 struct Rendered(Vec<Value>);
 
@@ -179,10 +186,9 @@ fn lint_is_strict_clean_with_every_values_file() {
 
 #[test]
 fn the_defaults_give_two_replicas_one_leading_spread_and_budgeted() {
-    let Some(helm) = Helm::new() else {
+    let Some((_helm, rendered)) = rendered(None) else {
         return;
     };
-    let rendered = helm.template(None, &[]).unwrap();
     let expected = [
         ("ClusterRole", "iothub-dynreg"),
         ("ClusterRoleBinding", "iothub-dynreg"),
@@ -248,12 +254,9 @@ fn the_defaults_give_two_replicas_one_leading_spread_and_budgeted() {
 
 #[test]
 fn one_replica_has_no_budget_and_no_lease() {
-    let Some(helm) = Helm::new() else {
+    let Some((helm, rendered)) = rendered(Some("single-replica-values.yaml")) else {
         return;
     };
-    let rendered = helm
-        .template(Some("single-replica-values.yaml"), &[])
-        .unwrap();
     assert!(rendered.names_of("PodDisruptionBudget").is_empty());
     assert_eq!(rendered.names_of("Role"), Vec::<String>::new());
     let args = rendered.args("iothub-dynreg");
@@ -273,12 +276,9 @@ fn one_replica_has_no_budget_and_no_lease() {
 
 #[test]
 fn namespace_scope_grants_a_role_in_that_namespace_only() {
-    let Some(helm) = Helm::new() else {
+    let Some((helm, rendered)) = rendered(Some("namespace-scope-values.yaml")) else {
         return;
     };
-    let rendered = helm
-        .template(Some("namespace-scope-values.yaml"), &[])
-        .unwrap();
     assert!(rendered.names_of("ClusterRole").is_empty());
     assert!(rendered.names_of("ClusterRoleBinding").is_empty());
     let role = rendered.get("Role", "iothub-dynreg");
@@ -317,10 +317,9 @@ fn namespace_scope_grants_a_role_in_that_namespace_only() {
 
 #[test]
 fn each_shard_gets_its_deployment_service_budget_and_selector() {
-    let Some(helm) = Helm::new() else {
+    let Some((_helm, rendered)) = rendered(Some("shards-values.yaml")) else {
         return;
     };
-    let rendered = helm.template(Some("shards-values.yaml"), &[]).unwrap();
     let deployments = [
         "iothub-dynreg",
         "iothub-dynreg-shard-2",
@@ -357,12 +356,9 @@ fn each_shard_gets_its_deployment_service_budget_and_selector() {
 
 #[test]
 fn web_identity_projects_a_token_for_its_audience() {
-    let Some(helm) = Helm::new() else {
+    let Some((_helm, rendered)) = rendered(Some("web-identity-values.yaml")) else {
         return;
     };
-    let rendered = helm
-        .template(Some("web-identity-values.yaml"), &[])
-        .unwrap();
     let pod = rendered.pod("iothub-dynreg");
     let projected = &pod["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
     assert_eq!(projected["audience"], "sts.cloud.tencent.com");
@@ -396,10 +392,9 @@ fn web_identity_projects_a_token_for_its_audience() {
 
 #[test]
 fn production_values_reach_the_pod_spec() {
-    let Some(helm) = Helm::new() else {
+    let Some((_helm, rendered)) = rendered(Some("production-values.yaml")) else {
         return;
     };
-    let rendered = helm.template(Some("production-values.yaml"), &[]).unwrap();
     let deployment = rendered.get("Deployment", "iothub-dynreg");
     assert_eq!(deployment["spec"]["replicas"], 3);
     let pod = rendered.pod("iothub-dynreg");
