@@ -211,6 +211,7 @@ fn context(
         secrets: Arc::default(),
         known_secrets: Default::default(),
         verified_secrets: Default::default(),
+        observations: Default::default(),
         cluster_credentials: reflector::store().0,
         namespaces: reflector::store().0,
         listed: tokio::sync::watch::channel(true).1,

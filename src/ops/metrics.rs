@@ -2,6 +2,7 @@
 //! object name, never a secret.
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,8 +15,18 @@ use prometheus_client::registry::Registry;
 use crate::cloud::Action;
 use crate::cloud::client::CallObserver;
 
-/// Reads the Ready reason of every resource in view, for the `resources` gauge at each scrape.
-pub type Census = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+/// Counts the resources in view at each scrape.
+pub type Census = Box<dyn Fn() -> Tally + Send + Sync>;
+
+/// What a [`Census`] counts.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// The reason of every resource's Ready condition (`Unknown` before the first verdict).
+    pub reasons: Vec<String>,
+    /// How long ago the least recently observed Ready resource read the cloud; `None` when none
+    /// is Ready.
+    pub oldest_ready_observation: Option<Duration>,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -53,6 +64,7 @@ pub struct Metrics {
     limiter_wait: Family<ActionLabel, Histogram, fn() -> Histogram>,
     drift_corrected: Counter,
     resources: Family<ReasonLabel, Gauge>,
+    oldest_observation: Gauge<f64, AtomicU64>,
     census: Mutex<Option<Census>>,
     leader: Gauge,
 }
@@ -110,6 +122,12 @@ impl Metrics {
             "DynamicRegistrations by the reason of their Ready condition",
             resources.clone(),
         );
+        let oldest_observation = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "oldest_ready_observation_age_seconds",
+            "Seconds since the least recently checked Ready resource read the cloud (0 when none is Ready): a resync that finds nothing new writes nothing, so this shows that checking goes on",
+            oldest_observation.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -125,6 +143,7 @@ impl Metrics {
             limiter_wait,
             drift_corrected,
             resources,
+            oldest_observation,
             census: Mutex::new(None),
             leader,
         }
@@ -153,13 +172,16 @@ impl Metrics {
         *self.census.lock().unwrap_or_else(|e| e.into_inner()) = census;
     }
 
-    /// Recounts resources by Ready reason, just before a scrape.
+    /// Recounts resources by Ready reason and the oldest observation, just before a scrape.
     fn count_resources(&self) {
         let census = self.census.lock().unwrap_or_else(|e| e.into_inner());
+        let tally = census.as_ref().map(|census| census()).unwrap_or_default();
         let mut counts = std::collections::BTreeMap::<String, i64>::new();
-        for reason in census.as_ref().map(|census| census()).unwrap_or_default() {
+        for reason in tally.reasons {
             *counts.entry(reason).or_default() += 1;
         }
+        let oldest = tally.oldest_ready_observation.unwrap_or_default();
+        self.oldest_observation.set(oldest.as_secs_f64());
         self.resources.clear();
         for (reason, count) in counts {
             self.resources
@@ -205,12 +227,13 @@ mod tests {
         let metrics = Metrics::new();
         metrics.reconciled("settled", Duration::from_millis(30));
         metrics.reconciled("error", Duration::from_millis(3));
-        metrics.set_census(Some(Box::new(|| {
-            vec![
+        metrics.set_census(Some(Box::new(|| Tally {
+            reasons: vec![
                 "InSync".to_owned(),
                 "InSync".to_owned(),
                 "Drifted".to_owned(),
-            ]
+            ],
+            oldest_ready_observation: Some(Duration::from_millis(1500)),
         })));
         metrics.call_finished(
             Action::UpdateProductDynamicRegister,
@@ -231,6 +254,7 @@ mod tests {
             "iothub_dynreg_leader 1",
             "iothub_dynreg_resources{reason=\"InSync\"} 2",
             "iothub_dynreg_resources{reason=\"Drifted\"} 1",
+            "iothub_dynreg_oldest_ready_observation_age_seconds 1.5",
             "# HELP iothub_dynreg_reconcile_duration_seconds",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");

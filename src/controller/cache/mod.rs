@@ -1,9 +1,11 @@
 //! What the controller knows without asking the API server: the watch caches (the resources in
 //! view, with their [`index`]es; the Secrets in view as far as decisions read them, in
 //! [`secrets`]; ClusterCredentials; namespace labels) and what it last wrote or read of a Secret
-//! at a resourceVersion ([`versions`]), so that a steady state reads nothing.
+//! at a resourceVersion ([`versions`]), so that a steady state reads nothing; and when each
+//! resource last read the cloud ([`observations`]), since a steady state writes nothing either.
 
 pub mod index;
+pub mod observations;
 pub mod secrets;
 pub mod versions;
 
@@ -17,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::controller::resources::{ClusterCredentials, DynamicRegistration};
 use index::{ResourceIndex, ResourceKey};
+use observations::Observations;
 use secrets::SecretCache;
 use versions::{KnownSecrets, VerifiedSecrets};
 
@@ -32,6 +35,8 @@ pub struct Caches {
     pub known_secrets: KnownSecrets,
     /// Published Secrets known to match the cloud, by resourceVersion.
     pub verified_secrets: VerifiedSecrets,
+    /// When each resource last read the cloud successfully.
+    pub observations: Observations,
     /// Every ClusterCredentials.
     pub cluster_credentials: Store<ClusterCredentials>,
     /// The metadata of the namespaces in view (their labels select ClusterCredentials).

@@ -79,7 +79,7 @@ pub const SECRET_TRUST: Duration = Duration::from_secs(3600);
 /// The resource that published a Secret, by a digest of its uid (8 bytes instead of a
 /// 36-character string in each of the tens of thousands of entries; uids are the API server's,
 /// so nobody can choose one that collides).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Publisher(u64);
 
 impl Publisher {

@@ -27,8 +27,22 @@ pub struct StatusInput<'a> {
     pub now: &'a Time,
 }
 
-/// The status to record.
+/// The status to record. A resync that finds nothing new gives the previous status unchanged,
+/// times included, so that it writes nothing: `lastSyncTime` and `observationTime` move only
+/// with a change a person or tool reads (the cloud's settings, the verdict, the Secret's name,
+/// a handled reconcile request, a new generation).
 pub fn next_status(input: StatusInput<'_>) -> DynamicRegistrationStatus {
+    let mut status = next_status_keeping_times(&input);
+    let changed = input.previous != Some(&status);
+    if let (true, Some(observed_at)) = (changed, input.observed_at) {
+        status.last_sync_time = Some(input.now.clone());
+        status.observation_time = Some(Time(observed_at));
+    }
+    status
+}
+
+/// [`next_status`] with the previous status's times.
+fn next_status_keeping_times(input: &StatusInput<'_>) -> DynamicRegistrationStatus {
     let previous = input.previous.cloned().unwrap_or_default();
     let verdict = &input.plan.verdict;
     // What was published stays published (the cloud could not be seen, or an update failed),
@@ -40,18 +54,13 @@ pub fn next_status(input: StatusInput<'_>) -> DynamicRegistrationStatus {
     } else {
         previous.secret_name.clone()
     };
-    let observed = input.observed_at.is_some();
     DynamicRegistrationStatus {
         observed_generation: Some(input.generation),
         conditions: conditions(verdict, input.generation, &previous.conditions, input.now),
         cloud: input.plan.cloud.clone().or(previous.cloud),
         secret_name,
-        last_sync_time: if observed {
-            Some(input.now.clone())
-        } else {
-            previous.last_sync_time
-        },
-        observation_time: input.observed_at.map(Time).or(previous.observation_time),
+        last_sync_time: previous.last_sync_time,
+        observation_time: previous.observation_time,
         last_request_id: input
             .request_id
             .map(str::to_owned)
@@ -321,6 +330,39 @@ mod next_status_tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn a_resync_that_finds_nothing_new_gives_the_same_status_times_included() {
+        let input = |previous, now: &'static str| {
+            let plan = plan(Reason::InSync, true, Some(100));
+            let now = Time(now.parse().unwrap());
+            next_status(StatusInput {
+                previous,
+                generation: 2,
+                secret_name: "sensors-product-secret",
+                plan: &plan,
+                observed_at: Some(now.0),
+                request_id: None,
+                handled_request: None,
+                now: &now,
+            })
+        };
+        let first = input(None, "2026-01-01T00:00:00Z");
+        assert_eq!(
+            first.last_sync_time,
+            Some(Time("2026-01-01T00:00:00Z".parse().unwrap()))
+        );
+        let resynced = input(Some(&first), "2026-01-01T00:10:00Z");
+        assert_eq!(resynced, first, "nothing new: nothing to write");
+        // A new generation is news: the times move with it.
+        let mut older = first.clone();
+        older.observed_generation = Some(1);
+        let changed = input(Some(&older), "2026-01-01T00:20:00Z");
+        assert_eq!(
+            changed.observation_time,
+            Some(Time("2026-01-01T00:20:00Z".parse().unwrap()))
+        );
     }
 
     #[test]

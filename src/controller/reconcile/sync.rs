@@ -47,6 +47,10 @@ pub(super) async fn sync(
     if outcome.plan.secret_published {
         publish::delete_left_behind(resource, ctx, namespace, &facts.secret_name).await?;
     }
+    if facts.observed.is_ok() {
+        let caches = &ctx.caches;
+        caches.observations.record(resource, &caches.resources);
+    }
     let now = Time(Timestamp::now());
     let status = decision::next_status(StatusInput {
         previous: resource.status.as_ref(),

@@ -39,7 +39,7 @@ pub const FINALIZER: &str = "iothub.dynreg.io/disable-registration";
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name": "Secret", "type": "string", "priority": 1, "description": "Secret holding the ProductSecret", "jsonPath": ".status.secretName"}"#,
-    printcolumn = r#"{"name": "Synced", "type": "date", "priority": 1, "description": "When the cloud was last read", "jsonPath": ".status.lastSyncTime"}"#
+    printcolumn = r#"{"name": "Synced", "type": "date", "priority": 1, "description": "When the status last changed on a read of the cloud", "jsonPath": ".status.lastSyncTime"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -310,12 +310,15 @@ pub struct DynamicRegistrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
 
-    /// When the controller last compared the cloud with the spec successfully.
+    /// When this status last changed after a successful read of the cloud. A resync that finds
+    /// nothing new writes nothing, so this is not the time of the last check: the metric
+    /// iothub_dynreg_oldest_ready_observation_age_seconds tells that checking goes on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
 
-    /// When the cloud state in `cloud` was read. Resyncs read a snapshot of all products shared
-    /// by the resources using the same credentials and region, at most --observe-interval old.
+    /// When the cloud state this status was last changed on was read (a snapshot of all products
+    /// of the same credentials and region, at most --observe-interval old). Like lastSyncTime it
+    /// does not move while nothing changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observation_time: Option<Time>,
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
@@ -36,7 +36,7 @@ use crate::controller::reconcile::events::EventPublisher;
 use crate::controller::reconcile::{self, Context, Renders};
 use crate::controller::resources::{DynamicRegistration, MANAGER};
 use crate::ops::http::Health;
-use crate::ops::metrics::{Census, Metrics};
+use crate::ops::metrics::{Census, Metrics, Tally};
 use admission::{Admission, ResourceRef, Urgency};
 use requeue::Requeue;
 use resilient_watch::WatchBackoff;
@@ -95,9 +95,7 @@ pub async fn run(
         in_use_finalizer: term.ctx.credentials.in_use_finalizer().to_owned(),
     };
     shared.health.set_watches_established(false);
-    shared
-        .metrics
-        .set_census(Some(census(caches.resources.clone())));
+    shared.metrics.set_census(Some(census(caches.clone())));
     log_start(settings);
     let controller = controller(
         watches,
@@ -317,18 +315,26 @@ fn runner_slots(places_per_queue: usize) -> u16 {
 /// Accounts (credentials and region) whose backlogs kube's runner holds at once.
 const QUEUES_BUSY_AT_ONCE: usize = 8;
 
-/// The Ready reason of every resource in the cache, for the `resources` metric.
-fn census(resources: Store<DynamicRegistration>) -> Census {
+/// The Ready reason of every resource in the cache, and the age of the oldest observation a
+/// Ready one rests on, for the metrics.
+fn census(caches: Arc<Caches>) -> Census {
     Box::new(move || {
-        resources
-            .state()
+        let resources = caches.resources.state();
+        let reasons = resources
             .iter()
             .map(|resource| {
                 resource
                     .condition("Ready")
                     .map_or_else(|| "Unknown".to_owned(), |ready| ready.reason.clone())
             })
-            .collect()
+            .collect();
+        let oldest_ready_observation = caches
+            .observations
+            .oldest_ready_age(resources.iter().map(|resource| &**resource));
+        Tally {
+            reasons,
+            oldest_ready_observation,
+        }
     })
 }
 

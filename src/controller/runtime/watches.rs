@@ -75,6 +75,7 @@ pub fn open(
         secrets: Arc::new(SecretCache::default()),
         known_secrets: Default::default(),
         verified_secrets: Default::default(),
+        observations: Default::default(),
         cluster_credentials,
         namespaces,
         listed: listed_rx,
