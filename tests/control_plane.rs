@@ -25,6 +25,43 @@ async fn starts_and_serves_the_crd() {
         .unwrap();
 }
 
+/// The uid of an object of the flow-control API.
+async fn uid_of(admin: &kube::Client, kind: &str, name: &str) -> String {
+    let path = format!("/apis/flowcontrol.apiserver.k8s.io/v1/{kind}/{name}");
+    let object: serde_json::Value = admin
+        .request(http::Request::get(path).body(Vec::new()).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{kind}/{name}: {e}"));
+    object["metadata"]["uid"].as_str().unwrap().to_owned()
+}
+
+/// API Priority and Fairness is on, as in real clusters, and the controller's requests are
+/// classified where the defaults put a ServiceAccount: FlowSchema `service-accounts`, priority
+/// level `workload-low` (the API server names both in headers of every answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_lands_in_the_default_flow_schema_for_service_accounts() {
+    let Some(plane) = ControlPlane::shared() else {
+        return;
+    };
+    let admin = plane.admin_client().await;
+    let schema = uid_of(&admin, "flowschemas", "service-accounts").await;
+    let level = uid_of(&admin, "prioritylevelconfigurations", "workload-low").await;
+
+    let controller = plane.controller_client().await;
+    let request =
+        http::Request::get("/apis/iothub.dynreg.io/v1alpha1/dynamicregistrations?limit=1")
+            .body(kube::client::Body::empty())
+            .unwrap();
+    let answer = controller.send(request).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let header = |name: &str| {
+        let value = answer.headers().get(name);
+        value.map(|value| value.to_str().unwrap().to_owned())
+    };
+    assert_eq!(header("X-Kubernetes-PF-FlowSchema-UID"), Some(schema));
+    assert_eq!(header("X-Kubernetes-PF-PriorityLevel-UID"), Some(level));
+}
+
 const CHILD_MODE: &str = "E2E_CONTROL_PLANE_CHILD";
 
 /// Run by `processes_die_with_the_test_binary` in a child test binary: starts a plane, prints

@@ -185,13 +185,15 @@ impl ControlPlane {
                 // As hardened clusters (OpenShift) run it: setting blockOwnerDeletion on the
                 // published Secret's ownerReference needs `update` on the owner's finalizers.
                 "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+                // API Priority and Fairness stays on (the default), as in every real cluster:
+                // the controller's ServiceAccount lands in the default FlowSchema
+                // `service-accounts`, priority level `workload-low` (tests/control_plane.rs).
                 "--service-account-issuer=https://kubernetes.default.svc",
                 "--service-account-key-file",
                 &self.path("sa.pub"),
                 "--service-account-signing-key-file",
                 &self.path("sa.key"),
                 "--service-cluster-ip-range=10.96.0.0/16",
-                "--enable-priority-and-fairness=false",
                 "--audit-policy-file",
                 &self.path("audit-policy.yaml"),
                 "--audit-log-path",
@@ -309,6 +311,18 @@ impl ControlPlane {
         )
     }
 
+    /// A client as the controller's identity (the ServiceAccount of `deploy/`).
+    pub async fn controller_client(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(
+            &self.kubeconfig(CONTROLLER_USER, CONTROLLER_TOKEN),
+        )
+        .expect("the controller's kubeconfig parses");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("the controller's kubeconfig is complete");
+        kube::Client::try_from(config).expect("a client for the controller's kubeconfig")
+    }
+
     /// Writes the controller's kubeconfig (the ServiceAccount of `deploy/`) into `dir`.
     pub fn write_controller_kubeconfig(&self, dir: &Path) -> PathBuf {
         let path = dir.join("controller.kubeconfig");
@@ -391,6 +405,8 @@ pub struct AuditedRequest {
     pub namespace: String,
     pub name: String,
     pub code: u16,
+    /// When the API server received it.
+    pub received: jiff::Timestamp,
 }
 
 #[derive(Deserialize)]
@@ -401,6 +417,8 @@ struct AuditEvent {
     object: AuditObject,
     #[serde(rename = "responseStatus", default)]
     response: AuditResponse,
+    #[serde(rename = "requestReceivedTimestamp", default)]
+    received: String,
 }
 
 #[derive(Deserialize)]
@@ -443,6 +461,7 @@ impl From<AuditEvent> for AuditedRequest {
             namespace: object.namespace,
             name: object.name,
             code: event.response.code,
+            received: event.received.parse().unwrap_or_default(),
         }
     }
 }
