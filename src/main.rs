@@ -17,6 +17,7 @@ use iothub_dynreg::controller::resources;
 use iothub_dynreg::controller::runtime::shard::ShardSelector;
 use iothub_dynreg::controller::runtime::{InstallScope, Settings, Shared, leading};
 use iothub_dynreg::ops::http::{self, Health};
+use iothub_dynreg::ops::kube_client::{self, RequestRate};
 use iothub_dynreg::ops::leader::LeaseSettings;
 use iothub_dynreg::ops::logging::{self, LogFormat};
 use iothub_dynreg::ops::metrics::Metrics;
@@ -127,6 +128,14 @@ struct RunFlags {
     /// backlog, in this queue and in the rate limiter.
     #[arg(long, env = "IOTHUB_DYNREG_CONCURRENCY", default_value_t = 256)]
     concurrency: u16,
+    /// Requests a second the controller sends to the Kubernetes API, sustained (0: no limit).
+    /// Converging, a resource costs about three (its status, an Event, its Secret), so one
+    /// account at the cloud's 20/s needs about 60; the Lease is renewed outside this limit.
+    #[arg(long, env = "IOTHUB_DYNREG_KUBE_API_QPS", default_value_t = 100.0, value_parser = parse_qps)]
+    kube_api_qps: f64,
+    /// Requests sent to the Kubernetes API at once after a quiet spell.
+    #[arg(long, env = "IOTHUB_DYNREG_KUBE_API_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    kube_api_burst: u32,
     /// Namespaces whose resources may use the controller's own credentials
     /// (TENCENTCLOUD_SECRET_ID, TENCENTCLOUD_SECRET_KEY, TENCENTCLOUD_SESSION_TOKEN) when they
     /// name no credentialsSecretRef: a comma-separated list, or * for all. Default: none.
@@ -288,9 +297,7 @@ async fn run(flags: RunFlags) -> Result<(), String> {
     let cloud = cloud_client(&flags, metrics.clone())?;
     let identity = replica_identity();
     let settings = settings(&flags, default_credentials(&cloud)?, &identity);
-    let client = kube::Client::try_default().await.map_err(|e| {
-        format!("cannot reach the Kubernetes API (kubeconfig or in-cluster config): {e}")
-    })?;
+    let (client, lease_client) = kube_clients(&flags, &metrics).await?;
     let lease = flags.leader_election.then(|| LeaseSettings {
         name: lease_name(&flags),
         namespace: flags
@@ -309,6 +316,7 @@ async fn run(flags: RunFlags) -> Result<(), String> {
     };
     serve_operations(&flags, &shared).await?;
     let shutdown = shutdown::requested();
+    let lease = lease.map(|lease| (lease, lease_client));
     leading::operate((client, cloud), settings, shared, lease, shutdown).await;
     Ok(())
 }
@@ -334,6 +342,36 @@ async fn serve_operations(flags: &RunFlags, shared: &Shared) -> Result<(), Strin
 }
 
 /// The IoT Hub client: endpoint, rate limits, and metrics of every call.
+/// The client of the reconciles, paced by `--kube-api-qps`, and the Lease's own, unpaced: a
+/// renewal never waits behind a backlog of status writes.
+async fn kube_clients(
+    flags: &RunFlags,
+    metrics: &Arc<Metrics>,
+) -> Result<(kube::Client, kube::Client), String> {
+    let config = kube::Config::infer().await.map_err(|e| {
+        format!("cannot reach the Kubernetes API (kubeconfig or in-cluster config): {e}")
+    })?;
+    let rate = (flags.kube_api_qps > 0.0).then_some(RequestRate {
+        qps: flags.kube_api_qps,
+        burst: flags.kube_api_burst,
+    });
+    let connect = |rate| {
+        kube_client::connect(config.clone(), rate, metrics.clone())
+            .map_err(|e| format!("cannot make a Kubernetes client: {e}"))
+    };
+    Ok((connect(rate)?, connect(None)?))
+}
+
+/// `--kube-api-qps`: a finite number, not negative.
+fn parse_qps(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(qps) if qps.is_finite() && qps >= 0.0 => Ok(qps),
+        _ => Err(format!(
+            "{text:?} is not a rate: a number of requests a second, 0 for no limit"
+        )),
+    }
+}
+
 fn cloud_client(flags: &RunFlags, metrics: Arc<Metrics>) -> Result<CloudClient, String> {
     let rate_limits = rate_limits(&flags.cloud.rate_limits);
     let endpoint = Endpoint::parse(

@@ -420,6 +420,8 @@ fn production_values_reach_the_pod_spec() {
         "--concurrency=64",
         "--resync-interval=30m",
         "--rate-limit=UpdateProductDynamicRegister=10",
+        "--kube-api-qps=50",
+        "--kube-api-burst=100",
         "--observe-interval=5m",
     ] {
         assert!(args.contains(&expected.to_owned()), "{expected}: {args:?}");
@@ -471,6 +473,8 @@ fn wrong_values_fail_with_their_path_and_what_is_expected() {
         ),
         ("rateLimits={UpdateProductDynamicRegister}", "/rateLimits/0"),
         ("watchNamespace=Team_A", "/watchNamespace"),
+        ("kubeApi.qps=-1", "/kubeApi/qps"),
+        ("kubeApi.burst=0", "/kubeApi/burst"),
     ];
     for (set, path) in cases {
         let refused = match helm.template(None, &[set]) {

@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 
 use crate::cloud::Action;
 use crate::cloud::client::CallObserver;
+use crate::ops::kube_client::RequestObserver;
 
 /// Counts the resources in view at each scrape.
 pub type Census = Box<dyn Fn() -> Tally + Send + Sync>;
@@ -45,6 +46,12 @@ struct ActionCodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbCodeLabel {
+    verb: &'static str,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -63,6 +70,8 @@ pub struct Metrics {
     cloud_latency: Family<ActionLabel, Histogram, fn() -> Histogram>,
     limiter_wait: Family<ActionLabel, Histogram, fn() -> Histogram>,
     drift_corrected: Counter,
+    kube_requests: Family<VerbCodeLabel, Counter>,
+    kube_client_wait: Histogram,
     resources: Family<ReasonLabel, Gauge>,
     oldest_observation: Gauge<f64, AtomicU64>,
     census: Mutex<Option<Census>>,
@@ -116,6 +125,18 @@ impl Metrics {
             "UpdateProductDynamicRegister calls that made a product match its spec (first setup, spec changes and drift from console edits)",
             drift_corrected.clone(),
         );
+        let kube_requests = Family::<VerbCodeLabel, Counter>::default();
+        registry.register(
+            "kube_requests",
+            "Kubernetes API requests (attempts, retries included) by verb and HTTP status code (0: no answer); 429 is the API server's Priority and Fairness turning requests away",
+            kube_requests.clone(),
+        );
+        let kube_client_wait = latency_histogram();
+        registry.register(
+            "kube_client_wait_seconds",
+            "Time a Kubernetes API request waited for the client-side rate limit (--kube-api-qps)",
+            kube_client_wait.clone(),
+        );
         let resources = Family::<ReasonLabel, Gauge>::default();
         registry.register(
             "resources",
@@ -142,6 +163,8 @@ impl Metrics {
             cloud_latency,
             limiter_wait,
             drift_corrected,
+            kube_requests,
+            kube_client_wait,
             resources,
             oldest_observation,
             census: Mutex::new(None),
@@ -215,6 +238,15 @@ impl CallObserver for Metrics {
         self.limiter_wait
             .get_or_create(&ActionLabel { action })
             .observe(waited.as_secs_f64());
+    }
+}
+
+impl RequestObserver for Metrics {
+    fn request_finished(&self, verb: &'static str, code: u16, waited: Duration) {
+        self.kube_requests
+            .get_or_create(&VerbCodeLabel { verb, code })
+            .inc();
+        self.kube_client_wait.observe(waited.as_secs_f64());
     }
 }
 

@@ -3,6 +3,7 @@
 //! the resource: the controller reports to it in plain terms.
 
 pub mod http;
+pub mod kube_client;
 pub mod leader;
 pub mod logging;
 pub mod metrics;

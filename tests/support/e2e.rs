@@ -184,7 +184,27 @@ impl Harness {
         self.spawn(&args, env)
     }
 
+    /// [`Harness::spawn_controller`] as the identity of `kubeconfig` instead of deploy/'s.
+    pub fn spawn_controller_as(
+        &self,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+    ) -> ControllerProcess {
+        let mut args = vec!["--watch-namespace", self.namespace.as_str()];
+        args.extend_from_slice(extra);
+        self.spawn_with(kubeconfig, &args, &[])
+    }
+
     fn spawn(&self, extra: &[&str], env: &[(&str, &str)]) -> ControllerProcess {
+        self.spawn_with(&self.kubeconfig, extra, env)
+    }
+
+    fn spawn_with(
+        &self,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ControllerProcess {
         let mut args: Vec<String> = vec!["run".into()];
         if extra.contains(&"--leader-election") {
             let (lease_namespace, lease_name) = self.lease();
@@ -207,7 +227,7 @@ impl Harness {
             args.extend(["--stalled-retry-interval".into(), "30s".into()]);
         }
         args.extend(extra.iter().map(|a| a.to_string()));
-        self.spawn_as(&self.kubeconfig, &args, env)
+        self.spawn_as(kubeconfig, &args, env)
     }
 
     /// Starts `iothub-dynreg` with exactly `args` (and the emulator's endpoint, and addresses of

@@ -16,15 +16,16 @@ use super::{Settings, Shared, run};
 /// How long in-flight reconciles may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-/// Runs the controller, under leader election when `lease` is given, until `shutdown` turns true.
+/// Runs the controller, under leader election when `lease` is given (with the client that renews
+/// it), until `shutdown` turns true.
 pub async fn operate(
     (client, cloud): (Client, CloudClient),
     settings: Settings,
     shared: Shared,
-    lease: Option<LeaseSettings>,
+    lease: Option<(LeaseSettings, Client)>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let Some(lease) = lease else {
+    let Some((lease, lease_client)) = lease else {
         shared.metrics.set_leader(true);
         shared.health.set_leading(true);
         let stopping = shutdown_requested(shutdown);
@@ -32,7 +33,7 @@ pub async fn operate(
         return;
     };
     let leader = Leader {
-        elector: LeaderElector::new(client.clone(), lease),
+        elector: LeaderElector::new(lease_client, lease),
         client,
         cloud,
         settings,
