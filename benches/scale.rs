@@ -39,6 +39,11 @@ use serde_json::{Value, json};
 
 /// The scaled limit: 5× the cloud's 20/s keeps runs short; the ratios are what count.
 const LIMIT: u32 = 100;
+/// The controller's Kubernetes client limit (--kube-api-qps 100, --kube-api-burst 200 by
+/// default) scaled like the cloud's: converging, the requests to Kubernetes follow the cloud's
+/// pace, about three a resource.
+const KUBE_QPS: &str = "500";
+const KUBE_BURST: &str = "1000";
 const SECRET_ID: &str = "AKIDbenchmark0000001";
 const SECRET_KEY: &str = "benchmark-secret-key";
 const PAGE: u64 = 250;
@@ -53,7 +58,6 @@ struct Report {
     throttled: u64,
     describes_steady: u64,
     api_requests_steady: usize,
-    secret_gets_steady: usize,
     updates_steady: u64,
     steady_window: Duration,
     rss_kib: u64,
@@ -62,6 +66,10 @@ struct Report {
     first_pass: Duration,
     describes_first_pass: u64,
     api_requests_converge: usize,
+    rejected_converge: usize,
+    kube_writes_steady: usize,
+    kube_gets_steady: usize,
+    kube_writes_restart: usize,
     naive_time: Duration,
     naive_throttled: u64,
     naive_peak: Value,
@@ -180,22 +188,39 @@ impl Cluster {
         self.controller_request_kinds().len()
     }
 
-    /// (verb, resource) of every request the controller made, in order.
-    fn controller_request_kinds(&self) -> Vec<(String, String)> {
+    /// (verb, resource) of every request the controller made, in order, with its status code
+    /// (the stand-in never turns a request away: 200).
+    fn controller_request_kinds(&self) -> Vec<Requested> {
         match self {
             Cluster::StandIn(api) => api
                 .requests()
                 .iter()
                 .filter(|r| r.by_controller)
-                .map(|r| (r.verb.clone(), r.resource.clone()))
+                .map(|r| ((r.verb.clone(), r.resource.clone()), 200))
                 .collect(),
             Cluster::Real(plane) => plane
                 .controller_requests()
                 .into_iter()
-                .map(|r| (r.verb, r.resource))
+                .map(|r| ((r.verb, r.resource), r.code))
                 .collect(),
         }
     }
+}
+
+/// A request the controller made: (verb, resource) and the answer's status code.
+type Requested = ((String, String), u16);
+
+fn is_write(((verb, _), _): &Requested) -> bool {
+    matches!(verb.as_str(), "create" | "update" | "patch" | "delete")
+}
+
+/// Requests by (verb, resource).
+fn by_kind(requests: &[Requested]) -> std::collections::BTreeMap<(String, String), usize> {
+    let mut kinds = std::collections::BTreeMap::new();
+    for (kind, _) in requests {
+        *kinds.entry(kind.clone()).or_insert(0usize) += 1;
+    }
+    kinds
 }
 
 fn is_ready(resource: &DynamicRegistration) -> bool {
@@ -242,7 +267,6 @@ struct ControllerRun {
     throttled: u64,
     describes_steady: u64,
     api_requests_steady: usize,
-    secret_gets_steady: usize,
     updates_steady: u64,
     steady_window: Duration,
     rss_kib: u64,
@@ -253,6 +277,13 @@ struct ControllerRun {
     describes_first_pass: u64,
     /// Kubernetes API requests from the start until all were Ready.
     api_requests_converge: usize,
+    /// Of those, turned away by the API server (429, Priority and Fairness).
+    rejected_converge: usize,
+    /// Kubernetes writes (create, update, patch, delete) and GETs in one steady resync.
+    kube_writes_steady: usize,
+    kube_gets_steady: usize,
+    /// Kubernetes writes from the restart until every resource was reconciled once.
+    kube_writes_restart: usize,
 }
 
 async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
@@ -297,8 +328,21 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
     let started = Instant::now();
     // Converging, resyncs are the default 10 minutes away, as in a cluster: the cost per
     // converged resource is the convergence's own. The steady state below resyncs every RESYNC.
-    let args = ["--rate-limit", &rate, "--observe-interval", &seconds];
+    let args = [
+        "--rate-limit",
+        &rate,
+        "--observe-interval",
+        &seconds,
+        "--kube-api-qps",
+        KUBE_QPS,
+        "--kube-api-burst",
+        KUBE_BURST,
+    ];
     let steady_args = [
+        "--kube-api-qps",
+        KUBE_QPS,
+        "--kube-api-burst",
+        KUBE_BURST,
         "--rate-limit",
         &rate,
         "--resync-interval",
@@ -364,15 +408,18 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let converge = started.elapsed();
-    let mut converge_kinds = std::collections::BTreeMap::new();
-    let converge_requests = cluster.controller_request_kinds();
-    for kind in &converge_requests[requests_at_start..] {
-        *converge_kinds.entry(kind.clone()).or_insert(0usize) += 1;
-    }
+    let converge_requests = cluster
+        .controller_request_kinds()
+        .split_off(requests_at_start);
     eprintln!(
-        "N = {n}: Kubernetes API requests until all Ready, by verb and resource: {converge_kinds:?}"
+        "N = {n}: Kubernetes API requests until all Ready, by verb and resource: {:?}",
+        by_kind(&converge_requests)
     );
-    let api_requests_converge = converge_requests.len() - requests_at_start;
+    let api_requests_converge = converge_requests.len();
+    let rejected_converge = converge_requests
+        .iter()
+        .filter(|(_, code)| *code == 429)
+        .count();
     let converged = stats(&emulator).await;
     let peaks = converged["peakCallsPerSecondByAction"].clone();
     let throttled = converged["requestLimitExceeded"].as_u64().unwrap_or(0);
@@ -388,34 +435,36 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
     // Restart on the converged fleet, resyncing every RESYNC: the first list, then a pass over
     // every resource; then one full resync period (plus its jitter) of the in-sync fleet.
     reset_stats(&emulator).await;
+    let requests_before_restart = cluster.controller_requests();
     let restarted = Instant::now();
     let (mut controller, ops) =
         start_controller(&kubeconfig, &emulator.endpoint(), &namespace, &steady_args);
     let (startup_list, first_pass) = restart_pass(&ops, restarted, n).await;
     let pass = stats(&emulator).await;
     let describes_first_pass = calls(&pass, "DescribeProduct") + calls(&pass, "DescribeProducts");
+    let restart_requests = cluster
+        .controller_request_kinds()
+        .split_off(requests_before_restart);
+    let kube_writes_restart = restart_requests.iter().filter(|r| is_write(r)).count();
 
     reset_stats(&emulator).await;
     let requests_before = cluster.controller_requests();
     let window = RESYNC + RESYNC / 10;
     tokio::time::sleep(window).await;
     let steady = stats(&emulator).await;
-    let api_requests_steady = cluster.controller_requests() - requests_before;
-    let mut steady_kinds = std::collections::BTreeMap::new();
-    for kind in cluster
+    let steady_requests = cluster
         .controller_request_kinds()
-        .into_iter()
-        .skip(requests_before)
-    {
-        *steady_kinds.entry(kind).or_insert(0usize) += 1;
-    }
+        .split_off(requests_before);
+    let api_requests_steady = steady_requests.len();
+    let steady_kinds = by_kind(&steady_requests);
     eprintln!(
         "N = {n}: Kubernetes API requests in one resync, by verb and resource: {steady_kinds:?}"
     );
-    let secret_gets_steady = steady_kinds
-        .get(&("get".to_owned(), "secrets".to_owned()))
-        .copied()
-        .unwrap_or(0);
+    let kube_writes_steady = steady_requests.iter().filter(|r| is_write(r)).count();
+    let kube_gets_steady = steady_requests
+        .iter()
+        .filter(|((verb, _), _)| verb == "get")
+        .count();
     let describes = calls(&steady, "DescribeProduct") + calls(&steady, "DescribeProducts");
     let updates = calls(&steady, "UpdateProductDynamicRegister");
     let throttled = throttled + steady["requestLimitExceeded"].as_u64().unwrap_or(0);
@@ -436,7 +485,6 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
         throttled,
         describes_steady: describes,
         api_requests_steady,
-        secret_gets_steady,
         updates_steady: updates,
         steady_window: window,
         rss_kib: rss,
@@ -445,6 +493,10 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
         first_pass,
         describes_first_pass,
         api_requests_converge,
+        rejected_converge,
+        kube_writes_steady,
+        kube_gets_steady,
+        kube_writes_restart,
     }
 }
 
@@ -672,7 +724,6 @@ fn main() {
             throttled: run.throttled,
             describes_steady: run.describes_steady,
             api_requests_steady: run.api_requests_steady,
-            secret_gets_steady: run.secret_gets_steady,
             updates_steady: run.updates_steady,
             steady_window: run.steady_window,
             rss_kib: run.rss_kib,
@@ -681,6 +732,10 @@ fn main() {
             first_pass: run.first_pass,
             describes_first_pass: run.describes_first_pass,
             api_requests_converge: run.api_requests_converge,
+            rejected_converge: run.rejected_converge,
+            kube_writes_steady: run.kube_writes_steady,
+            kube_gets_steady: run.kube_gets_steady,
+            kube_writes_restart: run.kube_writes_restart,
             naive_time,
             naive_throttled,
             naive_peak,
@@ -705,9 +760,9 @@ fn print_scale(reports: &[Report]) {
     println!();
     println!("Converging N new resources (created before the controller starts):");
     println!(
-        "| N | all Ready | ideal N/limit | ratio (target ≤ 1.06) | peak calls/s (Describe, DescribeProducts, Update) | RequestLimitExceeded | Kubernetes API requests per resource | peak RSS | spec change during backlog | naive: time | naive ratio | naive RequestLimitExceeded | naive peak calls/s (Describe, Update) |"
+        "| N | all Ready | ideal N/limit | ratio (target ≤ 1.06) | peak calls/s (Describe, DescribeProducts, Update) | RequestLimitExceeded | Kubernetes API requests per resource | 429 answers (ideal 0) | peak RSS | spec change during backlog | naive: time | naive ratio | naive RequestLimitExceeded | naive peak calls/s (Describe, Update) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in reports {
         let peak = |peaks: &Value, action: &str| {
             peaks[action]
@@ -715,7 +770,7 @@ fn print_scale(reports: &[Report]) {
                 .map_or("-".to_owned(), |p| p.to_string())
         };
         println!(
-            "| {} | {:.2} s | {:.2} s | {:.3} | {}, {}, {} | {} | {:.2} | {:.1} MiB | {} | {:.2} s | {:.2} | {} | {}, {} |",
+            "| {} | {:.2} s | {:.2} s | {:.3} | {}, {}, {} | {} | {:.2} | {} | {:.1} MiB | {} | {:.2} s | {:.2} | {} | {}, {} |",
             r.n,
             r.converge.as_secs_f64(),
             r.ideal.as_secs_f64(),
@@ -725,6 +780,7 @@ fn print_scale(reports: &[Report]) {
             peak(&r.peaks, "UpdateProductDynamicRegister"),
             r.throttled,
             r.api_requests_converge as f64 / r.n as f64,
+            r.rejected_converge,
             r.rss_kib as f64 / 1024.0,
             r.priority_latency
                 .map_or("-".to_owned(), |d| format!("{:.2} s", d.as_secs_f64())),
@@ -741,21 +797,23 @@ fn print_scale(reports: &[Report]) {
         (RESYNC + RESYNC / 10).as_secs()
     );
     println!(
-        "| N | Describe calls in one resync | bound ceil(N/250)+1 | Kubernetes API requests in it | Secret GETs in it (ideal 0) | Updates (ideal 0) | restart: lists in (/readyz) | restart: every resource reconciled | Describe calls in that pass | bound ceil(N/250)+1 |"
+        "| N | Describe calls in one resync | bound ceil(N/250)+1 | Kubernetes API requests in it | Kubernetes writes in it (ideal 0) | GETs in it (ideal 0) | Updates (ideal 0) | restart: lists in (/readyz) | restart: every resource reconciled | Describe calls in that pass | bound ceil(N/250)+1 | Kubernetes writes in that pass (ideal 0) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in reports {
         let bound = (r.n as u64).div_ceil(PAGE) + 1;
         println!(
-            "| {} | {} | {bound} | {} | {} | {} | {:.2} s | {:.2} s | {} | {bound} |",
+            "| {} | {} | {bound} | {} | {} | {} | {} | {:.2} s | {:.2} s | {} | {bound} | {} |",
             r.n,
             r.describes_steady,
             r.api_requests_steady,
-            r.secret_gets_steady,
+            r.kube_writes_steady,
+            r.kube_gets_steady,
             r.updates_steady,
             r.startup_list.as_secs_f64(),
             r.first_pass.as_secs_f64(),
             r.describes_first_pass,
+            r.kube_writes_restart,
         );
         let _ = r.steady_window;
     }
