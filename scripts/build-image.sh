@@ -22,6 +22,8 @@ source="${IMAGE_SOURCE:-unknown}"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 
 # The binary: the image's only program. Paths in panic messages name the crate, not this host.
+# The revision is compiled in too, for iothub_dynreg_build_info.
+IOTHUB_DYNREG_REVISION="$revision" \
 RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$PWD=/build --remap-path-prefix=$HOME/.cargo=/cargo" \
   cargo build --release --locked --no-default-features --bin iothub-dynreg
 

@@ -6,6 +6,8 @@
 #   - install.yaml, the same objects after the CRDs, for `kubectl apply --server-side -f`,
 #   - overlays/two-shards/shard-2.yaml, the second shard's Deployment, Service and
 #     PodDisruptionBudget (the chart with sharding on and one shard, shard-2),
+#   - deploy/components/monitoring/monitoring.yaml, the optional kustomize component: the
+#     ServiceMonitor, the PrometheusRule and the Grafana dashboard's ConfigMap,
 # and copies crds/ into the chart. With --check it changes nothing and fails when any of them
 # differs from what the chart and crds/ give (CI runs that).
 #
@@ -24,6 +26,9 @@ plain=(--namespace iothub-dynreg --set namespace.create=true --set helmLabels=fa
 "$helm" template iothub-dynreg charts/iothub-dynreg "${plain[@]}" > "$out/rendered.yaml"
 "$helm" template iothub-dynreg charts/iothub-dynreg "${plain[@]}" \
   --set sharding.enabled=true --set 'sharding.shards={shard-2}' > "$out/sharded.yaml"
+"$helm" template iothub-dynreg charts/iothub-dynreg "${plain[@]}" \
+  --set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true \
+  --set metrics.grafanaDashboard.enabled=true > "$out/monitored.yaml"
 
 python3 - "$out" <<'PY'
 import pathlib, re, sys
@@ -56,6 +61,10 @@ def documents_of(name):
 
 
 documents = [(kind, text) for kind, _, text in documents_of("rendered.yaml")]
+monitoring_kinds = ("ServiceMonitor", "PrometheusRule", "ConfigMap")
+monitoring = [text for kind, _, text in documents_of("monitored.yaml") if kind in monitoring_kinds]
+(out / "deploy/components/monitoring").mkdir(parents=True)
+(out / "deploy/components/monitoring/monitoring.yaml").write_text(header + "---\n".join(monitoring))
 shard = [text for _, name, text in documents_of("sharded.yaml") if name.startswith("iothub-dynreg-shard-2")]
 (out / "overlays/two-shards").mkdir(parents=True)
 (out / "overlays/two-shards/shard-2.yaml").write_text(header + "---\n".join(shard))
@@ -86,7 +95,8 @@ PY
 
 rendered=(deploy/namespace.yaml deploy/serviceaccount.yaml deploy/rbac.yaml
   deploy/controller/deployment.yaml deploy/controller/service.yaml
-  deploy/controller/poddisruptionbudget.yaml install.yaml overlays/two-shards/shard-2.yaml)
+  deploy/controller/poddisruptionbudget.yaml install.yaml overlays/two-shards/shard-2.yaml
+  deploy/components/monitoring/monitoring.yaml)
 for crd in crds/*.yaml; do rendered+=("charts/iothub-dynreg/crds/$(basename "$crd")"); done
 stale=()
 for file in "${rendered[@]}"; do

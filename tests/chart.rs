@@ -451,6 +451,120 @@ fn production_values_reach_the_pod_spec() {
 }
 
 #[test]
+fn monitoring_values_give_a_service_monitor_per_metrics_service_and_the_tested_alerts() {
+    let Some((helm, rendered)) = rendered(Some("monitoring-values.yaml")) else {
+        return;
+    };
+    let services = rendered.names_of("Service");
+    let monitors = rendered.names_of("ServiceMonitor");
+    assert_eq!(
+        monitors,
+        ["iothub-dynreg", "iothub-dynreg-shard-2"],
+        "one per metrics Service ({services:?})"
+    );
+    for name in &monitors {
+        let monitor = rendered.get("ServiceMonitor", name);
+        assert_eq!(
+            monitor["metadata"]["labels"]["release"],
+            "kube-prometheus-stack"
+        );
+        let selected = &monitor["spec"]["selector"]["matchLabels"];
+        let service = rendered.get("Service", &format!("{name}-metrics"));
+        for (key, value) in selected.as_object().unwrap() {
+            assert_eq!(&service["metadata"]["labels"][key], value, "{name}: {key}");
+        }
+        let port = &monitor["spec"]["endpoints"][0];
+        assert_eq!(port["port"], service["spec"]["ports"][0]["name"]);
+        assert_eq!(port["interval"], "15s");
+    }
+    // The rule carries exactly the groups promtool tests (tests/monitoring/alerts-test.yaml).
+    let rule = rendered.get("PrometheusRule", "iothub-dynreg");
+    let path = format!("{CHART}/files/alerts.yaml");
+    let tested = &support::control_plane::read_yaml(Path::new(&path)).unwrap()[0];
+    assert_eq!(rule["spec"], *tested);
+    assert_eq!(
+        rule["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    // The dashboard, for Grafana's sidecar in Grafana's namespace.
+    let dashboard = rendered.get("ConfigMap", "iothub-dynreg-dashboard");
+    assert_eq!(dashboard["metadata"]["namespace"], "grafana");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped = std::fs::read_to_string(format!("{CHART}/files/dashboard.json")).unwrap();
+    let carried = dashboard["data"]["iothub-dynreg.json"].as_str().unwrap();
+    assert_eq!(carried.trim_end(), shipped.trim_end());
+    // Off by default.
+    let defaults = helm.template(None, &[]).unwrap();
+    assert!(defaults.names_of("ServiceMonitor").is_empty());
+    assert!(defaults.names_of("PrometheusRule").is_empty());
+    assert!(defaults.names_of("ConfigMap").is_empty());
+}
+
+/// The Prometheus Operator's CRDs of ../shared/testdata, as a cluster running it has them.
+fn install_prometheus_operator_crds(plane: &ControlPlane) {
+    let testdata = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/testdata/prometheus-operator"
+    );
+    for kind in ["servicemonitors", "prometheusrules", "podmonitors"] {
+        let file = format!("{testdata}/monitoring.coreos.com_{kind}.yaml");
+        kubectl(plane, &["apply", "--server-side", "-f", &file]).unwrap();
+    }
+    for kind in ["servicemonitors", "prometheusrules"] {
+        let crd = format!("crd/{kind}.monitoring.coreos.com");
+        kubectl(
+            plane,
+            &["wait", "--for=condition=Established", "--timeout=30s", &crd],
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_api_server_accepts_the_service_monitors_and_the_rule() {
+    let Some((_helm, rendered)) = rendered(Some("monitoring-values.yaml")) else {
+        return;
+    };
+    let Some(plane) = ControlPlane::shared() else {
+        return;
+    };
+    install_prometheus_operator_crds(plane);
+    // The namespace the rendering names (Helm::template).
+    let namespace = "controllers";
+    let _ = kubectl(plane, &["create", "namespace", namespace]);
+    let dir = plane.dir().join(namespace);
+    std::fs::create_dir_all(&dir).unwrap();
+    for object in rendered.0.iter().filter(|o| {
+        o["apiVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("monitoring.coreos.com/"))
+    }) {
+        let name = object["metadata"]["name"].as_str().unwrap();
+        let kind = object["kind"].as_str().unwrap();
+        let file = dir.join(format!("{kind}-{name}.json"));
+        std::fs::write(&file, object.to_string()).unwrap();
+        let file = file.to_str().unwrap();
+        // Created for real, in the namespace of the release: the server checked the schema.
+        let applied = kubectl(plane, &["apply", "-n", namespace, "-f", file]);
+        let applied = applied.unwrap_or_else(|e| panic!("{kind} {name} refused: {e}"));
+        assert!(
+            applied.contains("created") || applied.contains("configured"),
+            "{applied}"
+        );
+        let stored = get_json(plane, &["get", kind, name, "-n", namespace]);
+        assert_eq!(stored["spec"], object["spec"], "{kind} {name} lost fields");
+    }
+    // The kustomize component (rendered from the chart) is accepted too.
+    let _ = kubectl(plane, &["create", "namespace", "iothub-dynreg"]);
+    let component = format!("{CHART}/../../deploy/components/monitoring/monitoring.yaml");
+    let dry_run = ["apply", "--dry-run=server", "-f", &component];
+    let applied = kubectl(plane, &dry_run).unwrap_or_else(|e| panic!("the component: {e}"));
+    for kind in ["servicemonitor", "prometheusrule", "configmap"] {
+        assert!(applied.contains(kind), "{applied}");
+    }
+}
+
+#[test]
 fn wrong_values_fail_with_their_path_and_what_is_expected() {
     let Some(helm) = Helm::new() else {
         return;

@@ -164,11 +164,20 @@ pub async fn serve(listener: TcpListener, served: Served, limits: ServerLimits) 
 
 fn route<B>(request: &Request<B>, served: &Served) -> Response<Full<Bytes>> {
     match request.uri().path() {
-        "/metrics" if served.endpoint == Endpoint::Metrics => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            served.metrics.render(),
-        ),
+        "/metrics" if served.endpoint == Endpoint::Metrics => {
+            // Prometheus asks for OpenMetrics; curl, promtool and older scrapers get the classic
+            // text format, whose counters are named with their _total.
+            let accept = request.headers().get(http::header::ACCEPT);
+            let accept = accept.and_then(|value| value.to_str().ok()).unwrap_or("");
+            if accept.contains("application/openmetrics-text") {
+                let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+                text(StatusCode::OK, kind, served.metrics.render())
+            } else {
+                let kind = "text/plain; version=0.0.4; charset=utf-8";
+                let body = crate::ops::metrics::classic_text(&served.metrics.render());
+                text(StatusCode::OK, kind, body)
+            }
+        }
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => match served.health.readiness() {
             Ok(state) => text(StatusCode::OK, "text/plain", format!("ok: {state}\n")),

@@ -27,7 +27,16 @@ pub struct Tally {
     /// How long ago the least recently observed Ready resource read the cloud; `None` when none
     /// is Ready.
     pub oldest_ready_observation: Option<Duration>,
+    /// Reconciles waiting for a place, by admission queue (a digest of credentials source and
+    /// region); queues without any left out.
+    pub waiting: Vec<(String, usize)>,
+    /// Sets of credentials resting after the cloud refused them.
+    pub credentials_resting: usize,
 }
+
+/// Queues shown by name in `reconciles_waiting`; the rest are summed under `queue="other"`, so
+/// that many tenants cannot grow the label set.
+const QUEUES_SHOWN: usize = 16;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -46,9 +55,20 @@ struct ActionCodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabel {
+    version: &'static str,
+    revision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerbCodeLabel {
     verb: &'static str,
     code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,8 +94,13 @@ pub struct Metrics {
     kube_client_wait: Histogram,
     resources: Family<ReasonLabel, Gauge>,
     oldest_observation: Gauge<f64, AtomicU64>,
+    waiting: Family<QueueLabel, Gauge>,
+    credentials_resting: Gauge,
+    resident_memory: Gauge,
     census: Mutex<Option<Census>>,
     leader: Gauge,
+    leader_transitions: Counter,
+    secrets_written: Counter,
 }
 
 impl Default for Metrics {
@@ -89,6 +114,18 @@ impl Metrics {
     // Length: one registration per metric, with its help text, in the order /metrics lists them.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("iothub_dynreg");
+        let build_info = Family::<BuildLabel, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1: the controller's version and the git revision it was built from (IOTHUB_DYNREG_REVISION at build time, else unknown)",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION"),
+                revision: option_env!("IOTHUB_DYNREG_REVISION").unwrap_or("unknown"),
+            })
+            .set(1);
         let reconciles = Family::<ResultLabel, Counter>::default();
         registry.register(
             "reconciles",
@@ -149,11 +186,41 @@ impl Metrics {
             "Seconds since the least recently checked Ready resource read the cloud (0 when none is Ready): a resync that finds nothing new writes nothing, so this shows that checking goes on",
             oldest_observation.clone(),
         );
+        let waiting = Family::<QueueLabel, Gauge>::default();
+        registry.register(
+            "reconciles_waiting",
+            "Reconciles waiting for a place in their admission queue (one per credentials source and region, named by a digest; the 16 longest by name, the rest as other)",
+            waiting.clone(),
+        );
+        let credentials_resting = Gauge::default();
+        registry.register(
+            "credentials_resting",
+            "Sets of credentials the cloud refused (AuthFailure) that rest: not used until they change or --stalled-retry-interval",
+            credentials_resting.clone(),
+        );
+        let resident_memory = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "The controller's resident memory (VmRSS of /proc/self/status) at the scrape",
+            resident_memory.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
             "1 while this replica holds the leader Lease (or runs without leader election)",
             leader.clone(),
+        );
+        let leader_transitions = Counter::default();
+        registry.register(
+            "leader_transitions",
+            "Times this replica became the leader",
+            leader_transitions.clone(),
+        );
+        let secrets_written = Counter::default();
+        registry.register(
+            "secrets_written",
+            "Published Secrets written (created, rewritten or re-created)",
+            secrets_written.clone(),
         );
         Self {
             registry,
@@ -167,8 +234,13 @@ impl Metrics {
             kube_client_wait,
             resources,
             oldest_observation,
+            waiting,
+            credentials_resting,
+            resident_memory,
             census: Mutex::new(None),
             leader,
+            leader_transitions,
+            secrets_written,
         }
     }
 
@@ -184,9 +256,17 @@ impl Metrics {
         self.drift_corrected.inc();
     }
 
-    /// Whether this replica leads.
+    /// Whether this replica leads; becoming the leader counts as a transition.
     pub fn set_leader(&self, leading: bool) {
-        self.leader.set(i64::from(leading));
+        let was = self.leader.set(i64::from(leading));
+        if leading && was == 0 {
+            self.leader_transitions.inc();
+        }
+    }
+
+    /// Counts a published Secret written.
+    pub fn secret_written(&self) {
+        self.secrets_written.inc();
     }
 
     /// Where the `resources` gauge is counted from, while the controller watches (`None` when it
@@ -205,6 +285,14 @@ impl Metrics {
         }
         let oldest = tally.oldest_ready_observation.unwrap_or_default();
         self.oldest_observation.set(oldest.as_secs_f64());
+        self.credentials_resting
+            .set(i64::try_from(tally.credentials_resting).unwrap_or(i64::MAX));
+        self.waiting.clear();
+        for (queue, count) in shown_queues(tally.waiting) {
+            self.waiting
+                .get_or_create(&QueueLabel { queue })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
         self.resources.clear();
         for (reason, count) in counts {
             self.resources
@@ -216,11 +304,65 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         self.count_resources();
+        if let Some(bytes) = resident_bytes() {
+            self.resident_memory
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// The process's resident memory, from Linux's /proc (elsewhere: none).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The [`QUEUES_SHOWN`] queues with the most waiting, and the rest summed as `other` (always
+/// there, 0 when there is no rest: the metric exists before any queue does).
+fn shown_queues(mut waiting: Vec<(String, usize)>) -> Vec<(String, usize)> {
+    waiting.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let rest = waiting.split_off(QUEUES_SHOWN.min(waiting.len()));
+    waiting.push(("other".to_owned(), rest.iter().map(|(_, n)| n).sum()));
+    waiting
+}
+
+/// The OpenMetrics exposition in Prometheus's classic text format (0.0.4): a counter's HELP and
+/// TYPE name it with its `_total` as its samples do, and there is no `# EOF`.
+pub fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find(|prefix| line.starts_with(prefix));
+        match comment {
+            Some(prefix) => {
+                let rest = &line[prefix.len()..];
+                let name = rest.split(' ').next().unwrap_or("");
+                text.push_str(prefix);
+                text.push_str(name);
+                if counters.contains(name) {
+                    text.push_str("_total");
+                }
+                text.push_str(&rest[name.len()..]);
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 impl CallObserver for Metrics {
@@ -266,6 +408,8 @@ mod tests {
                 "Drifted".to_owned(),
             ],
             oldest_ready_observation: Some(Duration::from_millis(1500)),
+            waiting: (0..20).map(|i| (format!("queue{i:02}"), i + 1)).collect(),
+            credentials_resting: 2,
         })));
         metrics.call_finished(
             Action::UpdateProductDynamicRegister,
@@ -274,6 +418,10 @@ mod tests {
             Duration::from_millis(50),
         );
         metrics.drift_corrected();
+        metrics.secret_written();
+        metrics.set_leader(true);
+        metrics.set_leader(false);
+        metrics.set_leader(true);
         metrics.set_leader(true);
         let text = metrics.render();
         for expected in [
@@ -288,8 +436,38 @@ mod tests {
             "iothub_dynreg_resources{reason=\"Drifted\"} 1",
             "iothub_dynreg_oldest_ready_observation_age_seconds 1.5",
             "# HELP iothub_dynreg_reconcile_duration_seconds",
+            "iothub_dynreg_credentials_resting 2",
+            "iothub_dynreg_leader_transitions_total 2",
+            "iothub_dynreg_secrets_written_total 1",
+            // The 16 longest queues by name, the other four (1 + 2 + 3 + 4 waiting) summed.
+            "iothub_dynreg_reconciles_waiting{queue=\"queue19\"} 20",
+            "iothub_dynreg_reconciles_waiting{queue=\"queue04\"} 5",
+            "iothub_dynreg_reconciles_waiting{queue=\"other\"} 10",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
+        let queues = text.matches("iothub_dynreg_reconciles_waiting{").count();
+        assert_eq!(queues, QUEUES_SHOWN + 1);
+        assert!(text.contains("iothub_dynreg_build_info{version=\""));
+        let resident = text
+            .lines()
+            .find_map(|line| line.strip_prefix("iothub_dynreg_process_resident_memory_bytes "))
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap();
+        assert!(resident > 1 << 20, "{resident} bytes resident");
+    }
+
+    #[test]
+    fn the_classic_text_names_counters_with_their_total() {
+        let metrics = Metrics::new();
+        metrics.reconciled("settled", Duration::from_millis(30));
+        let classic = classic_text(&metrics.render());
+        assert!(classic.contains("# HELP iothub_dynreg_reconciles_total Reconciles by result"));
+        assert!(classic.contains("# TYPE iothub_dynreg_reconciles_total counter\n"));
+        assert!(classic.contains("iothub_dynreg_reconciles_total{result=\"settled\"} 1\n"));
+        // Gauges and histograms keep their names.
+        assert!(classic.contains("# TYPE iothub_dynreg_leader gauge\n"));
+        assert!(classic.contains("# TYPE iothub_dynreg_reconcile_duration_seconds histogram\n"));
+        assert!(!classic.contains("# EOF"));
     }
 }

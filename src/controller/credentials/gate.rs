@@ -129,6 +129,14 @@ impl CredentialGate {
         entry.last_used = now;
     }
 
+    /// How many sets of credentials rest now (refused, their rest not over).
+    pub fn resting(&self) -> usize {
+        let now = Instant::now();
+        let entries = self.entries();
+        let resting = |entry: &&Entry| matches!(&entry.verdict, Verdict::Resting { until, .. } if now < *until);
+        entries.values().filter(resting).count()
+    }
+
     /// How many sets of credentials are remembered.
     pub fn len(&self) -> usize {
         self.entries().len()

@@ -216,6 +216,11 @@ impl Resolver {
         self.cluster.record(kube, name, outcome).await;
     }
 
+    /// How many sets of credentials the cloud refused rest now.
+    pub fn resting(&self) -> usize {
+        self.gate.resting()
+    }
+
     /// Our in-use finalizer.
     pub fn in_use_finalizer(&self) -> &str {
         &self.in_use_finalizer

@@ -48,6 +48,7 @@ pub(super) async fn publish(
     if let Some(version) = version {
         remember_written(resource, ctx, content, &version);
     }
+    ctx.metrics.secret_written();
     info!(secret = %content.name, "published the ProductSecret");
     let keys: Vec<&str> = content.data.keys().map(String::as_str).collect();
     let note = format!("wrote Secret {} (keys {})", content.name, keys.join(", "));

@@ -408,6 +408,21 @@ enum NamedCredentials {
     Default,
 }
 
+impl CredentialsSource {
+    /// A short stable name for metrics: the first 12 hex digits of a SHA-256 of the source,
+    /// so that no namespace, Secret or ClusterCredentials name shows in clear.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let named = match &self.credentials {
+            NamedCredentials::Secret(namespace, name) => format!("secret\0{namespace}\0{name}"),
+            NamedCredentials::Cluster(name) => format!("cluster\0{name}"),
+            NamedCredentials::Default => "default".to_owned(),
+        };
+        let digest = Sha256::digest(format!("{named}\0{}", self.region).as_bytes());
+        hex::encode(&digest[..6])
+    }
+}
+
 impl DynamicRegistration {
     /// The credentials source this resource names.
     pub fn credentials_source(&self) -> CredentialsSource {

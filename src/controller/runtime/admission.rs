@@ -242,6 +242,18 @@ impl Admission {
             })
     }
 
+    /// Resources parked (waiting for a place) in each queue that has any, by the queue's
+    /// digest.
+    pub fn waiting_by_queue(&self) -> Vec<(String, usize)> {
+        let queues = self.inner.lock();
+        queues
+            .by_source
+            .iter()
+            .filter(|(_, queue)| !queue.parked.is_empty())
+            .map(|(source, queue)| (source.digest(), queue.parked.len()))
+            .collect()
+    }
+
     /// How many queues are held.
     pub fn queue_count(&self) -> usize {
         self.inner.lock().by_source.len()

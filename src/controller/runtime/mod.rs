@@ -95,7 +95,7 @@ pub async fn run(
         in_use_finalizer: term.ctx.credentials.in_use_finalizer().to_owned(),
     };
     shared.health.set_watches_established(false);
-    shared.metrics.set_census(Some(census(caches.clone())));
+    shared.metrics.set_census(Some(census(term.clone())));
     log_start(settings);
     let controller = controller(
         watches,
@@ -317,8 +317,9 @@ const QUEUES_BUSY_AT_ONCE: usize = 8;
 
 /// The Ready reason of every resource in the cache, and the age of the oldest observation a
 /// Ready one rests on, for the metrics.
-fn census(caches: Arc<Caches>) -> Census {
+fn census(term: Arc<Term>) -> Census {
     Box::new(move || {
+        let caches = &term.ctx.caches;
         let resources = caches.resources.state();
         let reasons = resources
             .iter()
@@ -334,6 +335,8 @@ fn census(caches: Arc<Caches>) -> Census {
         Tally {
             reasons,
             oldest_ready_observation,
+            waiting: term.admission.waiting_by_queue(),
+            credentials_resting: term.ctx.credentials.resting(),
         }
     })
 }
