@@ -41,9 +41,13 @@ use serde_json::{Value, json};
 const LIMIT: u32 = 100;
 /// The controller's Kubernetes client limit (--kube-api-qps 100, --kube-api-burst 200 by
 /// default) scaled like the cloud's: converging, the requests to Kubernetes follow the cloud's
-/// pace, about three a resource.
+/// pace, about three a resource. `BENCH_KUBE_QPS` sets another (0: none), to measure its cost.
 const KUBE_QPS: &str = "500";
 const KUBE_BURST: &str = "1000";
+
+fn kube_qps() -> String {
+    std::env::var("BENCH_KUBE_QPS").unwrap_or_else(|_| KUBE_QPS.to_owned())
+}
 const SECRET_ID: &str = "AKIDbenchmark0000001";
 const SECRET_KEY: &str = "benchmark-secret-key";
 const PAGE: u64 = 250;
@@ -328,19 +332,20 @@ async fn controller_run(n: usize, kind: ApiKind) -> ControllerRun {
     let started = Instant::now();
     // Converging, resyncs are the default 10 minutes away, as in a cluster: the cost per
     // converged resource is the convergence's own. The steady state below resyncs every RESYNC.
+    let kube_qps = kube_qps();
     let args = [
         "--rate-limit",
         &rate,
         "--observe-interval",
         &seconds,
         "--kube-api-qps",
-        KUBE_QPS,
+        &kube_qps,
         "--kube-api-burst",
         KUBE_BURST,
     ];
     let steady_args = [
         "--kube-api-qps",
-        KUBE_QPS,
+        &kube_qps,
         "--kube-api-burst",
         KUBE_BURST,
         "--rate-limit",

@@ -39,6 +39,9 @@ pub struct ProductRecord {
     pub creation_date: i64,
     /// The cloud account owning it.
     pub account: String,
+    /// UpdateProductDynamicRegister calls that succeeded for it: a soak checks that nothing
+    /// writes a product it may only observe.
+    pub updates: u64,
 }
 
 /// Where a call looks: a region, within the caller's account.
@@ -117,6 +120,7 @@ impl Store {
                     account: seed
                         .account
                         .unwrap_or_else(|| crate::emulator::seed::DEFAULT_ACCOUNT.to_owned()),
+                    updates: 0,
                 };
                 (seed.product_id, record)
             })
@@ -302,6 +306,7 @@ impl Store {
         }
         product.register_type = register_type;
         product.register_limit = limit_policy.apply(register_limit);
+        product.updates += 1;
         ensure_secret(product);
         Ok(to_value(wire::UpdateProductDynamicRegisterResponse {
             register_type: product.register_type,
