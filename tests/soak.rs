@@ -1,7 +1,8 @@
 //! Chaos soak: a seeded random history of operations and faults against the real controller (two
 //! replicas under leader election), the real API server and the emulator, with invariants checked
 //! all along and after a quiet period. A violation prints the seed and the history; the same seed
-//! replays the same schedule.
+//! replays the same sequence of operations and faults (how many fit in the duration depends on
+//! the clock).
 //!
 //! `cargo test --test soak` runs three seeds of 40 s each (CI); for a long run:
 //! `cargo test --test soak -- --duration 30m --seed 7`.
