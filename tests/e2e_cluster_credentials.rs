@@ -480,15 +480,7 @@ async fn restarts_decide_nothing_before_the_cluster_credentials_are_listed() {
         drop(controller);
         controller = harness.spawn_controller(&[]);
         harness
-            .wait_for(
-                "/readyz",
-                Duration::from_secs(30),
-                Some(&controller),
-                || async {
-                    let (status, _) = controller.ops("/readyz").await?;
-                    (status == 200).then_some(())
-                },
-            )
+            .wait_ready(&controller, Duration::from_secs(30))
             .await;
         // Long enough for a pass over every resource.
         tokio::time::sleep(Duration::from_secs(2)).await;

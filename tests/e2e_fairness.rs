@@ -169,15 +169,7 @@ async fn resources_that_switch_credentials_while_parked_leave_no_queue_stalled()
         "UpdateProductDynamicRegister=2",
     ]);
     harness
-        .wait_for(
-            "/readyz",
-            Duration::from_secs(20),
-            Some(&controller),
-            || async {
-                let (status, _) = controller.ops("/readyz").await?;
-                (status == 200).then_some(())
-            },
-        )
+        .wait_ready(&controller, Duration::from_secs(20))
         .await;
     // Every other resource switches to creds-b while parked in queue a.
     for index in (1..COUNT).step_by(2) {

@@ -104,15 +104,7 @@ async fn a_converged_fleet_writes_nothing_over_resyncs_nor_after_a_restart() {
         .expect("exits on SIGTERM");
     let controller = spawn(&harness);
     harness
-        .wait_for(
-            "ready",
-            Duration::from_secs(20),
-            Some(&controller),
-            || async {
-                let (status, _) = controller.ops("/readyz").await?;
-                (status == 200).then_some(())
-            },
-        )
+        .wait_ready(&controller, Duration::from_secs(20))
         .await;
     tokio::time::sleep(THREE_RESYNCS).await;
     let reconciled = metric(

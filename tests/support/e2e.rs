@@ -404,6 +404,15 @@ impl Harness {
         }
     }
 
+    /// Waits until `controller` answers `/readyz` with 200.
+    pub async fn wait_ready(&self, controller: &ControllerProcess, timeout: Duration) {
+        self.wait_for("/readyz", timeout, Some(controller), || async {
+            let (status, _) = controller.ops("/readyz").await?;
+            (status == 200).then_some(())
+        })
+        .await;
+    }
+
     /// kubectl with the admin's kubeconfig in the test's namespace: its stdout, or `None`
     /// when kubectl is missing outside CI. Panics when kubectl fails.
     pub fn kubectl(&self, args: &[&str]) -> Option<String> {

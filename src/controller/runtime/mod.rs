@@ -95,7 +95,9 @@ pub async fn run(
         in_use_finalizer: term.ctx.credentials.in_use_finalizer().to_owned(),
     };
     shared.health.set_watches_established(false);
-    shared.metrics.set_census(Some(census(term.clone())));
+    // Withdrawn when the term ends, also when its future is dropped (leadership lost): the
+    // census holds the term, which must not outlive it.
+    let _census = CensusInstalled::new(&shared.metrics, census(term.clone()));
     log_start(settings);
     let controller = controller(
         watches,
@@ -109,8 +111,23 @@ pub async fn run(
         () = term.admission.expire_reservations_periodically() => {}
     }
     shared.health.set_watches_established(false);
-    shared.metrics.set_census(None);
     info!("controller stopped");
+}
+
+/// The term's census in the metrics, for as long as this lives.
+struct CensusInstalled<'a>(&'a Metrics);
+
+impl<'a> CensusInstalled<'a> {
+    fn new(metrics: &'a Metrics, census: Census) -> Self {
+        metrics.set_census(Some(census));
+        Self(metrics)
+    }
+}
+
+impl Drop for CensusInstalled<'_> {
+    fn drop(&mut self) {
+        self.0.set_census(None);
+    }
 }
 
 /// The context of a term's reconciles.
