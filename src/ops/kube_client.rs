@@ -1,7 +1,11 @@
 //! The Kubernetes client the controller talks through, polite to a shared API server: a
 //! client-side rate limit as client-go's (a token bucket: `qps` requests a second, up to `burst`
 //! at once), answers 429, 503 and 504 retried no sooner than the server's `Retry-After`, and
-//! every attempt counted by verb and status code.
+//! every attempt counted by verb and status code. Requests other than watches are also limited
+//! in number at once, to a second's worth: kube speaks HTTP/1.1, one connection per request in
+//! flight, so an API server that stops answering would otherwise be sent a new connection for
+//! each paced request (thousands in a minute, each with its buffers in the controller and a TLS
+//! handshake on the server), where client-go multiplexes one HTTP/2 connection.
 //!
 //! The order matters: the retry sits outside the rate limit, so each retry takes a token of its
 //! own, and outside the count, so a 429 shows even when its retry succeeds.
@@ -16,6 +20,7 @@ use http::{Request, Response};
 use kube::client::retry::RetryPolicy;
 use kube::client::{Body, ClientBuilder};
 use kube::{Client, Config};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tower::buffer::BufferLayer;
 use tower::retry::RetryLayer;
@@ -46,6 +51,19 @@ fn retry_policy() -> RetryPolicy {
         .expect("the backoff's bounds are in order")
 }
 
+/// Requests other than watches in flight at once, each on a connection of its own (about
+/// 30 KiB of buffers in the controller): a second's worth of the rate, so that only answers
+/// slower than a second slow the client, within bounds (the default 100 requests a second
+/// allows 100; no rate allows the most).
+pub fn in_flight(rate: Option<RequestRate>) -> usize {
+    const FEWEST: usize = 32;
+    const MOST: usize = 1024;
+    match rate {
+        Some(rate) => (rate.qps.ceil() as usize).clamp(FEWEST, MOST),
+        None => MOST,
+    }
+}
+
 /// A client from `config`, sending at most `rate` (none: unlimited) and reporting to `observer`.
 pub fn connect(
     mut config: Config,
@@ -66,13 +84,27 @@ pub fn connect(
 #[derive(Clone)]
 pub struct PaceLayer {
     bucket: Option<Arc<Mutex<TokenBucket>>>,
+    in_flight: Arc<Semaphore>,
     observer: Arc<dyn RequestObserver>,
 }
 
 impl PaceLayer {
     pub fn new(rate: Option<RequestRate>, observer: Arc<dyn RequestObserver>) -> Self {
+        Self::with_in_flight(rate, in_flight(rate), observer)
+    }
+
+    /// As [`PaceLayer::new`], with `in_flight` requests other than watches at once.
+    pub fn with_in_flight(
+        rate: Option<RequestRate>,
+        in_flight: usize,
+        observer: Arc<dyn RequestObserver>,
+    ) -> Self {
         let bucket = rate.map(|rate| Arc::new(Mutex::new(TokenBucket::new(rate, Instant::now()))));
-        Self { bucket, observer }
+        Self {
+            bucket,
+            in_flight: Arc::new(Semaphore::new(in_flight.max(1))),
+            observer,
+        }
     }
 }
 
@@ -83,16 +115,19 @@ impl<S> tower::Layer<S> for PaceLayer {
         Paced {
             inner,
             bucket: self.bucket.clone(),
+            in_flight: self.in_flight.clone(),
             observer: self.observer.clone(),
         }
     }
 }
 
-/// Waits for a token, then sends, then counts the answer.
+/// Waits for a token and a place in flight, then sends, then counts the answer; the place is
+/// held until the answer's body is read (the connection is busy until then).
 #[derive(Clone)]
 pub struct Paced<S> {
     inner: S,
     bucket: Option<Arc<Mutex<TokenBucket>>>,
+    in_flight: Arc<Semaphore>,
     observer: Arc<dyn RequestObserver>,
 }
 
@@ -105,9 +140,9 @@ where
     S::Error: Into<BoxError> + Send,
     B: Send + 'static,
 {
-    type Response = Response<B>;
+    type Response = Response<Held<B>>;
     type Error = BoxError;
-    type Future = BoxFuture<Result<Response<B>, BoxError>>;
+    type Future = BoxFuture<Result<Response<Held<B>>, BoxError>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // The inner service is made ready after the wait, not before: a request waiting for its
@@ -128,10 +163,16 @@ where
         let mut inner = self.inner.clone();
         let observer = self.observer.clone();
         let bucket = self.bucket.clone();
+        let in_flight = (verb != "watch").then(|| self.in_flight.clone());
         Box::pin(async move {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
+            let place = match in_flight {
+                // The semaphore is never closed.
+                Some(in_flight) => in_flight.acquire_owned().await.ok(),
+                None => None,
+            };
             let answer = async { inner.ready().await?.call(request).await }.await;
             let code = answer
                 .as_ref()
@@ -145,8 +186,40 @@ where
                     .spend_burst();
             }
             observer.request_finished(verb, code, wait);
-            answer.map_err(Into::into)
+            answer
+                .map(|response| response.map(|body| Held { body, place }))
+                .map_err(Into::into)
         })
+    }
+}
+
+/// An answer's body holding its request's place in flight until it is read or dropped.
+pub struct Held<B> {
+    body: B,
+    place: Option<OwnedSemaphorePermit>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.place = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -234,6 +307,13 @@ mod tests {
         request
     }
 
+    #[test]
+    fn a_seconds_worth_of_requests_may_be_in_flight_within_bounds() {
+        let rate = |qps| Some(RequestRate { qps, burst: 1 });
+        let places = [rate(0.5), rate(100.0), rate(500.5), rate(1e9), None].map(in_flight);
+        assert_eq!(places, [32, 100, 501, 1024, 1024]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_burst_goes_at_once_and_the_rest_follow_one_qps_apart() {
         let rate = RequestRate {
@@ -283,6 +363,37 @@ mod tests {
         let mut verbs: Vec<_> = seen.0.lock().unwrap().iter().map(|s| (s.0, s.1)).collect();
         verbs.sort();
         assert_eq!(verbs, [("create", 200), ("patch", 200), ("watch", 200)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_in_flight_are_bounded_until_their_answers_are_read_but_watches_are_not() {
+        use http_body_util::BodyExt;
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let paced = PaceLayer::with_in_flight(None, 2, Arc::new(Seen::default())).layer(service);
+        let mut calls: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(paced.clone().call(named("get"))))
+            .collect();
+        let (_, first) = handle.next_request().await.unwrap();
+        let (_, _second) = handle.next_request().await.unwrap();
+        let quiet = Duration::from_secs(5);
+        let waits = tokio::time::timeout(quiet, handle.next_request()).await;
+        assert!(waits.is_err(), "a third request went out");
+        // A watch never waits for a place.
+        let _watch = tokio::spawn(paced.clone().call(named("watch")));
+        let (watch, _) = handle.next_request().await.unwrap();
+        assert_eq!(watch.extensions().get::<&str>(), Some(&"watch"));
+
+        // Answered, but its body unread: the connection is still busy.
+        first.send_response(Response::new(Body::from(b"answer".to_vec())));
+        let (done, at, rest) = futures::future::select_all(calls.drain(..)).await;
+        let answer = done.unwrap().unwrap();
+        let waits = tokio::time::timeout(quiet, handle.next_request()).await;
+        assert!(waits.is_err(), "went out before the body was read");
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"answer");
+        let (third, _) = handle.next_request().await.unwrap();
+        assert_eq!(third.extensions().get::<&str>(), Some(&"get"));
+        drop((at, rest));
     }
 
     #[tokio::test(start_paused = true)]
