@@ -451,3 +451,25 @@ async fn unreachable_endpoint_is_a_transient_error() {
     );
     let _ = Action::ALL;
 }
+
+/// The API documentation's own example answer to DescribeProduct holds `"ProductSecret": ""`
+/// for a product whose registration was never enabled: no secret yet, never an empty key.
+#[tokio::test]
+async fn an_empty_product_secret_is_no_secret() {
+    let documented = r#"{"Response":{"ProductId":"ABCDEFGHIJ","ProductName":"lamp","ProductMetadata":{"CreationDate":1571020500},"ProductProperties":{"ProductDescription":"","EncryptionType":"2","Region":"gz","ProductType":0,"Format":"json","Platform":"","Appeui":"","ModelId":"","ModelName":"","ProductKey":"","RegisterType":0,"ProductSecret":"","RegisterLimit":0,"OriginProductId":"","PrivateCAName":"","OriginUserId":0,"DeviceLimit":0,"ForbiddenStatus":0,"AppEUI":""},"RequestId":"doc-example"}}"#;
+    let on_without_secret = r#"{"Response":{"ProductId":"ABCDEFGHIJ","ProductProperties":{"RegisterType":2,"ProductSecret":"","RegisterLimit":5},"RequestId":"r"}}"#;
+    let cloud = ScriptedCloud::start([
+        Reply::Json(documented.to_owned()),
+        Reply::Json(on_without_secret.to_owned()),
+    ])
+    .await;
+    let client = client_for(&cloud);
+    for register_type in [RegisterType::Disabled, RegisterType::AutoCreate] {
+        let product = client
+            .describe_product(&credentials(), "ap-guangzhou", "ABCDEFGHIJ")
+            .await
+            .unwrap();
+        assert_eq!(product.registration.register_type, register_type);
+        assert!(product.registration.product_secret.is_none());
+    }
+}

@@ -182,3 +182,73 @@ products:
     );
     harness.assert_no_secrets_logged(&controller).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_account_stalls_rests_its_key_and_recovers_when_settled() {
+    let products = r#"
+products:
+  - {productId: ARREARS001, region: ap-guangzhou}
+  - {productId: ARREARS002, region: ap-guangzhou}
+"#;
+    let Some(harness) = Harness::with_credentials(products, |_| {}).await else {
+        return;
+    };
+    let isolate = |isolated: bool| {
+        harness.emulator_send(
+            reqwest::Method::PUT,
+            "accounts/default/isolated",
+            serde_json::json!({ "isolated": isolated }),
+        )
+    };
+    isolate(true).await;
+    let controller = harness.spawn_controller(&["--stalled-retry-interval", "3s"]);
+    for (name, product) in [("first", "ARREARS001"), ("second", "ARREARS002")] {
+        harness
+            .create_registration(name, product, RegistrationMode::AutoCreate, 5)
+            .await;
+    }
+    for name in ["first", "second"] {
+        let suspended = harness
+            .wait_reason(
+                name,
+                "AccountSuspended",
+                Duration::from_secs(20),
+                &controller,
+            )
+            .await;
+        let ready = suspended.condition("Ready").unwrap();
+        assert!(
+            ready.message.contains("overdue payment") && ready.message.contains("Billing Center"),
+            "the message says what to do: {}",
+            ready.message
+        );
+        assert!(
+            suspended
+                .condition("Stalled")
+                .is_some_and(|c| c.status == "True")
+        );
+    }
+
+    // The key rests as a refused key does: one call per rest period for both resources.
+    harness
+        .emulator_send(reqwest::Method::POST, "stats/reset", serde_json::json!({}))
+        .await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let calls = harness.emulator_get("stats").await["totalCalls"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        (1..=4).contains(&calls),
+        "two resources of an isolated account cost {calls} calls over three rest periods"
+    );
+
+    // Settled: the slow retry finds the account restored.
+    isolate(false).await;
+    for name in ["first", "second"] {
+        harness
+            .wait_reason(name, "InSync", Duration::from_secs(20), &controller)
+            .await;
+    }
+    assert_eq!(harness.cloud_product("ARREARS001").await["registerType"], 2);
+    harness.assert_no_secrets_logged(&controller).await;
+}

@@ -119,6 +119,34 @@ fn exit_codes_say_nothing_to_do_changes_pending_or_errors() {
 }
 
 #[test]
+fn what_plan_decides_without_the_cloud_comes_before_the_cloud() {
+    // A template that does not compile, for a product no account has: invalid, not "not found".
+    let output = plan(
+        &[
+            "-f",
+            "tests/plan/manifests/4-invalid.yml",
+            "--emulator",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let row = json["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["name"] == "bad-template-unknown-product")
+        .unwrap();
+    assert_eq!(row["action"], "invalid", "{row}");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("secretTemplate.data[config.json]: syntax error"),
+        "{detail}"
+    );
+}
+
+#[test]
 fn reads_standard_input_as_kubectl_kustomize_pipes_it() {
     let manifests = std::fs::read_to_string("examples/3-dynamicregistration.yaml").unwrap();
     let piped =

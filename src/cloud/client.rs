@@ -19,6 +19,8 @@ use super::wire::{self, Action};
 pub const DEFAULT_ENDPOINT: &str = "iotcloud.tencentcloudapi.com";
 /// The STS endpoint, for web identity credentials.
 pub const DEFAULT_STS_ENDPOINT: &str = "sts.tencentcloudapi.com";
+/// The STS endpoint of the international site, whose accounts the mainland's does not know.
+pub const INTL_STS_ENDPOINT: &str = "sts.intl.tencentcloudapi.com";
 
 /// Most products paged through in one listing (400 pages of 250): a TotalCount that never
 /// ends must not page forever.
@@ -104,6 +106,18 @@ impl Endpoint {
     /// The URL requests are posted to.
     pub fn url(&self) -> &reqwest::Url {
         &self.url
+    }
+
+    /// The STS endpoint of this endpoint's site: the international site's for a host under
+    /// `intl.tencentcloudapi.com` (`iotcloud.intl.tencentcloudapi.com`), the mainland's otherwise.
+    pub fn matching_sts(&self) -> Endpoint {
+        let host = self.url.host_str().unwrap_or_default();
+        let sts = if host.ends_with(".intl.tencentcloudapi.com") {
+            INTL_STS_ENDPOINT
+        } else {
+            DEFAULT_STS_ENDPOINT
+        };
+        Endpoint::parse(sts, false).expect("the STS endpoints are valid https hosts")
     }
 }
 
@@ -275,12 +289,13 @@ impl CloudClient {
         region: &str,
     ) -> Result<Vec<Product>, CloudError> {
         let action = Action::DescribeProducts;
-        let limit = wire::DESCRIBE_PRODUCTS_MAX_LIMIT;
         let mut products: Vec<Product> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut offset = 0;
         loop {
-            let params = wire::DescribeProductsRequest { offset, limit };
+            let params =
+                wire::DescribeProductsRequest::page(offset, wire::DESCRIBE_PRODUCTS_MAX_LIMIT);
+            let limit = params.limit;
             let page: wire::DescribeProductsResponse =
                 self.call(credentials, region, action, &params).await?;
             let received = page.products.len() as u64;
@@ -352,6 +367,24 @@ impl CloudClient {
             .with_token(issued.token)
             .limited_as(request.role_arn.clone());
         Ok((credentials, answer.expired_time))
+    }
+
+    /// Whose key `credentials` are, as STS says (`GetCallerIdentity`, signed; CAM needs no
+    /// policy for it). `region` is the call's, which STS requires but does not use.
+    pub async fn get_caller_identity(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+    ) -> Result<wire::GetCallerIdentityResponse, CloudError> {
+        let route = Route {
+            endpoint: &self.inner.sts_endpoint,
+            service: wire::STS_SERVICE,
+            version: wire::STS_VERSION,
+            signing: Signing::Signed(credentials),
+        };
+        let no_parameters = serde_json::Map::new();
+        self.call_to(&route, region, Action::GetCallerIdentity, &no_parameters)
+            .await
     }
 
     /// One IoT Hub API call.
@@ -615,6 +648,34 @@ mod tests {
         );
         assert!(groups[2].starts_with('4'), "{one}");
         assert!(matches!(&groups[3][..1], "8" | "9" | "a" | "b"), "{one}");
+    }
+
+    #[test]
+    fn an_international_endpoint_goes_with_the_international_sts() {
+        let sts_of = |endpoint: &str| {
+            let sts = Endpoint::parse(endpoint, true).unwrap().matching_sts();
+            sts.host().to_owned()
+        };
+        for (endpoint, sts) in [
+            ("iotcloud.intl.tencentcloudapi.com", INTL_STS_ENDPOINT),
+            (
+                "https://iotcloud.intl.tencentcloudapi.com:443",
+                INTL_STS_ENDPOINT,
+            ),
+            ("iotcloud.tencentcloudapi.com", DEFAULT_STS_ENDPOINT),
+            (
+                "iotcloud.ap-guangzhou.tencentcloudapi.com",
+                DEFAULT_STS_ENDPOINT,
+            ),
+            // Only a host under the site's domain, not one that merely ends alike.
+            (
+                "iotcloud.intl.tencentcloudapi.com.example",
+                DEFAULT_STS_ENDPOINT,
+            ),
+            ("http://127.0.0.1:9000", DEFAULT_STS_ENDPOINT),
+        ] {
+            assert_eq!(sts_of(endpoint), sts, "{endpoint}");
+        }
     }
 
     #[test]

@@ -13,13 +13,20 @@ pub enum ErrorClass {
     /// `IpInBlacklist`): wrong, expired, disabled, or not usable from here. Every call with it
     /// fails alike, so it rests.
     Auth,
+    /// The account behind the key may not use the service now: `FailedOperation.AccountIsolated`
+    /// (in arrears) and `UnauthorizedOperation.UserNotAuthenticaed` (identity verification not
+    /// done). The key is fine, yet every call with it fails alike until a person settles the
+    /// account, so it rests as for `Auth`.
+    Account,
     /// `ResourceNotFound*`: the product does not exist in that region.
     NotFound,
     /// `UnauthorizedOperation*`, `AuthFailure.UnauthorizedOperation`: this action on this
     /// product is not allowed (a CAM policy, or the platform forbade the product), while the key
     /// itself is fine: the resource's problem, not the key's.
     Forbidden,
-    /// `InvalidParameterValue.ProductTypeNotSupport`: the product type has no dynamic registration.
+    /// `InvalidParameterValue.ProductTypeNotSupport`, `UnsupportedOperation.WrongProductAuthType`,
+    /// `UnauthorizedOperation.ProductNotSupportPSK`: the product's type or authentication has no
+    /// dynamic registration.
     Unsupported,
     /// Other `InvalidParameter*` / `MissingParameter*`: the request itself is wrong.
     Invalid,
@@ -39,6 +46,7 @@ impl ErrorClass {
             ErrorClass::Throttled => "Throttled",
             ErrorClass::Transient => "Transient",
             ErrorClass::Auth => "Auth",
+            ErrorClass::Account => "Account",
             ErrorClass::NotFound => "NotFound",
             ErrorClass::Forbidden => "Forbidden",
             ErrorClass::Unsupported => "Unsupported",
@@ -54,7 +62,13 @@ impl ErrorClass {
         match code {
             // A CAM policy refused this action or resource; the signature and key were fine.
             "AuthFailure.UnauthorizedOperation" => return ErrorClass::Forbidden,
-            "InvalidParameterValue.ProductTypeNotSupport" => return ErrorClass::Unsupported,
+            "FailedOperation.AccountIsolated" | "UnauthorizedOperation.UserNotAuthenticaed" => {
+                return ErrorClass::Account;
+            }
+            // The product's type or authentication has no dynamic registration.
+            "InvalidParameterValue.ProductTypeNotSupport"
+            | "UnsupportedOperation.WrongProductAuthType"
+            | "UnauthorizedOperation.ProductNotSupportPSK" => return ErrorClass::Unsupported,
             "ResourceInUse"
             | "ResourceInsufficient"
             | "ResourceUnavailable"
@@ -236,6 +250,12 @@ mod tests {
             ("InvalidParameterValue.ProductTypeNotSupport", Unsupported),
             ("ResourceNotFound.ProductNotExist", NotFound),
             ("UnauthorizedOperation.ProductIsForbidden", Forbidden),
+            ("UnauthorizedOperation.PermissionDenied", Forbidden),
+            ("FailedOperation.AccountIsolated", Account),
+            ("UnauthorizedOperation.UserNotAuthenticaed", Account),
+            ("UnsupportedOperation.WrongProductAuthType", Unsupported),
+            ("UnauthorizedOperation.ProductNotSupportPSK", Unsupported),
+            ("FailedOperation.ProductResourceDuplicate", Unknown),
             ("InvalidParameter.ActionNotFound", Invalid),
             ("", Unknown),
             ("SomethingNew", Unknown),
@@ -251,6 +271,7 @@ mod tests {
             ErrorClass::Throttled,
             ErrorClass::Transient,
             ErrorClass::Auth,
+            ErrorClass::Account,
             ErrorClass::NotFound,
             ErrorClass::Forbidden,
             ErrorClass::Unsupported,

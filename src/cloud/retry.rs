@@ -70,6 +70,7 @@ mod tests {
         let policy = RetryPolicy::default();
         for class in [
             ErrorClass::Auth,
+            ErrorClass::Account,
             ErrorClass::NotFound,
             ErrorClass::Forbidden,
             ErrorClass::Unsupported,

@@ -26,15 +26,18 @@ pub enum Action {
     UpdateProductDynamicRegister,
     /// STS: exchanges a web identity (OIDC) token for temporary credentials of a role.
     AssumeRoleWithWebIdentity,
+    /// STS: whose key signs the call (`iothub-dynreg check`).
+    GetCallerIdentity,
 }
 
 impl Action {
     /// Every action, for per-action tables (rate limits, metrics).
-    pub const ALL: [Action; 4] = [
+    pub const ALL: [Action; 5] = [
         Action::DescribeProduct,
         Action::DescribeProducts,
         Action::UpdateProductDynamicRegister,
         Action::AssumeRoleWithWebIdentity,
+        Action::GetCallerIdentity,
     ];
 
     /// The name on the wire (`X-TC-Action`).
@@ -44,6 +47,17 @@ impl Action {
             Action::DescribeProducts => "DescribeProducts",
             Action::UpdateProductDynamicRegister => "UpdateProductDynamicRegister",
             Action::AssumeRoleWithWebIdentity => "AssumeRoleWithWebIdentity",
+            Action::GetCallerIdentity => "GetCallerIdentity",
+        }
+    }
+
+    /// The service and version the action belongs to (the signature's scope names the service).
+    pub fn api(self) -> (&'static str, &'static str) {
+        match self {
+            Action::AssumeRoleWithWebIdentity | Action::GetCallerIdentity => {
+                (STS_SERVICE, STS_VERSION)
+            }
+            _ => (SERVICE, VERSION),
         }
     }
 
@@ -91,6 +105,24 @@ pub struct AssumeRoleWithWebIdentityResponse {
     pub credentials: TemporaryCredentials,
     /// When they expire, Unix seconds.
     pub expired_time: i64,
+}
+
+/// `GetCallerIdentity`'s answer: whose key signed the call.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetCallerIdentityResponse {
+    /// The caller, e.g. `qcs::cam::uin/100001:uin/100002`.
+    #[serde(default)]
+    pub arn: String,
+    /// The root account's UIN.
+    #[serde(default)]
+    pub account_id: String,
+    /// The user (a sub-account's UIN, a role's `roleId:session`).
+    #[serde(default)]
+    pub user_id: String,
+    /// The kind of identity, e.g. `CAMUser`.
+    #[serde(default, rename = "Type")]
+    pub kind: String,
 }
 
 /// Temporary credentials as STS issues them.
@@ -153,6 +185,17 @@ pub struct DescribeProductsRequest {
     pub offset: u64,
     /// Page size, 10 to 250.
     pub limit: u64,
+}
+
+impl DescribeProductsRequest {
+    /// The page at `offset` of about `size` products: the cloud refuses a `Limit` outside
+    /// 10–250 (`InvalidParameterValue`), so a smaller page asks for 10 and a larger one for 250.
+    pub fn page(offset: u64, size: u64) -> Self {
+        Self {
+            offset,
+            limit: size.clamp(DESCRIBE_PRODUCTS_MIN_LIMIT, DESCRIBE_PRODUCTS_MAX_LIMIT),
+        }
+    }
 }
 
 /// `UpdateProductDynamicRegister` parameters.
@@ -267,4 +310,18 @@ pub struct UpdateProductDynamicRegisterResponse {
     /// The cloud's id of the request.
     #[serde(default)]
     pub request_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_products_pages_ask_for_10_to_250() {
+        let limits = [0, 1, 9, 10, 100, 250, 251, u64::MAX]
+            .map(|size| DescribeProductsRequest::page(500, size).limit);
+        assert_eq!(limits, [10, 10, 10, 10, 100, 250, 250, 250]);
+        let sent = serde_json::to_value(DescribeProductsRequest::page(500, 1)).unwrap();
+        assert_eq!(sent, serde_json::json!({"Offset": 500, "Limit": 10}));
+    }
 }

@@ -18,6 +18,10 @@ pub struct Seed {
     /// Roles STS lets web identities assume (`AssumeRoleWithWebIdentity`).
     #[serde(default)]
     pub roles: Vec<SeedRole>,
+    /// Cloud accounts in arrears: every call their keys may make answers
+    /// `FailedOperation.AccountIsolated`.
+    #[serde(default)]
+    pub isolated_accounts: Vec<String>,
 }
 
 /// A CAM role trusting an OIDC provider: STS exchanges the tokens listed for temporary

@@ -1,6 +1,6 @@
 //! The emulator's HTTP side: the API at `/`, the control endpoints under `/_emulator/`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -60,6 +60,26 @@ impl Faults {
         }
         Ok(())
     }
+}
+
+/// `GetCallerIdentity`'s answer. The emulator's accounts have names, not UINs: the name stands
+/// for the account's UIN and the SecretId for the user's.
+fn caller_identity(caller: &Caller, request_id: &str) -> Value {
+    json!({
+        "Arn": format!("qcs::cam::uin/{}:uin/{}", caller.owner, caller.secret_id),
+        "AccountId": caller.owner,
+        "UserId": caller.secret_id,
+        "PrincipalId": caller.owner,
+        "Type": "CAMUser",
+        "RequestId": request_id,
+    })
+}
+
+/// Puts an account in arrears or takes it out (`PUT /_emulator/accounts/NAME/isolated`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Isolation {
+    isolated: bool,
 }
 
 /// An error code the next calls about one product answer with.
@@ -124,6 +144,26 @@ struct State {
     rate_limit_per_second: u32,
     /// The last API request of each action, as `GET /_emulator/last-requests` shows it.
     last_requests: BTreeMap<String, Value>,
+    /// Cloud accounts in arrears.
+    isolated: HashSet<String>,
+}
+
+impl State {
+    fn isolate(&mut self, account: &str, setting: Isolation) -> Value {
+        match setting.isolated {
+            true => self.isolated.insert(account.to_owned()),
+            false => self.isolated.remove(account),
+        };
+        json!({"account": account, "isolated": setting.isolated})
+    }
+
+    fn set_rate_limit(&mut self, setting: RateLimitSetting) -> Result<Value, (StatusCode, String)> {
+        if setting.per_second == 0 {
+            return Err(bad_request("perSecond must be at least 1".to_owned()));
+        }
+        self.rate_limit_per_second = setting.per_second;
+        Ok(json!({"perSecond": setting.per_second}))
+    }
 }
 
 /// A call's parameters, or why they cannot be read.
@@ -176,6 +216,7 @@ impl Emulator {
                 scripted: HashMap::new(),
                 rate_limit_per_second: config.rate_limit_per_second.max(1),
                 last_requests: BTreeMap::new(),
+                isolated: config.seed.isolated_accounts.iter().cloned().collect(),
             }),
         }
     }
@@ -410,8 +451,19 @@ impl Emulator {
             return Ok(answer);
         }
         let params = params?;
+        if caller.action == Action::GetCallerIdentity {
+            // STS answers whoever signed, whatever their policy or balance.
+            return Ok(Answer::Json(caller_identity(caller, request_id)));
+        }
         caller.check_policy(params.get("ProductId").and_then(Value::as_str))?;
         let mut state = self.state();
+        // CAM judges the key first; the service then finds its account in arrears.
+        if state.isolated.contains(&caller.owner) {
+            return Err(Refusal::new(
+                "FailedOperation.AccountIsolated",
+                "the account is isolated for overdue payment",
+            ));
+        }
         if let Some(refusal) = state.scripted_error(&params) {
             return Err(refusal);
         }
@@ -465,15 +517,11 @@ impl Emulator {
                     state.faults = faults;
                     Ok(to_json(&state.faults))
                 }),
-                ("PUT" | "POST", ["rate-limit"]) => {
-                    parse::<RateLimitSetting>(body).and_then(|setting| {
-                        if setting.per_second == 0 {
-                            return Err(bad_request("perSecond must be at least 1".to_owned()));
-                        }
-                        state.rate_limit_per_second = setting.per_second;
-                        Ok(json!({"perSecond": setting.per_second}))
-                    })
+                ("PUT" | "POST", ["accounts", account, "isolated"]) => {
+                    parse::<Isolation>(body).map(|setting| state.isolate(account, setting))
                 }
+                ("PUT" | "POST", ["rate-limit"]) => parse::<RateLimitSetting>(body)
+                    .and_then(|setting| state.set_rate_limit(setting)),
                 _ => Err((
                     StatusCode::NOT_FOUND,
                     format!("no control endpoint {method} {path}"),

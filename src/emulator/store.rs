@@ -188,11 +188,11 @@ impl Store {
             }
             Action::DescribeProducts => self.describe_products(scope, params, request_id)?,
             Action::UpdateProductDynamicRegister => self.update(scope, params, request_id)?,
-            // An STS action: served unsigned before authentication, never by the product store.
-            Action::AssumeRoleWithWebIdentity => {
+            // STS actions: served by the server, never by the product store.
+            Action::AssumeRoleWithWebIdentity | Action::GetCallerIdentity => {
                 return Err(Refusal::new(
                     "InvalidAction",
-                    "AssumeRoleWithWebIdentity is an sts action, not iotcloud's",
+                    format!("{action} is an sts action, not iotcloud's"),
                 ));
             }
         };

@@ -146,7 +146,11 @@ impl Verifier<'_> {
                 "the temporary credentials have expired",
             ));
         }
-        check_scope(&authorization, timestamp)?;
+        // The scope names the service of the action asked for (iotcloud, or sts).
+        let service = header("x-tc-action")
+            .and_then(Action::from_name)
+            .map_or(wire::SERVICE, |action| action.api().0);
+        check_scope(&authorization, timestamp, service)?;
 
         check_signature(
             request,
@@ -256,18 +260,16 @@ fn target<'a>(header: &impl Fn(&'a str) -> Option<&'a str>) -> Result<(Action, S
             Refusal::new("InvalidAction", format!("the action {name} does not exist"))
         })?,
     };
+    let (service, version) = action.api();
     match header("x-tc-version") {
         None | Some("") => {
             return Err(Refusal::new("MissingParameter", "X-TC-Version is missing"));
         }
-        Some(wire::VERSION) => {}
+        Some(sent) if sent == version => {}
         Some(other) => {
             return Err(Refusal::new(
                 "NoSuchVersion",
-                format!(
-                    "version {other} does not exist; iotcloud speaks {}",
-                    wire::VERSION
-                ),
+                format!("version {other} does not exist; {service} speaks {version}"),
             ));
         }
     }
@@ -278,7 +280,11 @@ fn target<'a>(header: &impl Fn(&'a str) -> Option<&'a str>) -> Result<(Action, S
     Ok((action, region))
 }
 
-fn check_scope(authorization: &sign::Authorization, timestamp: i64) -> Result<(), Refusal> {
+fn check_scope(
+    authorization: &sign::Authorization,
+    timestamp: i64,
+    service: &str,
+) -> Result<(), Refusal> {
     let failure = |message: String| Refusal::new("AuthFailure.SignatureFailure", message);
     let Some(date) = sign::utc_date(timestamp) else {
         return Err(failure("X-TC-Timestamp is not a time".to_owned()));
@@ -289,11 +295,10 @@ fn check_scope(authorization: &sign::Authorization, timestamp: i64) -> Result<()
             authorization.date
         )));
     }
-    if authorization.service != wire::SERVICE {
+    if authorization.service != service {
         return Err(failure(format!(
-            "credential scope service {} is not {}",
+            "credential scope service {} is not {service}",
             authorization.service,
-            wire::SERVICE
         )));
     }
     if authorization.signed_headers != sign::SIGNED_HEADERS {

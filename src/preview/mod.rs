@@ -52,6 +52,8 @@ pub enum Action {
     Unsupported,
     /// The cloud refused the credentials.
     AuthFailed,
+    /// The account of the credentials is suspended (arrears, identity verification).
+    AccountSuspended,
     /// The cloud could not be read.
     Error,
 }
@@ -70,6 +72,7 @@ impl Action {
             Action::Forbidden => "forbidden",
             Action::Unsupported => "unsupported",
             Action::AuthFailed => "auth failed",
+            Action::AccountSuspended => "account suspended",
             Action::Error => "error",
         }
     }
@@ -209,11 +212,18 @@ type Observed = (
     Option<(DynamicRegistration, Result<Product, Problem>)>,
 );
 
-/// The row of a manifest, and the resource when the API server would accept it.
+/// The row of a manifest, and the resource when the API server would accept it and nothing
+/// else known without the cloud (a template that does not compile) stops it.
 fn checked(validator: &Validator, manifest: Manifest) -> (Planned, Option<DynamicRegistration>) {
     let planned = written(manifest.origin, &manifest.object);
     match validator.validate(&manifest.object) {
-        Ok(resource) => (planned, Some(resource)),
+        Ok(resource) => match offline_problem(&resource) {
+            Some(problem) => {
+                let detail = decision::problem_verdict(&problem).message;
+                (refused(planned, Action::Invalid, detail), None)
+            }
+            None => (planned, Some(resource)),
+        },
         Err(violations) => {
             let detail = violations
                 .iter()
@@ -223,6 +233,14 @@ fn checked(validator: &Validator, manifest: Manifest) -> (Planned, Option<Dynami
             (refused(planned, Action::Invalid, detail), None)
         }
     }
+}
+
+/// What stops a resource the API server accepts, decided without the cloud: whatever the
+/// cloud holds, the controller would report it.
+fn offline_problem(resource: &DynamicRegistration) -> Option<Problem> {
+    let template = resource.spec.secret_template.as_ref()?;
+    let detail = decision::template::check(template).err()?;
+    Some(Problem::SecretTemplateInvalid { detail })
 }
 
 /// Reads the product of a valid resource, unless it is suspended.
@@ -331,6 +349,7 @@ pub fn decide(
         Reason::ProductForbidden => Action::Forbidden,
         Reason::ProductTypeNotSupported => Action::Unsupported,
         Reason::AuthFailed => Action::AuthFailed,
+        Reason::AccountSuspended => Action::AccountSuspended,
         _ => Action::Error,
     };
     let detail = match action {

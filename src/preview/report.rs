@@ -9,7 +9,7 @@ use super::{Action, Plan, Planned};
 pub const JSON_FORMAT_VERSION: u32 = 1;
 
 /// Every action, in the order summaries list them.
-const ACTIONS: [Action; 11] = [
+const ACTIONS: [Action; 12] = [
     Action::Update,
     Action::NoChange,
     Action::Drift,
@@ -20,6 +20,7 @@ const ACTIONS: [Action; 11] = [
     Action::Forbidden,
     Action::Unsupported,
     Action::AuthFailed,
+    Action::AccountSuspended,
     Action::Error,
 ];
 

@@ -5,10 +5,13 @@ The emulator must serve examples/emulator-seed.yaml. Exits non-zero at the first
 prints one line per check, so the Rust test that runs this can show what happened.
 """
 
+import json
 import sys
+import urllib.request
 from urllib.parse import urlparse
 
 from tencentcloud.common import credential
+from tencentcloud.common.common_client import CommonClient
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
@@ -38,6 +41,15 @@ def expect_error(code, call):
             raise AssertionError(f"expected {code}, got {error.get_code()}: {error.get_message()}")
         return error
     raise AssertionError(f"expected {code}, the call succeeded")
+
+
+def control(url, path, body):
+    """PUTs JSON to one of the emulator's control endpoints."""
+    request = urllib.request.Request(
+        f"{url}/_emulator/{path}", data=json.dumps(body).encode(), method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request).read()
 
 
 def describe(c, product_id):
@@ -118,6 +130,20 @@ def main(url):
     lora.RegisterLimit = 1
     expect_error("InvalidParameterValue.ProductTypeNotSupport", lambda: good.UpdateProductDynamicRegister(lora))
     print("LoRa product: InvalidParameterValue.ProductTypeNotSupport")
+
+    # STS's GetCallerIdentity, signed for service sts, as the SDK's generic client sends it.
+    parsed = urlparse(url)
+    profile = ClientProfile(httpProfile=HttpProfile(protocol=parsed.scheme, endpoint=parsed.netloc))
+    sts = CommonClient("sts", "2018-08-13", credential.Credential(SECRET_ID, SECRET_KEY), "ap-guangzhou", profile)
+    identity = sts.call_json("GetCallerIdentity", {})["Response"]
+    assert identity["AccountId"] and identity["UserId"] == SECRET_ID, identity
+    print("GetCallerIdentity: ok, account", identity["AccountId"])
+
+    control(url, "accounts/default/isolated", {"isolated": True})
+    expect_error("FailedOperation.AccountIsolated", lambda: describe(good, "ABCDE12345"))
+    control(url, "accounts/default/isolated", {"isolated": False})
+    assert describe(good, "ABCDE12345").ProductId == "ABCDE12345"
+    print("account in arrears: FailedOperation.AccountIsolated, then restored")
     print("official SDK: all checks passed")
 
 

@@ -202,8 +202,8 @@ impl Resolver {
                 | ErrorClass::Invalid,
                 _,
             )) => self.gate.accepted(credentials),
-            Some((ErrorClass::Auth, code)) => {
-                warn!(secret_id = %credentials.secret_id, code, "the cloud refused the credentials; resting them");
+            Some((ErrorClass::Auth | ErrorClass::Account, code)) => {
+                warn!(secret_id = %credentials.secret_id, code, "the cloud refused the credentials or their account; resting them");
                 self.gate.refused(credentials, code);
             }
             Some((ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::Unknown, _)) => {}

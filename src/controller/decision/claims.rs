@@ -20,12 +20,13 @@ use crate::controller::resources::{
 };
 
 /// Verdicts that say the resource's credentials do not reach its product now.
-const UNREACHED: [Reason; 7] = [
+const UNREACHED: [Reason; 8] = [
     Reason::CredentialsMissing,
     Reason::CredentialsInvalid,
     Reason::CredentialsNotAllowed,
     Reason::CredentialsDeleting,
     Reason::AuthFailed,
+    Reason::AccountSuspended,
     Reason::ProductNotFound,
     Reason::ProductForbidden,
 ];

@@ -1,6 +1,7 @@
 //! What a reconcile learns of the ClusterCredentials it used, and the `Ready` condition their
 //! status carries for it: `Accepted` once the cloud answered a call made with them, `AuthFailed`
-//! or `SourceUnusable` when the cloud or their source refused them.
+//! or `SourceUnusable` when the cloud or their source refused them, `AccountSuspended` when the
+//! cloud suspended their account.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -15,7 +16,7 @@ pub enum Outcome {
     Accepted,
     /// Their source gave no credentials, or the cloud refused them.
     Refused {
-        /// `AuthFailed` or `SourceUnusable`.
+        /// `AuthFailed`, `AccountSuspended` or `SourceUnusable`.
         reason: &'static str,
         /// What was refused and why, without values.
         message: String,
@@ -42,6 +43,18 @@ impl Outcome {
                 class: ErrorClass::Auth,
                 message,
             }) => Some(refused("AuthFailed", message)),
+            Err(Problem::Cloud {
+                class: ErrorClass::Account,
+                message,
+            }) => Some(refused("AccountSuspended", message)),
+            Err(Problem::CredentialsResting { code, .. })
+                if ErrorClass::of_code(code) == ErrorClass::Account =>
+            {
+                Some(refused(
+                    "AccountSuspended",
+                    "the cloud suspended the account of these credentials; they rest until they change or the slow retry comes due",
+                ))
+            }
             Err(Problem::CredentialsResting { .. }) => Some(refused(
                 "AuthFailed",
                 "the cloud refused these credentials; they rest until they change or the slow retry comes due",

@@ -217,6 +217,7 @@ pub enum Reason {
     CredentialsNotAllowed,
     CredentialsDeleting,
     AuthFailed,
+    AccountSuspended,
     ProductNotFound,
     ProductForbidden,
     ProductTypeNotSupported,
@@ -244,6 +245,7 @@ impl Reason {
             Reason::CredentialsNotAllowed => "CredentialsNotAllowed",
             Reason::CredentialsDeleting => "CredentialsDeleting",
             Reason::AuthFailed => "AuthFailed",
+            Reason::AccountSuspended => "AccountSuspended",
             Reason::ProductNotFound => "ProductNotFound",
             Reason::ProductForbidden => "ProductForbidden",
             Reason::ProductTypeNotSupported => "ProductTypeNotSupported",
@@ -378,6 +380,17 @@ pub fn problem_verdict(problem: &Problem) -> Verdict {
                 "credentials Secret {secret} is being deleted, but kept (our finalizer {CREDENTIALS_IN_USE}) because deletionPolicy Disable needs it to switch registration off when this resource is deleted: delete this resource (it disables the product, then lets the Secret go), or set deletionPolicy: Orphan to let the Secret go now"
             ),
         ),
+        Problem::CredentialsResting { secret_id, code }
+            if ErrorClass::of_code(code) == ErrorClass::Account =>
+        {
+            stalled(
+                Reason::AccountSuspended,
+                format!(
+                    "{}; credentials {secret_id} are not used again until they change or the slow retry comes due",
+                    account_advice(code)
+                ),
+            )
+        }
         Problem::CredentialsResting { secret_id, code } => stalled(
             Reason::AuthFailed,
             format!(
@@ -396,12 +409,27 @@ pub fn cloud_verdict(class: ErrorClass, message: &str) -> Verdict {
         }
         ErrorClass::Unknown => (Reason::CloudError, Progress::Retrying),
         ErrorClass::Auth => (Reason::AuthFailed, Progress::Stalled),
+        ErrorClass::Account => (Reason::AccountSuspended, Progress::Stalled),
         ErrorClass::NotFound => (Reason::ProductNotFound, Progress::Stalled),
         ErrorClass::Forbidden => (Reason::ProductForbidden, Progress::Stalled),
         ErrorClass::Unsupported => (Reason::ProductTypeNotSupported, Progress::Stalled),
         ErrorClass::Invalid => (Reason::InvalidRequest, Progress::Stalled),
     };
+    let message = match class {
+        ErrorClass::Account => format!("{}: {message}", account_advice(message)),
+        _ => message.to_owned(),
+    };
     Verdict::new(false, reason, progress, message)
+}
+
+/// What a person does about an account the cloud suspended, from its error code (or a message
+/// naming it): the account's owner settles it, nobody in the cluster can.
+fn account_advice(code_or_message: &str) -> &'static str {
+    if code_or_message.contains("UserNotAuthenticaed") {
+        "the Tencent Cloud account of these credentials has not completed identity verification: its owner completes it in the Tencent Cloud console (Account Center)"
+    } else {
+        "the Tencent Cloud account of these credentials is isolated for overdue payment: its owner settles the balance in the Tencent Cloud console (Billing Center), after which the account is restored"
+    }
 }
 
 /// Builders shared by the decision tests: one per concept.
@@ -591,6 +619,10 @@ mod kstatus_tests {
                 secret_id: "i".into(),
                 code: "c".into(),
             },
+            Problem::CredentialsResting {
+                secret_id: "i".into(),
+                code: "FailedOperation.AccountIsolated".into(),
+            },
             Problem::InvalidSpec { detail: "d".into() },
             Problem::SecretTemplateInvalid { detail: "d".into() },
         ];
@@ -606,6 +638,7 @@ mod kstatus_tests {
             (ErrorClass::Transient, InProgress),
             (ErrorClass::Unknown, InProgress),
             (ErrorClass::Auth, Failed),
+            (ErrorClass::Account, Failed),
             (ErrorClass::NotFound, Failed),
             (ErrorClass::Forbidden, Failed),
             (ErrorClass::Unsupported, Failed),
@@ -672,5 +705,42 @@ mod kstatus_tests {
         );
         let clean = status_of(&planned(&observing, Ok(&elsewhere)));
         assert!(!clean.conditions.iter().any(|c| c.type_ == "Drifted"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suspended_account_says_so_and_what_its_owner_does() {
+        let isolated = cloud_verdict(
+            ErrorClass::of_code("FailedOperation.AccountIsolated"),
+            "DescribeProduct failed with FailedOperation.AccountIsolated: isolated (RequestId r-1)",
+        );
+        assert_eq!(
+            (isolated.reason, isolated.progress),
+            (Reason::AccountSuspended, Progress::Stalled)
+        );
+        assert!(isolated.message.contains("overdue payment"), "{isolated:?}");
+        assert!(
+            isolated.message.ends_with("(RequestId r-1)"),
+            "{isolated:?}"
+        );
+        let resting = problem_verdict(&Problem::CredentialsResting {
+            secret_id: "AKIDx".into(),
+            code: "UnauthorizedOperation.UserNotAuthenticaed".into(),
+        });
+        assert_eq!(resting.reason, Reason::AccountSuspended);
+        assert!(
+            resting.message.contains("identity verification"),
+            "{resting:?}"
+        );
+        assert!(resting.message.contains("AKIDx"), "{resting:?}");
+        let refused = problem_verdict(&Problem::CredentialsResting {
+            secret_id: "AKIDx".into(),
+            code: "AuthFailure.SignatureFailure".into(),
+        });
+        assert_eq!(refused.reason, Reason::AuthFailed);
     }
 }

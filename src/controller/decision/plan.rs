@@ -168,7 +168,7 @@ fn with_secret(
         return published(None, published_in);
     }
     let Some(product_secret) = &product.registration.product_secret else {
-        let note = "the product has no ProductSecret yet (dynamic registration was never enabled), so no Secret is published";
+        let note = "the cloud shows no ProductSecret for the product yet (an empty one counts as none), so no Secret is published";
         return Plan {
             secret_published: false,
             ..published(None, note.to_owned())
