@@ -109,9 +109,11 @@ struct CloudFlags {
 struct RunFlags {
     #[command(flatten)]
     cloud: CloudFlags,
-    /// STS endpoint, for web identity credentials (TKE_ROLE_ARN and friends).
-    #[arg(long, env = "IOTHUB_DYNREG_STS_ENDPOINT", default_value = iothub_dynreg::cloud::client::DEFAULT_STS_ENDPOINT)]
-    sts_endpoint: String,
+    /// STS endpoint, for web identity credentials (TKE_ROLE_ARN and friends). Default: the STS of
+    /// the --endpoint's site, sts.intl.tencentcloudapi.com for an endpoint under
+    /// intl.tencentcloudapi.com, else sts.tencentcloudapi.com.
+    #[arg(long, env = "IOTHUB_DYNREG_STS_ENDPOINT")]
+    sts_endpoint: Option<String>,
     /// Reconcile every resource this often (±10%) to catch changes made in the console.
     #[arg(long, env = "IOTHUB_DYNREG_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     resync_interval: Duration,
@@ -379,8 +381,11 @@ fn cloud_client(flags: &RunFlags, metrics: Arc<Metrics>) -> Result<CloudClient, 
         flags.cloud.insecure_loopback_endpoint,
     )
     .map_err(|e| e.to_string())?;
-    let sts_endpoint = Endpoint::parse(&flags.sts_endpoint, flags.cloud.insecure_loopback_endpoint)
-        .map_err(|e| format!("--sts-endpoint: {e}"))?;
+    let sts_endpoint = sts_endpoint(
+        &endpoint,
+        flags.sts_endpoint.as_deref(),
+        flags.cloud.insecure_loopback_endpoint,
+    )?;
     let client = CloudClient::new(ClientConfig {
         endpoint,
         sts_endpoint,
@@ -389,6 +394,20 @@ fn cloud_client(flags: &RunFlags, metrics: Arc<Metrics>) -> Result<CloudClient, 
     })
     .map_err(|e| e.to_string())?;
     Ok(client.observed_by(metrics))
+}
+
+/// `--sts-endpoint`, else the STS of `endpoint`'s site.
+fn sts_endpoint(
+    endpoint: &Endpoint,
+    flag: Option<&str>,
+    insecure_loopback: bool,
+) -> Result<Endpoint, String> {
+    match flag {
+        Some(text) => {
+            Endpoint::parse(text, insecure_loopback).map_err(|e| format!("--sts-endpoint: {e}"))
+        }
+        None => Ok(endpoint.matching_sts()),
+    }
 }
 
 fn rate_limits(flags: &[ActionRateLimit]) -> RateLimits {
