@@ -5,9 +5,10 @@
 //! - [`controller`]: the resource, the pure decision, and the reconcile around it.
 //! - [`ops`]: what running it needs (metrics, health endpoints, leader election, logging).
 //! - [`preview`]: the `plan` command, what applying manifests would change, with no cluster.
+//! - [`preflight`]: the `check` command, whether a key can do what the controller needs.
 //! - `emulator` (feature `emulator`): a loopback stand-in for the IoT Hub API.
 //!
-//! Arrows point one way: `preview` uses `controller` and `cloud`, `controller` uses `ops` and
+//! Arrows point one way: `preflight` uses `preview`, `preview` uses `controller` and `cloud`, `controller` uses `ops` and
 //! `cloud`, `ops` uses `cloud`, and `cloud` knows no Kubernetes.
 
 pub mod cloud;
@@ -15,4 +16,5 @@ pub mod controller;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod ops;
+pub mod preflight;
 pub mod preview;

@@ -22,6 +22,7 @@ use iothub_dynreg::ops::leader::LeaseSettings;
 use iothub_dynreg::ops::logging::{self, LogFormat};
 use iothub_dynreg::ops::metrics::Metrics;
 use iothub_dynreg::ops::shutdown;
+use iothub_dynreg::preflight::command as check;
 use iothub_dynreg::preview::command::{self, Output};
 
 /// mimalloc rather than glibc's malloc: a start on a large fleet allocates in a burst (every
@@ -59,6 +60,13 @@ enum Command {
     /// cluster: validated as the API server would, decided as the controller would; the cloud
     /// is read, never written. Exit status: 0 nothing to change, 2 changes pending, 1 errors.
     Plan(Box<PlanFlags>),
+    /// Check, before a deploy, whether a key can do what the controller needs: whether it signs
+    /// correctly and whose it is, which of DescribeProducts, DescribeProduct and (only with
+    /// --write-back, writing each product's current settings back) UpdateProductDynamicRegister
+    /// CAM allows it, which products it reaches, and the CAM policy it lacks. Read-only by
+    /// default; never prints a secret. Exit status: 0 ready, 1 not (the key, its account or a
+    /// permission), 2 inconclusive (the cloud could not be asked).
+    Check(Box<CheckFlags>),
     /// Print the CustomResourceDefinitions (DynamicRegistration, ClusterCredentials) as YAML.
     Crd,
 }
@@ -85,7 +93,57 @@ struct PlanFlags {
     cloud: CloudFlags,
 }
 
-/// Where the IoT Hub API is and how fast it may be called, for `run` and `plan`.
+#[derive(Args, Debug)]
+struct CheckFlags {
+    /// Regions whose products are listed (DescribeProducts); repeatable. Default: those of the
+    /// manifests, else ap-guangzhou.
+    #[arg(long = "region", value_name = "REGION")]
+    regions: Vec<String>,
+    /// Products read (DescribeProduct) in each --region; repeatable. Default: the manifests'
+    /// products, else the first product each region lists.
+    #[arg(long = "product", value_name = "PRODUCT_ID")]
+    products: Vec<String>,
+    /// Manifests whose DynamicRegistrations name the products and regions to check, as for plan.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Also call UpdateProductDynamicRegister, writing each product's current settings back
+    /// (RegisterType and RegisterLimit as read): a write that changes nothing.
+    #[arg(long)]
+    write_back: bool,
+    /// Credentials from a file holding what the credentials Secret holds (as for plan).
+    #[arg(long, value_name = "FILE", group = "source")]
+    credentials_file: Option<PathBuf>,
+    /// Credentials from this credentials Secret in the cluster of the current kubeconfig.
+    #[arg(long, value_name = "NAME", group = "source")]
+    secret: Option<String>,
+    /// The namespace of --secret.
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "NAMESPACE",
+        default_value = "default",
+        requires = "secret"
+    )]
+    namespace: String,
+    /// Credentials these ClusterCredentials declare, read from the cluster of the current
+    /// kubeconfig (a web identity needs its token file readable here).
+    #[arg(long, value_name = "NAME", group = "source")]
+    cluster_credentials: Option<String>,
+    /// Check against the built-in emulator, started on loopback from SEED (default: the example
+    /// seed), with the seed's first account.
+    #[arg(long, value_name = "SEED", num_args = 0..=1, group = "source", conflicts_with_all = ["endpoint", "sts_endpoint"])]
+    emulator: Option<Option<PathBuf>>,
+    /// STS endpoint (GetCallerIdentity, web identity). Default: the STS of --endpoint's site.
+    #[arg(long, env = "IOTHUB_DYNREG_STS_ENDPOINT")]
+    sts_endpoint: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    output: check::Output,
+    #[command(flatten)]
+    cloud: CloudFlags,
+}
+
+/// Where the IoT Hub API is and how fast it may be called, for `run`, `plan` and `check`.
 #[derive(Args, Debug)]
 struct CloudFlags {
     /// IoT Hub API endpoint: a host (https) or https://host[:port].
@@ -258,6 +316,19 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Check(flags) => {
+            let checked = match check_options(*flags) {
+                Ok(options) => check::run(options).await,
+                Err(message) => Err(message),
+            };
+            match checked {
+                Ok(code) => ExitCode::from(code),
+                Err(message) => {
+                    eprintln!("iothub-dynreg check: {message}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Run(flags) => {
             logging::init(flags.log_format);
             match run(*flags).await {
@@ -288,6 +359,42 @@ fn plan_options(flags: PlanFlags) -> Result<command::Options, String> {
         output: flags.output,
         cloud,
         rate_limits: rate_limits(&flags.cloud.rate_limits),
+    })
+}
+
+fn check_options(flags: CheckFlags) -> Result<check::Options, String> {
+    let insecure = flags.cloud.insecure_loopback_endpoint;
+    let endpoint = Endpoint::parse(&flags.cloud.endpoint, insecure).map_err(|e| e.to_string())?;
+    let sts_endpoint = flags
+        .sts_endpoint
+        .as_deref()
+        .map(|text| sts_endpoint(&endpoint, Some(text), insecure))
+        .transpose()?;
+    let source = match (
+        flags.emulator,
+        flags.credentials_file,
+        flags.secret,
+        flags.cluster_credentials,
+    ) {
+        (Some(seed), ..) => check::Source::Emulator(seed),
+        (_, Some(path), ..) => check::Source::File(path),
+        (_, _, Some(name), _) => check::Source::Secret {
+            namespace: flags.namespace,
+            name,
+        },
+        (.., Some(name)) => check::Source::ClusterCredentials(name),
+        _ => check::Source::Environment,
+    };
+    Ok(check::Options {
+        source,
+        endpoint,
+        sts_endpoint,
+        rate_limits: rate_limits(&flags.cloud.rate_limits),
+        regions: flags.regions,
+        products: flags.products,
+        manifests: flags.paths,
+        write_back: flags.write_back,
+        output: flags.output,
     })
 }
 

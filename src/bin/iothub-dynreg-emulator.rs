@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 /// A loopback stand-in for the Tencent Cloud IoT Hub API (iotcloud 2021-04-08): verifies TC3
 /// signatures, serves DescribeProduct, DescribeProducts and UpdateProductDynamicRegister from
-/// products held in memory (and STS's AssumeRoleWithWebIdentity for seeded roles), enforces a rate limit and injects faults on demand.
+/// products held in memory (and STS: AssumeRoleWithWebIdentity for seeded roles, GetCallerIdentity), enforces a rate limit and injects faults on demand.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Flags {

@@ -109,9 +109,13 @@ impl Endpoint {
     }
 
     /// The STS endpoint of this endpoint's site: the international site's for a host under
-    /// `intl.tencentcloudapi.com` (`iotcloud.intl.tencentcloudapi.com`), the mainland's otherwise.
+    /// `intl.tencentcloudapi.com` (`iotcloud.intl.tencentcloudapi.com`), the mainland's otherwise;
+    /// a loopback endpoint (the emulator, which serves STS too) is its own.
     pub fn matching_sts(&self) -> Endpoint {
         let host = self.url.host_str().unwrap_or_default();
+        if is_loopback(host) {
+            return self.clone();
+        }
         let sts = if host.ends_with(".intl.tencentcloudapi.com") {
             INTL_STS_ENDPOINT
         } else {
@@ -672,7 +676,7 @@ mod tests {
                 "iotcloud.intl.tencentcloudapi.com.example",
                 DEFAULT_STS_ENDPOINT,
             ),
-            ("http://127.0.0.1:9000", DEFAULT_STS_ENDPOINT),
+            ("http://127.0.0.1:9000", "127.0.0.1:9000"),
         ] {
             assert_eq!(sts_of(endpoint), sts, "{endpoint}");
         }

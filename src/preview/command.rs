@@ -135,7 +135,7 @@ pub fn from_file(path: &Path) -> Result<Credentials, String> {
 }
 
 #[cfg(feature = "emulator")]
-mod emulator {
+pub mod emulator {
     use std::path::Path;
 
     use crate::cloud::{Credentials, Endpoint};
@@ -175,7 +175,7 @@ mod emulator {
 }
 
 #[cfg(not(feature = "emulator"))]
-mod emulator {
+pub mod emulator {
     use std::path::Path;
 
     use crate::cloud::{Credentials, Endpoint};

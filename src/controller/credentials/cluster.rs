@@ -220,7 +220,7 @@ fn unusable(name: &str, detail: &str) -> Problem {
 
 /// The web identity a source declares, with the controller's TKE variables for what it leaves
 /// out; what neither names is an error saying which field to set.
-fn web_identity(
+pub fn web_identity(
     source: &WebIdentitySource,
     environment: impl Fn(&str) -> Option<String>,
 ) -> Result<WebIdentity, String> {

@@ -5,7 +5,7 @@
 //! credentials the cloud refused. A credentials Secret that a deletion will need is protected
 //! with our finalizer, put on and taken off in [`protection`].
 
-mod cluster;
+pub mod cluster;
 pub mod default;
 mod gate;
 mod protection;

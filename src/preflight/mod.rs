@@ -1,0 +1,361 @@
+//! `iothub-dynreg check`: before a deploy, whether a key can do what the controller needs. The
+//! key signs a few calls (STS's `GetCallerIdentity`, then `DescribeProducts` per region,
+//! `DescribeProduct` per product, and only when asked `UpdateProductDynamicRegister`, writing
+//! each product's current settings back), and the cloud's answers say whether it signs
+//! correctly, whose it is, what CAM allows it, which products it reaches, and which permissions
+//! it lacks, as a CAM policy to paste.
+//!
+//! Nothing here holds a secret: the report names the SecretId (not a secret) and the cloud's
+//! error codes and messages, which carry no key.
+
+pub mod command;
+pub mod report;
+
+use std::collections::BTreeSet;
+
+use crate::cloud::{Action, CloudClient, CloudError, Credentials, ErrorClass, Product};
+
+/// What to check.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Request {
+    /// Regions whose products are listed.
+    pub regions: Vec<String>,
+    /// Products described, as (region, ProductId).
+    pub products: Vec<(String, String)>,
+    /// Also call UpdateProductDynamicRegister, writing each product's current settings back.
+    pub write_back: bool,
+}
+
+/// What the cloud answered.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The key's SecretId.
+    pub secret_id: String,
+    /// Whose key it is, as STS says, or why it does not say.
+    pub identity: Result<Identity, String>,
+    /// Every call made (or not made, and why), in order.
+    pub calls: Vec<Call>,
+}
+
+/// The caller, as STS's `GetCallerIdentity` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The root account's UIN.
+    pub account_id: String,
+    /// The user (a sub-account's UIN, a role's session).
+    pub user_id: String,
+    /// The kind of identity, e.g. `CAMUser`.
+    pub kind: String,
+}
+
+/// One call of the check.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// The action.
+    pub action: Action,
+    /// Its region.
+    pub region: String,
+    /// The product it is about, if any.
+    pub product: Option<String>,
+    /// What came of it.
+    pub outcome: Outcome,
+}
+
+/// What came of a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The cloud did it; what it said, in a few words.
+    Allowed(String),
+    /// The cloud refused or failed it.
+    Refused {
+        /// How the controller would take it.
+        class: ErrorClass,
+        /// The error code (`Transport`, `HTTP 502`… when the cloud did not answer).
+        code: String,
+        /// The whole error, as the controller would report it.
+        message: String,
+    },
+    /// Not called, and why.
+    Skipped(String),
+}
+
+/// The error codes by which CAM refuses an action to a key: what a policy grants.
+const CAM_REFUSALS: [&str; 2] = [
+    "AuthFailure.UnauthorizedOperation",
+    "UnauthorizedOperation.PermissionDenied",
+];
+
+/// The actions the controller cannot work without (for `Full` management; `ObserveOnly` needs
+/// only the read). `DescribeProducts` saves calls, one page for 250 products, but the
+/// controller reads products one by one when it is refused.
+pub const REQUIRED: [Action; 2] = [
+    Action::DescribeProduct,
+    Action::UpdateProductDynamicRegister,
+];
+
+/// How many products a listing names in the report.
+const NAMED_IN_LISTING: usize = 5;
+
+/// Makes the calls `request` asks for with `credentials`.
+pub async fn check(client: &CloudClient, credentials: &Credentials, request: &Request) -> Report {
+    let sts_region = request
+        .regions
+        .first()
+        .or(request.products.first().map(|(region, _)| region))
+        .map_or("ap-guangzhou", String::as_str);
+    let identity = client
+        .get_caller_identity(credentials, sts_region)
+        .await
+        .map(|answer| Identity {
+            account_id: answer.account_id,
+            user_id: answer.user_id,
+            kind: answer.kind,
+        })
+        .map_err(|error| error.to_string());
+    let mut calls = Vec::new();
+    let mut products = request.products.clone();
+    for region in &request.regions {
+        let listed = client.describe_products(credentials, region).await;
+        let named = products.iter().any(|(named_in, _)| named_in == region);
+        if let (Ok(listing), false) = (&listed, named) {
+            // Nothing named in this region: the first product listed shows whether the key may
+            // read one.
+            if let Some(first) = listing.first() {
+                products.push((region.clone(), first.product_id.clone()));
+            }
+        }
+        calls.push(call(
+            Action::DescribeProducts,
+            region,
+            None,
+            listing(listed),
+        ));
+    }
+    let described = describe_each(client, credentials, &products, &mut calls).await;
+    write_back(client, credentials, request, described, &mut calls).await;
+    Report {
+        secret_id: credentials.secret_id.clone(),
+        identity,
+        calls,
+    }
+}
+
+/// `DescribeProduct` on each product; the products read, with their region.
+async fn describe_each(
+    client: &CloudClient,
+    credentials: &Credentials,
+    products: &[(String, String)],
+    calls: &mut Vec<Call>,
+) -> Vec<(String, Product)> {
+    let mut described = Vec::new();
+    for (region, product_id) in products {
+        let answer = client
+            .describe_product(credentials, region, product_id)
+            .await;
+        let outcome = match &answer {
+            Ok(product) => Outcome::Allowed(settings(product)),
+            Err(error) => refused(error),
+        };
+        calls.push(call(
+            Action::DescribeProduct,
+            region,
+            Some(product_id),
+            outcome,
+        ));
+        if let Ok(product) = answer {
+            described.push((region.clone(), product));
+        }
+    }
+    if products.is_empty() {
+        let why = "no product to read: name one with --product (or -f), or let DescribeProducts list them";
+        calls.push(call(
+            Action::DescribeProduct,
+            "-",
+            None,
+            Outcome::Skipped(why.to_owned()),
+        ));
+    }
+    described
+}
+
+/// `UpdateProductDynamicRegister` with each product's own settings, when asked; else one line
+/// saying it was not checked.
+async fn write_back(
+    client: &CloudClient,
+    credentials: &Credentials,
+    request: &Request,
+    described: Vec<(String, Product)>,
+    calls: &mut Vec<Call>,
+) {
+    let action = Action::UpdateProductDynamicRegister;
+    if !request.write_back {
+        let why = "read-only: --write-back writes each product's current settings back";
+        calls.push(call(action, "-", None, Outcome::Skipped(why.to_owned())));
+        return;
+    }
+    for (region, product) in described {
+        let current = crate::cloud::RegistrationRequest {
+            register_type: product.registration.register_type,
+            register_limit: product.registration.register_limit,
+        };
+        let answer = client
+            .update_product_dynamic_register(credentials, &region, &product.product_id, current)
+            .await;
+        let outcome = match answer {
+            Ok(outcome) => Outcome::Allowed(format!(
+                "wrote RegisterType {:?}, RegisterLimit {} back (RequestId {})",
+                current.register_type, current.register_limit, outcome.request_id
+            )),
+            Err(error) => refused(&error),
+        };
+        calls.push(call(action, &region, Some(&product.product_id), outcome));
+    }
+}
+
+fn call(action: Action, region: &str, product: Option<&String>, outcome: Outcome) -> Call {
+    Call {
+        action,
+        region: region.to_owned(),
+        product: product.cloned(),
+        outcome,
+    }
+}
+
+fn refused(error: &CloudError) -> Outcome {
+    Outcome::Refused {
+        class: error.class(),
+        code: error.code().to_owned(),
+        message: error.to_string(),
+    }
+}
+
+/// A listing's outcome: how many products, and the first few.
+fn listing(listed: Result<Vec<Product>, CloudError>) -> Outcome {
+    match listed {
+        Ok(products) => {
+            let mut ids: Vec<&str> = products.iter().map(|p| p.product_id.as_str()).collect();
+            let count = ids.len();
+            ids.truncate(NAMED_IN_LISTING);
+            let more = if count > NAMED_IN_LISTING {
+                ", …"
+            } else {
+                ""
+            };
+            Outcome::Allowed(format!("{count} products ({}{more})", ids.join(", ")))
+        }
+        Err(error) => refused(&error),
+    }
+}
+
+/// A product's settings, in a few words (never its ProductSecret, only whether it has one).
+fn settings(product: &Product) -> String {
+    let registration = &product.registration;
+    let secret = match registration.product_secret {
+        Some(_) => "a ProductSecret",
+        None => "no ProductSecret yet",
+    };
+    format!(
+        "RegisterType {:?}, RegisterLimit {}, {secret}",
+        registration.register_type, registration.register_limit
+    )
+}
+
+/// Whether the key signs correctly, as the cloud's answers show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyVerdict {
+    /// The cloud authenticated it (it answered at least one call on its merits).
+    Accepted,
+    /// The cloud refused the key itself (its code).
+    Refused(String),
+    /// The key is fine but its account is suspended (its code).
+    AccountSuspended(String),
+    /// No answer said (the cloud could not be reached).
+    Unknown,
+}
+
+impl Report {
+    /// What the answers say of the key.
+    pub fn key(&self) -> KeyVerdict {
+        let refusals = || {
+            self.calls.iter().filter_map(|call| match &call.outcome {
+                Outcome::Refused { class, code, .. } => Some((*class, code)),
+                _ => None,
+            })
+        };
+        if let Some((_, code)) = refusals().find(|(class, _)| *class == ErrorClass::Auth) {
+            return KeyVerdict::Refused(code.clone());
+        }
+        if let Some((_, code)) = refusals().find(|(class, _)| *class == ErrorClass::Account) {
+            return KeyVerdict::AccountSuspended(code.clone());
+        }
+        let judged = self.calls.iter().any(|call| match &call.outcome {
+            Outcome::Allowed(_) => true,
+            Outcome::Refused { class, .. } => {
+                !class.is_retryable() && *class != ErrorClass::Unknown
+            }
+            Outcome::Skipped(_) => false,
+        });
+        if judged {
+            KeyVerdict::Accepted
+        } else {
+            KeyVerdict::Unknown
+        }
+    }
+
+    /// The actions CAM refused the key, in the order of [`Action::ALL`].
+    pub fn lacking(&self) -> Vec<Action> {
+        let refused: BTreeSet<&str> = self
+            .calls
+            .iter()
+            .filter(|call| {
+                matches!(&call.outcome, Outcome::Refused { code, .. } if CAM_REFUSALS.contains(&code.as_str()))
+            })
+            .map(|call| call.action.as_str())
+            .collect();
+        Action::ALL
+            .into_iter()
+            .filter(|action| refused.contains(action.as_str()))
+            .collect()
+    }
+
+    /// The CAM policy granting what the key lacks, if it lacks anything. IoT Hub's actions are
+    /// authorized per operation (CAM lists iotcloud with operation-level granularity), so the
+    /// statement names every resource.
+    pub fn missing_policy(&self) -> Option<serde_json::Value> {
+        let lacking = self.lacking();
+        if lacking.is_empty() {
+            return None;
+        }
+        let actions: Vec<String> = lacking
+            .iter()
+            .map(|action| format!("iotcloud:{action}"))
+            .collect();
+        Some(serde_json::json!({
+            "version": "2.0",
+            "statement": [{"effect": "allow", "action": actions, "resource": ["*"]}],
+        }))
+    }
+
+    /// 0: the key can do what the controller needs (a refused listing only costs calls);
+    /// 1: it cannot (refused, suspended, a required action refused, a product not reached);
+    /// 2: the cloud's answers do not say (no answer, or only failures that may pass).
+    pub fn exit_code(&self) -> u8 {
+        match self.key() {
+            KeyVerdict::Refused(_) | KeyVerdict::AccountSuspended(_) => return 1,
+            KeyVerdict::Unknown => return 2,
+            KeyVerdict::Accepted => {}
+        }
+        let mut inconclusive = false;
+        for call in &self.calls {
+            let Outcome::Refused { class, .. } = &call.outcome else {
+                continue;
+            };
+            if class.is_retryable() || *class == ErrorClass::Unknown {
+                inconclusive = true;
+            } else if REQUIRED.contains(&call.action) {
+                return 1;
+            }
+        }
+        if inconclusive { 2 } else { 0 }
+    }
+}
