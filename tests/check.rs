@@ -142,6 +142,10 @@ async fn a_fully_allowed_key_is_ready_and_says_whose_it_is() {
     assert_eq!(checked.json["key"], "accepted");
     assert_eq!(checked.json["identity"]["accountId"], "default");
     assert_eq!(
+        checked.json["productsReached"],
+        serde_json::json!({"ap-guangzhou": ["CHECK00001", "CHECK00002"]})
+    );
+    assert_eq!(
         result(&checked, "DescribeProducts", None)["result"],
         "allowed"
     );

@@ -11,7 +11,7 @@
 pub mod command;
 pub mod report;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cloud::{Action, CloudClient, CloudError, Credentials, ErrorClass, Product};
 
@@ -35,6 +35,9 @@ pub struct Report {
     pub identity: Result<Identity, String>,
     /// Every call made (or not made, and why), in order.
     pub calls: Vec<Call>,
+    /// The products each region's listing showed, by region (regions whose listing failed
+    /// are absent).
+    pub reached: BTreeMap<String, Vec<String>>,
 }
 
 /// The caller, as STS's `GetCallerIdentity` describes it.
@@ -113,6 +116,7 @@ pub async fn check(client: &CloudClient, credentials: &Credentials, request: &Re
         })
         .map_err(|error| error.to_string());
     let mut calls = Vec::new();
+    let mut reached = BTreeMap::new();
     let mut products = request.products.clone();
     for region in &request.regions {
         let listed = client.describe_products(credentials, region).await;
@@ -123,6 +127,10 @@ pub async fn check(client: &CloudClient, credentials: &Credentials, request: &Re
             if let Some(first) = listing.first() {
                 products.push((region.clone(), first.product_id.clone()));
             }
+        }
+        if let Ok(listing) = &listed {
+            let ids = listing.iter().map(|product| product.product_id.clone());
+            reached.insert(region.clone(), ids.collect());
         }
         calls.push(call(
             Action::DescribeProducts,
@@ -137,6 +145,7 @@ pub async fn check(client: &CloudClient, credentials: &Credentials, request: &Re
         secret_id: credentials.secret_id.clone(),
         identity,
         calls,
+        reached,
     }
 }
 

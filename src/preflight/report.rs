@@ -73,6 +73,7 @@ pub fn json(report: &Report, source: &str) -> Value {
         "key": key,
         "keyCode": key_code,
         "calls": calls,
+        "productsReached": report.reached,
         "lacking": report.lacking().iter().map(|action| action.as_str()).collect::<Vec<_>>(),
         "missingPolicy": report.missing_policy(),
         "exitCode": report.exit_code(),
