@@ -8,11 +8,17 @@
 //! `cargo test --test soak -- --duration 30m --seed 7`.
 //!
 //! Operations: create, change (type, limit), delete resources; suspend and resume; switch
-//! `managementPolicy`; rename `secretName`; ask for a reconcile; console edits of products.
+//! `managementPolicy`; rename `secretName`, also to a Secret a person owns; ask for a reconcile;
+//! console edits of products; a person editing or deleting a published Secret.
 //! Faults: cloud errors (InternalError, 503, dropped connections) and slow answers for a few
-//! seconds; the leader SIGKILLed or SIGTERMed (and started again).
-//! Not yet: credentials rotation and breakage, shards, namespace deletion, API server restarts,
-//! etcd compaction, network stalls, throttling bursts.
+//! seconds; throttling bursts (`RequestLimitExceeded` answered whatever the rate); the
+//! credentials Secret broken for a few seconds (a wrong key), then restored; the leader
+//! SIGKILLed or SIGTERMed (and started again); kube-apiserver restarted; etcd compacted; the
+//! API server frozen (SIGSTOP) for a few seconds, as a network stall.
+//! Invariants, besides convergence: the cloud's limit per second, no `RequestLimitExceeded`
+//! beyond those injected, no write to a product only observed or suspended, a person's Secrets
+//! never changed, SIGTERM exits 0, no secret logged, replica memory under a bound.
+//! Not yet: shards, namespace deletion, STS refusals.
 
 mod support;
 
@@ -35,6 +41,10 @@ const PRODUCTS: usize = 48;
 const LIMIT: u64 = 20;
 /// After the faults stop: how long every resource may take to converge.
 const CONVERGENCE_BOUND: Duration = Duration::from_secs(60);
+/// The most resident memory a replica may hold (it holds about 30 MiB for this fleet).
+const MEMORY_BOUND_KIB: u64 = 160 * 1024;
+/// The credentials Secret of the harness.
+const CREDENTIALS: &str = "tencent-credentials";
 
 struct Options {
     duration: Duration,
@@ -76,6 +86,8 @@ struct Declared {
     suspended: bool,
     /// Observe-only or suspended since its creation, never managed: its product is never written.
     never_managed: bool,
+    /// Its secretName names a person's Secret: it must say SecretConflict and leave it alone.
+    secret_taken: bool,
 }
 
 struct Soak {
@@ -94,6 +106,14 @@ struct Soak {
     /// Logs of replicas that were stopped, for the secret check at the end.
     stopped_logs: Vec<String>,
     faults_until: Option<Instant>,
+    /// When the broken credentials Secret gets its key back.
+    credentials_restored_at: Option<Instant>,
+    /// `RequestLimitExceeded` answers scripted into the emulator: the only ones allowed.
+    throttles_injected: u64,
+    /// Secrets a person made, with the value they hold: never changed by the controller.
+    person_secrets: BTreeMap<String, String>,
+    /// The most resident memory seen of any replica, KiB.
+    peak_rss_kib: u64,
     counts: BTreeMap<&'static str, usize>,
     checks: usize,
 }
@@ -136,6 +156,10 @@ impl Soak {
             replicas: Vec::new(),
             stopped_logs: Vec::new(),
             faults_until: None,
+            credentials_restored_at: None,
+            throttles_injected: 0,
+            person_secrets: BTreeMap::new(),
+            peak_rss_kib: 0,
             counts: BTreeMap::new(),
             checks: 0,
         };
@@ -165,23 +189,32 @@ impl Soak {
         self.history.push(what);
     }
 
+    /// One operation or fault, drawn at random (per mille).
     async fn step(&mut self) {
-        let roll = self.rng.random_range(0..100);
+        let roll = self.rng.random_range(0..1000);
         let names: Vec<String> = self.live.keys().cloned().collect();
         let some_name =
             (!names.is_empty()).then(|| names[self.rng.random_range(0..names.len())].clone());
         match (roll, some_name) {
-            (0..25, _) => self.create().await,
-            (25..40, Some(name)) => self.change(&name).await,
-            (40..48, Some(name)) => self.toggle_suspend(&name).await,
-            (48..56, Some(name)) => self.toggle_observe_only(&name).await,
-            (56..62, Some(name)) => self.rename_secret(&name).await,
-            (62..68, Some(name)) => self.request_reconcile(&name).await,
-            (68..78, Some(name)) => self.delete(&name).await,
-            (78..86, _) => self.console_edit().await,
-            (86..94, _) => self.cloud_faults().await,
-            (94..97, _) => self.stop_leader(libc::SIGKILL).await,
-            (97..100, _) => self.stop_leader(libc::SIGTERM).await,
+            (0..220, _) => self.create().await,
+            (220..360, Some(name)) => self.change(&name).await,
+            (360..430, Some(name)) => self.toggle_suspend(&name).await,
+            (430..500, Some(name)) => self.toggle_observe_only(&name).await,
+            (500..550, Some(name)) => self.rename_secret(&name).await,
+            (550..600, Some(name)) => self.request_reconcile(&name).await,
+            (600..690, Some(name)) => self.delete(&name).await,
+            (690..760, _) => self.console_edit().await,
+            (760..790, Some(name)) => self.edit_published_secret(&name).await,
+            (790..820, Some(name)) => self.delete_published_secret(&name).await,
+            (820..835, Some(name)) => self.take_persons_secret(&name).await,
+            (835..870, _) => self.cloud_faults().await,
+            (870..900, _) => self.throttling_burst().await,
+            (900..925, _) => self.break_credentials().await,
+            (925..945, _) => self.stop_leader(libc::SIGKILL).await,
+            (945..965, _) => self.stop_leader(libc::SIGTERM).await,
+            (965..980, _) => self.compact_etcd().await,
+            (980..993, _) => self.stall_network(),
+            (993..1000, _) => self.restart_apiserver().await,
             _ => self.create().await,
         }
     }
@@ -218,6 +251,7 @@ impl Soak {
             observe_only,
             suspended,
             never_managed: (observe_only || suspended) && fresh,
+            secret_taken: false,
         };
         self.note("create", format!("create {name} {declared:?}"));
         self.live.insert(name, declared);
@@ -277,7 +311,87 @@ impl Soak {
         let secret = format!("{name}-s{}", self.rng.random_range(0..1000));
         self.patch(name, json!({"spec": {"secretName": secret}}))
             .await;
+        self.live.get_mut(name).unwrap().secret_taken = false;
         self.note("secret name", format!("secretName {name} = {secret}"));
+    }
+
+    /// The Secret `name` publishes to now, as the API server holds the resource.
+    async fn published_secret_of(&self, name: &str) -> Option<String> {
+        let resource = self.harness.registrations().get_opt(name).await.ok()??;
+        Some(resource.published_secret_name())
+    }
+
+    /// A person overwrites the ProductSecret in a published Secret: the controller restores it.
+    async fn edit_published_secret(&mut self, name: &str) {
+        if self.live[name].secret_taken {
+            return;
+        }
+        let Some(secret) = self.published_secret_of(name).await else {
+            return;
+        };
+        let tampered = json!({"stringData": {"productSecret": "edited-by-a-person"}});
+        let edited = self
+            .harness
+            .secrets()
+            .patch(&secret, &PatchParams::default(), &Patch::Merge(tampered))
+            .await;
+        if edited.is_ok() {
+            self.note(
+                "person edits a published Secret",
+                format!("person edits Secret {secret} of {name}"),
+            );
+        }
+    }
+
+    /// A person deletes a published Secret: the controller writes it again.
+    async fn delete_published_secret(&mut self, name: &str) {
+        if self.live[name].secret_taken {
+            return;
+        }
+        let Some(secret) = self.published_secret_of(name).await else {
+            return;
+        };
+        if self
+            .harness
+            .secrets()
+            .delete(&secret, &DeleteParams::default())
+            .await
+            .is_ok()
+        {
+            self.note(
+                "person deletes a published Secret",
+                format!("person deletes Secret {secret} of {name}"),
+            );
+        }
+    }
+
+    /// A person makes a Secret of their own, and a resource names it as its secretName: the
+    /// resource says SecretConflict, and the person's Secret is never changed.
+    async fn take_persons_secret(&mut self, name: &str) {
+        let secret = format!("person-{}", self.person_secrets.len());
+        let value = format!("a person's value {}", self.rng.random_range(0..u32::MAX));
+        let object: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "metadata": {"name": secret},
+            "stringData": {"note": value},
+        }))
+        .unwrap();
+        if self
+            .harness
+            .secrets()
+            .create(&Default::default(), &object)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        self.person_secrets.insert(secret.clone(), value);
+        self.patch(name, json!({"spec": {"secretName": secret}}))
+            .await;
+        self.live.get_mut(name).unwrap().secret_taken = true;
+        self.note(
+            "secretName of a person's Secret",
+            format!("secretName {name} = {secret} (a person's)"),
+        );
     }
 
     async fn request_reconcile(&mut self, name: &str) {
@@ -324,6 +438,84 @@ impl Soak {
             .await;
         self.faults_until = Some(Instant::now() + Duration::from_secs(seconds));
         self.note("cloud faults", format!("cloud faults for {seconds} s"));
+    }
+
+    /// The cloud throttles a product's next calls whatever their rate (other clients share the
+    /// account's quota): answers the controller must retry without exceeding the limit itself.
+    async fn throttling_burst(&mut self) {
+        let product = product_id(self.rng.random_range(0..PRODUCTS));
+        let times: u64 = self.rng.random_range(1..=5);
+        let script = json!({"code": "RequestLimitExceeded", "times": times});
+        let path = format!("products/{product}/errors");
+        self.harness
+            .emulator_send(reqwest::Method::PUT, &path, script)
+            .await;
+        self.throttles_injected += times;
+        self.note(
+            "throttling burst",
+            format!("throttling burst: {product} x{times}"),
+        );
+    }
+
+    /// The credentials Secret gets a wrong key for a few seconds (a rotation gone wrong).
+    async fn break_credentials(&mut self) {
+        if self.credentials_restored_at.is_some() {
+            return;
+        }
+        self.harness
+            .set_credentials_key(CREDENTIALS, "a-broken-key")
+            .await;
+        let seconds = self.rng.random_range(2..=6);
+        self.credentials_restored_at = Some(Instant::now() + Duration::from_secs(seconds));
+        self.note(
+            "credentials broken",
+            format!("credentials broken for {seconds} s"),
+        );
+    }
+
+    async fn compact_etcd(&mut self) {
+        let revision = self.harness.plane.compact_etcd().await;
+        self.note(
+            "etcd compaction",
+            format!("etcd compacted at revision {revision}"),
+        );
+    }
+
+    /// The API server stops answering for a few seconds (SIGSTOP), connections left open.
+    fn stall_network(&mut self) {
+        let millis = self.rng.random_range(500..=4000);
+        let plane = self.harness.plane;
+        plane.freeze_apiserver(true);
+        // Thawed whatever happens to the step that follows.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            plane.freeze_apiserver(false);
+        });
+        self.note(
+            "network stall",
+            format!("API server frozen for {millis} ms"),
+        );
+    }
+
+    async fn restart_apiserver(&mut self) {
+        let outage = Duration::from_millis(self.rng.random_range(200..=2000));
+        self.harness.plane.restart_apiserver(outage).await;
+        self.note(
+            "API server restart",
+            format!("API server restarted, down {outage:?}"),
+        );
+    }
+
+    async fn restore_credentials_when_due(&mut self, now: bool) {
+        if self
+            .credentials_restored_at
+            .is_some_and(|at| now || Instant::now() >= at)
+        {
+            let key = support::e2e::SECRET_KEY;
+            self.harness.set_credentials_key(CREDENTIALS, key).await;
+            self.credentials_restored_at = None;
+            self.history.push("credentials restored".to_owned());
+        }
     }
 
     async fn clear_faults_when_due(&mut self, now: bool) {
@@ -377,11 +569,14 @@ impl Soak {
         self.checks += 1;
         let stats = self.harness.emulator_get("stats").await;
         let throttled = stats["requestLimitExceeded"].as_u64().unwrap_or(0);
-        if throttled > 0 {
+        if throttled > self.throttles_injected {
             return Err(Violation(format!(
-                "{throttled} RequestLimitExceeded answers"
+                "{throttled} RequestLimitExceeded answers, {} injected",
+                self.throttles_injected
             )));
         }
+        self.check_memory()?;
+        self.check_person_secrets().await?;
         for peak in stats["peaks"].as_array().into_iter().flatten() {
             let calls = peak["peakCallsPerSecond"].as_u64().unwrap_or(0);
             if calls > LIMIT {
@@ -409,6 +604,53 @@ impl Soak {
             .find(|line| line.starts_with("VIOLATION"))
         {
             return Err(Violation(line.clone()));
+        }
+        Ok(())
+    }
+
+    /// Every replica's resident memory stays under the bound.
+    fn check_memory(&mut self) -> Checked {
+        for replica in &self.replicas {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", replica.pid()));
+            let rss = status.ok().and_then(|status| {
+                let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            });
+            self.peak_rss_kib = self.peak_rss_kib.max(rss.unwrap_or(0));
+        }
+        if self.peak_rss_kib > MEMORY_BOUND_KIB {
+            return Err(Violation(format!(
+                "a replica holds {} KiB (bound {MEMORY_BOUND_KIB})",
+                self.peak_rss_kib
+            )));
+        }
+        Ok(())
+    }
+
+    /// A person's Secrets are never changed, deleted or taken (no owner added).
+    async fn check_person_secrets(&self) -> Checked {
+        for (name, value) in &self.person_secrets {
+            let Ok(found) = self.harness.secrets().get_opt(name).await else {
+                continue; // The API server is down or frozen: checked next time.
+            };
+            let secret =
+                found.ok_or_else(|| Violation(format!("a person's Secret {name} was deleted")))?;
+            let data = support::e2e::secret_data(&secret);
+            if data.get("note") != Some(value) || data.len() != 1 {
+                return Err(Violation(format!(
+                    "a person's Secret {name} was changed: keys {:?}",
+                    data.keys()
+                )));
+            }
+            if secret
+                .metadata
+                .owner_references
+                .is_some_and(|owners| !owners.is_empty())
+            {
+                return Err(Violation(format!(
+                    "a person's Secret {name} was given an owner"
+                )));
+            }
         }
         Ok(())
     }
@@ -467,6 +709,15 @@ impl Soak {
                 return Err(Violation(format!("{name}: status not current")));
             }
             if declared.suspended {
+                continue;
+            }
+            if declared.secret_taken {
+                let reason = resource.condition("Ready").map(|c| c.reason.clone());
+                if reason.as_deref() != Some("SecretConflict") {
+                    return Err(Violation(format!(
+                        "{name} names a person's Secret but says {reason:?}"
+                    )));
+                }
                 continue;
             }
             let cloud = product(&declared.product);
@@ -536,11 +787,13 @@ async fn soak(seed: u64, duration: Duration) -> Result<String, String> {
         while started.elapsed() < duration {
             soak.step().await;
             soak.clear_faults_when_due(false).await;
+            soak.restore_credentials_when_due(false).await;
             soak.check_always().await?;
-            let pause = soak.rng.random_range(20..300);
+            let pause = soak.rng.random_range(10..150);
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
         soak.clear_faults_when_due(true).await;
+        soak.restore_credentials_when_due(true).await;
         soak.history.push("quiet: faults stopped".to_owned());
         soak.check_converged().await?;
         soak.finish().await
@@ -550,7 +803,12 @@ async fn soak(seed: u64, duration: Duration) -> Result<String, String> {
     for (kind, count) in &soak.counts {
         let _ = write!(report, "{kind} {count}, ");
     }
-    let _ = write!(report, "{} invariant checks", soak.checks);
+    let _ = write!(
+        report,
+        "{} invariant checks, peak replica RSS {:.1} MiB",
+        soak.checks,
+        soak.peak_rss_kib as f64 / 1024.0
+    );
     match result {
         Ok(()) => Ok(report),
         Err(Violation(why)) => {
