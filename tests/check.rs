@@ -51,7 +51,19 @@ struct Checked {
     text: String,
 }
 
-/// `check` with the key `secret_id` (its key from the seed, or `wrong_key`), `args` added, once
+/// `iothub-dynreg check` against the emulator at `endpoint`.
+fn check_at(endpoint: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"));
+    command.args([
+        "check",
+        "--endpoint",
+        endpoint,
+        "--insecure-loopback-endpoint",
+    ]);
+    command
+}
+
+/// `check` with `key` (SecretId, SecretKey) in a credentials file and `args` added, once
 /// as JSON and once as text.
 async fn check(emulator: &RunningEmulator, key: (&str, &str), args: &[&str]) -> Checked {
     let dir = std::env::temp_dir().join(format!("dynreg-check-{}", std::process::id()));
@@ -65,13 +77,7 @@ async fn check(emulator: &RunningEmulator, key: (&str, &str), args: &[&str]) -> 
     let endpoint = emulator.endpoint();
     let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
     let run = move |output: &str| -> Output {
-        Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"))
-            .args([
-                "check",
-                "--endpoint",
-                &endpoint,
-                "--insecure-loopback-endpoint",
-            ])
+        check_at(&endpoint)
             .args([
                 "--credentials-file",
                 &file.display().to_string(),
@@ -335,13 +341,7 @@ async fn credentials_are_read_from_the_cluster() {
     let endpoint = harness.emulator.endpoint();
     let namespace = harness.namespace.clone();
     let run = move |source: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"))
-            .args([
-                "check",
-                "--endpoint",
-                &endpoint,
-                "--insecure-loopback-endpoint",
-            ])
+        check_at(&endpoint)
             .args(["--product", "CLUSTER001"])
             .args(source)
             .env("KUBECONFIG", &kubeconfig)

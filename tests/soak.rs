@@ -43,6 +43,8 @@ const LIMIT: u64 = 20;
 const CONVERGENCE_BOUND: Duration = Duration::from_secs(60);
 /// The most resident memory a replica may hold (it holds about 30 MiB for this fleet).
 const MEMORY_BOUND_KIB: u64 = 160 * 1024;
+/// Secrets a person makes at most (then resources name those again).
+const PERSON_SECRETS: usize = 12;
 /// The credentials Secret of the harness.
 const CREDENTIALS: &str = "tencent-credentials";
 
@@ -196,25 +198,27 @@ impl Soak {
         let some_name =
             (!names.is_empty()).then(|| names[self.rng.random_range(0..names.len())].clone());
         match (roll, some_name) {
-            (0..220, _) => self.create().await,
-            (220..360, Some(name)) => self.change(&name).await,
-            (360..430, Some(name)) => self.toggle_suspend(&name).await,
-            (430..500, Some(name)) => self.toggle_observe_only(&name).await,
-            (500..550, Some(name)) => self.rename_secret(&name).await,
-            (550..600, Some(name)) => self.request_reconcile(&name).await,
-            (600..690, Some(name)) => self.delete(&name).await,
-            (690..760, _) => self.console_edit().await,
-            (760..790, Some(name)) => self.edit_published_secret(&name).await,
-            (790..820, Some(name)) => self.delete_published_secret(&name).await,
-            (820..835, Some(name)) => self.take_persons_secret(&name).await,
-            (835..870, _) => self.cloud_faults().await,
-            (870..900, _) => self.throttling_burst().await,
-            (900..925, _) => self.break_credentials().await,
-            (925..945, _) => self.stop_leader(libc::SIGKILL).await,
-            (945..965, _) => self.stop_leader(libc::SIGTERM).await,
-            (965..980, _) => self.compact_etcd().await,
-            (980..993, _) => self.stall_network(),
-            (993..1000, _) => self.restart_apiserver().await,
+            (0..240, _) => self.create().await,
+            (240..390, Some(name)) => self.change(&name).await,
+            (390..460, Some(name)) => self.toggle_suspend(&name).await,
+            (460..530, Some(name)) => self.toggle_observe_only(&name).await,
+            (530..580, Some(name)) => self.rename_secret(&name).await,
+            (580..630, Some(name)) => self.request_reconcile(&name).await,
+            (630..720, Some(name)) => self.delete(&name).await,
+            (720..790, _) => self.console_edit().await,
+            (790..820, Some(name)) => self.edit_published_secret(&name).await,
+            (820..850, Some(name)) => self.delete_published_secret(&name).await,
+            (850..860, Some(name)) => self.take_persons_secret(&name).await,
+            // Faults: the slow ones (a restart, a stall, a replica's exit) are the rarest, so
+            // that a long run still makes a few operations a second.
+            (860..900, _) => self.cloud_faults().await,
+            (900..930, _) => self.throttling_burst().await,
+            (930..955, _) => self.break_credentials().await,
+            (955..962, _) => self.stop_leader(libc::SIGKILL).await,
+            (962..969, _) => self.stop_leader(libc::SIGTERM).await,
+            (969..984, _) => self.compact_etcd().await,
+            (984..992, _) => self.stall_network(),
+            (992..996, _) => self.restart_apiserver().await,
             _ => self.create().await,
         }
     }
@@ -368,6 +372,16 @@ impl Soak {
     /// A person makes a Secret of their own, and a resource names it as its secretName: the
     /// resource says SecretConflict, and the person's Secret is never changed.
     async fn take_persons_secret(&mut self, name: &str) {
+        if self.person_secrets.len() >= PERSON_SECRETS {
+            let names: Vec<String> = self.person_secrets.keys().cloned().collect();
+            let secret = names[self.rng.random_range(0..names.len())].clone();
+            self.patch(name, json!({"spec": {"secretName": secret}}))
+                .await;
+            self.live.get_mut(name).unwrap().secret_taken = true;
+            let what = format!("secretName {name} = {secret} (a person's)");
+            self.note("secretName of a person's Secret", what);
+            return;
+        }
         let secret = format!("person-{}", self.person_secrets.len());
         let value = format!("a person's value {}", self.rng.random_range(0..u32::MAX));
         let object: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
@@ -483,7 +497,7 @@ impl Soak {
 
     /// The API server stops answering for a few seconds (SIGSTOP), connections left open.
     fn stall_network(&mut self) {
-        let millis = self.rng.random_range(500..=4000);
+        let millis = self.rng.random_range(500..=2500);
         let plane = self.harness.plane;
         plane.freeze_apiserver(true);
         // Thawed whatever happens to the step that follows.
@@ -789,7 +803,7 @@ async fn soak(seed: u64, duration: Duration) -> Result<String, String> {
             soak.clear_faults_when_due(false).await;
             soak.restore_credentials_when_due(false).await;
             soak.check_always().await?;
-            let pause = soak.rng.random_range(10..150);
+            let pause = soak.rng.random_range(5..100);
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
         soak.clear_faults_when_due(true).await;
