@@ -17,6 +17,9 @@ mod control_plane;
 #[path = "scale/fairness.rs"]
 mod fairness;
 
+#[path = "../tests/support/ports.rs"]
+mod ports;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -513,14 +516,7 @@ fn start_controller(
     namespace: &str,
     args: &[&str],
 ) -> (Child, String) {
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, probes_port) = (free_port(), free_port());
+    let (port, probes_port) = (ports::unused_port().unwrap(), ports::unused_port().unwrap());
     // BENCH_CONTROLLER_WRAPPER runs the controller under a profiler (e.g. heaptrack).
     let binary = env!("CARGO_BIN_EXE_iothub-dynreg");
     let mut command = match std::env::var("BENCH_CONTROLLER_WRAPPER") {

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::control_plane::ControlPlane;
+use support::ports;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_and_serves_the_crd() {
@@ -23,6 +24,25 @@ async fn starts_and_serves_the_crd() {
     crds.get("dynamicregistrations.iothub.dynreg.io")
         .await
         .unwrap();
+}
+
+/// Ports taken from the ephemeral range can be taken by any outgoing connection between the
+/// test learning one and the process binding it (CI once saw kube-apiserver fail so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_come_from_outside_the_ephemeral_range_and_are_given_once() {
+    let below = ports::ephemeral_start();
+    let given: Vec<u16> = (0..50).map(|_| ports::unused_port().unwrap()).collect();
+    let distinct: std::collections::HashSet<_> = given.iter().collect();
+    assert_eq!(distinct.len(), given.len(), "a port given twice: {given:?}");
+    assert!(given.iter().all(|port| *port < below), "{given:?}");
+    let Some(plane) = ControlPlane::shared() else {
+        return;
+    };
+    assert!(
+        plane.api_port < below,
+        "kube-apiserver on {}",
+        plane.api_port
+    );
 }
 
 /// The uid of an object of the flow-control API.

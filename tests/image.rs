@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use iothub_dynreg::controller::resources::RegistrationMode;
 use support::e2e::Harness;
+use support::ports::unused_port;
 
 const IMAGE: &str = "localhost/iothub-dynreg:0.1.0";
 /// The Deployment's terminationGracePeriodSeconds.
@@ -93,14 +94,6 @@ fn image_archive() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/image/iothub-dynreg.oci.tar")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn prerequisites() -> Option<Podman> {
     let archive = image_archive();
     let podman = Podman::new();
@@ -157,7 +150,7 @@ async fn the_image_runs_hardened_reconciles_answers_its_probes_and_stops_on_sigt
         .unwrap();
     assert!(!shell.status.success(), "the image has a shell");
 
-    let (metrics, probes) = (free_port(), free_port());
+    let (metrics, probes) = (unused_port().unwrap(), unused_port().unwrap());
     let kubeconfig = format!(
         "{}:/etc/iothub-dynreg/kubeconfig:ro",
         path(&harness.kubeconfig)

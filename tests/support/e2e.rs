@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::control_plane::process::Supervised;
 use super::control_plane::{AuditedRequest, CONTROLLER_NAMESPACE, ControlPlane};
+use super::ports::unused_port;
 
 pub const SECRET_ID: &str = "AKIDe2eTEST000000001";
 pub const SECRET_KEY: &str = "e2e-SECRETKEY-never-logged-5be1";
@@ -238,14 +239,7 @@ impl Harness {
         args: &[String],
         env: &[(&str, &str)],
     ) -> ControllerProcess {
-        let free_port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
-        let (port, probes_port) = (free_port(), free_port());
+        let (port, probes_port) = (unused_port().unwrap(), unused_port().unwrap());
         let mut command = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"));
         command
             .args(args)

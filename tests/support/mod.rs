@@ -5,5 +5,6 @@ pub mod control_plane;
 pub mod e2e;
 pub mod emulator_process;
 pub mod mock_kube;
+pub mod ports;
 pub mod scripted_cloud;
 pub mod specs;

@@ -26,6 +26,7 @@ use kube::core::GroupVersionKind;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::ports::unused_port;
 use assets::Executables;
 use process::Supervised;
 
@@ -105,7 +106,8 @@ impl ControlPlane {
             ),
         )?;
         write_file(&dir.join("audit-policy.yaml"), AUDIT_POLICY)?;
-        let [etcd_port, etcd_peer_port, api_port] = [free_port()?, free_port()?, free_port()?];
+        let [etcd_port, etcd_peer_port, api_port] =
+            [unused_port()?, unused_port()?, unused_port()?];
         let etcd = start_etcd(&executables, &dir, etcd_port, etcd_peer_port).await?;
         let plane = Self {
             dir,
@@ -709,13 +711,4 @@ pub fn yaml_documents(text: &str, origin: &str) -> Result<Vec<Value>, String> {
 
 fn write_file(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// A port free at this moment. Another process may take it before we bind it; the API server
-/// then fails to start and says so in the error.
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| format!("no free loopback port: {e}"))
 }
