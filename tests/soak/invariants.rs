@@ -1,0 +1,329 @@
+//! What must hold: after every step, once the faults stopped, and at the end.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use iothub_dynreg::controller::resources::{ClusterCredentials, DynamicRegistration};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::Value;
+
+use super::operations::{PERSON_LABEL, TEMPLATES};
+use super::support;
+use super::{CONVERGENCE_BOUND, LIMIT, MEMORY_BOUND_KIB, Soak, TOKENS};
+
+/// A broken invariant, with what led to it.
+pub struct Violation(pub String);
+
+pub type Checked = Result<(), Violation>;
+
+/// What STS's temporary credentials are answered with once they have expired.
+const EXPIRED_CREDENTIALS: &str = "AuthFailure.TokenFailure";
+
+impl Soak {
+    /// What must hold at every moment.
+    pub async fn check_always(&mut self) -> Checked {
+        self.checks += 1;
+        let stats = self.harness.emulator_get("stats").await;
+        let throttled = stats["requestLimitExceeded"].as_u64().unwrap_or(0);
+        if throttled > self.throttles_injected {
+            return Err(Violation(format!(
+                "{throttled} RequestLimitExceeded answers, {} injected",
+                self.throttles_injected
+            )));
+        }
+        for peak in stats["peaks"].as_array().into_iter().flatten() {
+            let calls = peak["peakCallsPerSecond"].as_u64().unwrap_or(0);
+            if calls > LIMIT {
+                return Err(Violation(format!("{calls} calls in one second: {peak}")));
+            }
+        }
+        let calls = stats["calls"].as_object().into_iter().flatten();
+        for (action, results) in calls {
+            if let Some(expired) = results[EXPIRED_CREDENTIALS].as_u64() {
+                return Err(Violation(format!(
+                    "{action} sent {expired} times with temporary credentials that had expired"
+                )));
+            }
+        }
+        self.check_memory()?;
+        self.check_person_secrets().await?;
+        self.check_never_managed_unwritten().await?;
+        if let Some(line) = self
+            .history
+            .iter()
+            .find(|line| line.starts_with("VIOLATION"))
+        {
+            return Err(Violation(line.clone()));
+        }
+        Ok(())
+    }
+
+    /// No product whose resource only observed or was suspended since it was made is written.
+    async fn check_never_managed_unwritten(&self) -> Checked {
+        let products = self.harness.emulator_get("products").await;
+        for declared in self.live.values().filter(|d| d.never_managed) {
+            let product = products
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["productId"] == declared.product.as_str());
+            let updates = product.map_or(0, |p| p["updates"].as_u64().unwrap_or(0));
+            if updates > 0 {
+                return Err(Violation(format!(
+                    "{} written {updates} times, only observed or suspended since its resource was made",
+                    declared.product
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every replica's resident memory stays under the bound.
+    fn check_memory(&mut self) -> Checked {
+        for replica in &self.replicas {
+            let pid = replica.process.pid();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+            let rss = status.ok().and_then(|status| {
+                let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            });
+            self.peak_rss_kib = self.peak_rss_kib.max(rss.unwrap_or(0));
+        }
+        if self.peak_rss_kib > MEMORY_BOUND_KIB {
+            return Err(Violation(format!(
+                "a replica holds {} KiB (bound {MEMORY_BOUND_KIB})",
+                self.peak_rss_kib
+            )));
+        }
+        Ok(())
+    }
+
+    /// A person's Secrets are never changed, deleted or taken (no owner added).
+    async fn check_person_secrets(&self) -> Checked {
+        if self.person_secrets.is_empty() {
+            return Ok(());
+        }
+        let selector = ListParams::default().labels(PERSON_LABEL);
+        let Ok(listed) = self.harness.secrets().list(&selector).await else {
+            return Ok(()); // The API server is down or frozen: checked next time.
+        };
+        let found: BTreeMap<String, &Secret> = listed
+            .items
+            .iter()
+            .map(|secret| (secret.metadata.name.clone().unwrap_or_default(), secret))
+            .collect();
+        for (name, value) in &self.person_secrets {
+            let secret = found
+                .get(name)
+                .ok_or_else(|| Violation(format!("a person's Secret {name} was deleted")))?;
+            let data = support::e2e::secret_data(secret);
+            if data.get("note") != Some(value) || data.len() != 1 {
+                return Err(Violation(format!(
+                    "a person's Secret {name} was changed: keys {:?}",
+                    data.keys()
+                )));
+            }
+            if secret
+                .metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|owners| !owners.is_empty())
+            {
+                return Err(Violation(format!(
+                    "a person's Secret {name} was given an owner"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// What must hold once faults stopped and the quiet period passed.
+    pub async fn check_converged(&mut self) -> Checked {
+        let deadline = Instant::now() + CONVERGENCE_BOUND;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self.converged().await {
+                Ok(()) => return Ok(()),
+                Err(Violation(why)) => last = why,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(Violation(format!(
+            "not converged within {CONVERGENCE_BOUND:?}: {last}"
+        )))
+    }
+
+    async fn converged(&mut self) -> Checked {
+        self.check_always().await?;
+        let listed = Api::<DynamicRegistration>::all(self.harness.client.clone())
+            .list(&Default::default())
+            .await
+            .map_err(|e| Violation(e.to_string()))?;
+        let by_name: BTreeMap<String, &DynamicRegistration> = listed
+            .items
+            .iter()
+            .map(|r| (r.metadata.name.clone().unwrap_or_default(), r))
+            .collect();
+        for name in &self.deleted {
+            if by_name.contains_key(name) && !self.live.contains_key(name) {
+                return Err(Violation(format!(
+                    "{name} deleted but still there (finalizers?)"
+                )));
+            }
+        }
+        let namespaces = Api::<Namespace>::all(self.harness.client.clone());
+        for namespace in &self.deleted_namespaces {
+            let found = namespaces
+                .get_opt(namespace)
+                .await
+                .map_err(|e| Violation(e.to_string()))?;
+            if found.is_some() {
+                return Err(Violation(format!(
+                    "namespace {namespace} deleted but still there"
+                )));
+            }
+        }
+        let products = self.harness.emulator_get("products").await;
+        for name in self.live.keys() {
+            let resource = by_name
+                .get(name)
+                .ok_or_else(|| Violation(format!("{name} is gone")))?;
+            self.resource_converged(name, resource, &products).await?;
+        }
+        Ok(())
+    }
+
+    /// One live resource: status current, Ready (or SecretConflict), the cloud as declared,
+    /// its Secret holding the cloud's ProductSecret.
+    async fn resource_converged(
+        &self,
+        name: &str,
+        resource: &DynamicRegistration,
+        products: &Value,
+    ) -> Checked {
+        let declared = &self.live[name];
+        let status = resource.status.as_ref();
+        if status.and_then(|s| s.observed_generation) != resource.metadata.generation {
+            return Err(Violation(format!("{name}: status not current")));
+        }
+        if declared.suspended {
+            return Ok(());
+        }
+        let cloud = products
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["productId"] == declared.product.as_str())
+            .cloned()
+            .unwrap_or(Value::Null);
+        let cloud_secret = cloud["productSecret"].as_str().unwrap_or("");
+        // With no ProductSecret there is nothing to publish, so no conflict either.
+        if declared.secret_taken && !cloud_secret.is_empty() {
+            let reason = resource.condition("Ready").map(|c| c.reason.clone());
+            if reason.as_deref() != Some("SecretConflict") {
+                return Err(Violation(format!(
+                    "{name} names a person's Secret but says {reason:?}"
+                )));
+            }
+            return Ok(());
+        }
+        let ready = resource.condition("Ready");
+        if ready.is_none_or(|c| c.status != "True") {
+            let reason = ready.map(|c| (&c.reason, &c.message));
+            let via = match declared.web_identity {
+                true => "ClusterCredentials",
+                false => "its credentials Secret",
+            };
+            return Err(Violation(format!(
+                "{name} (via {via}) not Ready: {reason:?}"
+            )));
+        }
+        if !declared.observe_only {
+            let types = [("PreCreate", 1), ("AutoCreate", 2)];
+            let wanted = serde_json::to_value(declared.mode).unwrap();
+            let wanted_type = types
+                .iter()
+                .find(|(mode, _)| wanted == *mode)
+                .map(|(_, number)| *number);
+            if cloud["registerType"].as_i64() != wanted_type
+                || cloud["registerLimit"].as_i64() != Some(declared.limit)
+            {
+                return Err(Violation(format!(
+                    "{name}: cloud {cloud} differs from {declared:?}"
+                )));
+            }
+        }
+        let secret_name = resource.published_secret_name();
+        let secret = self
+            .secrets_in(&declared.namespace)
+            .get_opt(&secret_name)
+            .await
+            .map_err(|e| Violation(e.to_string()))?;
+        if !cloud_secret.is_empty() {
+            let data = secret
+                .as_ref()
+                .map(support::e2e::secret_data)
+                .unwrap_or_default();
+            let shaped = match declared.template {
+                None => cloud_secret.to_owned(),
+                Some(template) => format!("{}{cloud_secret}", TEMPLATES[template].2),
+            };
+            if !data.values().any(|value| *value == shaped) {
+                return Err(Violation(format!(
+                    "{name}: Secret {secret_name} lacks the ProductSecret"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every namespace of the run is deleted, the harness's too, with the replicas running:
+    /// each must finish deleting (no finalizer of ours left behind).
+    pub async fn delete_every_namespace(&mut self) -> Checked {
+        let namespaces = Api::<Namespace>::all(self.harness.client.clone());
+        let mut all = std::mem::take(&mut self.teams);
+        all.push(self.harness.namespace.clone());
+        for namespace in &all {
+            namespaces
+                .delete(namespace, &DeleteParams::default())
+                .await
+                .map_err(|e| Violation(format!("delete namespace {namespace}: {e}")))?;
+        }
+        let names: Vec<String> = self.live.keys().cloned().collect();
+        for name in &names {
+            self.forget(name);
+        }
+        // A person's Secrets go with the namespace.
+        self.person_secrets.clear();
+        self.deleted_namespaces.extend(all);
+        self.history
+            .push("every namespace of the run deleted".to_owned());
+        let _ = Api::<ClusterCredentials>::all(self.harness.client.clone())
+            .delete(&self.cluster_credentials_name(), &DeleteParams::default())
+            .await;
+        self.check_converged().await
+    }
+
+    /// No secret in any replica's log, stopped ones included: no SecretKey, no web identity
+    /// token (and, in the running ones, no ProductSecret).
+    pub async fn finish(&mut self) -> Checked {
+        for replica in &self.replicas {
+            self.harness
+                .assert_no_secrets_logged(&replica.process)
+                .await;
+        }
+        let running = self.replicas.iter().map(|replica| replica.process.stderr());
+        for log in running.chain(self.stopped_logs.iter().cloned()) {
+            if log.contains(support::e2e::SECRET_KEY) {
+                return Err(Violation("SecretKey in a replica's log".to_owned()));
+            }
+            if TOKENS.iter().any(|token| log.contains(token)) {
+                return Err(Violation(
+                    "a web identity token in a replica's log".to_owned(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
