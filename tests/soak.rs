@@ -15,7 +15,8 @@
 //!
 //! Operations (`operations.rs`): create, change (type, limit), delete resources; suspend and
 //! resume; switch `managementPolicy`; rename `secretName`, also to a Secret a person owns;
-//! change `secretTemplate`; ask for a reconcile; move a resource to the other shard; console edits of products; a person
+//! change `secretTemplate`, `deletionPolicy` and `secretRetention`; ask for a reconcile; move a
+//! resource to the other shard; console edits of products; a person
 //! editing or deleting a published Secret; the web identity token rotated; team namespaces
 //! made and deleted with their resources.
 //! Faults (`faults.rs`): cloud errors (InternalError, 503, dropped connections) and slow answers
@@ -28,8 +29,10 @@
 //! Invariants (`invariants.rs`), besides convergence: the cloud's limit per second, no
 //! `RequestLimitExceeded` beyond those injected, no temporary credentials used after they
 //! expired, no write to a product only observed or suspended, a person's Secrets never changed,
-//! SIGTERM exits 0, no secret logged, replica memory under a bound; at the end every namespace
-//! deleted finishes deleting.
+//! SIGTERM exits 0, no secret logged, replica memory under a bound; once faults stop, every
+//! resource converged, every product of a resource deleted with `Disable` disabled, every
+//! Secret of one deleted with `Retain` kept (and owned by nobody), no secret in any Event or
+//! status; at the end every namespace deleted, the run's own too, finishes deleting.
 
 mod support;
 
@@ -130,6 +133,10 @@ struct Declared {
     second_shard: bool,
     /// Which of [`operations::TEMPLATES`] shapes its Secret (`None`: no template).
     template: Option<usize>,
+    /// `deletionPolicy: Disable`.
+    disable_on_delete: bool,
+    /// `secretRetention: Retain`.
+    retain_secret: bool,
 }
 
 /// One of the two shards the controller runs as.
@@ -195,6 +202,12 @@ struct Soak {
     next_team: usize,
     /// Namespaces deleted: each must finish deleting.
     deleted_namespaces: Vec<String>,
+    /// Products whose resource was deleted with `deletionPolicy: Disable`: they must end with
+    /// registration off (and are never given to another resource).
+    disabled_on_delete: Vec<String>,
+    /// Secrets (namespace, name) of resources deleted with `secretRetention: Retain`: they must
+    /// stay, with no owner, as long as their namespace.
+    retained: Vec<(String, String)>,
     /// The most resident memory seen of any replica, KiB.
     peak_rss_kib: u64,
     counts: BTreeMap<&'static str, usize>,
@@ -248,6 +261,8 @@ impl Soak {
             teams: Vec::new(),
             next_team: 0,
             deleted_namespaces: Vec::new(),
+            disabled_on_delete: Vec::new(),
+            retained: Vec::new(),
             peak_rss_kib: 0,
             counts: BTreeMap::new(),
             checks: 0,
@@ -393,22 +408,24 @@ impl Soak {
             (730..740, Some(name)) => self.take_persons_secret(&name).await,
             (740..760, Some(name)) => self.move_to_other_shard(&name).await,
             (760..770, Some(name)) => self.change_template(&name).await,
-            (770..785, _) => self.rotate_token(),
-            (785..795, _) => self.create_team_namespace().await,
-            (795..801, _) => self.delete_team_namespace().await,
+            (770..780, Some(name)) => self.toggle_deletion_policy(&name).await,
+            (780..790, Some(name)) => self.toggle_secret_retention(&name).await,
+            (790..805, _) => self.rotate_token(),
+            (805..815, _) => self.create_team_namespace().await,
+            (815..821, _) => self.delete_team_namespace().await,
             // Faults: the slow ones (a restart, a stall, a replica's exit) are the rarest, so
             // that a long run still makes several operations a second.
-            (801..826, _) => self.cloud_faults().await,
-            (826..846, _) => self.throttling_burst().await,
-            (846..861, _) => self.break_credentials(CredentialsOutage::WrongKey).await,
-            (861..871, _) => self.break_credentials(CredentialsOutage::Deleted).await,
-            (871..883, _) => self.refuse_token(),
-            (883..887, _) => self.delete_cluster_credentials().await,
-            (887..891, _) => self.stop_leader(libc::SIGKILL).await,
-            (891..895, _) => self.stop_leader(libc::SIGTERM).await,
-            (895..905, _) => self.compact_etcd().await,
-            (905..910, _) => self.stall_network(),
-            (910..914, _) => self.restart_apiserver().await,
+            (821..846, _) => self.cloud_faults().await,
+            (846..866, _) => self.throttling_burst().await,
+            (866..881, _) => self.break_credentials(CredentialsOutage::WrongKey).await,
+            (881..891, _) => self.break_credentials(CredentialsOutage::Deleted).await,
+            (891..903, _) => self.refuse_token(),
+            (903..907, _) => self.delete_cluster_credentials().await,
+            (907..911, _) => self.stop_leader(libc::SIGKILL).await,
+            (911..915, _) => self.stop_leader(libc::SIGTERM).await,
+            (915..925, _) => self.compact_etcd().await,
+            (925..930, _) => self.stall_network(),
+            (930..934, _) => self.restart_apiserver().await,
             (_, Some(name)) => self.change(&name).await,
             (_, None) => self.create().await,
         }
@@ -449,6 +466,7 @@ async fn soak(seed: u64, duration: Duration) -> Result<String, String> {
         return Ok("SKIPPED: no control plane".to_owned());
     };
     let started = Instant::now();
+    let (mut converged_after, mut namespaces_gone_after) = (None, None);
     let result: invariants::Checked = async {
         while started.elapsed() < duration {
             soak.step().await;
@@ -459,12 +477,23 @@ async fn soak(seed: u64, duration: Duration) -> Result<String, String> {
         }
         soak.end_faults_when_due(true).await;
         soak.history.push("quiet: faults stopped".to_owned());
+        let quiet = Instant::now();
         soak.check_converged().await?;
+        converged_after = Some(quiet.elapsed());
+        soak.check_nothing_secret_shown().await?;
+        let deleting = Instant::now();
         soak.delete_every_namespace().await?;
+        namespaces_gone_after = Some(deleting.elapsed());
         soak.finish().await
     }
     .await;
-    let report = soak.report(seed, started.elapsed()).await;
+    let mut report = soak.report(seed, started.elapsed()).await;
+    if let (Some(converged), Some(gone)) = (converged_after, namespaces_gone_after) {
+        let _ = write!(
+            report,
+            "; converged {converged:.1?} after the faults stopped, every namespace gone {gone:.1?} after its deletion"
+        );
+    }
     match result {
         Ok(()) => Ok(report),
         Err(Violation(why)) => {

@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use iothub_dynreg::controller::resources::ClusterCredentials;
-use kube::api::{Api, DeleteParams};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Preconditions};
 use rand::Rng;
 use serde_json::json;
 
@@ -73,12 +74,7 @@ impl Soak {
                     .await;
                 true
             }
-            CredentialsOutage::Deleted => self
-                .harness
-                .secrets()
-                .delete(CREDENTIALS, &DeleteParams::default())
-                .await
-                .is_ok(),
+            CredentialsOutage::Deleted => self.delete_unprotected_credentials().await,
         };
         if !broken {
             return;
@@ -91,6 +87,28 @@ impl Soak {
             CredentialsOutage::Deleted => ("credentials deleted", "deleted"),
         };
         self.note(kind, format!("credentials Secret {what} for {seconds} s"));
+    }
+
+    /// Deletes the credentials Secret unless a deletion still needs it: then it carries the
+    /// controller's in-use finalizer and would stay, terminating, until that deletion is done
+    /// (e2e_deletion tests that story). The precondition makes sure the finalizer did not come
+    /// on since it was read.
+    async fn delete_unprotected_credentials(&self) -> bool {
+        let secrets = self.harness.secrets();
+        let Ok(Some(secret)) = secrets.get_opt(CREDENTIALS).await else {
+            return false;
+        };
+        if !secret.finalizers().is_empty() {
+            return false;
+        }
+        let unchanged = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: secret.metadata.resource_version.clone(),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        secrets.delete(CREDENTIALS, &unchanged).await.is_ok()
     }
 
     /// STS refuses the web identity for a few seconds: the token file holds a token the

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use iothub_dynreg::controller::resources::{ClusterCredentials, DynamicRegistration};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::Value;
 
@@ -185,11 +186,44 @@ impl Soak {
             }
         }
         let products = self.harness.emulator_get("products").await;
+        self.deletions_done(&products).await?;
         for name in self.live.keys() {
             let resource = by_name
                 .get(name)
                 .ok_or_else(|| Violation(format!("{name} is gone")))?;
             self.resource_converged(name, resource, &products).await?;
+        }
+        Ok(())
+    }
+
+    /// What deletions owed: products of `Disable` resources with registration off, Secrets of
+    /// `Retain` resources still there and owned by nobody.
+    async fn deletions_done(&self, products: &Value) -> Checked {
+        for product in &self.disabled_on_delete {
+            let cloud = products
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["productId"] == product.as_str());
+            let register_type = cloud.and_then(|p| p["registerType"].as_i64());
+            if register_type != Some(0) {
+                return Err(Violation(format!(
+                    "{product}: its resource was deleted with deletionPolicy Disable, registerType is {register_type:?}"
+                )));
+            }
+        }
+        for (namespace, name) in &self.retained {
+            let secret = self
+                .secrets_in(namespace)
+                .get_opt(name)
+                .await
+                .map_err(|e| Violation(e.to_string()))?
+                .ok_or_else(|| Violation(format!("retained Secret {namespace}/{name} is gone")))?;
+            if !secret.owner_references().is_empty() {
+                return Err(Violation(format!(
+                    "retained Secret {namespace}/{name} still has an owner"
+                )));
+            }
         }
         Ok(())
     }
@@ -281,6 +315,11 @@ impl Soak {
     /// Every namespace of the run is deleted, the harness's too, with the replicas running:
     /// each must finish deleting (no finalizer of ours left behind).
     pub async fn delete_every_namespace(&mut self) -> Checked {
+        let names: Vec<String> = self.live.keys().cloned().collect();
+        let mut owed = Vec::new();
+        for name in &names {
+            owed.push(self.owed_by_deletion(name, true).await);
+        }
         let namespaces = Api::<Namespace>::all(self.harness.client.clone());
         let mut all = std::mem::take(&mut self.teams);
         all.push(self.harness.namespace.clone());
@@ -290,19 +329,65 @@ impl Soak {
                 .await
                 .map_err(|e| Violation(format!("delete namespace {namespace}: {e}")))?;
         }
-        let names: Vec<String> = self.live.keys().cloned().collect();
-        for name in &names {
-            self.forget(name);
+        for (name, owed) in names.iter().zip(owed) {
+            self.forget(name, owed);
         }
+        self.retained.clear();
         // A person's Secrets go with the namespace.
         self.person_secrets.clear();
         self.deleted_namespaces.extend(all);
         self.history
             .push("every namespace of the run deleted".to_owned());
+        // The ClusterCredentials goes last: a deletion with `Disable` may still need it.
+        self.check_converged().await?;
         let _ = Api::<ClusterCredentials>::all(self.harness.client.clone())
             .delete(&self.cluster_credentials_name(), &DeleteParams::default())
             .await;
-        self.check_converged().await
+        Ok(())
+    }
+
+    /// No secret in any Event, any resource's status or any ClusterCredentials' status: no
+    /// SecretKey, no web identity token, no ProductSecret.
+    pub async fn check_nothing_secret_shown(&self) -> Checked {
+        let client = &self.harness.client;
+        let events = Api::<k8s_openapi::api::events::v1::Event>::all(client.clone());
+        let events = events.list(&Default::default()).await;
+        let resources = Api::<DynamicRegistration>::all(client.clone());
+        let resources = resources.list(&Default::default()).await;
+        let declared = Api::<ClusterCredentials>::all(client.clone());
+        let declared = declared.list(&Default::default()).await;
+        let (Ok(events), Ok(resources), Ok(declared)) = (events, resources, declared) else {
+            return Err(Violation(
+                "Events and statuses could not be read".to_owned(),
+            ));
+        };
+        let shown = serde_json::to_string(&(
+            &events.items,
+            resources
+                .items
+                .iter()
+                .map(|r| &r.status)
+                .collect::<Vec<_>>(),
+            declared.items.iter().map(|c| &c.status).collect::<Vec<_>>(),
+        ))
+        .unwrap();
+        let products = self.harness.emulator_get("products").await;
+        let product_secrets = products
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["productSecret"].as_str())
+            .filter(|secret| !secret.is_empty());
+        let mut secrets = vec![support::e2e::SECRET_KEY];
+        secrets.extend(TOKENS);
+        if secrets
+            .into_iter()
+            .chain(product_secrets)
+            .any(|secret| shown.contains(secret))
+        {
+            return Err(Violation("a secret in an Event or a status".to_owned()));
+        }
+        Ok(())
     }
 
     /// No secret in any replica's log, stopped ones included: no SecretKey, no web identity

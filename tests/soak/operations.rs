@@ -2,9 +2,11 @@
 //! rotated, namespaces made and deleted.
 
 use iothub_dynreg::controller::resources::{
-    ClusterCredentialsReference, ManagementPolicy, RegistrationMode,
+    ClusterCredentialsReference, DeletionPolicy, FINALIZER, ManagementPolicy, RegistrationMode,
+    SecretRetention,
 };
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -13,6 +15,13 @@ use super::support::e2e::{SECRET_KEY, registration};
 use super::{
     Declared, PERSON_SECRETS, PRODUCTS, RUN_LABEL, SHARD_KEY, Soak, TEAMS, TOKENS, product_id,
 };
+
+/// What a deletion owes: registration switched off, a Secret kept.
+#[derive(Default)]
+pub struct Owed {
+    disables: bool,
+    retained: Option<(String, String)>,
+}
 
 /// The label of a person's Secrets, to read them all at once.
 pub const PERSON_LABEL: &str = "soak.iothub.dynreg.io/person";
@@ -57,7 +66,16 @@ impl Soak {
         let suspended = self.rng.random_bool(0.1);
         let web_identity = self.rng.random_bool(0.25);
         let second_shard = self.rng.random_bool(0.3);
+        // The API server refuses Disable with ObserveOnly.
+        let disable_on_delete = !observe_only && self.rng.random_bool(0.2);
+        let retain_secret = self.rng.random_bool(0.2);
         let mut resource = registration(&name, &product, mode, limit);
+        if disable_on_delete {
+            resource.spec.deletion_policy = DeletionPolicy::Disable;
+        }
+        if retain_secret {
+            resource.spec.secret_retention = SecretRetention::Retain;
+        }
         resource.metadata.namespace = Some(namespace.clone());
         if observe_only {
             resource.spec.management_policy = ManagementPolicy::ObserveOnly;
@@ -88,6 +106,8 @@ impl Soak {
             web_identity,
             second_shard,
             template: None,
+            disable_on_delete,
+            retain_secret,
         };
         self.note("create", format!("create {name} {declared:?}"));
         self.live.insert(name, declared);
@@ -97,23 +117,33 @@ impl Soak {
         [RegistrationMode::PreCreate, RegistrationMode::AutoCreate][self.rng.random_range(0..2)]
     }
 
-    /// A merge patch of the live resource `name`, wherever it lives.
-    async fn patch(&self, name: &str, patch: Value) {
+    /// A merge patch of the live resource `name`, wherever it lives; whether the API server took
+    /// it (its CEL rules refuse some combinations, e.g. `Disable` with `ObserveOnly`).
+    async fn patch(&mut self, name: &str, patch: Value) -> bool {
         let api = self.registrations_in(&self.live[name].namespace);
-        let _ = api
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        let patched = api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await;
+        if let Err(error) = &patched {
+            self.history
+                .push(format!("refused: {name} {patch}: {error}"));
+        }
+        patched.is_ok()
     }
 
     pub async fn change(&mut self, name: &str) {
         let mode = self.random_mode();
         let limit = self.rng.random_range(1..=1000);
         let register_type = serde_json::to_value(mode).unwrap();
-        self.patch(
-            name,
-            json!({"spec": {"registerType": register_type, "registerLimit": limit}}),
-        )
-        .await;
+        if !self
+            .patch(
+                name,
+                json!({"spec": {"registerType": register_type, "registerLimit": limit}}),
+            )
+            .await
+        {
+            return;
+        }
         let declared = self.live.get_mut(name).unwrap();
         declared.mode = mode;
         declared.limit = limit;
@@ -122,8 +152,12 @@ impl Soak {
 
     pub async fn toggle_suspend(&mut self, name: &str) {
         let suspended = !self.live[name].suspended;
-        self.patch(name, json!({"spec": {"suspend": suspended}}))
-            .await;
+        if !self
+            .patch(name, json!({"spec": {"suspend": suspended}}))
+            .await
+        {
+            return;
+        }
         let declared = self.live.get_mut(name).unwrap();
         declared.suspended = suspended;
         declared.never_managed &= suspended || declared.observe_only;
@@ -133,8 +167,12 @@ impl Soak {
     pub async fn toggle_observe_only(&mut self, name: &str) {
         let observe_only = !self.live[name].observe_only;
         let policy = if observe_only { "ObserveOnly" } else { "Full" };
-        self.patch(name, json!({"spec": {"managementPolicy": policy}}))
-            .await;
+        if !self
+            .patch(name, json!({"spec": {"managementPolicy": policy}}))
+            .await
+        {
+            return;
+        }
         let declared = self.live.get_mut(name).unwrap();
         declared.observe_only = observe_only;
         declared.never_managed &= observe_only || declared.suspended;
@@ -146,8 +184,12 @@ impl Soak {
 
     pub async fn rename_secret(&mut self, name: &str) {
         let secret = format!("{name}-s{}", self.rng.random_range(0..1000));
-        self.patch(name, json!({"spec": {"secretName": secret}}))
-            .await;
+        if !self
+            .patch(name, json!({"spec": {"secretName": secret}}))
+            .await
+        {
+            return;
+        }
         self.live.get_mut(name).unwrap().secret_taken = false;
         self.note("secret name", format!("secretName {name} = {secret}"));
     }
@@ -175,8 +217,12 @@ impl Soak {
                 json!({"data": data})
             }
         };
-        self.patch(name, json!({"spec": {"secretTemplate": shape}}))
-            .await;
+        if !self
+            .patch(name, json!({"spec": {"secretTemplate": shape}}))
+            .await
+        {
+            return;
+        }
         self.live.get_mut(name).unwrap().template = template;
         self.note(
             "secret template",
@@ -193,8 +239,12 @@ impl Soak {
         } else {
             Value::Null
         };
-        self.patch(name, json!({"metadata": {"labels": {SHARD_KEY: label}}}))
-            .await;
+        if !self
+            .patch(name, json!({"metadata": {"labels": {SHARD_KEY: label}}}))
+            .await
+        {
+            return;
+        }
         self.live.get_mut(name).unwrap().second_shard = second_shard;
         let shard = if second_shard { "shard-2" } else { "main" };
         self.note("shard move", format!("{name} moved to shard {shard}"));
@@ -259,8 +309,12 @@ impl Soak {
         if self.person_secrets.len() >= PERSON_SECRETS {
             let names: Vec<String> = self.person_secrets.keys().cloned().collect();
             let secret = names[self.rng.random_range(0..names.len())].clone();
-            self.patch(name, json!({"spec": {"secretName": secret}}))
-                .await;
+            if !self
+                .patch(name, json!({"spec": {"secretName": secret}}))
+                .await
+            {
+                return;
+            }
             self.live.get_mut(name).unwrap().secret_taken = true;
             let what = format!("secretName {name} = {secret} (a person's)");
             self.note("secretName of a person's Secret", what);
@@ -283,8 +337,12 @@ impl Soak {
             return;
         }
         self.person_secrets.insert(secret.clone(), value);
-        self.patch(name, json!({"spec": {"secretName": secret}}))
-            .await;
+        if !self
+            .patch(name, json!({"spec": {"secretName": secret}}))
+            .await
+        {
+            return;
+        }
         self.live.get_mut(name).unwrap().secret_taken = true;
         self.note(
             "secretName of a person's Secret",
@@ -296,21 +354,92 @@ impl Soak {
         let now = format!("{}", self.rng.random_range(0..u32::MAX));
         let annotation =
             json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": now}}});
-        self.patch(name, annotation).await;
+        if !self.patch(name, annotation).await {
+            return;
+        }
         self.note("reconcile request", format!("reconcile request {name}"));
+    }
+
+    pub async fn toggle_deletion_policy(&mut self, name: &str) {
+        let disable = !self.live[name].disable_on_delete;
+        let policy = if disable { "Disable" } else { "Orphan" };
+        if !self
+            .patch(name, json!({"spec": {"deletionPolicy": policy}}))
+            .await
+        {
+            return;
+        }
+        self.live.get_mut(name).unwrap().disable_on_delete = disable;
+        self.note(
+            "deletion policy",
+            format!("deletionPolicy {name} = {policy}"),
+        );
+    }
+
+    pub async fn toggle_secret_retention(&mut self, name: &str) {
+        let retain = !self.live[name].retain_secret;
+        let retention = if retain { "Retain" } else { "Delete" };
+        if !self
+            .patch(name, json!({"spec": {"secretRetention": retention}}))
+            .await
+        {
+            return;
+        }
+        self.live.get_mut(name).unwrap().retain_secret = retain;
+        self.note(
+            "secret retention",
+            format!("secretRetention {name} = {retention}"),
+        );
     }
 
     pub async fn delete(&mut self, name: &str) {
         let api = self.registrations_in(&self.live[name].namespace);
-        let _ = api.delete(name, &DeleteParams::default()).await;
-        self.forget(name);
+        let owed = self.owed_by_deletion(name, false).await;
+        if api.delete(name, &DeleteParams::default()).await.is_err() {
+            return;
+        }
+        self.forget(name, owed);
         self.note("delete", format!("delete {name}"));
     }
 
-    /// A resource deleted (alone or with its namespace): gone for good, its product free.
-    pub fn forget(&mut self, name: &str) {
+    /// What deleting `name` now owes, as the API server holds it: with our finalizer on (the
+    /// controller saw the spec ask for it), `Disable` of a managed, unsuspended resource turns
+    /// registration off, and `Retain` keeps the published Secret (unless the namespace goes
+    /// too). Without the finalizer the deletion is immediate and owes nothing.
+    pub async fn owed_by_deletion(&mut self, name: &str, with_namespace: bool) -> Owed {
+        let declared = &self.live[name];
+        let api = self.registrations_in(&declared.namespace);
+        let Ok(Some(resource)) = api.get_opt(name).await else {
+            return Owed::default();
+        };
+        let finalized = resource.finalizers().iter().any(|f| f == FINALIZER);
+        let spec = &resource.spec;
+        let disables = finalized
+            && spec.deletion_policy == DeletionPolicy::Disable
+            && spec.management_policy == ManagementPolicy::Full
+            && !spec.suspend;
+        let mut retained = None;
+        let retains = spec.secret_retention == SecretRetention::Retain;
+        if finalized && retains && !with_namespace && !declared.secret_taken {
+            let secret = resource.published_secret_name();
+            let secrets = self.secrets_in(&declared.namespace);
+            if let Ok(Some(_)) = secrets.get_opt(&secret).await {
+                retained = Some((declared.namespace.clone(), secret));
+            }
+        }
+        Owed { disables, retained }
+    }
+
+    /// A resource deleted (alone or with its namespace): gone for good, its product free unless
+    /// the deletion must disable it.
+    pub fn forget(&mut self, name: &str, owed: Owed) {
         let declared = self.live.remove(name).unwrap();
-        self.free_products.push(declared.product);
+        if owed.disables {
+            self.disabled_on_delete.push(declared.product);
+        } else {
+            self.free_products.push(declared.product);
+        }
+        self.retained.extend(owed.retained);
         self.deleted.push(name.to_owned());
     }
 
@@ -366,6 +495,16 @@ impl Soak {
         let name = self
             .teams
             .swap_remove(self.rng.random_range(0..self.teams.len()));
+        let inside: Vec<String> = self
+            .live
+            .iter()
+            .filter(|(_, declared)| declared.namespace == name)
+            .map(|(resource, _)| resource.clone())
+            .collect();
+        let mut owed = Vec::new();
+        for resource in &inside {
+            owed.push(self.owed_by_deletion(resource, true).await);
+        }
         let deleted = Api::<Namespace>::all(self.harness.client.clone())
             .delete(&name, &DeleteParams::default())
             .await;
@@ -373,15 +512,11 @@ impl Soak {
             self.teams.push(name);
             return;
         }
-        let inside: Vec<String> = self
-            .live
-            .iter()
-            .filter(|(_, declared)| declared.namespace == name)
-            .map(|(resource, _)| resource.clone())
-            .collect();
-        for resource in &inside {
-            self.forget(resource);
+        for (resource, owed) in inside.iter().zip(owed) {
+            self.forget(resource, owed);
         }
+        // Secrets kept by earlier deletions go with the namespace.
+        self.retained.retain(|(namespace, _)| *namespace != name);
         let what = format!("namespace {name} deleted with {inside:?}");
         self.note("namespace deleted", what);
         self.deleted_namespaces.push(name);
