@@ -241,3 +241,73 @@ async fn shards_leave_each_others_credentials_protection_alone() {
     );
     drop(main);
 }
+
+/// A `Disable` resource of shard 2 moves to the main shard while shard 2 is down. Shard 2's
+/// protection of the credentials Secret (unlabelled, so out of shard 2's view) must still come
+/// off once shard 2 is back: nothing of shard 2 needs it any more, and a protection nobody takes
+/// off keeps the Secret, and so the namespace, from ever being deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_back_from_a_restart_lets_go_of_credentials_its_resources_left() {
+    let Some(harness) = Harness::with_credentials(
+        "products: [{productId: SHARDDIS02, region: ap-guangzhou}]",
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let mut disable = registration("moving", "SHARDDIS02", RegistrationMode::AutoCreate, 10);
+    disable.spec.deletion_policy = iothub_dynreg::controller::resources::DeletionPolicy::Disable;
+    disable.metadata.labels = Some([(SHARD_KEY.to_owned(), "shard-2".to_owned())].into());
+    harness.create(disable).await;
+    let second_shard = "--watch-label-selector=sharding.iothub.dynreg.io/key=shard-2";
+    let mut second = harness.spawn_controller(&[second_shard]);
+    harness
+        .wait_reason("moving", "InSync", Duration::from_secs(30), &second)
+        .await;
+    let finalizers = || async {
+        let credentials = harness.secrets().get("tencent-credentials").await.unwrap();
+        credentials.metadata.finalizers.unwrap_or_default()
+    };
+    let protected_by_second = |finalizers: &[String]| {
+        finalizers
+            .iter()
+            .any(|f| f.starts_with("iothub.dynreg.io/credentials-in-use-"))
+    };
+    harness
+        .wait_for(
+            "shard 2 to protect the credentials",
+            Duration::from_secs(20),
+            Some(&second),
+            || async { protected_by_second(&finalizers().await).then_some(()) },
+        )
+        .await;
+    second.signal(libc::SIGKILL);
+    let _ = second.wait_exit(Duration::from_secs(10));
+    harness
+        .registrations()
+        .patch(
+            "moving",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {SHARD_KEY: null}}})),
+        )
+        .await
+        .unwrap();
+    let main = harness.spawn_controller(&["--watch-label-selector=!sharding.iothub.dynreg.io/key"]);
+    let second = harness.spawn_controller(&[second_shard]);
+    harness
+        .wait_for(
+            "the main shard to protect the credentials, and shard 2 to let go",
+            Duration::from_secs(60),
+            Some(&second),
+            || async {
+                let finalizers = finalizers().await;
+                let main_protects = finalizers
+                    .iter()
+                    .any(|f| f == "iothub.dynreg.io/credentials-in-use");
+                (main_protects && !protected_by_second(&finalizers)).then_some(())
+            },
+        )
+        .await;
+    drop(main);
+}

@@ -14,6 +14,8 @@ pub mod secret;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -233,11 +235,13 @@ impl Resolver {
         &self,
         wake: &Notify,
         released: UnboundedReceiver<SecretName>,
+        beyond_view: Option<Api<Secret>>,
     ) {
         let sweep = protection::Sweep {
             client: self.client.clone(),
             caches: &self.caches,
             finalizer: &self.in_use_finalizer,
+            beyond_view,
         };
         protection::release_unused(sweep, wake, released).await;
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{info, warn};
@@ -31,6 +31,14 @@ use crate::controller::resources::DynamicRegistration;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// At most one sweep in this long: status writes of thousands of resources wake it too.
 const SWEEP_SPACING: Duration = Duration::from_secs(1);
+
+/// How often a shard reads the metadata of every Secret in its scope for its finalizer (besides
+/// once at the start of each term): its Secret watch shows only the Secrets its selector
+/// matches, and a protected Secret out of that view is otherwise found only when a resource
+/// stops needing it while this term watches (see [`Sweep::beyond_view`]).
+const CENSUS_INTERVAL: Duration = Duration::from_secs(600);
+/// Secrets a page of the census lists.
+const CENSUS_PAGE: u32 = 500;
 
 /// A Secret by (namespace, name).
 pub type SecretName = (String, String);
@@ -75,6 +83,12 @@ pub struct Sweep<'a> {
     pub caches: &'a Caches,
     /// Our in-use finalizer (this shard's).
     pub finalizer: &'a str,
+    /// Every Secret in the controller's scope, when its Secret watch shows only part of them (a
+    /// shard). A resource that leaves the shard (its label moved) or goes while no term of the
+    /// shard watches (a restart, a lost Lease, a relist) leaves the shard's protection on a
+    /// credentials Secret it may not see; without a census that finalizer stays forever, and
+    /// the Secret, and its namespace, can never be deleted.
+    pub beyond_view: Option<Api<Secret>>,
 }
 
 /// Takes `finalizer` off the Secrets no deletion needs any more, whenever `wake` is notified
@@ -86,10 +100,20 @@ pub async fn release_unused(
     mut released: UnboundedReceiver<SecretName>,
 ) {
     let mut candidates = BTreeSet::new();
+    let mut census_due = Some(tokio::time::Instant::now());
     loop {
         sweep.caches.wait_until_listed().await;
         while let Ok(name) = released.try_recv() {
             candidates.insert(name);
+        }
+        if census_due.is_some_and(|due| due <= tokio::time::Instant::now())
+            && let Some(found) = sweep.census().await
+        {
+            candidates.extend(found);
+            census_due = Some(tokio::time::Instant::now() + CENSUS_INTERVAL);
+        }
+        if sweep.beyond_view.is_none() {
+            census_due = None;
         }
         sweep.in_view().await;
         sweep.out_of_view(std::mem::take(&mut candidates)).await;
@@ -107,6 +131,37 @@ impl Sweep<'_> {
     async fn in_view(&self) {
         for secret in self.caches.secrets.with_finalizer(self.finalizer) {
             self.release_if_unneeded(&secret).await;
+        }
+    }
+
+    /// The Secrets in scope carrying our finalizer, listed page by page (metadata only); `None`
+    /// when the census is not needed (the watch shows every Secret) or failed (tried again at
+    /// the next sweep).
+    async fn census(&self) -> Option<Vec<SecretName>> {
+        let api = self.beyond_view.as_ref()?;
+        let mut found = Vec::new();
+        let mut page = ListParams::default().limit(CENSUS_PAGE);
+        loop {
+            let listed = match api.list_metadata(&page).await {
+                Ok(listed) => listed,
+                Err(error) => {
+                    warn!(%error, "could not list Secrets for this shard's protection; retrying");
+                    return None;
+                }
+            };
+            let carrying = listed
+                .items
+                .iter()
+                .filter(|secret| finalizers::carries(&secret.metadata, self.finalizer));
+            for secret in carrying {
+                let metadata = &secret.metadata;
+                let namespace = metadata.namespace.clone().unwrap_or_default();
+                found.push((namespace, metadata.name.clone().unwrap_or_default()));
+            }
+            match listed.metadata.continue_ {
+                Some(token) if !token.is_empty() => page = page.continue_token(&token),
+                _ => return Some(found),
+            }
         }
     }
 

@@ -18,6 +18,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -75,6 +77,7 @@ pub async fn run(
     let (released, no_longer_needed) = unbounded_channel();
     let admission = Admission::new(settings.reconciles_per_source, wake);
     let watches = watches::open(&client, settings, shared.health.clone(), released);
+    let beyond_view = secrets_beyond_view(&client, settings);
     let caches = watches.caches.clone();
     let term = Arc::new(Term {
         ctx: context(
@@ -107,11 +110,20 @@ pub async fn run(
     );
     tokio::select! {
         () = controller => {}
-        () = term.ctx.credentials.release_unused_protection(&sweep, no_longer_needed) => {}
+        () = term.ctx.credentials.release_unused_protection(&sweep, no_longer_needed, beyond_view) => {}
         () = term.admission.expire_reservations_periodically() => {}
     }
     shared.health.set_watches_established(false);
     info!("controller stopped");
+}
+
+/// Every Secret in the controller's scope, when its Secret watch shows only the shard's.
+fn secrets_beyond_view(client: &Client, settings: &Settings) -> Option<Api<Secret>> {
+    settings.shard.as_ref()?;
+    Some(match &settings.watch_namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    })
 }
 
 /// The term's census in the metrics, for as long as this lives.
