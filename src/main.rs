@@ -371,24 +371,28 @@ fn check_options(flags: CheckFlags) -> Result<check::Options, String> {
         .map(|text| sts_endpoint(&endpoint, Some(text), insecure))
         .transpose()?;
     let source = match (
-        flags.emulator,
         flags.credentials_file,
         flags.secret,
         flags.cluster_credentials,
     ) {
-        (Some(seed), ..) => check::Source::Emulator(seed),
-        (_, Some(path), ..) => check::Source::File(path),
-        (_, _, Some(name), _) => check::Source::Secret {
+        (Some(path), ..) => check::Source::File(path),
+        (_, Some(name), _) => check::Source::Secret {
             namespace: flags.namespace,
             name,
         },
         (.., Some(name)) => check::Source::ClusterCredentials(name),
         _ => check::Source::Environment,
     };
+    let target = match flags.emulator {
+        Some(seed) => check::Target::Emulator(seed),
+        None => check::Target::Cloud {
+            source,
+            endpoint,
+            sts_endpoint,
+        },
+    };
     Ok(check::Options {
-        source,
-        endpoint,
-        sts_endpoint,
+        target,
         rate_limits: rate_limits(&flags.cloud.rate_limits),
         regions: flags.regions,
         products: flags.products,

@@ -20,6 +20,22 @@ use crate::preview::manifests;
 /// The region checked when neither `--region` nor a manifest names one.
 pub const DEFAULT_REGION: &str = "ap-guangzhou";
 
+/// What is checked against.
+#[derive(Clone, Debug)]
+// Made once per command: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Target {
+    /// The IoT Hub API at `endpoint`, with credentials from `source`.
+    Cloud {
+        source: Source,
+        endpoint: Endpoint,
+        /// The STS endpoint (`None`: the one of the endpoint's site).
+        sts_endpoint: Option<Endpoint>,
+    },
+    /// The built-in emulator, from this seed (the example seed when `None`), its first account.
+    Emulator(Option<PathBuf>),
+}
+
 /// Where the credentials to check come from.
 #[derive(Clone, Debug)]
 pub enum Source {
@@ -32,8 +48,6 @@ pub enum Source {
     Secret { namespace: String, name: String },
     /// ClusterCredentials in the cluster of the current kubeconfig.
     ClusterCredentials(String),
-    /// The built-in emulator, from this seed (the example seed when `None`), its first account.
-    Emulator(Option<PathBuf>),
 }
 
 /// How the report is printed.
@@ -48,12 +62,8 @@ pub enum Output {
 /// Everything the command needs.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// The credentials.
-    pub source: Source,
-    /// The IoT Hub endpoint (the emulator's when `source` is the emulator).
-    pub endpoint: Endpoint,
-    /// The STS endpoint (`None`: the one of the endpoint's site).
-    pub sts_endpoint: Option<Endpoint>,
+    /// The cloud and credentials, or the emulator.
+    pub target: Target,
     /// The client's limits.
     pub rate_limits: RateLimits,
     /// `--region`: regions to list.
@@ -72,8 +82,8 @@ pub struct Options {
 pub async fn run(options: Options) -> Result<u8, String> {
     let request = request(&options)?;
     // The emulator is kept alive until the check is made.
-    let (client, credentials, source, _emulator) = match &options.source {
-        Source::Emulator(seed) => {
+    let (client, credentials, source, _emulator) = match &options.target {
+        Target::Emulator(seed) => {
             let (endpoint, credentials, running) = emulator::start(seed.as_deref()).await?;
             let client = client_for(&options, endpoint.clone(), endpoint)?;
             let source = match seed {
@@ -82,11 +92,15 @@ pub async fn run(options: Options) -> Result<u8, String> {
             };
             (client, credentials, source, Some(running))
         }
-        other => {
-            let sts = options.sts_endpoint.clone();
-            let sts = sts.unwrap_or_else(|| options.endpoint.matching_sts());
-            let client = client_for(&options, options.endpoint.clone(), sts)?;
-            let (credentials, source) = resolve(other, &client).await?;
+        Target::Cloud {
+            source,
+            endpoint,
+            sts_endpoint,
+        } => {
+            let sts = sts_endpoint.clone();
+            let sts = sts.unwrap_or_else(|| endpoint.matching_sts());
+            let client = client_for(&options, endpoint.clone(), sts)?;
+            let (credentials, source) = resolve(source, &client).await?;
             (client, credentials, source, None)
         }
     };
@@ -163,7 +177,6 @@ async fn resolve(source: &Source, client: &CloudClient) -> Result<(Credentials, 
             let credentials = from_cluster_credentials(name, client).await?;
             Ok((credentials, format!("ClusterCredentials {name}")))
         }
-        Source::Emulator(_) => Err("the emulator's credentials come with it".to_owned()),
     }
 }
 
