@@ -502,6 +502,29 @@ async fn faults_are_injected_and_the_client_rides_them_out() {
     ));
     control(&emulator, "PUT", "faults", Some(json!({"dropRate": 1.0}))).await;
     assert_eq!(code_of(describe(&no_retry).await).await, "Transport");
+    // The answer lost after the call was made: the update happened, the client cannot know.
+    control(
+        &emulator,
+        "PUT",
+        "faults",
+        Some(json!({"lostAnswerRate": 1.0})),
+    )
+    .await;
+    let lost = no_retry
+        .update_product_dynamic_register(
+            &creds(),
+            "ap-guangzhou",
+            "PROD000001",
+            RegistrationRequest {
+                register_type: RegisterType::PreCreate,
+                register_limit: 77,
+            },
+        )
+        .await;
+    assert_eq!(code_of(lost).await, "Transport");
+    control(&emulator, "PUT", "faults", Some(json!({}))).await;
+    let product = describe(&no_retry).await.unwrap();
+    assert_eq!(product.registration.register_limit, 77);
     control(&emulator, "PUT", "faults", Some(json!({"latencyMs": 150}))).await;
     let started = std::time::Instant::now();
     describe(&no_retry).await.unwrap();

@@ -59,6 +59,10 @@ struct Flags {
     /// Probability of closing the connection without an answer.
     #[arg(long, default_value_t = 0.0)]
     drop_rate: f64,
+    /// Probability of doing what was asked, then closing the connection without an answer (as
+    /// when a client times out).
+    #[arg(long, default_value_t = 0.0)]
+    lost_answer_rate: f64,
 }
 
 #[tokio::main]
@@ -88,6 +92,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         http502_rate: flags.http_502_rate,
         http503_rate: flags.http_503_rate,
         drop_rate: flags.drop_rate,
+        lost_answer_rate: flags.lost_answer_rate,
     };
     faults.check()?;
     if flags.rate_limit == 0 {

@@ -44,6 +44,9 @@ pub struct Faults {
     pub http503_rate: f64,
     /// Probability of closing the connection without an answer.
     pub drop_rate: f64,
+    /// Probability of doing what was asked, then closing the connection without an answer: the
+    /// client cannot tell whether it happened, as after a timeout.
+    pub lost_answer_rate: f64,
 }
 
 impl Faults {
@@ -54,6 +57,7 @@ impl Faults {
             self.http502_rate,
             self.http503_rate,
             self.drop_rate,
+            self.lost_answer_rate,
         ];
         if rates.iter().any(|rate| !(0.0..=1.0).contains(rate)) {
             return Err("fault rates are probabilities between 0 and 1".to_owned());
@@ -471,10 +475,13 @@ impl Emulator {
             region: &caller.region,
             account: &caller.owner,
         };
-        state
+        let done = state
             .store
-            .handle(caller.action, &scope, &params, request_id)
-            .map(Answer::Json)
+            .handle(caller.action, &scope, &params, request_id)?;
+        if rand::rng().random_bool(faults.lost_answer_rate) {
+            return Ok(Answer::Drop);
+        }
+        Ok(Answer::Json(done))
     }
 
     fn control(&self, method: &http::Method, path: &str, body: &[u8]) -> Response<Full<Bytes>> {
