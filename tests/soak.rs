@@ -19,7 +19,8 @@
 //! resource to the other shard; console edits of products; a person
 //! editing or deleting a published Secret; the web identity token rotated; team namespaces
 //! made and deleted with their resources.
-//! Faults (`faults.rs`): cloud errors (InternalError, 503, dropped connections) and slow answers
+//! Faults (`faults.rs`): cloud errors (InternalError, 503, dropped connections, answers lost
+//! after the call was made, as in a timeout) and slow answers
 //! for a few seconds; throttling bursts (`RequestLimitExceeded` answered whatever the rate); the
 //! credentials Secret given a wrong key or deleted for a few seconds, then restored; the
 //! ClusterCredentials deleted and applied again; STS refusing the web identity token for a few
@@ -160,6 +161,8 @@ impl Shard {
 struct Replica {
     shard: Shard,
     process: ControllerProcess,
+    /// What its metrics said at the last check.
+    last_seen: Option<invariants::Sample>,
 }
 
 /// How the credentials Secret of the harness's namespace is broken, until when.
@@ -350,7 +353,11 @@ impl Soak {
             "--stalled-retry-interval",
             "5s",
         ]);
-        Replica { shard, process }
+        Replica {
+            shard,
+            process,
+            last_seen: None,
+        }
     }
 
     fn registrations_in(

@@ -36,6 +36,7 @@ impl Soak {
             "internalErrorRate": 0.3,
             "http503Rate": 0.1,
             "dropRate": 0.05,
+            "lostAnswerRate": 0.05,
         });
         self.harness
             .emulator_send(reqwest::Method::PUT, "faults", faults)

@@ -11,12 +11,33 @@ use serde_json::Value;
 
 use super::operations::{PERSON_LABEL, TEMPLATES};
 use super::support;
-use super::{CONVERGENCE_BOUND, LIMIT, MEMORY_BOUND_KIB, Soak, TOKENS};
+use super::{CONVERGENCE_BOUND, LIMIT, MEMORY_BOUND_KIB, Shard, Soak, TOKENS};
 
 /// A broken invariant, with what led to it.
 pub struct Violation(pub String);
 
 pub type Checked = Result<(), Violation>;
+
+/// What a replica's metrics say: whether it leads its shard, and its cloud calls so far.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    leading: bool,
+    calls: u64,
+}
+
+impl Sample {
+    fn of(metrics: &str) -> Self {
+        let calls = metrics
+            .lines()
+            .filter(|line| line.starts_with("iothub_dynreg_cloud_calls_total{"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        Self {
+            leading: metrics.lines().any(|line| line == "iothub_dynreg_leader 1"),
+            calls: calls as u64,
+        }
+    }
+}
 
 /// What STS's temporary credentials are answered with once they have expired.
 const EXPIRED_CREDENTIALS: &str = "AuthFailure.TokenFailure";
@@ -48,6 +69,7 @@ impl Soak {
             }
         }
         self.check_memory()?;
+        self.check_one_caller_per_shard().await?;
         self.check_person_secrets().await?;
         self.check_never_managed_unwritten().await?;
         if let Some(line) = self
@@ -75,6 +97,41 @@ impl Soak {
                     "{} written {updates} times, only observed or suspended since its resource was made",
                     declared.product
                 )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Only the leader of a shard calls the cloud: a replica that did not lead at the last check
+    /// and does not now made no call in between (a term is seconds long, checks a fraction of
+    /// a second apart), and no shard has two leaders.
+    async fn check_one_caller_per_shard(&mut self) -> Checked {
+        let mut leaders = Vec::new();
+        for replica in &mut self.replicas {
+            let Some((_, metrics)) = replica.process.ops("/metrics").await else {
+                replica.last_seen = None; // Starting, or busy: compared from its next answer.
+                continue;
+            };
+            let now = Sample::of(&metrics);
+            if let Some(before) = replica.last_seen
+                && !before.leading
+                && !now.leading
+                && now.calls > before.calls
+            {
+                return Err(Violation(format!(
+                    "a replica of {:?} made {} cloud calls without leading its shard",
+                    replica.shard,
+                    now.calls - before.calls
+                )));
+            }
+            if now.leading {
+                leaders.push(replica.shard);
+            }
+            replica.last_seen = Some(now);
+        }
+        for shard in [Shard::Main, Shard::Second] {
+            if leaders.iter().filter(|leader| **leader == shard).count() > 1 {
+                return Err(Violation(format!("two leaders of {shard:?} at once")));
             }
         }
         Ok(())
@@ -179,9 +236,17 @@ impl Soak {
                 .get_opt(namespace)
                 .await
                 .map_err(|e| Violation(e.to_string()))?;
-            if found.is_some() {
+            if let Some(found) = found {
+                let left = self.left_in(namespace).await;
+                let conditions = found.status.and_then(|status| status.conditions);
+                let conditions: Vec<String> = conditions
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c.status == "True")
+                    .map(|c| format!("{}: {}", c.type_, c.message.unwrap_or_default()))
+                    .collect();
                 return Err(Violation(format!(
-                    "namespace {namespace} deleted but still there"
+                    "namespace {namespace} deleted but still there: {conditions:?}; {left}"
                 )));
             }
         }
@@ -226,6 +291,33 @@ impl Soak {
             }
         }
         Ok(())
+    }
+
+    /// What is left in a namespace being deleted: resources (their finalizers and Ready
+    /// condition) and Secrets with finalizers.
+    async fn left_in(&self, namespace: &str) -> String {
+        let resources = self
+            .registrations_in(namespace)
+            .list(&Default::default())
+            .await;
+        let secrets = self.secrets_in(namespace).list(&Default::default()).await;
+        let resources: Vec<String> = resources
+            .map(|list| list.items)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                let ready = r.condition("Ready").map(|c| (&c.reason, &c.message));
+                format!("{} {:?} {ready:?}", r.name_any(), r.finalizers())
+            })
+            .collect();
+        let secrets: Vec<String> = secrets
+            .map(|list| list.items)
+            .unwrap_or_default()
+            .iter()
+            .filter(|secret| !secret.finalizers().is_empty())
+            .map(|secret| format!("{} {:?}", secret.name_any(), secret.finalizers()))
+            .collect();
+        format!("resources left {resources:?}, Secrets held {secrets:?}")
     }
 
     /// One live resource: status current, Ready (or SecretConflict), the cloud as declared,
