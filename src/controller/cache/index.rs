@@ -115,7 +115,8 @@ where
     }
 
     /// Follows one watch event, as the reflector applies it to the store; returns the keys the
-    /// object carried and no longer does (all of them once it is deleted; none for a relist).
+    /// object carried and no longer does (all of them once it is deleted; after a relist, those no
+    /// object in view carries any more).
     pub fn apply(&self, event: &watcher::Event<K>) -> Vec<Key> {
         let mut state = self.write();
         match event {
@@ -146,10 +147,17 @@ where
             watcher::Event::InitDone => {
                 let listed = state.relist.take().unwrap_or_default();
                 state.keys.clear();
-                state.members.clear();
+                let before = std::mem::take(&mut state.members);
                 for (object_ref, keys) in listed {
                     state.insert(object_ref, keys);
                 }
+                // What changed while the watch was down is seen only now: a key no object
+                // carries any more was dropped then.
+                return before
+                    .into_keys()
+                    .filter(|key| !state.members.contains_key(&**key))
+                    .map(|key| (*key).clone())
+                    .collect();
             }
         }
         Vec::new()
@@ -336,5 +344,23 @@ mod tests {
         assert_eq!(names(index.get(&product("P1"))), ["gone"]);
         index.apply(&watcher::Event::InitDone);
         assert_eq!(names(index.get(&product("P1"))), ["kept"]);
+    }
+
+    /// What left the view while the watch was down (a relist after 410 Gone, a label moved to
+    /// another shard) is dropped at the relist's end: a protection only it needed is let go.
+    #[test]
+    fn a_relist_drops_the_keys_nothing_in_view_carries_any_more() {
+        let index = ResourceIndex::new(resource_keys);
+        index.apply(&watcher::Event::Apply(resource("left", "P1", "left-team")));
+        index.apply(&watcher::Event::Apply(resource("kept", "P2", "team")));
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitApply(resource("kept", "P2", "team")));
+        let dropped: HashSet<ResourceKey> =
+            index.apply(&watcher::Event::InitDone).into_iter().collect();
+        let expected: HashSet<ResourceKey> = resource_keys(&resource("left", "P1", "left-team"))
+            .into_iter()
+            .collect();
+        assert_eq!(dropped, expected);
+        assert!(dropped.contains(&product("P1")), "{dropped:?}");
     }
 }
