@@ -64,8 +64,12 @@ const PRODUCTS: usize = 48;
 /// The cloud's limit per (SecretId, action), as the emulator enforces it; each shard takes half.
 const LIMIT: u64 = 20;
 /// After the faults stop: how long every resource may take to converge, and every namespace
-/// deleted to go.
+/// deleted along the way to go.
 const CONVERGENCE_BOUND: Duration = Duration::from_secs(60);
+/// How long the run's namespaces may take to go once deleted at its end. Longer: the namespace
+/// controller retries a namespace whose content is still going with a growing backoff, so it
+/// may look again well after our finalizers came off (up to 35 s in short runs).
+const NAMESPACES_GONE_BOUND: Duration = Duration::from_secs(120);
 /// The most resident memory a replica may hold (it holds about 45 MiB for this fleet).
 const MEMORY_BOUND_KIB: u64 = 160 * 1024;
 /// Secrets a person makes at most (then resources name those again).
@@ -485,7 +489,7 @@ async fn soak(seed: u64, duration: Duration) -> Result<String, String> {
         soak.end_faults_when_due(true).await;
         soak.history.push("quiet: faults stopped".to_owned());
         let quiet = Instant::now();
-        soak.check_converged().await?;
+        soak.check_converged(CONVERGENCE_BOUND).await?;
         converged_after = Some(quiet.elapsed());
         soak.check_nothing_secret_shown().await?;
         let deleting = Instant::now();

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::operations::{PERSON_LABEL, TEMPLATES};
 use super::support;
-use super::{CONVERGENCE_BOUND, LIMIT, MEMORY_BOUND_KIB, Shard, Soak, TOKENS};
+use super::{LIMIT, MEMORY_BOUND_KIB, NAMESPACES_GONE_BOUND, Shard, Soak, TOKENS};
 
 /// A broken invariant, with what led to it.
 pub struct Violation(pub String);
@@ -197,8 +197,8 @@ impl Soak {
     }
 
     /// What must hold once faults stopped and the quiet period passed.
-    pub async fn check_converged(&mut self) -> Checked {
-        let deadline = Instant::now() + CONVERGENCE_BOUND;
+    pub async fn check_converged(&mut self, bound: Duration) -> Checked {
+        let deadline = Instant::now() + bound;
         let mut last = String::new();
         while Instant::now() < deadline {
             match self.converged().await {
@@ -207,9 +207,7 @@ impl Soak {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Err(Violation(format!(
-            "not converged within {CONVERGENCE_BOUND:?}: {last}"
-        )))
+        Err(Violation(format!("not converged within {bound:?}: {last}")))
     }
 
     async fn converged(&mut self) -> Checked {
@@ -431,7 +429,7 @@ impl Soak {
         self.history
             .push("every namespace of the run deleted".to_owned());
         // The ClusterCredentials goes last: a deletion with `Disable` may still need it.
-        self.check_converged().await?;
+        self.check_converged(NAMESPACES_GONE_BOUND).await?;
         let _ = Api::<ClusterCredentials>::all(self.harness.client.clone())
             .delete(&self.cluster_credentials_name(), &DeleteParams::default())
             .await;
