@@ -17,8 +17,9 @@
 //! resume; switch `managementPolicy`; rename `secretName`, also to a Secret a person owns;
 //! change `secretTemplate`, `deletionPolicy` and `secretRetention`; ask for a reconcile; move a
 //! resource to the other shard; console edits of products; a person
-//! editing or deleting a published Secret; the web identity token rotated; team namespaces
-//! made and deleted with their resources.
+//! editing or deleting a published Secret; the credentials Secret rotated to the account's
+//! other key; the web identity token rotated; team namespaces made and deleted with their
+//! resources.
 //! Faults (`faults.rs`): cloud errors (InternalError, 503, dropped connections, answers lost
 //! after the call was made, as in a timeout) and slow answers
 //! for a few seconds; throttling bursts (`RequestLimitExceeded` answered whatever the rate); the
@@ -55,7 +56,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use support::e2e::{ControllerProcess, Harness, SECRET_ID};
+use support::e2e::{ControllerProcess, Harness, SECRET_ID, SECRET_KEY};
 
 use invariants::Violation;
 
@@ -86,6 +87,11 @@ const RUN_LABEL: &str = "soak.iothub.dynreg.io/run";
 const ROLE: &str = "qcs::cam::uin/100000000001:roleName/soak";
 const PROVIDER: &str = "tke-oidc-soak";
 const TOKENS: [&str; 2] = ["eyJ.soak-token-one.sig", "eyJ.soak-token-two.sig"];
+/// The two keys of the cloud account: the credentials Secret is rotated from one to the other.
+const KEYS: [(&str, &str); 2] = [
+    (SECRET_ID, SECRET_KEY),
+    ("AKIDsoakROTATED00002", "soak-ROTATED-key-never-logged-7c2e"),
+];
 /// How long STS's credentials last (two hours by default): renewed every half minute.
 const TEMPORARY_CREDENTIALS_SECONDS: i64 = 60;
 
@@ -198,6 +204,8 @@ struct Soak {
     token_refused_until: Option<Instant>,
     /// Which of [`TOKENS`] the token file holds when not refused.
     token: usize,
+    /// Which of [`KEYS`] the harness namespace's credentials Secret holds when not broken.
+    key: usize,
     /// The ClusterCredentials is deleted until then.
     cluster_credentials_back_at: Option<Instant>,
     /// `RequestLimitExceeded` answers scripted into the emulator: the only ones allowed.
@@ -226,7 +234,11 @@ fn product_id(index: usize) -> String {
 }
 
 fn emulator_seed() -> String {
-    let mut yaml = String::from("products:\n");
+    let mut yaml = String::from("accounts:\n");
+    for (id, key) in KEYS {
+        yaml.push_str(&format!("  - {{secretId: {id}, secretKey: {key}}}\n"));
+    }
+    yaml.push_str("products:\n");
     for index in 0..PRODUCTS {
         let id = product_id(index);
         yaml.push_str(&format!(
@@ -242,11 +254,12 @@ fn emulator_seed() -> String {
 
 impl Soak {
     async fn start(seed: u64) -> Option<Self> {
-        let harness = Harness::with_credentials(&emulator_seed(), |config| {
+        let harness = Harness::start_seeded(&emulator_seed(), |config| {
             config.rate_limit_per_second = LIMIT as u32;
             config.temporary_credentials_lifetime_seconds = Some(TEMPORARY_CREDENTIALS_SECONDS);
         })
         .await?;
+        harness.create_credentials(CREDENTIALS, SECRET_KEY).await;
         let mut soak = Self {
             harness,
             rng: StdRng::seed_from_u64(seed),
@@ -262,6 +275,7 @@ impl Soak {
             credentials_outage: None,
             token_refused_until: None,
             token: 0,
+            key: 0,
             cluster_credentials_back_at: None,
             throttles_injected: 0,
             person_secrets: BTreeMap::new(),
@@ -375,11 +389,11 @@ impl Soak {
         Api::namespaced(self.harness.client.clone(), namespace)
     }
 
-    /// Gives `namespace` the credentials Secret with `secret_key`: made if missing, else its
-    /// key replaced.
-    async fn put_credentials(&self, namespace: &str, secret_key: &str) {
+    /// Gives `namespace` the credentials Secret with this key: made if missing, else its key
+    /// replaced.
+    async fn put_credentials(&self, namespace: &str, (secret_id, secret_key): (&str, &str)) {
         let secrets = self.secrets_in(namespace);
-        let key = json!({"stringData": {"secretId": SECRET_ID, "secretKey": secret_key}});
+        let key = json!({"stringData": {"secretId": secret_id, "secretKey": secret_key}});
         let patched = secrets
             .patch(CREDENTIALS, &PatchParams::default(), &Patch::Merge(&key))
             .await;
@@ -421,7 +435,8 @@ impl Soak {
             (760..770, Some(name)) => self.change_template(&name).await,
             (770..780, Some(name)) => self.toggle_deletion_policy(&name).await,
             (780..790, Some(name)) => self.toggle_secret_retention(&name).await,
-            (790..805, _) => self.rotate_token(),
+            (790..800, _) => self.rotate_token(),
+            (800..805, _) => self.rotate_key().await,
             (805..815, _) => self.create_team_namespace().await,
             (815..821, _) => self.delete_team_namespace().await,
             // Faults: the slow ones (a restart, a stall, a replica's exit) are the rarest, so

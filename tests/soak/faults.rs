@@ -10,8 +10,7 @@ use kube::api::{Api, DeleteParams, Preconditions};
 use rand::Rng;
 use serde_json::json;
 
-use super::support::e2e::SECRET_KEY;
-use super::{CREDENTIALS, CredentialsOutage, PRODUCTS, Soak, TOKENS, product_id};
+use super::{CREDENTIALS, CredentialsOutage, KEYS, PRODUCTS, Soak, TOKENS, product_id};
 
 /// The kinds of step that are faults; every other kind is an operation.
 pub const KINDS: [&str; 11] = [
@@ -70,9 +69,9 @@ impl Soak {
         }
         let broken = match outage {
             CredentialsOutage::WrongKey => {
-                self.harness
-                    .set_credentials_key(CREDENTIALS, "a-broken-key")
-                    .await;
+                let (id, _) = KEYS[self.key];
+                let namespace = self.harness.namespace.clone();
+                self.put_credentials(&namespace, (id, "a-broken-key")).await;
                 true
             }
             CredentialsOutage::Deleted => self.delete_unprotected_credentials().await,
@@ -236,7 +235,7 @@ impl Soak {
             && due(back)
         {
             let namespace = self.harness.namespace.clone();
-            self.put_credentials(&namespace, SECRET_KEY).await;
+            self.put_credentials(&namespace, KEYS[self.key]).await;
             self.credentials_outage = None;
             self.history
                 .push(format!("credentials Secret restored after {outage:?}"));

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::operations::{PERSON_LABEL, TEMPLATES};
 use super::support;
-use super::{LIMIT, MEMORY_BOUND_KIB, NAMESPACES_GONE_BOUND, Shard, Soak, TOKENS};
+use super::{KEYS, LIMIT, MEMORY_BOUND_KIB, NAMESPACES_GONE_BOUND, Shard, Soak, TOKENS};
 
 /// A broken invariant, with what led to it.
 pub struct Violation(pub String);
@@ -468,7 +468,7 @@ impl Soak {
             .iter()
             .filter_map(|p| p["productSecret"].as_str())
             .filter(|secret| !secret.is_empty());
-        let mut secrets = vec![support::e2e::SECRET_KEY];
+        let mut secrets: Vec<&str> = KEYS.iter().map(|(_, key)| *key).collect();
         secrets.extend(TOKENS);
         if secrets
             .into_iter()
@@ -490,7 +490,7 @@ impl Soak {
         }
         let running = self.replicas.iter().map(|replica| replica.process.stderr());
         for log in running.chain(self.stopped_logs.iter().cloned()) {
-            if log.contains(support::e2e::SECRET_KEY) {
+            if KEYS.iter().any(|(_, key)| log.contains(key)) {
                 return Err(Violation("SecretKey in a replica's log".to_owned()));
             }
             if TOKENS.iter().any(|token| log.contains(token)) {

@@ -11,9 +11,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::support::e2e::{SECRET_KEY, registration};
+use super::support::e2e::registration;
 use super::{
-    Declared, PERSON_SECRETS, PRODUCTS, RUN_LABEL, SHARD_KEY, Soak, TEAMS, TOKENS, product_id,
+    Declared, KEYS, PERSON_SECRETS, PRODUCTS, RUN_LABEL, SHARD_KEY, Soak, TEAMS, TOKENS, product_id,
 };
 
 /// What a deletion owes: registration switched off, a Secret kept.
@@ -467,6 +467,22 @@ impl Soak {
         self.note("token rotation", "web identity token rotated".to_owned());
     }
 
+    /// The account's owner rotates the key: the credentials Secret gets the account's other
+    /// key (both valid).
+    pub async fn rotate_key(&mut self) {
+        if self.credentials_outage.is_some() {
+            return;
+        }
+        self.key = 1 - self.key;
+        let namespace = self.harness.namespace.clone();
+        self.put_credentials(&namespace, KEYS[self.key]).await;
+        let (id, _) = KEYS[self.key];
+        self.note(
+            "key rotation",
+            format!("credentials Secret rotated to {id}"),
+        );
+    }
+
     /// A team gets a namespace of this run, with its credentials Secret.
     pub async fn create_team_namespace(&mut self) {
         if self.teams.len() >= TEAMS {
@@ -482,7 +498,7 @@ impl Soak {
             .create(&PostParams::default(), &namespace)
             .await
             .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
-        self.put_credentials(&name, SECRET_KEY).await;
+        self.put_credentials(&name, KEYS[0]).await;
         self.note("namespace created", format!("namespace {name} created"));
         self.teams.push(name);
     }
