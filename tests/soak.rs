@@ -175,6 +175,15 @@ struct Replica {
     last_seen: Option<invariants::Sample>,
 }
 
+/// A resource deleted and perhaps not gone yet.
+struct Going {
+    namespace: String,
+    name: String,
+    product: String,
+    /// Its deletion switches registration off: once it is gone, the product is disabled.
+    disables: bool,
+}
+
 /// How the credentials Secret of the harness's namespace is broken, until when.
 #[derive(Clone, Copy, Debug)]
 enum CredentialsOutage {
@@ -191,8 +200,11 @@ struct Soak {
     /// Products no resource has named yet: only these can show that an observe-only resource
     /// never wrote (a former resource's write may still land on a product given up).
     fresh_products: Vec<String>,
-    /// Products given up by a deleted resource.
+    /// Products given up by a resource that is gone.
     free_products: Vec<String>,
+    /// Resources deleted, until they are gone: their products go to no other resource before
+    /// (two claimants of one product would be a conflict, which the soak does not study).
+    going: Vec<Going>,
     next_name: usize,
     replicas: Vec<Replica>,
     /// Logs of replicas that were stopped, for the secret check at the end.
@@ -217,9 +229,6 @@ struct Soak {
     next_team: usize,
     /// Namespaces deleted: each must finish deleting.
     deleted_namespaces: Vec<String>,
-    /// Products whose resource was deleted with `deletionPolicy: Disable`: they must end with
-    /// registration off (and are never given to another resource).
-    disabled_on_delete: Vec<String>,
     /// Secrets (namespace, name) of resources deleted with `secretRetention: Retain`: they must
     /// stay, with no owner, as long as their namespace.
     retained: Vec<(String, String)>,
@@ -268,6 +277,7 @@ impl Soak {
             deleted: Vec::new(),
             fresh_products: (0..PRODUCTS).map(product_id).collect(),
             free_products: Vec::new(),
+            going: Vec::new(),
             next_name: 0,
             replicas: Vec::new(),
             stopped_logs: Vec::new(),
@@ -282,7 +292,6 @@ impl Soak {
             teams: Vec::new(),
             next_team: 0,
             deleted_namespaces: Vec::new(),
-            disabled_on_delete: Vec::new(),
             retained: Vec::new(),
             peak_rss_kib: 0,
             counts: BTreeMap::new(),

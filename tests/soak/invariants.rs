@@ -39,6 +39,9 @@ impl Sample {
     }
 }
 
+/// Deleted resources looked up after each step, to free their products once they are gone.
+const RECLAIMED_PER_CHECK: usize = 3;
+
 /// What STS's temporary credentials are answered with once they have expired.
 const EXPIRED_CREDENTIALS: &str = "AuthFailure.TokenFailure";
 
@@ -71,7 +74,10 @@ impl Soak {
         self.check_memory()?;
         self.check_one_caller_per_shard().await?;
         self.check_person_secrets().await?;
-        self.check_never_managed_unwritten().await?;
+        let products = self.harness.emulator_get("products").await;
+        self.check_never_managed_unwritten(&products)?;
+        self.reclaim_products(&products, RECLAIMED_PER_CHECK)
+            .await?;
         if let Some(line) = self
             .history
             .iter()
@@ -83,8 +89,7 @@ impl Soak {
     }
 
     /// No product whose resource only observed or was suspended since it was made is written.
-    async fn check_never_managed_unwritten(&self) -> Checked {
-        let products = self.harness.emulator_get("products").await;
+    fn check_never_managed_unwritten(&self, products: &Value) -> Checked {
         for declared in self.live.values().filter(|d| d.never_managed) {
             let product = products
                 .as_array()
@@ -249,7 +254,8 @@ impl Soak {
             }
         }
         let products = self.harness.emulator_get("products").await;
-        self.deletions_done(&products).await?;
+        self.reclaim_products(&products, usize::MAX).await?;
+        self.deletions_done().await?;
         for name in self.live.keys() {
             let resource = by_name
                 .get(name)
@@ -259,22 +265,43 @@ impl Soak {
         Ok(())
     }
 
-    /// What deletions owed: products of `Disable` resources with registration off, Secrets of
-    /// `Retain` resources still there and owned by nobody.
-    async fn deletions_done(&self, products: &Value) -> Checked {
-        for product in &self.disabled_on_delete {
-            let cloud = products
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["productId"] == product.as_str());
-            let register_type = cloud.and_then(|p| p["registerType"].as_i64());
-            if register_type != Some(0) {
-                return Err(Violation(format!(
-                    "{product}: its resource was deleted with deletionPolicy Disable, registerType is {register_type:?}"
-                )));
+    /// Frees the products of up to `most` deleted resources that are gone; a resource deleted
+    /// with `Disable` that is gone must have left its product disabled (the controller takes
+    /// its finalizer off only after the cloud said so).
+    pub async fn reclaim_products(&mut self, products: &Value, most: usize) -> Checked {
+        let mut checked = 0;
+        let mut index = 0;
+        while index < self.going.len() && checked < most {
+            checked += 1;
+            let going = &self.going[index];
+            let api = self.registrations_in(&going.namespace);
+            let Ok(None) = api.get_opt(&going.name).await else {
+                index += 1; // Still going, or the API server is down: looked at again later.
+                continue;
+            };
+            let going = self.going.remove(index);
+            if going.disables {
+                let cloud = products
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p["productId"] == going.product.as_str());
+                let register_type = cloud.and_then(|p| p["registerType"].as_i64());
+                if register_type != Some(0) {
+                    return Err(Violation(format!(
+                        "{} was deleted with deletionPolicy Disable and is gone, yet {} has registerType {register_type:?}",
+                        going.name, going.product
+                    )));
+                }
             }
+            self.free_products.push(going.product);
         }
+        Ok(())
+    }
+
+    /// What deletions owed: Secrets of `Retain` resources still there and owned by nobody (the
+    /// products of `Disable` ones: [`Soak::reclaim_products`]).
+    async fn deletions_done(&self) -> Checked {
         for (namespace, name) in &self.retained {
             let secret = self
                 .secrets_in(namespace)

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use super::support::e2e::registration;
 use super::{
-    Declared, KEYS, PERSON_SECRETS, PRODUCTS, RUN_LABEL, SHARD_KEY, Soak, TEAMS, TOKENS, product_id,
+    Declared, Going, KEYS, PERSON_SECRETS, PRODUCTS, RUN_LABEL, SHARD_KEY, Soak, TEAMS, TOKENS,
+    product_id,
 };
 
 /// What a deletion owes: registration switched off, a Secret kept.
@@ -430,15 +431,16 @@ impl Soak {
         Owed { disables, retained }
     }
 
-    /// A resource deleted (alone or with its namespace): gone for good, its product free unless
-    /// the deletion must disable it.
+    /// A resource deleted (alone or with its namespace): its product is free once it is gone
+    /// (see `reclaim_products`).
     pub fn forget(&mut self, name: &str, owed: Owed) {
         let declared = self.live.remove(name).unwrap();
-        if owed.disables {
-            self.disabled_on_delete.push(declared.product);
-        } else {
-            self.free_products.push(declared.product);
-        }
+        self.going.push(Going {
+            namespace: declared.namespace,
+            name: name.to_owned(),
+            product: declared.product,
+            disables: owed.disables,
+        });
         self.retained.extend(owed.retained);
         self.deleted.push(name.to_owned());
     }
