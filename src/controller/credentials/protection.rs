@@ -100,7 +100,8 @@ pub async fn release_unused(
     mut released: UnboundedReceiver<SecretName>,
 ) {
     let mut candidates = BTreeSet::new();
-    let mut census_due = Some(tokio::time::Instant::now());
+    // Only a shard, whose watch shows part of its scope, needs a census: at once, then at intervals.
+    let mut census_due = sweep.beyond_view.is_some().then(tokio::time::Instant::now);
     loop {
         sweep.caches.wait_until_listed().await;
         while let Ok(name) = released.try_recv() {
@@ -112,11 +113,9 @@ pub async fn release_unused(
             candidates.extend(found);
             census_due = Some(tokio::time::Instant::now() + CENSUS_INTERVAL);
         }
-        if sweep.beyond_view.is_none() {
-            census_due = None;
-        }
         sweep.in_view().await;
-        sweep.out_of_view(std::mem::take(&mut candidates)).await;
+        // What could not be let go (another writer in between: 409) is tried at the next sweep.
+        candidates = sweep.out_of_view(std::mem::take(&mut candidates)).await;
         tokio::time::sleep(SWEEP_SPACING).await;
         tokio::select! {
             () = wake.notified() => {}
@@ -130,13 +129,13 @@ impl Sweep<'_> {
     /// The Secrets in view that carry our finalizer.
     async fn in_view(&self) {
         for secret in self.caches.secrets.with_finalizer(self.finalizer) {
+            // In view: swept again at the next sweep whatever happens now.
             self.release_if_unneeded(&secret).await;
         }
     }
 
     /// The Secrets in scope carrying our finalizer, listed page by page (metadata only); `None`
-    /// when the census is not needed (the watch shows every Secret) or failed (tried again at
-    /// the next sweep).
+    /// when the listing failed (tried again at the next sweep).
     async fn census(&self) -> Option<Vec<SecretName>> {
         let api = self.beyond_view.as_ref()?;
         let mut found = Vec::new();
@@ -167,37 +166,47 @@ impl Sweep<'_> {
 
     /// Secrets resources stopped needing, read when out of view (a Secret in view is swept
     /// from the cache).
-    async fn out_of_view(&self, candidates: BTreeSet<SecretName>) {
+    /// Returns the candidates to try again.
+    async fn out_of_view(&self, candidates: BTreeSet<SecretName>) -> BTreeSet<SecretName> {
+        let mut again = BTreeSet::new();
         for (namespace, name) in candidates {
             if self.caches.secrets.version(&namespace, &name).is_some() {
                 continue;
             }
             let api = Api::<Secret>::namespaced(self.client.clone(), &namespace);
-            match api.get_metadata_opt(&name).await {
+            let retry = match api.get_metadata_opt(&name).await {
                 Ok(Some(found)) if finalizers::carries(&found.metadata, self.finalizer) => {
-                    self.release_if_unneeded(&found.metadata).await;
+                    !self.release_if_unneeded(&found.metadata).await
                 }
-                Ok(_) => {}
+                Ok(_) => false,
                 Err(error) => {
-                    warn!(%error, namespace, secret = %name, "could not read a credentials Secret no resource needs any more")
+                    warn!(%error, namespace, secret = %name, "could not read a credentials Secret no resource needs any more");
+                    true
                 }
+            };
+            if retry {
+                again.insert((namespace, name));
             }
         }
+        again
     }
 
-    async fn release_if_unneeded(&self, secret: &ObjectMeta) {
+    /// Whether it is settled: still needed, or let go (`false`: the write failed).
+    async fn release_if_unneeded(&self, secret: &ObjectMeta) -> bool {
         let namespace = secret.namespace.clone().unwrap_or_default();
         let name = secret.name.clone().unwrap_or_default();
         let key = ResourceKey::Protecting(namespace.clone(), name.clone());
         if self.caches.resource_index.count(&key) > 0 {
-            return;
+            return true;
         }
         match set_finalizer(&self.client, secret, (self.finalizer, false)).await {
             Ok(()) => {
-                info!(namespace, secret = %name, "no deletion needs the credentials Secret any more: let go of it")
+                info!(namespace, secret = %name, "no deletion needs the credentials Secret any more: let go of it");
+                true
             }
             Err(error) => {
-                warn!(%error, namespace, secret = %name, "could not let go of the credentials Secret; retrying")
+                warn!(%error, namespace, secret = %name, "could not let go of the credentials Secret; retrying");
+                false
             }
         }
     }
