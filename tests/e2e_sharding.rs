@@ -144,7 +144,15 @@ async fn a_relabelled_resource_moves_to_the_other_shard_and_back() {
             },
         )
         .await;
-    assert!(second.stderr().contains("name=main-0"));
+    // The shard logs the reconcile once the cloud answered, a moment after the cloud changed.
+    harness
+        .wait_for(
+            "the shard that took main-0 over to log it",
+            Duration::from_secs(5),
+            Some(&second),
+            || async { second.stderr().contains("name=main-0").then_some(()) },
+        )
+        .await;
 
     // Moving one back by removing its label: the unlabelled shard takes it over and drops the
     // label from its Secret, which its Secret watch then shows.
@@ -179,7 +187,15 @@ async fn a_relabelled_resource_moves_to_the_other_shard_and_back() {
             },
         )
         .await;
-    assert!(main.stderr().contains("name=second-3"));
+    // The shard logs the reconcile once the cloud answered, a moment after the cloud changed.
+    harness
+        .wait_for(
+            "the shard that took second-3 over to log it",
+            Duration::from_secs(5),
+            Some(&main),
+            || async { main.stderr().contains("name=second-3").then_some(()) },
+        )
+        .await;
     harness.assert_no_secrets_logged(&main).await;
     harness.assert_no_secrets_logged(&second).await;
 }
