@@ -76,8 +76,7 @@ impl Soak {
         self.check_person_secrets().await?;
         let products = self.harness.emulator_get("products").await;
         self.check_never_managed_unwritten(&products)?;
-        self.reclaim_products(&products, RECLAIMED_PER_CHECK)
-            .await?;
+        self.reclaim_products(RECLAIMED_PER_CHECK).await?;
         if let Some(line) = self
             .history
             .iter()
@@ -253,9 +252,9 @@ impl Soak {
                 )));
             }
         }
-        let products = self.harness.emulator_get("products").await;
-        self.reclaim_products(&products, usize::MAX).await?;
+        self.reclaim_products(usize::MAX).await?;
         self.deletions_done().await?;
+        let products = self.harness.emulator_get("products").await;
         for name in self.live.keys() {
             let resource = by_name
                 .get(name)
@@ -267,20 +266,23 @@ impl Soak {
 
     /// Frees the products of up to `most` deleted resources that are gone; a resource deleted
     /// with `Disable` that is gone must have left its product disabled (the controller takes
-    /// its finalizer off only after the cloud said so).
-    pub async fn reclaim_products(&mut self, products: &Value, most: usize) -> Checked {
-        let mut checked = 0;
+    /// its finalizer off only after the cloud said so). The cloud is read after the resources
+    /// were seen gone: a picture taken before could predate the disabling call.
+    pub async fn reclaim_products(&mut self, most: usize) -> Checked {
+        let mut gone = Vec::new();
         let mut index = 0;
-        while index < self.going.len() && checked < most {
-            checked += 1;
+        while index < self.going.len() && gone.len() + index < most {
             let going = &self.going[index];
             let api = self.registrations_in(&going.namespace);
-            let Ok(None) = api.get_opt(&going.name).await else {
-                index += 1; // Still going, or the API server is down: looked at again later.
-                continue;
-            };
-            let going = self.going.remove(index);
-            if going.disables {
+            match api.get_opt(&going.name).await {
+                Ok(None) => gone.push(self.going.remove(index)),
+                // Still going, or the API server is down: looked at again later.
+                _ => index += 1,
+            }
+        }
+        if gone.iter().any(|going| going.disables) {
+            let products = self.harness.emulator_get("products").await;
+            for going in gone.iter().filter(|going| going.disables) {
                 let cloud = products
                     .as_array()
                     .unwrap()
@@ -294,8 +296,9 @@ impl Soak {
                     )));
                 }
             }
-            self.free_products.push(going.product);
         }
+        self.free_products
+            .extend(gone.into_iter().map(|going| going.product));
         Ok(())
     }
 
