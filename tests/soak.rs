@@ -184,11 +184,18 @@ struct Going {
     disables: bool,
 }
 
-/// How the credentials Secret of the harness's namespace is broken, until when.
+/// How a credentials Secret is broken.
 #[derive(Clone, Copy, Debug)]
 enum CredentialsOutage {
     WrongKey,
     Deleted,
+}
+
+/// A credentials Secret broken now: how, in which namespace, until when.
+struct BrokenCredentials {
+    outage: CredentialsOutage,
+    namespace: String,
+    back: Instant,
 }
 
 struct Soak {
@@ -210,8 +217,8 @@ struct Soak {
     /// Logs of replicas that were stopped, for the secret check at the end.
     stopped_logs: Vec<String>,
     faults_until: Option<Instant>,
-    /// The credentials Secret is broken, and when it is restored.
-    credentials_outage: Option<(CredentialsOutage, Instant)>,
+    /// A credentials Secret is broken, until it is restored.
+    credentials_outage: Option<BrokenCredentials>,
     /// The web identity token file holds a token STS refuses, until then.
     token_refused_until: Option<Instant>,
     /// Which of [`TOKENS`] the token file holds when not refused.
@@ -235,6 +242,10 @@ struct Soak {
     /// The most resident memory seen of any replica, KiB.
     peak_rss_kib: u64,
     counts: BTreeMap<&'static str, usize>,
+    /// The kind of the last operation or fault noted.
+    last_kind: Option<&'static str>,
+    /// Time spent in steps of each kind, and in the checks after them.
+    time_in: BTreeMap<&'static str, Duration>,
     checks: usize,
 }
 
@@ -295,6 +306,8 @@ impl Soak {
             retained: Vec::new(),
             peak_rss_kib: 0,
             counts: BTreeMap::new(),
+            last_kind: None,
+            time_in: BTreeMap::new(),
             checks: 0,
         };
         soak.label_namespace().await;
@@ -419,6 +432,7 @@ impl Soak {
 
     fn note(&mut self, kind: &'static str, what: String) {
         *self.counts.entry(kind).or_default() += 1;
+        self.last_kind = Some(kind);
         self.history.push(what);
     }
 
@@ -452,8 +466,9 @@ impl Soak {
             // that a long run still makes several operations a second.
             (821..846, _) => self.cloud_faults().await,
             (846..866, _) => self.throttling_burst().await,
-            (866..881, _) => self.break_credentials(CredentialsOutage::WrongKey).await,
-            (881..891, _) => self.break_credentials(CredentialsOutage::Deleted).await,
+            (866..876, _) => self.break_credentials(CredentialsOutage::WrongKey).await,
+            // Often skipped: only a Secret no deletion needs may go.
+            (876..891, _) => self.break_credentials(CredentialsOutage::Deleted).await,
             (891..903, _) => self.refuse_token(),
             (903..907, _) => self.delete_cluster_credentials().await,
             (907..911, _) => self.stop_leader(libc::SIGKILL).await,
@@ -464,6 +479,10 @@ impl Soak {
             (_, Some(name)) => self.change(&name).await,
             (_, None) => self.create().await,
         }
+    }
+
+    fn spent(&mut self, on: &'static str, since: Instant) {
+        *self.time_in.entry(on).or_default() += since.elapsed();
     }
 
     /// Operations and faults made, in all.
@@ -492,6 +511,13 @@ impl Soak {
             self.checks,
             self.peak_rss_kib as f64 / 1024.0
         );
+        // Where the run's time went, to see what holds the number of operations down.
+        let mut costliest: Vec<_> = self.time_in.iter().collect();
+        costliest.sort_by_key(|(_, spent)| std::cmp::Reverse(**spent));
+        report.push_str("; time spent in ");
+        for (kind, spent) in costliest.into_iter().take(6) {
+            let _ = write!(report, "{kind} {spent:.0?}, ");
+        }
         report
     }
 }
@@ -504,9 +530,14 @@ async fn soak(seed: u64, duration: Duration) -> Result<String, String> {
     let (mut converged_after, mut namespaces_gone_after) = (None, None);
     let result: invariants::Checked = async {
         while started.elapsed() < duration {
+            let step = Instant::now();
             soak.step().await;
+            let kind = soak.last_kind.take().unwrap_or("nothing done");
+            soak.spent(kind, step);
+            let checks = Instant::now();
             soak.end_faults_when_due(false).await;
             soak.check_always().await?;
+            soak.spent("checks", checks);
             let pause = soak.rng.random_range(5..50);
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }

@@ -10,7 +10,9 @@ use kube::api::{Api, DeleteParams, Preconditions};
 use rand::Rng;
 use serde_json::json;
 
-use super::{CREDENTIALS, CredentialsOutage, KEYS, PRODUCTS, Soak, TOKENS, product_id};
+use super::{
+    BrokenCredentials, CREDENTIALS, CredentialsOutage, KEYS, PRODUCTS, Soak, TOKENS, product_id,
+};
 
 /// The kinds of step that are faults; every other kind is an operation.
 pub const KINDS: [&str; 11] = [
@@ -61,54 +63,72 @@ impl Soak {
         );
     }
 
-    /// The harness namespace's credentials Secret gets a wrong key (a rotation gone wrong) or
-    /// is deleted, for a few seconds.
+    /// The harness namespace's credentials Secret gets a wrong key (a rotation gone wrong), or
+    /// the credentials Secret of one of the run's namespaces is deleted, for a few seconds.
     pub async fn break_credentials(&mut self, outage: CredentialsOutage) {
         if self.credentials_outage.is_some() {
             return;
         }
-        let broken = match outage {
+        let namespace = match outage {
             CredentialsOutage::WrongKey => {
                 let (id, _) = KEYS[self.key];
                 let namespace = self.harness.namespace.clone();
                 self.put_credentials(&namespace, (id, "a-broken-key")).await;
-                true
+                namespace
             }
-            CredentialsOutage::Deleted => self.delete_unprotected_credentials().await,
+            CredentialsOutage::Deleted => {
+                let Some(namespace) = self.delete_unprotected_credentials().await else {
+                    return;
+                };
+                namespace
+            }
         };
-        if !broken {
-            return;
-        }
         let seconds = self.rng.random_range(2..=6);
         let back = Instant::now() + Duration::from_secs(seconds);
-        self.credentials_outage = Some((outage, back));
         let (kind, what) = match outage {
             CredentialsOutage::WrongKey => ("credentials broken", "given a wrong key"),
             CredentialsOutage::Deleted => ("credentials deleted", "deleted"),
         };
-        self.note(kind, format!("credentials Secret {what} for {seconds} s"));
+        self.note(
+            kind,
+            format!("credentials Secret in {namespace} {what} for {seconds} s"),
+        );
+        self.credentials_outage = Some(BrokenCredentials {
+            outage,
+            namespace,
+            back,
+        });
     }
 
-    /// Deletes the credentials Secret unless a deletion still needs it: then it carries the
-    /// controller's in-use finalizer and would stay, terminating, until that deletion is done
-    /// (e2e_deletion tests that story). The precondition makes sure the finalizer did not come
-    /// on since it was read.
-    async fn delete_unprotected_credentials(&self) -> bool {
-        let secrets = self.harness.secrets();
-        let Ok(Some(secret)) = secrets.get_opt(CREDENTIALS).await else {
-            return false;
-        };
-        if !secret.finalizers().is_empty() {
-            return false;
+    /// Deletes the credentials Secret of one of the run's namespaces (tried from a random one
+    /// on) that no deletion needs: one that does carries the controller's in-use finalizer and
+    /// would stay, terminating, until that deletion is done (e2e_deletion tests that story).
+    /// The precondition makes sure the finalizer did not come on since it was read.
+    async fn delete_unprotected_credentials(&mut self) -> Option<String> {
+        let mut namespaces = vec![self.harness.namespace.clone()];
+        namespaces.extend(self.teams.iter().cloned());
+        let first = self.rng.random_range(0..namespaces.len());
+        namespaces.rotate_left(first);
+        for namespace in namespaces {
+            let secrets = self.secrets_in(&namespace);
+            let Ok(Some(secret)) = secrets.get_opt(CREDENTIALS).await else {
+                continue;
+            };
+            if !secret.finalizers().is_empty() {
+                continue;
+            }
+            let unchanged = DeleteParams {
+                preconditions: Some(Preconditions {
+                    resource_version: secret.metadata.resource_version.clone(),
+                    uid: None,
+                }),
+                ..DeleteParams::default()
+            };
+            if secrets.delete(CREDENTIALS, &unchanged).await.is_ok() {
+                return Some(namespace);
+            }
         }
-        let unchanged = DeleteParams {
-            preconditions: Some(Preconditions {
-                resource_version: secret.metadata.resource_version.clone(),
-                uid: None,
-            }),
-            ..DeleteParams::default()
-        };
-        secrets.delete(CREDENTIALS, &unchanged).await.is_ok()
+        None
     }
 
     /// STS refuses the web identity for a few seconds: the token file holds a token the
@@ -231,14 +251,18 @@ impl Soak {
             self.faults_until = None;
             self.history.push("cloud faults cleared".to_owned());
         }
-        if let Some((outage, back)) = self.credentials_outage
-            && due(back)
-        {
-            let namespace = self.harness.namespace.clone();
-            self.put_credentials(&namespace, KEYS[self.key]).await;
-            self.credentials_outage = None;
-            self.history
-                .push(format!("credentials Secret restored after {outage:?}"));
+        if let Some(broken) = self.credentials_outage.take_if(|broken| due(broken.back)) {
+            // Team namespaces hold the first key; the harness's is rotated between both.
+            let namespace = broken.namespace;
+            if namespace == self.harness.namespace {
+                self.put_credentials(&namespace, KEYS[self.key]).await;
+            } else {
+                self.put_credentials(&namespace, KEYS[0]).await;
+            }
+            self.history.push(format!(
+                "credentials Secret in {namespace} restored after {:?}",
+                broken.outage
+            ));
         }
         if self.cluster_credentials_back_at.is_some_and(due) {
             self.declare_cluster_credentials().await;

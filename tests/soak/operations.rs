@@ -513,6 +513,14 @@ impl Soak {
         let name = self
             .teams
             .swap_remove(self.rng.random_range(0..self.teams.len()));
+        // Its deletions could not switch registration off without its credentials (they would
+        // wait, as they should, and the namespace with them): not while they are out.
+        if let Some(broken) = &self.credentials_outage
+            && broken.namespace == name
+        {
+            self.teams.push(name);
+            return;
+        }
         let inside: Vec<String> = self
             .live
             .iter()
