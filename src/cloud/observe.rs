@@ -198,6 +198,9 @@ impl Observer {
         {
             return Err(failure.clone());
         }
+        // Stale, and unread while the slot is locked for this refresh: gone before the new
+        // one comes in, so that a large account's products are not held twice.
+        slot.snapshot = None;
         let taken = Instant::now();
         let taken_at = Timestamp::now();
         match self.cloud.describe_products(credentials, region).await {
