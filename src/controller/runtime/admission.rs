@@ -70,13 +70,17 @@ struct Queue {
     /// Places taken, reserved ones included.
     taken: usize,
     /// The parked resources and their urgency: the lines below may hold stale entries (a
-    /// resource promoted, or already woken), skipped as they come up.
-    parked: HashMap<ResourceRef, Urgency>,
-    awaited: VecDeque<ResourceRef>,
-    backlog: VecDeque<ResourceRef>,
+    /// resource promoted, or already woken), skipped as they come up. Each name is held once
+    /// for the map and its line: after a restart every resource in view is parked at once.
+    parked: HashMap<Parked, Urgency>,
+    awaited: VecDeque<Parked>,
+    backlog: VecDeque<Parked>,
     /// Places reserved for woken resources, and since when.
     reserved: HashMap<ResourceRef, Instant>,
 }
+
+/// A parked resource, shared by the map of the parked and its line.
+type Parked = Arc<ResourceRef>;
 
 impl Queue {
     /// The next parked resource, a person's first.
@@ -88,7 +92,7 @@ impl Queue {
             while let Some(resource) = line.pop_front() {
                 if self.parked.get(&resource) == Some(&urgency) {
                     self.parked.remove(&resource);
-                    return Some(resource);
+                    return Some(Arc::unwrap_or_clone(resource));
                 }
             }
         }
@@ -100,11 +104,10 @@ impl Queue {
     }
 
     fn promote(&mut self, resource: &ResourceRef) {
-        if let Some(urgency) = self.parked.get_mut(resource)
-            && *urgency == Urgency::Backlog
-        {
-            *urgency = Urgency::Awaited;
-            self.awaited.push_back(resource.clone());
+        if let Some((parked, Urgency::Backlog)) = self.parked.get_key_value(resource) {
+            let parked = parked.clone();
+            self.parked.insert(parked.clone(), Urgency::Awaited);
+            self.awaited.push_back(parked);
         }
     }
 }
@@ -170,6 +173,7 @@ impl Admission {
             queue.taken += 1;
             true
         } else {
+            let resource = Arc::new(resource);
             queue.parked.insert(resource.clone(), urgency);
             match urgency {
                 Urgency::Awaited => queue.awaited.push_back(resource),
