@@ -82,12 +82,25 @@ async fn delete_with_disable_and_with_orphan() {
     // Disable: registration switched off before the resource went. Orphan: the cloud untouched.
     assert_eq!(harness.cloud_product("DISABLE001").await["registerType"], 0);
     assert_eq!(harness.cloud_product("ORPHAN0001").await["registerType"], 2);
-    // The published Secrets went with their owners.
+    // The published Secrets go with their owners: the garbage collector deletes them once it
+    // sees the owner gone, a moment after (CI once looked too early).
     for secret in ["disable-product-secret", "orphan-product-secret"] {
-        assert!(
-            harness.secrets().get_opt(secret).await.unwrap().is_none(),
-            "{secret} left behind"
-        );
+        harness
+            .wait_for(
+                &format!("{secret} to go with its owner"),
+                Duration::from_secs(20),
+                Some(&controller),
+                || async {
+                    harness
+                        .secrets()
+                        .get_opt(secret)
+                        .await
+                        .unwrap()
+                        .is_none()
+                        .then_some(())
+                },
+            )
+            .await;
     }
     harness.assert_no_secrets_logged(&controller).await;
 }
