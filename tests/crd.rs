@@ -7,7 +7,7 @@ use std::process::Command;
 
 use iothub_dynreg::controller::resources::DynamicRegistration;
 use serde_json::{Value, json};
-use support::specs::{bad_values, good_spec, resource};
+use support::specs::{bad_values, good_spec, good_templates, resource};
 
 /// One file per CRD in crds/, in the order `iothub-dynreg crd` prints them.
 const CRD_FILES: [&str; 2] = [
@@ -109,6 +109,19 @@ fn cel_rules_reject_bad_input_with_clear_messages() {
         assert!(
             errors.iter().any(|e| e.contains(message)),
             "{field}={value}: expected {message:?}, got {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn cel_rules_keep_templates_kubernetes_does_not_act_on() {
+    for template in good_templates() {
+        let mut spec = good_spec();
+        spec["secretTemplate"] = template.clone();
+        assert_eq!(
+            cel_errors(&resource(spec), None),
+            Vec::<String>::new(),
+            "{template}"
         );
     }
 }

@@ -13,7 +13,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use support::control_plane::ControlPlane;
-use support::specs::{bad_values, good_spec, resource};
+use support::specs::{bad_values, good_spec, good_templates, resource};
 
 fn registrations(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
     let kind = GroupVersionKind::gvk("iothub.dynreg.io", "v1alpha1", "DynamicRegistration");
@@ -96,6 +96,14 @@ async fn the_api_server_refuses_bad_input_with_clear_messages() {
         ),
         "{message}"
     );
+
+    // Templates Kubernetes does not act on are kept (each created and deleted again).
+    for template in good_templates() {
+        let mut spec = good_spec();
+        spec["secretTemplate"] = template.clone();
+        assert_eq!(refusal(create(spec).await).await, None, "{template}");
+        api.delete("sensors", &Default::default()).await.unwrap();
+    }
 
     // A good resource is accepted and typed; its productId cannot change afterwards.
     assert_eq!(refusal(create(good_spec()).await).await, None);

@@ -55,5 +55,46 @@ pub fn bad_values() -> Vec<(&'static str, Value, &'static str)> {
             json!({"data": {"bad key!": "{{ productSecret }}"}}),
             "secretTemplate.data keys must be valid Secret keys",
         ),
+        // Secrets Kubernetes fills in or trusts: the controller's Secret rights would mint a
+        // service account's token for a tenant who may not write Secrets.
+        (
+            "secretTemplate",
+            json!({"type": "kubernetes.io/service-account-token",
+                   "metadata": {"annotations": {"example.com/note": "x"}}}),
+            "secretTemplate.type kubernetes.io/service-account-token and bootstrap.kubernetes.io/token are refused",
+        ),
+        (
+            "secretTemplate",
+            json!({"type": "bootstrap.kubernetes.io/token"}),
+            "secretTemplate.type kubernetes.io/service-account-token and bootstrap.kubernetes.io/token are refused",
+        ),
+        (
+            "secretTemplate",
+            json!({"metadata": {"annotations": {"kubernetes.io/service-account.name": "default"}}}),
+            "secretTemplate.metadata.annotations: keys in the kubernetes.io and k8s.io domains are reserved",
+        ),
+        (
+            "secretTemplate",
+            json!({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}}),
+            "secretTemplate.metadata.labels: keys in the kubernetes.io and k8s.io domains are reserved",
+        ),
+        (
+            "secretTemplate",
+            json!({"metadata": {"labels": {"k8s.io/x": "y"}}}),
+            "secretTemplate.metadata.labels: keys in the kubernetes.io and k8s.io domains are reserved",
+        ),
+    ]
+}
+
+/// Templates the schema keeps: built-in types Kubernetes does not fill in, a type of one's own,
+/// the recommended `app.kubernetes.io/` labels.
+pub fn good_templates() -> Vec<Value> {
+    vec![
+        json!({"type": "kubernetes.io/basic-auth",
+               "data": {"username": "{{ productId }}", "password": "{{ productSecret }}"}}),
+        json!({"type": "example.com/product",
+               "metadata": {"labels": {"app.kubernetes.io/name": "sensors",
+                                       "app.kubernetes.io/part-of": "fleet"},
+                            "annotations": {"example.com/kubernetes.io": "kept"}}}),
     ]
 }

@@ -372,7 +372,7 @@ pub fn problem_verdict(problem: &Problem) -> Verdict {
         Problem::InvalidSpec { detail } => stalled(Reason::InvalidSpec, detail.clone()),
         Problem::SecretTemplateInvalid { detail } => stalled(
             Reason::SecretTemplateInvalid,
-            format!("spec.secretTemplate cannot be rendered, so no Secret is written: {detail}"),
+            format!("spec.secretTemplate cannot be used, so no Secret is written: {detail}"),
         ),
         Problem::CredentialsBeingDeleted { secret } => stalled(
             Reason::CredentialsDeleting,

@@ -814,6 +814,43 @@ mod tests {
         assert_eq!((refused.update, refused.write_secret), (None, None));
     }
 
+    /// A template stored before the schema refused it: a type Kubernetes would fill a service
+    /// account's token into, or an annotation naming the account, is never written.
+    #[test]
+    fn a_template_that_would_mint_a_token_is_never_written() {
+        use crate::controller::resources::{SecretTemplate, SecretTemplateMetadata};
+        let cloud = product(RegisterType::AutoCreate, 5, Some("s3cret"));
+        let minting = [
+            SecretTemplate {
+                type_: Some("kubernetes.io/service-account-token".to_owned()),
+                ..SecretTemplate::default()
+            },
+            SecretTemplate {
+                metadata: Some(SecretTemplateMetadata {
+                    annotations: BTreeMap::from([(
+                        "kubernetes.io/service-account.name".to_owned(),
+                        "default".to_owned(),
+                    )]),
+                    ..SecretTemplateMetadata::default()
+                }),
+                ..SecretTemplate::default()
+            },
+        ];
+        for template in minting {
+            let mut wants = spec(RegistrationMode::AutoCreate, 5);
+            wants.secret_template = Some(template);
+            let refused = plan(input(&wants, Ok(&cloud), &SecretState::Absent));
+            assert_eq!(refused.verdict.reason, Reason::SecretTemplateInvalid);
+            assert_eq!(refused.verdict.progress, Progress::Stalled);
+            assert!(
+                refused.verdict.message.contains("refused"),
+                "{}",
+                refused.verdict.message
+            );
+            assert_eq!((refused.update, refused.write_secret), (None, None));
+        }
+    }
+
     /// A resource moved out of a shard (its shard label removed): the Secret still carries the
     /// label, so the watch of the shard now in charge would not show it. It is written once
     /// without the label, then current; other managers' labels are still no reason to write.

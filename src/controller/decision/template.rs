@@ -45,8 +45,54 @@ fn environment(fuel: u64) -> Environment<'static> {
     environment
 }
 
-/// Checks that every template compiles; the message names the key and the line.
+/// Secret types the controller never publishes: Kubernetes fills a service account's token
+/// into the first and trusts the second to join nodes to the cluster, so a tenant who may only
+/// write DynamicRegistrations would get, through the controller's Secret rights, a credential
+/// of the cluster.
+pub const REFUSED_TYPES: [&str; 2] = [
+    "kubernetes.io/service-account-token",
+    "bootstrap.kubernetes.io/token",
+];
+
+/// Whether a label or annotation key lies in the domains Kubernetes reserves for its own
+/// components (`kubernetes.io/`, `k8s.io/` and their subdomains), where a key can change what
+/// Kubernetes does with the Secret (`kubernetes.io/service-account.name`). The recommended
+/// labels (`app.kubernetes.io/`) are meant for everyone's objects and stay allowed.
+pub fn is_reserved_key(key: &str) -> bool {
+    let Some((prefix, _)) = key.split_once('/') else {
+        return false;
+    };
+    let prefix = prefix.to_ascii_lowercase();
+    let reserved = ["kubernetes.io", "k8s.io"]
+        .iter()
+        .any(|domain| prefix == *domain || prefix.ends_with(&format!(".{domain}")));
+    reserved && prefix != "app.kubernetes.io"
+}
+
+/// Checks what the template asks of the Secret: a type Kubernetes neither fills in nor trusts,
+/// labels and annotations outside its reserved domains, and templates that compile. The
+/// message names the field, the key and the line, never a value.
 pub fn check(template: &SecretTemplate) -> Result<(), String> {
+    if let Some(type_) = &template.type_
+        && REFUSED_TYPES.contains(&type_.as_str())
+    {
+        return Err(format!(
+            "secretTemplate.type {type_} is refused: Kubernetes fills in or trusts Secrets of that type; use Opaque or a type of your own"
+        ));
+    }
+    if let Some(metadata) = &template.metadata {
+        let fields = [
+            ("labels", &metadata.labels),
+            ("annotations", &metadata.annotations),
+        ];
+        for (field, entries) in fields {
+            if let Some(key) = entries.keys().find(|key| is_reserved_key(key)) {
+                return Err(format!(
+                    "secretTemplate.metadata.{field}[{key}] is refused: the kubernetes.io and k8s.io domains are reserved for Kubernetes (app.kubernetes.io is allowed)"
+                ));
+            }
+        }
+    }
     let environment = environment(FUEL);
     for (key, source) in &template.data {
         environment
@@ -159,6 +205,7 @@ fn describe(key: &str, error: &minijinja::Error, with_detail: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::resources::SecretTemplateMetadata;
 
     const SECRET: &str = "s3cr3t-product-secret";
 
@@ -240,6 +287,69 @@ mod tests {
         )]);
         let error = render(Some(&endless), &values()).unwrap_err();
         assert!(error.contains("fuel"), "{error}");
+    }
+
+    #[test]
+    fn types_kubernetes_fills_in_and_reserved_keys_are_refused() {
+        for refused in REFUSED_TYPES {
+            let template = SecretTemplate {
+                type_: Some(refused.to_owned()),
+                ..SecretTemplate::default()
+            };
+            let error = check(&template).unwrap_err();
+            assert!(
+                error.contains(refused) && error.contains("refused"),
+                "{error}"
+            );
+        }
+        for kept in [
+            "Opaque",
+            "kubernetes.io/tls",
+            "kubernetes.io/basic-auth",
+            "example.com/x",
+        ] {
+            let template = SecretTemplate {
+                type_: Some(kept.to_owned()),
+                ..SecretTemplate::default()
+            };
+            assert_eq!(check(&template), Ok(()), "{kept}");
+        }
+        let reserved = [
+            "kubernetes.io/service-account.name",
+            "k8s.io/anything",
+            "node-role.kubernetes.io/control-plane",
+            "kubectl.kubernetes.io/last-applied-configuration",
+            "Kubernetes.IO/upper",
+            "x.k8s.io/y",
+        ];
+        for key in reserved {
+            assert!(is_reserved_key(key), "{key}");
+            for field in ["labels", "annotations"] {
+                let mut metadata = SecretTemplateMetadata::default();
+                let entries = if field == "labels" {
+                    &mut metadata.labels
+                } else {
+                    &mut metadata.annotations
+                };
+                entries.insert(key.to_owned(), "v".to_owned());
+                let template = SecretTemplate {
+                    metadata: Some(metadata),
+                    ..SecretTemplate::default()
+                };
+                let error = check(&template).unwrap_err();
+                assert!(error.contains(field) && error.contains(key), "{error}");
+            }
+        }
+        let allowed = [
+            "app.kubernetes.io/name",
+            "example.com/kubernetes.io",
+            "notkubernetes.io/x",
+            "plain",
+            "reloader.stakater.com/match",
+        ];
+        for key in allowed {
+            assert!(!is_reserved_key(key), "{key}");
+        }
     }
 
     #[test]

@@ -239,7 +239,10 @@ pub struct SecretTemplate {
     /// The Secret's type (default Opaque). A Secret's type cannot change: changing it re-creates
     /// the published Secret.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("secretTemplate.type must not be empty"))]
+    #[x_kube(
+        validation = Rule::new("self.size() > 0 && self.size() <= 253").message("secretTemplate.type must not be empty"),
+        validation = Rule::new("!(self in ['kubernetes.io/service-account-token', 'bootstrap.kubernetes.io/token'])").message("secretTemplate.type kubernetes.io/service-account-token and bootstrap.kubernetes.io/token are refused: Kubernetes fills in or trusts Secrets of those types; use Opaque or a type of your own")
+    )]
     pub type_: Option<String>,
 
     /// Labels and annotations added to the published Secret (app.kubernetes.io/managed-by is
@@ -260,17 +263,26 @@ pub struct SecretTemplate {
 }
 
 /// Labels and annotations of the published Secret.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 pub struct SecretTemplateMetadata {
-    /// Labels to add (at most 32).
+    /// Labels to add (at most 32). Keys in the kubernetes.io and k8s.io domains are reserved
+    /// for Kubernetes and refused, except the recommended app.kubernetes.io labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message("secretTemplate.metadata.labels: keys in the kubernetes.io and k8s.io domains are reserved for Kubernetes (app.kubernetes.io is allowed)"))]
     pub labels: BTreeMap<String, String>,
-    /// Annotations to add (at most 32, each value at most 4 KiB).
+    /// Annotations to add (at most 32, each value at most 4 KiB). Keys in the kubernetes.io and
+    /// k8s.io domains are reserved for Kubernetes and refused, except app.kubernetes.io.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message("secretTemplate.metadata.annotations: keys in the kubernetes.io and k8s.io domains are reserved for Kubernetes (app.kubernetes.io is allowed)"))]
     pub annotations: BTreeMap<String, String>,
 }
+
+/// The CEL rule a template's label and annotation keys meet: none in the domains Kubernetes
+/// reserves (`decision::template::is_reserved_key` is the same rule, for objects stored before
+/// it and for `plan`).
+const RESERVED_KEYS_RULE: &str = "self.all(k, !k.matches('(?i)^([^/]*\\\\.)?(kubernetes|k8s)\\\\.io/') || k.matches('(?i)^app\\\\.kubernetes\\\\.io/'))";
 
 /// What deleting the resource does to the published Secret.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
