@@ -8,7 +8,9 @@ mod support;
 
 use std::time::Duration;
 
-use iothub_dynreg::controller::resources::{RegistrationMode, SecretRetention, SecretTemplate};
+use iothub_dynreg::controller::resources::{
+    DeletionPolicy, RegistrationMode, SecretRetention, SecretTemplate,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -272,6 +274,149 @@ async fn retain_keeps_the_secret_after_the_resource_goes() {
         kept.metadata.owner_references
     );
     assert_eq!(secret_data(&kept)["productId"], "KEEP000001");
+}
+
+/// `kubectl delete --cascade=foreground` (how Argo CD prunes) of many Retain resources at once:
+/// the garbage collector deletes every dependent of an owner in foreground deletion, so a
+/// retained Secret must never depend on its resource. Also after a `secretName` change: the
+/// Secret under the former name goes (ours), the one under the new name stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retain_survives_a_foreground_cascade() {
+    const COUNT: usize = 24;
+    let products: String = (0..COUNT)
+        .map(|index| format!("  - {{productId: CASCADE{index:03}, region: ap-guangzhou}}\n"))
+        .collect();
+    let Some(harness) = Harness::with_credentials(&format!("products:\n{products}"), |_| {}).await
+    else {
+        return;
+    };
+    let controller = harness.spawn_controller(&[]);
+    for index in 0..COUNT {
+        let name = format!("r{index:03}");
+        let mut retained = registration(
+            &name,
+            &format!("CASCADE{index:03}"),
+            RegistrationMode::AutoCreate,
+            3,
+        );
+        // One asks to keep its Secret only once published (below).
+        if index != 2 {
+            retained.spec.secret_retention = SecretRetention::Retain;
+        }
+        // Half of them disable their product first: a cloud call the deletion waits for.
+        if index % 2 == 1 {
+            retained.spec.deletion_policy = DeletionPolicy::Disable;
+        }
+        harness.create(retained).await;
+    }
+    harness
+        .wait_all_ready(COUNT, Duration::from_secs(60), &controller)
+        .await;
+    // Published to go with its resource, then kept: it loses the ownerReference.
+    let collected = harness.secrets().get("r002-product-secret").await.unwrap();
+    assert_eq!(collected.owner_references().len(), 1);
+    harness
+        .registrations()
+        .patch(
+            "r002",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"secretRetention": "Retain"}})),
+        )
+        .await
+        .unwrap();
+    harness
+        .wait_for(
+            "r002's Secret to depend on nothing",
+            Duration::from_secs(20),
+            Some(&controller),
+            || async {
+                let secret = harness.secrets().get("r002-product-secret").await.ok()?;
+                secret.owner_references().is_empty().then_some(())
+            },
+        )
+        .await;
+    // One of them renamed: published under the new name, the former Secret deleted.
+    harness
+        .registrations()
+        .patch(
+            "r000",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"secretName": "r000-renamed"}})),
+        )
+        .await
+        .unwrap();
+    harness
+        .wait_for(
+            "the renamed Secret, and the former one gone",
+            Duration::from_secs(20),
+            Some(&controller),
+            || async {
+                let secrets = harness.secrets();
+                let renamed = secrets.get_opt("r000-renamed").await.ok()??;
+                let former = secrets.get_opt("r000-product-secret").await.ok()?;
+                (former.is_none() && secret_data(&renamed)["productId"] == "CASCADE000")
+                    .then_some(())
+            },
+        )
+        .await;
+    harness
+        .wait_all_ready(COUNT, Duration::from_secs(20), &controller)
+        .await;
+    // A slow cloud: the garbage collector has time to act before any call is answered.
+    harness
+        .emulator_send(reqwest::Method::PUT, "faults", json!({"latencyMs": 1500}))
+        .await;
+    let foreground = DeleteParams::foreground();
+    for index in 0..COUNT {
+        harness
+            .registrations()
+            .delete(&format!("r{index:03}"), &foreground)
+            .await
+            .unwrap();
+    }
+    harness
+        .wait_for(
+            "every resource to go",
+            Duration::from_secs(60),
+            Some(&controller),
+            || async {
+                let left = harness
+                    .registrations()
+                    .list(&Default::default())
+                    .await
+                    .ok()?;
+                left.items.is_empty().then_some(())
+            },
+        )
+        .await;
+    // Give the garbage collector time to act on anything that still depended on them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut lost = Vec::new();
+    for index in 0..COUNT {
+        let name = match index {
+            0 => "r000-renamed".to_owned(),
+            _ => format!("r{index:03}-product-secret"),
+        };
+        match harness.secrets().get_opt(&name).await.unwrap() {
+            Some(kept) => {
+                assert!(
+                    kept.owner_references().is_empty(),
+                    "{name}: {:?}",
+                    kept.metadata.owner_references
+                );
+                assert_eq!(
+                    secret_data(&kept)["productId"],
+                    format!("CASCADE{index:03}")
+                );
+            }
+            None => lost.push(name),
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "retained Secrets lost to the cascade: {lost:?}"
+    );
+    harness.assert_no_secrets_logged(&controller).await;
 }
 
 /// `KEYS` keys of about 1 MB each.

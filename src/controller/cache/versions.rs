@@ -185,6 +185,7 @@ enum Remembered {
         type_: Box<str>,
         labels: Pairs,
         annotations: Pairs,
+        garbage_collected: bool,
     },
 }
 
@@ -210,6 +211,7 @@ impl Remembered {
                 type_: Box::from(shape.type_.as_str()),
                 labels: pairs(&shape.labels),
                 annotations: pairs(&shape.annotations),
+                garbage_collected: shape.garbage_collected,
             },
         }
     }
@@ -230,6 +232,7 @@ impl Remembered {
                 type_,
                 labels,
                 annotations,
+                garbage_collected,
             } => SecretState::Owned {
                 data: data.clone(),
                 labelled: *labelled,
@@ -237,6 +240,7 @@ impl Remembered {
                     type_: type_.to_string(),
                     labels: map(labels),
                     annotations: map(annotations),
+                    garbage_collected: *garbage_collected,
                 },
             },
         }
@@ -268,6 +272,7 @@ mod tests {
                 type_: "Opaque".to_owned(),
                 labels: BTreeMap::from([("team".to_owned(), "fleet".to_owned())]),
                 annotations: BTreeMap::from([("note".to_owned(), "x".to_owned())]),
+                garbage_collected: false,
             },
         };
         known.remember("ns", "s", "9", (ours(), &owned));

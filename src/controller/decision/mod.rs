@@ -159,6 +159,13 @@ pub struct SecretShape {
     pub labels: BTreeMap<String, String>,
     /// Annotations.
     pub annotations: BTreeMap<String, String>,
+    /// It carries the resource's controller ownerReference, so the garbage collector deletes it
+    /// with the resource (`secretRetention: Delete`). A retained Secret carries none: under a
+    /// foreground cascade the collector deletes every dependent of the resource at once, before
+    /// any finalizer could let it go; it is known as ours by [`PUBLISHED_BY_LABEL`] instead.
+    ///
+    /// [`PUBLISHED_BY_LABEL`]: secrets::PUBLISHED_BY_LABEL
+    pub garbage_collected: bool,
 }
 
 impl Default for SecretShape {
@@ -167,6 +174,7 @@ impl Default for SecretShape {
             type_: "Opaque".to_owned(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
+            garbage_collected: true,
         }
     }
 }

@@ -213,7 +213,12 @@ fn desired(
     let data = template::render(template, &values)?;
     Ok(SecretContent {
         name: input.secret_name.to_owned(),
-        shape: published::wanted_shape(template, &data, input.secret_labels),
+        shape: published::wanted_shape(
+            template,
+            &data,
+            input.secret_labels,
+            input.spec.secret_retention,
+        ),
         data,
         remove: Vec::new(),
         remove_labels: Vec::new(),
@@ -243,6 +248,9 @@ fn secret_write(
     desired.remove = published::no_longer_published(shape, data, &desired.data);
     desired.remove_labels =
         published::stale_labels(shape, &desired.shape, input.selected_label_keys);
+    desired
+        .remove_labels
+        .extend(published::stale_own_labels(shape, &desired.shape));
     desired.recreate = shape.type_ != desired.shape.type_;
     let current = labelled
         && desired.remove.is_empty()
@@ -812,6 +820,42 @@ mod tests {
         let refused = plan(input(&broken, Ok(&cloud), &after));
         assert_eq!(refused.verdict.reason, Reason::SecretTemplateInvalid);
         assert_eq!((refused.update, refused.write_secret), (None, None));
+    }
+
+    /// A Secret kept after the resource goes depends on nothing a cascade follows: switching to
+    /// Retain rewrites it once without the ownerReference, switching back once with it (and
+    /// without the publisher label); each is then current.
+    #[test]
+    fn a_kept_secret_depends_on_nothing_a_cascade_follows() {
+        use crate::controller::decision::secrets::PUBLISHED_BY_LABEL;
+        use crate::controller::resources::SecretRetention;
+        let cloud = product(RegisterType::AutoCreate, 5, Some("s3cret"));
+        let mut kept = spec(RegistrationMode::AutoCreate, 5);
+        kept.secret_retention = SecretRetention::Retain;
+        let collected = published("s3cret");
+        let write = plan(input(&kept, Ok(&cloud), &collected))
+            .write_secret
+            .expect("the ownerReference must go");
+        assert!(!write.shape.garbage_collected);
+        let SecretState::Owned { data, .. } = collected else {
+            unreachable!()
+        };
+        let mut shape = write.shape.clone();
+        shape
+            .labels
+            .insert(PUBLISHED_BY_LABEL.to_owned(), "uid".to_owned());
+        let as_kept = SecretState::Owned {
+            data,
+            labelled: true,
+            shape,
+        };
+        assert_eq!(plan(input(&kept, Ok(&cloud), &as_kept)).write_secret, None);
+        let collected_again = spec(RegistrationMode::AutoCreate, 5);
+        let back = plan(input(&collected_again, Ok(&cloud), &as_kept))
+            .write_secret
+            .expect("the ownerReference comes back");
+        assert!(back.shape.garbage_collected);
+        assert_eq!(back.remove_labels, [PUBLISHED_BY_LABEL]);
     }
 
     /// A template stored before the schema refused it: a type Kubernetes would fill a service

@@ -11,23 +11,26 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use super::secrets::MANAGED_BY_LABEL;
+use super::secrets::{self as secret, MANAGED_BY_LABEL, PUBLISHED_BY_LABEL};
 use super::{DataDigest, SecretContent, SecretShape, SecretState};
-use crate::controller::resources::{DynamicRegistration, MANAGER, SecretTemplate};
+use crate::controller::resources::{DynamicRegistration, MANAGER, SecretRetention, SecretTemplate};
 
 /// What the Secret found under the published name is to `owner`: absent, ours (controlled by
-/// it), or someone else's.
+/// it, or, kept without an owner, labelled as published by it), or someone else's.
 pub fn found(secret: Option<&Secret>, owner: &DynamicRegistration) -> SecretState {
     let Some(secret) = secret else {
         return SecretState::Absent;
     };
-    let owned = owner.metadata.uid.as_deref().is_some_and(|uid| {
-        secret
-            .owner_references()
-            .iter()
-            .any(|reference| reference.controller == Some(true) && reference.uid == uid)
-    });
-    if !owned {
+    let Some(uid) = owner.metadata.uid.as_deref() else {
+        return SecretState::Foreign;
+    };
+    let controller = secret
+        .owner_references()
+        .iter()
+        .find(|reference| reference.controller == Some(true));
+    let garbage_collected = controller.is_some_and(|reference| reference.uid == uid);
+    let kept_for_us = controller.is_none() && secret::publisher(&secret.metadata) == Some(uid);
+    if !garbage_collected && !kept_for_us {
         return SecretState::Foreign;
     }
     SecretState::Owned {
@@ -43,25 +46,34 @@ pub fn found(secret: Option<&Secret>, owner: &DynamicRegistration) -> SecretStat
             type_: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),
             labels: secret.labels().clone(),
             annotations: secret.annotations().clone(),
+            garbage_collected,
         },
     }
 }
 
-/// The published Secret as we write it: controlled by `owner` (so it is garbage collected with
-/// it), labelled managed-by us, holding exactly `content`. `None` when `owner` has no uid yet.
+/// The published Secret as we write it: labelled managed-by us, holding exactly `content`, and
+/// controlled by `owner` (so it is garbage collected with it) or, when it is kept after the
+/// resource goes, owned by nothing a cascade follows and labelled with `owner`'s uid. `None`
+/// when `owner` has no uid yet.
 pub fn object(owner: &DynamicRegistration, content: &SecretContent) -> Option<Secret> {
     let mut owner_reference = owner.controller_owner_ref(&())?;
     // As controller-runtime's SetControllerReference: a foreground deletion of the resource
     // waits for its Secret. (Needs `update` on dynamicregistrations/finalizers where the
     // OwnerReferencesPermissionEnforcement admission plugin runs.)
     owner_reference.block_owner_deletion = Some(true);
+    let mut labels = content.shape.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned());
+    let owner_references = if content.shape.garbage_collected {
+        vec![owner_reference]
+    } else {
+        labels.insert(PUBLISHED_BY_LABEL.to_owned(), owner_reference.uid);
+        Vec::new()
+    };
     let data: BTreeMap<String, ByteString> = content
         .data
         .iter()
         .map(|(key, value)| (key.clone(), ByteString(value.clone())))
         .collect();
-    let mut labels = content.shape.labels.clone();
-    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned());
     let annotations = &content.shape.annotations;
     Some(Secret {
         metadata: ObjectMeta {
@@ -69,7 +81,7 @@ pub fn object(owner: &DynamicRegistration, content: &SecretContent) -> Option<Se
             namespace: owner.namespace(),
             labels: Some(labels),
             annotations: (!annotations.is_empty()).then(|| annotations.clone()),
-            owner_references: Some(vec![owner_reference]),
+            owner_references: Some(owner_references),
             ..ObjectMeta::default()
         },
         type_: Some(content.shape.type_.clone()),
@@ -85,14 +97,18 @@ pub const PUBLISHED_KEYS: &str = "iothub.dynreg.io/published-keys";
 const DEFAULT_KEYS: [&str; 2] = ["productId", "productSecret"];
 
 /// The type, labels and annotations the template asks for, the list of keys published when
-/// the template chose them, and the resource's `inherited` labels (which win: a shard's Secret
-/// watch needs them).
+/// the template chose them, the resource's `inherited` labels (which win: a shard's Secret
+/// watch needs them), and whether the Secret goes with the resource (`retention`).
 pub fn wanted_shape(
     template: Option<&SecretTemplate>,
     data: &BTreeMap<String, Vec<u8>>,
     inherited: &BTreeMap<String, String>,
+    retention: SecretRetention,
 ) -> SecretShape {
-    let mut shape = SecretShape::default();
+    let mut shape = SecretShape {
+        garbage_collected: retention == SecretRetention::Delete,
+        ..SecretShape::default()
+    };
     shape.labels.extend(inherited.clone());
     let Some(template) = template else {
         return shape;
@@ -134,14 +150,27 @@ pub fn no_longer_published(
         .collect()
 }
 
-/// Whether the Secret found carries every label and annotation wanted.
+/// Whether the Secret found carries every label and annotation wanted, and goes with the
+/// resource exactly when wanted.
 pub fn carries(found: &SecretShape, wanted: &SecretShape) -> bool {
     let within = |wanted: &BTreeMap<String, String>, found: &BTreeMap<String, String>| {
         wanted
             .iter()
             .all(|(key, value)| found.get(key) == Some(value))
     };
-    within(&wanted.labels, &found.labels) && within(&wanted.annotations, &found.annotations)
+    within(&wanted.labels, &found.labels)
+        && within(&wanted.annotations, &found.annotations)
+        && found.garbage_collected == wanted.garbage_collected
+}
+
+/// The labels of ours the Secret found carries and should not: the publisher's label of a
+/// kept Secret, once it goes with the resource again.
+pub fn stale_own_labels(found: &SecretShape, wanted: &SecretShape) -> Vec<String> {
+    let kept_label = found.labels.contains_key(PUBLISHED_BY_LABEL) && wanted.garbage_collected;
+    kept_label
+        .then(|| PUBLISHED_BY_LABEL.to_owned())
+        .into_iter()
+        .collect()
 }
 
 /// The labels of `keys` the Secret found carries and should not: a shard's Secret watch selects
@@ -195,7 +224,12 @@ mod tests {
             data: BTreeMap::from([("A".to_owned(), "{{ productId }}".to_owned())]),
         };
         let shard = BTreeMap::from([("shard".to_owned(), "2".to_owned())]);
-        let wanted = wanted_shape(Some(&template), &data(&["A"]), &shard);
+        let wanted = wanted_shape(
+            Some(&template),
+            &data(&["A"]),
+            &shard,
+            SecretRetention::Delete,
+        );
         assert_eq!(wanted.labels["shard"], "2");
         assert_eq!(wanted.type_, "iothub.dynreg.io/product");
         assert_eq!(wanted.annotations[PUBLISHED_KEYS], "A");
@@ -205,11 +239,16 @@ mod tests {
         found.labels.remove("backup");
         assert!(!carries(&found, &wanted));
         assert_eq!(
-            wanted_shape(None, &data(&["productId"]), &BTreeMap::new()),
+            wanted_shape(
+                None,
+                &data(&["productId"]),
+                &BTreeMap::new(),
+                SecretRetention::Delete
+            ),
             SecretShape::default()
         );
         // Without a template, the inherited labels alone; a Secret without them is rewritten.
-        let sharded = wanted_shape(None, &data(&["productId"]), &shard);
+        let sharded = wanted_shape(None, &data(&["productId"]), &shard, SecretRetention::Delete);
         assert_eq!(sharded.labels, shard);
         assert!(!carries(&SecretShape::default(), &sharded));
     }

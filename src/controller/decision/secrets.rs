@@ -17,6 +17,10 @@ pub const CREDENTIALS_IN_USE: &str = "iothub.dynreg.io/credentials-in-use";
 /// Label set on every published Secret.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
+/// Label naming, by uid, the resource that published a Secret it keeps (`secretRetention:
+/// Retain`): such a Secret carries no ownerReference, which a cascade would follow.
+pub const PUBLISHED_BY_LABEL: &str = "iothub.dynreg.io/published-by";
+
 /// Whether `name` is a valid Secret name (a DNS-1123 subdomain), as the API server checks it:
 /// no request path is ever built from a name that is not.
 pub fn is_valid_secret_name(name: &str) -> bool {
@@ -46,23 +50,23 @@ pub fn credentials_needed_by(resource: &DynamicRegistration) -> Option<&str> {
     needs_cloud.then_some(reference.name.as_str())
 }
 
-/// The uid of the resource that published this Secret: its controlling owner, when it is
-/// labelled managed-by us. Only such Secrets are ever deleted (once their publisher uses another
-/// name).
+/// The uid of the resource that published this Secret, when it is labelled managed-by us: its
+/// controlling owner, or, for a Secret it keeps without one, [`PUBLISHED_BY_LABEL`]. Only such
+/// Secrets are ever deleted (once their publisher uses another name).
 pub fn publisher(secret: &ObjectMeta) -> Option<&str> {
-    let labelled = secret
-        .labels
-        .as_ref()
-        .and_then(|labels| labels.get(MANAGED_BY_LABEL))
-        .is_some_and(|value| value == MANAGER);
+    let label = |key: &str| secret.labels.as_ref().and_then(|labels| labels.get(key));
+    if label(MANAGED_BY_LABEL).is_none_or(|value| value != MANAGER) {
+        return None;
+    }
     let controller = secret
         .owner_references
         .iter()
         .flatten()
         .find(|reference| reference.controller == Some(true));
-    controller
-        .filter(|_| labelled)
-        .map(|reference| reference.uid.as_str())
+    match controller {
+        Some(reference) => Some(reference.uid.as_str()),
+        None => label(PUBLISHED_BY_LABEL).map(String::as_str),
+    }
 }
 
 #[cfg(test)]
@@ -162,5 +166,16 @@ mod tests {
             None,
             "no label"
         );
+        // A Secret kept without an ownerReference names its publisher in a label.
+        let mut kept = meta(None, true);
+        let labels = kept.labels.as_mut().unwrap();
+        labels.insert(PUBLISHED_BY_LABEL.to_owned(), "uid-kept".to_owned());
+        assert_eq!(publisher(&kept), Some("uid-kept"));
+        kept.labels.as_mut().unwrap().remove(MANAGED_BY_LABEL);
+        assert_eq!(publisher(&kept), None, "not managed by us");
+        let mut controlled = meta(Some(("uid", true)), true);
+        let labels = controlled.labels.as_mut().unwrap();
+        labels.insert(PUBLISHED_BY_LABEL.to_owned(), "uid-kept".to_owned());
+        assert_eq!(publisher(&controlled), Some("uid"), "the controller wins");
     }
 }

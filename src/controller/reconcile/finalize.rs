@@ -36,6 +36,10 @@ pub(super) async fn finalize(
     if !finalizers::carries(&resource.metadata, FINALIZER) {
         return Ok(None);
     }
+    // Before any cloud call: the Secret must outlive whatever else the deletion waits for.
+    if resource.spec.secret_retention == SecretRetention::Retain {
+        publish::retain(resource, ctx).await?;
+    }
     let step = match deletion::cloud_change(&resource.spec) {
         Some(wanted) => disable_in_cloud(resource, ctx, namespace, wanted).await?,
         None => DeletionStep::Release { note: None },
@@ -55,9 +59,6 @@ pub(super) async fn finalize(
                 ctx.events
                     .publish(resource, warning, reason, "Delete", note.message)
                     .await;
-            }
-            if resource.spec.secret_retention == SecretRetention::Retain {
-                publish::retain(resource, ctx).await?;
             }
             set_finalizer(resource, ctx, false).await?;
             info!("finalizer removed");

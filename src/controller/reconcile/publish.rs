@@ -5,6 +5,7 @@
 //! was decided on.
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{Map, Value, json};
@@ -13,6 +14,7 @@ use tracing::info;
 use super::gather::Facts;
 use super::{Context, Error, Result};
 use crate::controller::cache::versions::Publisher;
+use crate::controller::decision::secrets::PUBLISHED_BY_LABEL;
 use crate::controller::decision::{self, DataDigest, Plan, SecretContent, SecretState, published};
 use crate::controller::resources::{DynamicRegistration, MANAGER};
 
@@ -136,23 +138,34 @@ async fn apply(
     let applied = api
         .patch(&content.name, &params, &Patch::Apply(secret))
         .await?;
-    if content.remove.is_empty() && content.remove_labels.is_empty() {
+    // A Secret now kept after the resource goes must no longer depend on it.
+    let uid = resource.metadata.uid.as_deref();
+    let dependent = uid.is_some_and(|uid| {
+        let references = applied.owner_references();
+        references.iter().any(|reference| reference.uid == uid)
+    });
+    let release = dependent && !content.shape.garbage_collected;
+    if content.remove.is_empty() && content.remove_labels.is_empty() && !release {
         return Ok(applied.resource_version());
     }
-    // Keys and labels set when the Secret was created belong to the creating request as well as
-    // to our apply, so leaving them out of the apply does not remove them: a merge patch does,
-    // on the version just written.
+    // Keys, labels and the ownerReference set when the Secret was created belong to the
+    // creating request as well as to our apply, so leaving them out of the apply does not
+    // remove them: a merge patch does, on the version just written.
     let nulls = |names: &[String]| -> Map<String, Value> {
         names
             .iter()
             .map(|name| (name.clone(), Value::Null))
             .collect()
     };
+    let mut metadata = json!({
+        "resourceVersion": applied.resource_version(),
+        "labels": nulls(&content.remove_labels),
+    });
+    if release {
+        metadata["ownerReferences"] = json!(others_references(&applied, uid));
+    }
     let removal = json!({
-        "metadata": {
-            "resourceVersion": applied.resource_version(),
-            "labels": nulls(&content.remove_labels),
-        },
+        "metadata": metadata,
         "data": nulls(&content.remove),
     });
     let patched = api
@@ -255,8 +268,19 @@ async fn delete_unchanged(
     }
 }
 
-/// `secretRetention: Retain`: our published Secret loses its ownerReference to the resource,
-/// so the garbage collector leaves it when the resource goes.
+/// The ownerReferences of `secret` but the one to `uid`.
+fn others_references(secret: &Secret, uid: Option<&str>) -> Vec<OwnerReference> {
+    let references = secret.owner_references();
+    let others = references
+        .iter()
+        .filter(|reference| Some(reference.uid.as_str()) != uid);
+    others.cloned().collect()
+}
+
+/// `secretRetention: Retain`, once the resource is marked for deletion: our published Secret
+/// belongs to nobody from now on. It carries no ownerReference to the resource already, unless
+/// it was published before the resource asked to keep it; then it loses it here, before
+/// anything else the deletion does.
 pub(super) async fn retain(resource: &DynamicRegistration, ctx: &Context) -> Result<()> {
     let name = resource.published_secret_name();
     let released = release(resource, ctx, &name)
@@ -276,8 +300,8 @@ pub(super) async fn retain(resource: &DynamicRegistration, ctx: &Context) -> Res
     Ok(())
 }
 
-/// Removes the resource's ownerReference from the Secret `name` (only one it owns), on the
-/// version read; whether there was one to remove.
+/// Removes the resource's ownerReference and publisher label from the Secret `name` (only one
+/// it owns), on the version read; whether there was anything to remove.
 async fn release(
     resource: &DynamicRegistration,
     ctx: &Context,
@@ -288,21 +312,22 @@ async fn release(
     else {
         return Ok(false);
     };
-    let references = secret.owner_references();
-    if !references.iter().any(|reference| reference.uid == uid) {
+    let referenced = secret
+        .owner_references()
+        .iter()
+        .any(|reference| reference.uid == uid);
+    let labelled = secret.labels().get(PUBLISHED_BY_LABEL).map(String::as_str) == Some(uid);
+    if !referenced && !labelled {
         return Ok(false);
     }
-    let remaining: Vec<_> = references
-        .iter()
-        .filter(|reference| reference.uid != uid)
-        .cloned()
-        .collect();
-    let patch = json!({
-        "metadata": {
-            "resourceVersion": secret.resource_version(),
-            "ownerReferences": remaining,
-        }
-    });
+    let mut metadata = json!({"resourceVersion": secret.resource_version()});
+    if referenced {
+        metadata["ownerReferences"] = json!(others_references(&secret, Some(uid)));
+    }
+    if labelled {
+        metadata["labels"] = json!({PUBLISHED_BY_LABEL: null});
+    }
+    let patch = json!({"metadata": metadata});
     api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await?;
     Ok(true)
