@@ -336,6 +336,58 @@ async fn describe_products_reads_every_page_at_the_largest_size() {
     );
 }
 
+/// Counts the entries the client left out.
+#[derive(Default)]
+struct Skipped(AtomicU64);
+
+impl iothub_dynreg::cloud::client::CallObserver for Skipped {
+    fn call_finished(&self, _: Action, _: &str, _: Duration, _: Duration) {}
+
+    fn entry_skipped(&self, action: Action) {
+        assert_eq!(action, Action::DescribeProducts);
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_product_is_left_out_of_the_list_and_the_rest_kept() {
+    let odd = [
+        product_json("ODDTYPE", 3, 10, ""),
+        product_json("ODDLIMIT", 1, -5, ""),
+        r#"{"ProductId":"NULLPROPS","ProductProperties":null}"#.to_owned(),
+        r#"{"ProductId":"WRONGTYPE","ProductProperties":{"RegisterType":"two"}}"#.to_owned(),
+        r#"{"ProductName":"no id"}"#.to_owned(),
+    ];
+    let good = [
+        product_json("GOOD001", 2, 10, ""),
+        product_json("GOOD002", 0, 0, ""),
+    ];
+    let entries: Vec<String> = [good[0].clone()]
+        .into_iter()
+        .chain(odd)
+        .chain([good[1].clone()])
+        .collect();
+    let page = format!(
+        r#"{{"Response":{{"TotalCount":7,"Products":[{}],"RequestId":"r"}}}}"#,
+        entries.join(",")
+    );
+    let cloud = ScriptedCloud::start([Reply::Json(page)]).await;
+    let skipped = Arc::new(Skipped::default());
+    let products = client_for(&cloud)
+        .observed_by(skipped.clone())
+        .describe_products(&credentials(), "ap-guangzhou")
+        .await
+        .unwrap();
+    let ids: Vec<&str> = products.iter().map(|p| p.product_id.as_str()).collect();
+    assert_eq!(ids, ["GOOD001", "GOOD002"]);
+    assert_eq!(skipped.0.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        cloud.received().len(),
+        1,
+        "seven entries read: no second page"
+    );
+}
+
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 

@@ -252,3 +252,84 @@ products:
     assert_eq!(harness.cloud_product("ARREARS001").await["registerType"], 2);
     harness.assert_no_secrets_logged(&controller).await;
 }
+
+/// One product of the account's list that the client cannot read (RegisterType 3, a negative
+/// limit) is left out of the shared snapshot: every other resource of the account converges,
+/// the list is not paged again every few seconds, and a resource of the odd product says what
+/// is wrong with its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_odd_product_in_the_list_breaks_only_itself() {
+    let products = r#"
+products:
+  - {productId: ODDLIST001, region: ap-guangzhou}
+  - {productId: ODDLIST002, region: ap-guangzhou}
+  - {productId: ODDLIST003, region: ap-guangzhou}
+  - {productId: ODDLIST004, region: ap-guangzhou}
+  - {productId: ODDLIST005, region: ap-guangzhou}
+  - {productId: ODDTYPE001, region: ap-guangzhou, registerType: 3, registerLimit: 5, undocumented: true}
+  - {productId: ODDLIMIT01, region: ap-guangzhou, registerType: 1, registerLimit: -5, undocumented: true}
+"#;
+    let Some(harness) = Harness::with_credentials(products, |_| {}).await else {
+        return;
+    };
+    let controller = harness.spawn_controller(&["--observe-interval", "2s"]);
+    for index in 1..=5 {
+        harness
+            .create_registration(
+                &format!("fine-{index}"),
+                &format!("ODDLIST00{index}"),
+                RegistrationMode::AutoCreate,
+                10,
+            )
+            .await;
+    }
+    harness
+        .create_registration("odd", "ODDTYPE001", RegistrationMode::AutoCreate, 10)
+        .await;
+    for index in 1..=5 {
+        harness
+            .wait_reason(
+                &format!("fine-{index}"),
+                "InSync",
+                Duration::from_secs(20),
+                &controller,
+            )
+            .await;
+    }
+    let odd = harness
+        .wait_for(
+            "the odd product's resource to say why",
+            Duration::from_secs(20),
+            Some(&controller),
+            || async {
+                let resource = harness.registrations().get_opt("odd").await.ok()??;
+                let ready = resource.condition("Ready")?;
+                let said = (ready.reason.clone(), ready.message.clone());
+                ready.message.contains("RegisterType 3").then_some(said)
+            },
+        )
+        .await;
+    println!("odd: {odd:?}");
+    // Paged about once per observe interval, not after every failure.
+    harness
+        .emulator_send(reqwest::Method::POST, "stats/reset", serde_json::json!({}))
+        .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let stats = harness.emulator_get("stats").await;
+    let pages = stats["calls"]["DescribeProducts"]["Success"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(pages <= 4, "{pages} pages in 6 s: {}", stats["calls"]);
+    let metrics = controller.ops("/metrics").await.unwrap().1;
+    let skipped = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with(
+                "iothub_dynreg_cloud_entries_skipped_total{action=\"DescribeProducts\"}",
+            )
+        })
+        .unwrap_or_else(|| panic!("no skipped entries counted:\n{metrics}"));
+    let count: f64 = skipped.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 2.0, "{skipped}");
+    harness.assert_no_secrets_logged(&controller).await;
+}

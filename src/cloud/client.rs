@@ -186,6 +186,11 @@ pub trait CallObserver: Send + Sync {
     /// An attempt of `action` ended with `code` (`Success` or the error code) after `latency`,
     /// having waited `waited` for the rate limiter.
     fn call_finished(&self, action: Action, code: &str, latency: Duration, waited: Duration);
+
+    /// An entry of `action`'s answer could not be read and was left out (the rest was kept).
+    fn entry_skipped(&self, action: Action) {
+        let _ = action;
+    }
 }
 
 /// Client of the IoT Hub API; cheap to clone, one per process.
@@ -286,7 +291,10 @@ impl CloudClient {
         Product::from_wire(action, answer.product_id, answer.product_properties)
     }
 
-    /// Reads every product of the account in `region`, a page of 250 at a time.
+    /// Reads every product of the account in `region`, a page of 250 at a time. A product
+    /// whose entry cannot be read (an unknown RegisterType, a negative limit, `null`
+    /// properties) is left out, logged by its ID and counted: the list holds the others, and
+    /// whoever needs that product reads it with `DescribeProduct`.
     pub async fn describe_products(
         &self,
         credentials: &Credentials,
@@ -300,19 +308,21 @@ impl CloudClient {
             let params =
                 wire::DescribeProductsRequest::page(offset, wire::DESCRIBE_PRODUCTS_MAX_LIMIT);
             let limit = params.limit;
-            let page: wire::DescribeProductsResponse =
+            let page: wire::DescribeProductsPage =
                 self.call(credentials, region, action, &params).await?;
             let received = page.products.len() as u64;
-            for info in page.products {
-                // Products created while paging shift the pages; keep the first sighting.
-                if !seen.insert(info.product_id.clone()) {
-                    continue;
+            for entry in page.products {
+                match listed_product(entry) {
+                    // Products created while paging shift the pages; keep the first sighting.
+                    Ok(product) if !seen.insert(product.product_id.clone()) => {}
+                    Ok(product) => products.push(product),
+                    Err((product_id, error)) => {
+                        debug!(%action, region, product_id, %error, "left an unreadable product out of the list");
+                        if let Some(observer) = &self.observer {
+                            observer.entry_skipped(action);
+                        }
+                    }
                 }
-                products.push(Product::from_wire(
-                    action,
-                    info.product_id,
-                    info.product_properties,
-                )?);
             }
             offset += received;
             if received < limit || offset >= page.total_count {
@@ -569,6 +579,24 @@ pub fn parse_answer<T: DeserializeOwned>(
         });
     }
     serde_json::from_value(response).map_err(|e| malformed(hide_quoted_values(&e.to_string())))
+}
+
+/// One entry of a `DescribeProducts` page, or its ProductId (when it has a readable one) and why
+/// it cannot be read. The error never quotes a value: the entry holds the ProductSecret.
+fn listed_product(entry: serde_json::Value) -> Result<Product, (String, CloudError)> {
+    let action = Action::DescribeProducts;
+    let product_id = entry
+        .get("ProductId")
+        .and_then(serde_json::Value::as_str)
+        .filter(|id| id.len() <= 64)
+        .unwrap_or("")
+        .to_owned();
+    let info: wire::ProductInfo = serde_json::from_value(entry).map_err(|error| {
+        let detail = hide_quoted_values(&error.to_string());
+        (product_id.clone(), CloudError::Malformed { action, detail })
+    })?;
+    Product::from_wire(action, info.product_id, info.product_properties)
+        .map_err(|error| (product_id, error))
 }
 
 /// serde quotes offending string values (`invalid type: string "…", expected i64`); a misplaced

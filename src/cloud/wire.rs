@@ -259,6 +259,19 @@ pub struct DescribeProductsResponse {
     pub request_id: String,
 }
 
+/// A `DescribeProducts` page as the client reads it: each product left unparsed, so that one
+/// entry the client cannot read (an unknown RegisterType, `null` properties) costs that entry
+/// alone, not the page.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeProductsPage {
+    /// How many products the account has in the region.
+    pub total_count: u64,
+    /// This page, one JSON value per product.
+    #[serde(default)]
+    pub products: Vec<serde_json::Value>,
+}
+
 /// `ProductMetadata`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -107,6 +107,11 @@ pub struct SeedProduct {
     /// The cloud account owning it. Default `default`.
     #[serde(default)]
     pub account: Option<String>,
+    /// Lets `registerType` and `registerLimit` hold values the documentation does not list (a
+    /// RegisterType outside 0–2, a negative limit), answered as they are, as a cloud newer than
+    /// the client might: for testing how a client takes an answer it cannot read.
+    #[serde(default)]
+    pub undocumented: bool,
 }
 
 /// `count` products named `<prefix><index>` in one region, registration disabled.
@@ -143,6 +148,7 @@ impl GeneratedProducts {
             register_limit: 0,
             product_secret: None,
             account: self.account.clone(),
+            undocumented: false,
         })
     }
 }
@@ -163,6 +169,9 @@ impl Seed {
         for product in self.all_products() {
             if !ids.insert(product.product_id.clone()) {
                 return Err(format!("product {} is listed twice", product.product_id));
+            }
+            if product.undocumented {
+                continue;
             }
             if !(0..=2).contains(&product.register_type) {
                 return Err(format!(

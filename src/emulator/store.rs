@@ -407,6 +407,7 @@ mod tests {
             register_limit: 0,
             product_secret: None,
             account: None,
+            undocumented: false,
         }
     }
 

@@ -89,6 +89,7 @@ pub struct Metrics {
     cloud_calls: Family<ActionCodeLabel, Counter>,
     cloud_latency: Family<ActionLabel, Histogram, fn() -> Histogram>,
     limiter_wait: Family<ActionLabel, Histogram, fn() -> Histogram>,
+    entries_skipped: Family<ActionLabel, Counter>,
     drift_corrected: Counter,
     kube_requests: Family<VerbCodeLabel, Counter>,
     kube_client_wait: Histogram,
@@ -155,6 +156,12 @@ impl Metrics {
             "rate_limiter_wait_seconds",
             "Time a cloud call waited for a token of the client-side rate limiter, by action",
             limiter_wait.clone(),
+        );
+        let entries_skipped = Family::<ActionLabel, Counter>::default();
+        registry.register(
+            "cloud_entries_skipped",
+            "Entries of a cloud answer that could not be read and were left out, the rest kept (a DescribeProducts product with an unknown RegisterType, a negative limit or null properties: its resource reads it alone with DescribeProduct)",
+            entries_skipped.clone(),
         );
         let drift_corrected = Counter::default();
         registry.register(
@@ -229,6 +236,7 @@ impl Metrics {
             cloud_calls,
             cloud_latency,
             limiter_wait,
+            entries_skipped,
             drift_corrected,
             kube_requests,
             kube_client_wait,
@@ -380,6 +388,13 @@ impl CallObserver for Metrics {
         self.limiter_wait
             .get_or_create(&ActionLabel { action })
             .observe(waited.as_secs_f64());
+    }
+
+    fn entry_skipped(&self, action: Action) {
+        let action = action.as_str();
+        self.entries_skipped
+            .get_or_create(&ActionLabel { action })
+            .inc();
     }
 }
 
