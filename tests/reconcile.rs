@@ -160,6 +160,19 @@ impl Scenario {
         tokio::spawn(async move { reconcile(&resource, &ctx).await.unwrap() })
     }
 
+    /// Starts one reconcile of `resource` that may fail.
+    fn try_reconcile(
+        &self,
+        resource: &DynamicRegistration,
+    ) -> tokio::task::JoinHandle<Result<Option<Progress>, String>> {
+        let (resource, ctx) = (resource.clone(), self.ctx.clone());
+        tokio::spawn(async move {
+            reconcile(&resource, &ctx)
+                .await
+                .map_err(|error| error.to_string())
+        })
+    }
+
     /// A product as the emulator's control endpoint shows it (with its ProductSecret).
     async fn cloud_product(&self, product_id: &str) -> Value {
         let products = self.emulator_get("products").await;
@@ -212,6 +225,7 @@ fn context(
         known_secrets: Default::default(),
         verified_secrets: Default::default(),
         observations: Default::default(),
+        updates: Default::default(),
         cluster_credentials: reflector::store().0,
         namespaces: reflector::store().0,
         listed: tokio::sync::watch::channel(true).1,
@@ -642,4 +656,107 @@ async fn an_owned_secret_is_rewritten_only_in_the_version_found() {
         .await
         .respond(200, serde_json::to_value(&resource).unwrap());
     assert_eq!(task.await.unwrap(), Some(Progress::Settled));
+}
+
+/// An answer of the API server's for a request that failed on its side.
+fn server_error() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500})
+}
+
+/// The update succeeded, then publishing the Secret failed: the retry finds the cloud in sync
+/// and makes no update, yet the status it writes carries the update's RequestId and the
+/// "Updated" Event it owed is sent.
+#[tokio::test]
+async fn an_update_answer_outlives_a_failed_secret_write() {
+    let resource = registration("NEW0000001", 100);
+    let (scenario, mut api) =
+        Scenario::start(LimitPolicy::default(), std::slice::from_ref(&resource)).await;
+    let first = scenario.try_reconcile(&resource);
+    answer_reads(&mut api, None).await;
+    api.expect("POST", SECRETS_PATH)
+        .await
+        .respond(500, server_error());
+    let failed = first.await.unwrap();
+    assert!(failed.is_err(), "{failed:?}");
+
+    let retry = scenario.reconcile(&resource);
+    answer_reads(&mut api, None).await;
+    api.expect("POST", SECRETS_PATH).await.echo();
+    let event = api.expect_event(NS).await;
+    assert_eq!(event["reason"], "Updated", "{event}");
+    let note = event["note"].as_str().unwrap();
+    assert!(
+        note.contains("RequestId") && note.contains("wrote Secret"),
+        "{note}"
+    );
+    let status_patch = api.expect("PATCH", STATUS_PATH).await;
+    let status = status_patch.body["status"].clone();
+    assert_eq!(ready(&status)["reason"], "InSync");
+    let request_id = status["lastRequestId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        !request_id.is_empty(),
+        "the update's RequestId was lost: {status}"
+    );
+    assert!(note.contains(&request_id), "{note} / {request_id}");
+    status_patch.respond(200, serde_json::to_value(&resource).unwrap());
+    retry.await.unwrap();
+    api.expect_nothing_more().await;
+    assert_eq!(
+        scenario.stats().await["calls"]["UpdateProductDynamicRegister"]["Success"],
+        1
+    );
+}
+
+/// A limit the cloud rewrites, and the status write carrying that refusal failed: the retry
+/// does not ask the cloud again, and records the refusal with the update's RequestId.
+#[tokio::test]
+async fn a_refused_update_is_not_sent_again_when_its_status_write_failed() {
+    let resource = registration("NEW0000001", 10);
+    let (scenario, mut api) = Scenario::start(
+        LimitPolicy {
+            max: None,
+            override_to: Some(10_000),
+        },
+        std::slice::from_ref(&resource),
+    )
+    .await;
+    let first = scenario.try_reconcile(&resource);
+    answer_reads(&mut api, None).await;
+    api.expect("POST", SECRETS_PATH).await.echo();
+    assert_eq!(api.expect_event(NS).await["reason"], "Updated");
+    let status_patch = api.expect("PATCH", STATUS_PATH).await;
+    let asked_id = status_patch.body["status"]["lastRequestId"].clone();
+    status_patch.respond(500, server_error());
+    assert!(first.await.unwrap().is_err());
+
+    let cloud_secret = scenario.cloud_product("NEW0000001").await["productSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let published = published_secret("NEW0000001", &cloud_secret, Some("uid-sensors"));
+    scenario.secret_in_cache(&published);
+    let retry = scenario.reconcile(&resource);
+    api.expect("GET", PRODUCT_SECRET_PATH)
+        .await
+        .respond(200, published);
+    api.expect("GET", CREDENTIALS_PATH)
+        .await
+        .respond(200, credentials_secret());
+    let status_patch = api.expect("PATCH", STATUS_PATH).await;
+    let status = status_patch.body["status"].clone();
+    assert_eq!(ready(&status)["reason"], "NotAccepted", "{status}");
+    assert_eq!(status["lastRequestId"], asked_id);
+    status_patch.respond(200, serde_json::to_value(&resource).unwrap());
+    assert_eq!(api.expect_event(NS).await["reason"], "NotAccepted");
+    retry.await.unwrap();
+    api.expect_nothing_more().await;
+    assert_eq!(
+        scenario.stats().await["calls"]["UpdateProductDynamicRegister"]["Success"],
+        1,
+        "the refused update was sent again"
+    );
 }

@@ -2,11 +2,13 @@
 //! view, with their [`index`]es; the Secrets in view as far as decisions read them, in
 //! [`secrets`]; ClusterCredentials; namespace labels) and what it last wrote or read of a Secret
 //! at a resourceVersion ([`versions`]), so that a steady state reads nothing; and when each
-//! resource last read the cloud ([`observations`]), since a steady state writes nothing either.
+//! resource last read the cloud ([`observations`]), since a steady state writes nothing either;
+//! and what an update answered until a status records it ([`updates`]).
 
 pub mod index;
 pub mod observations;
 pub mod secrets;
+pub mod updates;
 pub mod versions;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::controller::resources::{ClusterCredentials, DynamicRegistration};
 use index::{ResourceIndex, ResourceKey};
 use observations::Observations;
 use secrets::SecretCache;
+use updates::UnrecordedUpdates;
 use versions::{KnownSecrets, VerifiedSecrets};
 
 /// Every cache a reconcile reads.
@@ -37,6 +40,8 @@ pub struct Caches {
     pub verified_secrets: VerifiedSecrets,
     /// When each resource last read the cloud successfully.
     pub observations: Observations,
+    /// Updates the cloud answered that no status records yet.
+    pub updates: UnrecordedUpdates,
     /// Every ClusterCredentials.
     pub cluster_credentials: Store<ClusterCredentials>,
     /// The metadata of the namespaces in view (their labels select ClusterCredentials).

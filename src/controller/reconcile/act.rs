@@ -7,6 +7,7 @@ use tracing::info;
 use super::Context;
 use super::gather::Facts;
 use crate::cloud::{CloudError, Credentials, Product, RegistrationRequest, RegistrationSettings};
+use crate::controller::cache::updates::UnrecordedUpdate;
 use crate::controller::decision::{self, Plan, PlanInput};
 use crate::controller::resources::{DynamicRegistration, RegistrationMode};
 
@@ -61,6 +62,17 @@ pub(super) async fn update_cloud(
                 RegistrationMode::from(wanted.register_type),
                 wanted.register_limit
             );
+            // Kept until a status carries it, whatever fails from here on.
+            let unrecorded = UnrecordedUpdate {
+                generation: resource.metadata.generation.unwrap_or(0),
+                asked: wanted,
+                request_id: request_id.clone(),
+                event_owed: Some(note.clone()),
+            };
+            let caches = &ctx.caches;
+            caches
+                .updates
+                .remember(resource, unrecorded, &caches.resources);
             let rendering = ctx.renders.enter(resource).await;
             let replanned = decision::plan(PlanInput {
                 cloud: Ok(&after),

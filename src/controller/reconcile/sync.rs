@@ -4,10 +4,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::act::{self, Outcome};
-use super::gather::gather;
+use super::gather::{Facts, gather};
 use super::{Context, Result, publish, record};
 use crate::controller::cache::versions::Publisher;
-use crate::controller::decision::{self, Progress, StatusInput};
+use crate::controller::decision::{self, PlanInput, Progress, StatusInput};
 use crate::controller::resources::DynamicRegistration;
 
 /// Brings the cloud and the published Secret in line with the spec, and records the verdict.
@@ -20,9 +20,7 @@ pub(super) async fn sync(
         return suspended(resource, ctx).await;
     }
     let facts = gather(resource, ctx, namespace).await?;
-    let rendering = ctx.renders.enter(resource).await;
-    let plan = decision::plan(facts.plan_input(resource, ctx));
-    let mut outcome = Outcome::planned(plan, rendering);
+    let mut outcome = decide(resource, ctx, &facts).await;
     if let Some(wanted) = outcome.plan.update {
         // The update may wait for the account's quota: others render meanwhile.
         outcome.rendering = None;
@@ -43,6 +41,9 @@ pub(super) async fn sync(
         );
     }
     outcome.rendering = None;
+    if outcome.updated.is_some() {
+        ctx.caches.updates.event_sent(resource);
+    }
     act::announce_changes(resource, ctx, outcome.updated.take(), published).await;
     if outcome.plan.secret_published {
         publish::delete_left_behind(resource, ctx, namespace, &facts.secret_name).await?;
@@ -66,7 +67,26 @@ pub(super) async fn sync(
         now: &now,
     });
     record::record(resource, ctx, status, &outcome.plan.verdict).await?;
+    ctx.caches.updates.recorded(resource);
     Ok(outcome.plan.verdict.progress)
+}
+
+/// The plan on what was gathered, in a place to render the Secret's template. An update made
+/// by an earlier try whose status never landed counts as just asked (it is never asked
+/// again), its RequestId and Event carried over.
+async fn decide(resource: &DynamicRegistration, ctx: &Context, facts: &Facts) -> Outcome {
+    let unrecorded = ctx.caches.updates.of(resource);
+    let rendering = ctx.renders.enter(resource).await;
+    let plan = decision::plan(PlanInput {
+        just_asked: unrecorded.as_ref().map(|update| update.asked),
+        ..facts.plan_input(resource, ctx)
+    });
+    let mut outcome = Outcome::planned(plan, rendering);
+    if let Some(update) = unrecorded {
+        outcome.request_id = Some(update.request_id);
+        outcome.updated = update.event_owed;
+    }
+    outcome
 }
 
 /// `spec.suspend`: no cloud call and no write but the Suspended condition; the last verdict

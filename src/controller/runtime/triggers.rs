@@ -357,6 +357,7 @@ mod tests {
             known_secrets: Default::default(),
             verified_secrets: Default::default(),
             observations: Default::default(),
+            updates: Default::default(),
             cluster_credentials: reflector::store().0,
             namespaces: reflector::store().0,
             listed: tokio::sync::watch::channel(true).1,

@@ -76,6 +76,7 @@ pub fn open(
         known_secrets: Default::default(),
         verified_secrets: Default::default(),
         observations: Default::default(),
+        updates: Default::default(),
         cluster_credentials,
         namespaces,
         listed: listed_rx,
