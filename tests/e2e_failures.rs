@@ -333,3 +333,51 @@ products:
     assert!(count >= 2.0, "{skipped}");
     harness.assert_no_secrets_logged(&controller).await;
 }
+
+/// A reconcile request is answered whatever the outcome: a product not found, a conflict with
+/// an older claimant, missing credentials, a suspended resource. (Before, only a successful
+/// read of the cloud answered it, and `flux reconcile`-style waits hung.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_request_is_answered_whatever_the_outcome() {
+    let products = "products: [{productId: ANSWER0001, region: ap-guangzhou}]";
+    let Some(harness) = Harness::with_credentials(products, |_| {}).await else {
+        return;
+    };
+    let controller = harness.spawn_controller(&[]);
+    harness
+        .create_registration("missing", "NOSUCHPROD", RegistrationMode::AutoCreate, 1)
+        .await;
+    harness
+        .create_registration("older", "ANSWER0001", RegistrationMode::AutoCreate, 1)
+        .await;
+    harness
+        .wait_reason("older", "InSync", Duration::from_secs(20), &controller)
+        .await;
+    // creationTimestamp has whole seconds: the newer claim must be a second younger.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    harness
+        .create_registration("newer", "ANSWER0001", RegistrationMode::AutoCreate, 1)
+        .await;
+    let mut keyless = registration("keyless", "ANSWER0001", RegistrationMode::AutoCreate, 1);
+    keyless.spec = keyless.spec.with_credentials("no-such-secret");
+    harness.create(keyless).await;
+    let mut paused = registration("paused", "ANSWER0001", RegistrationMode::AutoCreate, 1);
+    paused.spec.suspend = true;
+    harness.create(paused).await;
+    for (name, reason) in [
+        ("missing", "ProductNotFound"),
+        ("newer", "Conflict"),
+        ("keyless", "CredentialsMissing"),
+        ("paused", "Suspended"),
+    ] {
+        harness
+            .wait_reason(name, reason, Duration::from_secs(20), &controller)
+            .await;
+        let answered = harness
+            .request_reconcile(name, "2026-12-07T00:00:00Z", &controller)
+            .await;
+        let ready = answered.condition("Ready").unwrap();
+        assert_eq!(ready.reason, reason, "{name}: {}", ready.message);
+    }
+    harness.assert_no_secrets_logged(&controller).await;
+}

@@ -48,8 +48,11 @@ pub(super) async fn finalize(
         DeletionStep::Blocked(verdict) => {
             let now = Time(Timestamp::now());
             let generation = resource.metadata.generation.unwrap_or(0);
-            let status =
+            let mut status =
                 decision::while_deleting(resource.status.as_ref(), generation, &verdict, &now);
+            if let Some(request) = resource.pending_reconcile_request() {
+                status.last_handled_reconcile_at = Some(request.to_owned());
+            }
             record::record(resource, ctx, status, &verdict).await?;
             Ok(Some(verdict.progress))
         }

@@ -60,10 +60,9 @@ pub(super) async fn sync(
         plan: &outcome.plan,
         observed_at: facts.observed.as_ref().ok().map(|(_, at)| *at),
         request_id: outcome.request_id.as_deref(),
-        // Handled once the cloud was read afresh for it (else it stays pending).
-        handled_request: resource
-            .pending_reconcile_request()
-            .filter(|_| facts.observed.is_ok()),
+        // Answered whatever the outcome (a product not found, refused credentials, a
+        // conflict): a tool waiting for it must not wait forever, and the verdict says why.
+        handled_request: resource.pending_reconcile_request(),
         now: &now,
     });
     record::record(resource, ctx, status, &outcome.plan.verdict).await?;
@@ -94,7 +93,10 @@ async fn decide(resource: &DynamicRegistration, ctx: &Context, facts: &Facts) ->
 async fn suspended(resource: &DynamicRegistration, ctx: &Context) -> Result<Progress> {
     let now = Time(Timestamp::now());
     let generation = resource.metadata.generation.unwrap_or(0);
-    let status = decision::while_suspended(resource.status.as_ref(), generation, &now);
+    let mut status = decision::while_suspended(resource.status.as_ref(), generation, &now);
+    if let Some(request) = resource.pending_reconcile_request() {
+        status.last_handled_reconcile_at = Some(request.to_owned());
+    }
     if resource.status.as_ref() != Some(&status) {
         record::apply_status(resource, ctx, &status).await?;
     }
