@@ -450,3 +450,59 @@ async fn when_the_older_claimant_goes_the_next_one_takes_over_at_once() {
         (Some(2), Some(20))
     );
 }
+
+/// `deletionPolicy: Disable` with a limit the cloud refuses: the resource stalls on it, and
+/// deleting it disables the product with the limit the cloud holds (asking the refused limit
+/// again failed the disabling, and the deletion stalled for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_uses_the_limit_the_cloud_holds() {
+    let products = "products: [{productId: REFUSED001, region: ap-guangzhou, registerType: 2, registerLimit: 50}]";
+    let Some(harness) = Harness::with_credentials(products, |config| {
+        config.limit_policy.refuse_above = Some(1000);
+    })
+    .await
+    else {
+        return;
+    };
+    let controller = harness.spawn_controller(&[]);
+    let mut greedy = registration(
+        "greedy",
+        "REFUSED001",
+        RegistrationMode::AutoCreate,
+        1_000_000,
+    );
+    greedy.spec.deletion_policy = DeletionPolicy::Disable;
+    harness.create(greedy).await;
+    let refused = harness
+        .wait_reason(
+            "greedy",
+            "InvalidRequest",
+            Duration::from_secs(20),
+            &controller,
+        )
+        .await;
+    let cloud = refused.status.unwrap().cloud.unwrap();
+    assert_eq!(cloud.register_limit, 50, "the limit the cloud holds");
+    harness
+        .registrations()
+        .delete("greedy", &DeleteParams::default())
+        .await
+        .unwrap();
+    harness
+        .wait_for(
+            "greedy to be gone",
+            Duration::from_secs(20),
+            Some(&controller),
+            || async {
+                let left = harness.registrations().get_opt("greedy").await.unwrap();
+                left.is_none().then_some(())
+            },
+        )
+        .await;
+    let product = harness.cloud_product("REFUSED001").await;
+    assert_eq!(
+        (&product["registerType"], &product["registerLimit"]),
+        (&json!(0), &json!(50))
+    );
+    harness.assert_no_secrets_logged(&controller).await;
+}

@@ -584,6 +584,7 @@ async fn the_cloud_may_apply_another_limit_and_console_edits_show() {
     config.limit_policy = LimitPolicy {
         max: None,
         override_to: Some(10_000),
+        refuse_above: None,
     };
     let emulator = RunningEmulator::start(config).await.unwrap();
     let client = client(&emulator, RetryPolicy::none());

@@ -444,6 +444,7 @@ async fn a_limit_the_cloud_rewrites_is_asked_for_once() {
         LimitPolicy {
             max: None,
             override_to: Some(10_000),
+            refuse_above: None,
         },
         std::slice::from_ref(&resource),
     )
@@ -720,6 +721,7 @@ async fn a_refused_update_is_not_sent_again_when_its_status_write_failed() {
         LimitPolicy {
             max: None,
             override_to: Some(10_000),
+            refuse_above: None,
         },
         std::slice::from_ref(&resource),
     )

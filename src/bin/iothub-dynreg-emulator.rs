@@ -38,6 +38,9 @@ struct Flags {
     /// Apply this RegisterLimit whatever was asked (the public example asks 10 and gets 10000).
     #[arg(long)]
     register_limit_override: Option<i64>,
+    /// Refuse updates asking for a RegisterLimit above this value (InvalidParameterValue).
+    #[arg(long)]
+    register_limit_refuse_above: Option<i64>,
     /// Milliseconds added to every API answer.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -107,6 +110,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         limit_policy: LimitPolicy {
             max: flags.register_limit_max,
             override_to: flags.register_limit_override,
+            refuse_above: flags.register_limit_refuse_above,
         },
         faults,
         list_omits_product_secret: flags.list_omits_product_secret,

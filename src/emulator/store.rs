@@ -73,9 +73,22 @@ pub struct LimitPolicy {
     pub max: Option<i64>,
     /// Every update gets this limit, whatever was asked (the public example asks 10, gets 10000).
     pub override_to: Option<i64>,
+    /// Updates asking for a limit above this are refused (`InvalidParameterValue`), as a cloud
+    /// that checks the limit against the product's quota would.
+    pub refuse_above: Option<i64>,
 }
 
 impl LimitPolicy {
+    fn check(self, asked: i64) -> Result<(), Refusal> {
+        match self.refuse_above {
+            Some(most) if asked > most => Err(Refusal::new(
+                "InvalidParameterValue",
+                "RegisterLimit is above what the product may have",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn apply(self, asked: i64) -> i64 {
         let limit = self.override_to.unwrap_or(asked);
         self.max.map_or(limit, |max| limit.min(max))
@@ -284,6 +297,7 @@ impl Store {
             ));
         }
         let limit_policy = self.limit_policy;
+        limit_policy.check(register_limit)?;
         self.find(scope, &product_id)?;
         let product = self
             .products
@@ -449,12 +463,14 @@ mod tests {
         let policy = LimitPolicy {
             max: Some(1000),
             override_to: None,
+            refuse_above: None,
         };
         assert_eq!(policy.apply(10), 10);
         assert_eq!(policy.apply(5000), 1000);
         let policy = LimitPolicy {
             max: None,
             override_to: Some(10_000),
+            refuse_above: None,
         };
         assert_eq!(policy.apply(10), 10_000);
     }

@@ -5,7 +5,7 @@
 use super::{Problem, Progress, Reason, Verdict, problem_verdict};
 use crate::cloud::{ErrorClass, RegisterType, RegistrationRequest};
 use crate::controller::resources::{
-    DeletionPolicy, DynamicRegistrationSpec, ManagementPolicy, SecretRetention,
+    CloudSettings, DeletionPolicy, DynamicRegistrationSpec, ManagementPolicy, SecretRetention,
 };
 
 /// An Event to publish about the deletion.
@@ -44,6 +44,21 @@ pub fn cloud_change(spec: &DynamicRegistrationSpec) -> Option<RegistrationReques
             register_limit: u64::try_from(spec.register_limit.unwrap_or(0)).unwrap_or(0),
         }),
     }
+}
+
+/// The update that switches registration off before the resource goes: RegisterType 0 with the
+/// limit the cloud holds (`cloud`, as last seen), not the spec's: the cloud may have refused
+/// the spec's limit, and asking it again would fail the disabling and stall the deletion. The
+/// spec's limit only when the cloud's was never seen.
+pub fn disabling(
+    spec: &DynamicRegistrationSpec,
+    cloud: Option<&CloudSettings>,
+) -> Option<RegistrationRequest> {
+    let mut wanted = cloud_change(spec)?;
+    if let Some(cloud) = cloud {
+        wanted.register_limit = u64::try_from(cloud.register_limit).unwrap_or(0);
+    }
+    Some(wanted)
 }
 
 /// Whether deleting the resource has work to do before it goes, so that it must carry our
@@ -153,6 +168,21 @@ mod tests {
             }),
             "Disable: registration off first"
         );
+        // With the limit the cloud holds: the spec's may be one the cloud refused.
+        let clamped = CloudSettings {
+            register_type: RegistrationMode::AutoCreate,
+            register_limit: 1000,
+        };
+        assert_eq!(
+            disabling(&disable, Some(&clamped)).map(|wanted| wanted.register_limit),
+            Some(1000)
+        );
+        assert_eq!(
+            disabling(&disable, None).map(|wanted| wanted.register_limit),
+            Some(100),
+            "the cloud never seen: the spec's"
+        );
+        assert_eq!(disabling(&orphan, Some(&clamped)), None);
 
         // (problem, expected: released with this Event reason, or blocked and stalled)
         let problems = [

@@ -40,7 +40,11 @@ pub(super) async fn finalize(
     if resource.spec.secret_retention == SecretRetention::Retain {
         publish::retain(resource, ctx).await?;
     }
-    let step = match deletion::cloud_change(&resource.spec) {
+    let cloud = resource
+        .status
+        .as_ref()
+        .and_then(|status| status.cloud.as_ref());
+    let step = match deletion::disabling(&resource.spec, cloud) {
         Some(wanted) => disable_in_cloud(resource, ctx, namespace, wanted).await?,
         None => DeletionStep::Release { note: None },
     };
