@@ -216,7 +216,25 @@ enum NoSlot {
 }
 
 impl BucketState {
+    /// The next waiter still waiting: one that gave up (its reconcile was dropped, a lost
+    /// leadership ended its term) gets no slot, so it costs none.
     fn next_waiter(&mut self) -> Option<oneshot::Sender<Permit>> {
+        while let Some(waiter) = self.pick_waiter() {
+            if !waiter.is_closed() {
+                return Some(waiter);
+            }
+        }
+        None
+    }
+
+    /// Forgets the waiters that gave up; whether anyone still waits.
+    fn anyone_waiting(&mut self) -> bool {
+        self.priority.retain(|waiter| !waiter.is_closed());
+        self.bulk.retain(|waiter| !waiter.is_closed());
+        !self.priority.is_empty() || !self.bulk.is_empty()
+    }
+
+    fn pick_waiter(&mut self) -> Option<oneshot::Sender<Permit>> {
         let bulk_waiting = !self.bulk.is_empty();
         if !self.priority.is_empty() && (self.priority_streak < PRIORITY_STREAK || !bulk_waiting) {
             self.priority_streak += 1;
@@ -364,7 +382,7 @@ impl Bucket {
         loop {
             let next = {
                 let mut state = self.state();
-                if state.priority.is_empty() && state.bulk.is_empty() {
+                if !state.anyone_waiting() {
                     state.dispatching = false;
                     return;
                 }
@@ -460,6 +478,35 @@ mod tests {
             .expect("the bucket is not stuck")
             .waited();
         assert!(waited <= Duration::from_secs(2), "{waited:?}");
+    }
+
+    /// After a lost leadership, hundreds of waiters of the ended term are dropped: they cost
+    /// no slot, and the new term's first call is served at once (it waited ~13 s behind them).
+    #[tokio::test(start_paused = true)]
+    async fn waiters_that_gave_up_cost_no_slot() {
+        let bucket = Arc::new(Bucket::new(20));
+        drop(bucket.acquire(Lane::Bulk).await);
+        let abandoned: Vec<_> = (0..300)
+            .map(|_| {
+                let bucket = bucket.clone();
+                tokio::spawn(async move { drop(bucket.acquire(Lane::Bulk).await) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for task in &abandoned {
+            task.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let waited = bucket.acquire(Lane::Bulk).await.waited();
+        assert!(
+            waited <= bucket.spacing * 3,
+            "waited {waited:?} behind dead waiters"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !bucket.state().dispatching,
+            "the dispatcher stops once nobody waits"
+        );
     }
 
     #[tokio::test(start_paused = true)]
