@@ -20,6 +20,10 @@ mod fairness;
 #[path = "../tests/support/ports.rs"]
 mod ports;
 
+#[path = "../tests/support/skip.rs"]
+#[allow(dead_code)]
+mod skip;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,8 +1,9 @@
 //! The emulator binary as users start it, called by the official Tencent Cloud Python SDK.
 //!
 //! The SDK lives in a virtualenv that `.ci/run` creates (`scripts/sdk-venv.sh`); its python is
-//! found through `IOTHUB_DYNREG_SDK_PYTHON` or at `target/sdk-venv/bin/python`. Without it the
-//! SDK test says so and passes locally, but fails under CI, where the venv must exist.
+//! found through `IOTHUB_DYNREG_SDK_PYTHON` or at `target/sdk-venv/bin/python`. Without python3
+//! the test is skipped (listed, see `support::skip`; a failure under CI); without the venv it
+//! fails: `scripts/test.sh` creates it first.
 
 mod support;
 
@@ -28,12 +29,12 @@ fn sdk_python() -> Option<PathBuf> {
 #[test]
 fn official_python_sdk_calls_all_three_actions() {
     let Some(python) = sdk_python() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide the official SDK: run scripts/sdk-venv.sh"
-        );
-        eprintln!("official SDK not installed (scripts/sdk-venv.sh); interop check not run");
-        return;
+        let python3 = Command::new("python3").arg("--version").output();
+        if python3.is_err() {
+            support::skip::missing_program(&support::skip::current_test(), "python3");
+            return;
+        }
+        panic!("the official SDK is not installed: run scripts/sdk-venv.sh (scripts/test.sh does)");
     };
     let emulator = EmulatorProcess::start(&["--seed", SEED]);
     let output = Command::new(python)

@@ -5,8 +5,10 @@
 //! probes, and exits 0 on SIGTERM within the grace period.
 //!
 //! Containers run with podman on runc and vfs storage, on the host's network (crun fails on
-//! this host's cgroups); podman's state lives under target/tmp. Without the image or podman the
-//! test says so and passes, except under CI (`CI` set), where it fails.
+//! this host's cgroups); podman's storage lives under target/tmp, its run root in a fresh short
+//! directory under /tmp (podman refuses a run root longer than 50 characters, and a checkout's
+//! target/ may lie deep), both removed after. Without the image or podman the test says so and
+//! passes, except under CI (`CI` set), where it fails.
 
 mod support;
 
@@ -24,8 +26,14 @@ const GRACE: Duration = Duration::from_secs(30);
 
 /// podman with this test's storage, runtime and configuration.
 struct Podman {
+    /// Storage and configuration.
     state: PathBuf,
+    /// The run root: short, whatever the checkout's path.
+    run_root: PathBuf,
 }
+
+/// The longest run root podman takes.
+const MAX_RUN_ROOT: usize = 50;
 
 impl Podman {
     fn new() -> Option<Self> {
@@ -41,19 +49,30 @@ impl Podman {
             "[containers]\ndefault_ulimits = []\n",
         )
         .unwrap();
-        Some(Self { state })
+        let run_root = PathBuf::from(format!("/tmp/iothub-dynreg-podman-{}", std::process::id()));
+        assert!(
+            run_root.as_os_str().len() <= MAX_RUN_ROOT,
+            "{}",
+            run_root.display()
+        );
+        std::fs::create_dir_all(&run_root).unwrap();
+        Some(Self { state, run_root })
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        let output = Command::new("podman")
+    /// `podman` with this test's storage, run root, runtime and configuration.
+    fn command(&self) -> Command {
+        let mut command = Command::new("podman");
+        command
             .env("CONTAINERS_CONF", self.state.join("containers.conf"))
             .args(["--runtime", "runc", "--storage-driver", "vfs", "--root"])
             .arg(self.state.join("root"))
             .arg("--runroot")
-            .arg(self.state.join("run"))
-            .args(args)
-            .output()
-            .expect("run podman");
+            .arg(&self.run_root);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let output = self.command().args(args).output().expect("run podman");
         assert!(
             output.status.success(),
             "podman {args:?}: {}",
@@ -71,22 +90,10 @@ impl Podman {
 
 impl Drop for Podman {
     fn drop(&mut self) {
-        let _ = Command::new("podman")
-            .env("CONTAINERS_CONF", self.state.join("containers.conf"))
-            .args(["--runtime", "runc", "--storage-driver", "vfs", "--root"])
-            .arg(self.state.join("root"))
-            .arg("--runroot")
-            .arg(self.state.join("run"))
-            .args(["rm", "--all", "--force"])
-            .output();
-        let _ = Command::new("podman")
-            .args(["--storage-driver", "vfs", "--root"])
-            .arg(self.state.join("root"))
-            .arg("--runroot")
-            .arg(self.state.join("run"))
-            .args(["system", "reset", "--force"])
-            .output();
+        let _ = self.command().args(["rm", "--all", "--force"]).output();
+        let _ = self.command().args(["system", "reset", "--force"]).output();
         let _ = std::fs::remove_dir_all(&self.state);
+        let _ = std::fs::remove_dir_all(&self.run_root);
     }
 }
 
@@ -94,19 +101,21 @@ fn image_archive() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/image/iothub-dynreg.oci.tar")
 }
 
+/// podman, and the image built: without podman (a program) the test is skipped; without the
+/// image (which scripts/test.sh builds first) it fails.
 fn prerequisites() -> Option<Podman> {
+    let Some(podman) = Podman::new() else {
+        let test = support::skip::current_test();
+        support::skip::missing_program(&test, "podman (and runc)");
+        return None;
+    };
     let archive = image_archive();
-    let podman = Podman::new();
-    if archive.exists() && podman.is_some() {
-        return podman;
-    }
-    let missing = format!(
-        "the image test needs {} (scripts/build-image.sh) and podman",
+    assert!(
+        archive.exists(),
+        "{} is not built: run scripts/build-image.sh (scripts/test.sh does)",
         archive.display()
     );
-    assert!(std::env::var_os("CI").is_none(), "{missing}");
-    eprintln!("{missing}: not run");
-    None
+    Some(podman)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,12 +140,8 @@ async fn the_image_runs_hardened_reconciles_answers_its_probes_and_stops_on_sigt
     }
     assert_eq!(labels["org.opencontainers.image.version"], "0.1.0");
     // No shell, no package manager: the binary is the only program.
-    let shell = Command::new("podman")
-        .env("CONTAINERS_CONF", podman.state.join("containers.conf"))
-        .args(["--runtime", "runc", "--storage-driver", "vfs", "--root"])
-        .arg(podman.state.join("root"))
-        .arg("--runroot")
-        .arg(podman.state.join("run"))
+    let shell = podman
+        .command()
         .args([
             "run",
             "--rm",

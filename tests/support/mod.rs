@@ -7,4 +7,5 @@ pub mod emulator_process;
 pub mod mock_kube;
 pub mod ports;
 pub mod scripted_cloud;
+pub mod skip;
 pub mod specs;

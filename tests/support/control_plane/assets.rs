@@ -19,20 +19,32 @@ pub struct Executables {
     pub controller_manager: PathBuf,
 }
 
-/// Finds or unpacks the executables; `Err` says what is missing and how to provide it.
-pub fn locate() -> Result<Executables, String> {
+/// Why the executables cannot be had.
+#[derive(Debug)]
+pub enum Unavailable {
+    /// An executable is not here: the one reason a test may skip (outside CI).
+    Missing(String),
+    /// They are here but broken (a checksum that differs, an archive that does not unpack).
+    Broken(String),
+}
+
+/// Finds or unpacks the executables; `Err` says what is missing or broken, and how to fix it.
+pub fn locate() -> Result<Executables, Unavailable> {
     let kube_dir = match std::env::var_os(KUBE_BIN_VARIABLE) {
         Some(dir) => PathBuf::from(dir),
         None => unpack_shared()?,
     };
-    let apiserver = executable_in(&kube_dir, "kube-apiserver")?;
-    let controller_manager = executable_in(&kube_dir, "kube-controller-manager")?;
+    let apiserver = executable_in(&kube_dir, "kube-apiserver").map_err(Unavailable::Missing)?;
+    let controller_manager =
+        executable_in(&kube_dir, "kube-controller-manager").map_err(Unavailable::Missing)?;
     let etcd = executable_in(&kube_dir, "etcd")
         .or_else(|_| on_path("etcd"))
         .map_err(|_| {
-            "etcd is not on the PATH (install Debian's etcd-server, or put etcd in \
-             $IOTHUB_DYNREG_KUBE_BIN)"
-                .to_owned()
+            Unavailable::Missing(
+                "etcd is not on the PATH (install Debian's etcd-server, or put etcd in \
+                 $IOTHUB_DYNREG_KUBE_BIN)"
+                    .to_owned(),
+            )
         })?;
     Ok(Executables {
         etcd,
@@ -67,15 +79,15 @@ fn shared_dir() -> PathBuf {
 /// directory per digest means a new release never meets an old unpacked copy, and each file is
 /// written under a temporary name and renamed, so test binaries running in parallel never see
 /// half a file.
-fn unpack_shared() -> Result<PathBuf, String> {
+fn unpack_shared() -> Result<PathBuf, Unavailable> {
     let source = shared_dir();
     let sums_path = source.join("SHA256SUMS");
     let sums = std::fs::read_to_string(&sums_path).map_err(|e| {
-        format!(
+        Unavailable::Missing(format!(
             "{} cannot be read ({e}): set {KUBE_BIN_VARIABLE} to a directory with \
              kube-apiserver and kube-controller-manager",
             sums_path.display()
-        )
+        ))
     })?;
     let entries: Vec<(&str, &str)> = sums
         .lines()
@@ -83,7 +95,8 @@ fn unpack_shared() -> Result<PathBuf, String> {
         .collect();
     let combined: String = entries.iter().map(|(digest, _)| &digest[..12]).collect();
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kube-bin-{combined}"));
-    std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+    std::fs::create_dir_all(&target)
+        .map_err(|e| Unavailable::Broken(format!("{}: {e}", target.display())))?;
     for (digest, file) in entries {
         let name = file.trim_end_matches(".gz");
         let unpacked = target.join(name);
@@ -91,23 +104,25 @@ fn unpack_shared() -> Result<PathBuf, String> {
             continue;
         }
         let compressed = std::fs::read(source.join(file))
-            .map_err(|e| format!("{}: {e}", source.join(file).display()))?;
+            .map_err(|e| Unavailable::Broken(format!("{}: {e}", source.join(file).display())))?;
         let actual = hex::encode(Sha256::digest(&compressed));
         if actual != digest {
-            return Err(format!(
+            return Err(Unavailable::Broken(format!(
                 "{file}: SHA-256 {actual} differs from SHA256SUMS ({digest})"
-            ));
+            )));
         }
         let mut bytes = Vec::new();
         flate2::read::GzDecoder::new(compressed.as_slice())
             .read_to_end(&mut bytes)
-            .map_err(|e| format!("{file}: cannot unpack: {e}"))?;
+            .map_err(|e| Unavailable::Broken(format!("{file}: cannot unpack: {e}")))?;
         let partial = target.join(format!("{name}.{}.partial", std::process::id()));
-        std::fs::write(&partial, &bytes).map_err(|e| format!("{}: {e}", partial.display()))?;
+        std::fs::write(&partial, &bytes)
+            .map_err(|e| Unavailable::Broken(format!("{}: {e}", partial.display())))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| format!("{}: {e}", partial.display()))?;
-        std::fs::rename(&partial, &unpacked).map_err(|e| format!("{}: {e}", unpacked.display()))?;
+            .map_err(|e| Unavailable::Broken(format!("{}: {e}", partial.display())))?;
+        std::fs::rename(&partial, &unpacked)
+            .map_err(|e| Unavailable::Broken(format!("{}: {e}", unpacked.display())))?;
     }
     Ok(target)
 }

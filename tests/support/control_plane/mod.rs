@@ -7,8 +7,8 @@
 //! ServiceAccount `iothub-dynreg/iothub-dynreg`, with exactly what `deploy/` grants it. The
 //! audit log records every request that identity makes, from the server's side.
 //!
-//! Without the executables (see [`assets`]) the tests print why and skip, except under CI (`CI`
-//! set), where they fail. Every process dies with the test binary (see [`process`]).
+//! Without the executables (see [`assets`]) the tests print why and skip (listed, see
+//! [`skip`]), except under CI (`CI` set), where they fail; any other failure to start fails. Every process dies with the test binary (see [`process`]).
 
 pub mod assets;
 mod pki;
@@ -27,7 +27,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::ports::unused_port;
-use assets::Executables;
+use super::skip;
+use assets::{Executables, Unavailable};
 use process::Supervised;
 
 /// Namespace and name of the controller's ServiceAccount in `deploy/`.
@@ -68,9 +69,11 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// The control plane of this test binary, started on first use; `None` (with the reason
-    /// printed) when the executables are missing outside CI.
+    /// printed and listed, see [`skip`]) when an executable is missing outside CI. A plane that
+    /// cannot start for any other reason (a CRD the API server refuses, RBAC of `deploy/` that
+    /// does not apply) fails the test, here and under CI alike.
     pub fn shared() -> Option<&'static ControlPlane> {
-        static PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+        static PLANE: OnceLock<Result<ControlPlane, Unavailable>> = OnceLock::new();
         let started = PLANE.get_or_init(|| {
             // Its own thread and runtime: the caller is a test's runtime, which cannot block
             // on another future, and which ends with the test.
@@ -78,26 +81,36 @@ impl ControlPlane {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| Unavailable::Broken(e.to_string()))?
                     .block_on(Self::start())
             })
             .join()
-            .unwrap_or_else(|_| Err("starting the control plane panicked".into()))
+            .unwrap_or_else(|_| {
+                Err(Unavailable::Broken(
+                    "starting the control plane panicked".into(),
+                ))
+            })
         });
         match started {
             Ok(plane) => Some(plane),
-            Err(why) if std::env::var_os("CI").is_some() => {
-                panic!("CI needs the real Kubernetes control plane: {why}")
-            }
-            Err(why) => {
-                eprintln!("SKIPPED: no real Kubernetes control plane: {why}");
+            Err(Unavailable::Missing(why)) => {
+                skip::missing_program(&skip::current_test(), why);
                 None
+            }
+            Err(Unavailable::Broken(why)) => {
+                panic!("the real Kubernetes control plane could not start: {why}")
             }
         }
     }
 
-    async fn start() -> Result<Self, String> {
+    async fn start() -> Result<Self, Unavailable> {
         let executables = assets::locate()?;
+        Self::start_with(executables)
+            .await
+            .map_err(Unavailable::Broken)
+    }
+
+    async fn start_with(executables: Executables) -> Result<Self, String> {
         let dir = data_dir()?;
         let pki = pki::write(&dir)?;
         write_file(
