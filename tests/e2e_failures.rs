@@ -381,3 +381,44 @@ async fn a_reconcile_request_is_answered_whatever_the_outcome() {
     }
     harness.assert_no_secrets_logged(&controller).await;
 }
+
+/// A resource named with the longest name Kubernetes allows still gets its Events (their names
+/// were `<resource name>.<time>`, longer than any name the API server takes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_with_the_longest_name_gets_its_events() {
+    let products = "products: [{productId: LONGNAME01, region: ap-guangzhou}]";
+    let Some(harness) = Harness::with_credentials(products, |_| {}).await else {
+        return;
+    };
+    let controller = harness.spawn_controller(&[]);
+    let name = format!("{}-z", "a".repeat(251));
+    let mut long = registration(&name, "LONGNAME01", RegistrationMode::AutoCreate, 3);
+    long.spec.secret_name = Some("long-product-secret".to_owned());
+    harness.create(long).await;
+    harness
+        .wait_reason(&name, "InSync", Duration::from_secs(20), &controller)
+        .await;
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(harness.client.clone(), &harness.namespace);
+    let published = harness
+        .wait_for(
+            "the Updated Event",
+            Duration::from_secs(10),
+            Some(&controller),
+            || async {
+                let list = events.list(&Default::default()).await.ok()?;
+                list.items.into_iter().find(|event| {
+                    event.reason.as_deref() == Some("Updated")
+                        && event.regarding.as_ref().and_then(|r| r.name.as_deref())
+                            == Some(name.as_str())
+                })
+            },
+        )
+        .await;
+    let event_name = published.metadata.name.unwrap();
+    assert!(event_name.len() <= 253, "{event_name}");
+    assert!(
+        !controller.stderr().contains("could not publish an event"),
+        "an Event was refused"
+    );
+}

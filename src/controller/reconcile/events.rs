@@ -16,6 +16,8 @@ use crate::controller::resources::DynamicRegistration;
 
 /// The API server refuses longer notes.
 const NOTE_LIMIT: usize = 1024;
+/// The longest object name (a DNS subdomain).
+const NAME_LIMIT: usize = 253;
 
 /// Publishes Events as one controller instance.
 #[derive(Clone)]
@@ -49,7 +51,7 @@ impl EventPublisher {
         let namespace = resource.namespace().unwrap_or_default();
         let event = Event {
             metadata: ObjectMeta {
-                name: Some(format!("{}.{:x}", resource.name_any(), now.as_nanosecond())),
+                name: Some(event_name(&resource.name_any(), now.as_nanosecond())),
                 namespace: Some(namespace.clone()),
                 ..ObjectMeta::default()
             },
@@ -70,6 +72,21 @@ impl EventPublisher {
     }
 }
 
+/// `<resource name>.<time in hex>`, the resource's name shortened as much as needed for the whole
+/// to be a valid name (a resource may have a name of 253 characters; the API server refuses an
+/// Event named longer, and no Event would ever be published about it).
+fn event_name(resource: &str, nanos: i128) -> String {
+    let suffix = format!(".{nanos:x}");
+    let room = NAME_LIMIT.saturating_sub(suffix.len());
+    let mut prefix = &resource[..resource.len().min(room)];
+    while !resource.is_char_boundary(prefix.len()) {
+        prefix = &prefix[..prefix.len() - 1];
+    }
+    // A cut name must still end its label with a letter or digit.
+    let prefix = prefix.trim_end_matches(['-', '.']);
+    format!("{prefix}{suffix}")
+}
+
 /// `note`, cut at a character boundary to fit the API server's limit.
 fn within_limit(mut note: String) -> String {
     if note.len() > NOTE_LIMIT {
@@ -86,6 +103,27 @@ fn within_limit(mut note: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_names_fit_whatever_the_resource_name() {
+        let nanos = 1_765_000_000_123_456_789_i128;
+        assert_eq!(event_name("sensors", nanos), format!("sensors.{nanos:x}"));
+        for length in [236, 237, 240, 253] {
+            let long = "a".repeat(length);
+            let name = event_name(&long, nanos);
+            assert!(name.len() <= NAME_LIMIT, "{length}: {}", name.len());
+            assert!(name.starts_with("aaaa") && name.ends_with(&format!("{nanos:x}")));
+        }
+        // Cut just after a dash or a dot: the label still ends with a letter or digit.
+        let dashed = format!("{}-.b", "a".repeat(234));
+        let name = event_name(&dashed, nanos);
+        assert!(name.len() <= NAME_LIMIT);
+        assert!(!name.contains("-.") && !name.contains(".."), "{name}");
+        assert!(
+            crate::controller::decision::secrets::is_valid_secret_name(&name),
+            "{name}"
+        );
+    }
 
     #[test]
     fn long_notes_are_cut_to_the_limit_at_a_character_boundary() {
