@@ -336,6 +336,21 @@ async fn authentication_failures() {
     );
     describe(with(skewed_clock(-240)), creds()).await.unwrap();
     describe(with(skewed_clock(240)), creds()).await.unwrap();
+    // An expired signature is this node's clock, not the key: the message says by how much
+    // (from the answer's Date), and the key does not rest as a refused one would.
+    let expired = describe(with(skewed_clock(600)), creds())
+        .await
+        .unwrap_err();
+    assert_eq!(expired.class(), iothub_dynreg::cloud::ErrorClass::ClockSkew);
+    let message = expired.to_string();
+    let offset = message
+        .split("the node's clock is off by ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|seconds| seconds.parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("no offset in {message}"));
+    assert!((598..=602).contains(&offset), "{message}");
+    assert!(message.contains("the credentials are fine"), "{message}");
 
     // The credential scope date must be the UTC date of X-TC-Timestamp.
     let answer = send_raw(

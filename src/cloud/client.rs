@@ -474,13 +474,14 @@ impl CloudClient {
         payload: &[u8],
     ) -> Result<T, CloudError> {
         let inner = &self.inner;
+        let signed_at = unix_seconds((inner.clock)());
         let described = sign::Request {
             service: route.service,
             host: route.endpoint.host(),
             action: action.as_str(),
             version: route.version,
             region: Some(region),
-            timestamp: unix_seconds((inner.clock)()),
+            timestamp: signed_at,
             method: Method::Post,
             content_type: "application/json",
             query: "",
@@ -503,6 +504,11 @@ impl CloudClient {
         let transport = |source| CloudError::Transport { action, source };
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
+        let answered_at = response
+            .headers()
+            .get(http::header::DATE)
+            .and_then(|date| date.to_str().ok())
+            .and_then(http_date_seconds);
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > MAX_ANSWER_BYTES {
@@ -514,7 +520,52 @@ impl CloudClient {
             body.extend_from_slice(&chunk);
         }
         parse_answer(action, status, &body)
+            .map_err(|error| with_clock_skew(error, signed_at, answered_at))
     }
+}
+
+/// An expired signature, said as what it is: how far this node's clock is from the cloud's,
+/// from the answer's `Date` (whole seconds; an answer arrives within moments).
+fn with_clock_skew(error: CloudError, signed_at: i64, answered_at: Option<i64>) -> CloudError {
+    let CloudError::Api {
+        action,
+        code,
+        message,
+        request_id,
+    } = error
+    else {
+        return error;
+    };
+    if code != "AuthFailure.SignatureExpire" {
+        return CloudError::Api {
+            action,
+            code,
+            message,
+            request_id,
+        };
+    }
+    let skew = match answered_at {
+        Some(cloud_time) => format!(
+            "the node's clock is off by {} s from the cloud's (its answer's Date)",
+            signed_at - cloud_time
+        ),
+        None => "the node's clock is likely off by more than 5 minutes".to_owned(),
+    };
+    CloudError::Api {
+        action,
+        message: format!(
+            "{message}; {skew}: set the node's time right (NTP); the credentials are fine"
+        ),
+        code,
+        request_id,
+    }
+}
+
+/// Unix seconds of an HTTP `Date` header (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date_seconds(date: &str) -> Option<i64> {
+    let parser = jiff::fmt::rfc2822::DateTimeParser::new();
+    let timestamp = parser.parse_timestamp(date).ok()?;
+    Some(timestamp.as_second())
 }
 
 /// Where a call goes and how it proves who sends it.

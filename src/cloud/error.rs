@@ -13,6 +13,10 @@ pub enum ErrorClass {
     /// `IpInBlacklist`): wrong, expired, disabled, or not usable from here. Every call with it
     /// fails alike, so it rests.
     Auth,
+    /// `AuthFailure.SignatureExpire`: the signature's time is more than 5 minutes from the
+    /// cloud's. The key is fine: this node's clock is off (the answer's `Date` tells by how
+    /// much), so the key must not rest, and a person sets the clock right.
+    ClockSkew,
     /// The account behind the key may not use the service now: `FailedOperation.AccountIsolated`
     /// (in arrears) and `UnauthorizedOperation.UserNotAuthenticaed` (identity verification not
     /// done). The key is fine, yet every call with it fails alike until a person settles the
@@ -46,6 +50,7 @@ impl ErrorClass {
             ErrorClass::Throttled => "Throttled",
             ErrorClass::Transient => "Transient",
             ErrorClass::Auth => "Auth",
+            ErrorClass::ClockSkew => "ClockSkew",
             ErrorClass::Account => "Account",
             ErrorClass::NotFound => "NotFound",
             ErrorClass::Forbidden => "Forbidden",
@@ -62,6 +67,7 @@ impl ErrorClass {
         match code {
             // A CAM policy refused this action or resource; the signature and key were fine.
             "AuthFailure.UnauthorizedOperation" => return ErrorClass::Forbidden,
+            "AuthFailure.SignatureExpire" => return ErrorClass::ClockSkew,
             "FailedOperation.AccountIsolated" | "UnauthorizedOperation.UserNotAuthenticaed" => {
                 return ErrorClass::Account;
             }
@@ -81,8 +87,8 @@ impl ErrorClass {
         match family {
             "RequestLimitExceeded" => ErrorClass::Throttled,
             "InternalError" => ErrorClass::Transient,
-            // SecretIdNotFound, InvalidSecretId, SignatureFailure, SignatureExpire, TokenFailure,
-            // InvalidAuthorization, MFAFailure: the key (or its token, or our clock) is refused.
+            // SecretIdNotFound, InvalidSecretId, SignatureFailure, TokenFailure,
+            // InvalidAuthorization, MFAFailure: the key (or its token) is refused.
             "AuthFailure" => ErrorClass::Auth,
             "ResourceNotFound" => ErrorClass::NotFound,
             "UnauthorizedOperation" => ErrorClass::Forbidden,
@@ -209,7 +215,7 @@ mod tests {
             ("AuthFailure.InvalidSecretId", Auth),
             ("AuthFailure.MFAFailure", Auth),
             ("AuthFailure.SecretIdNotFound", Auth),
-            ("AuthFailure.SignatureExpire", Auth),
+            ("AuthFailure.SignatureExpire", ClockSkew),
             ("AuthFailure.SignatureFailure", Auth),
             ("AuthFailure.TokenFailure", Auth),
             ("AuthFailure.UnauthorizedOperation", Forbidden),

@@ -208,7 +208,14 @@ impl Resolver {
                 warn!(secret_id = %credentials.secret_id, code, "the cloud refused the credentials or their account; resting them");
                 self.gate.refused(credentials, code);
             }
-            Some((ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::Unknown, _)) => {}
+            // A clock that is off is the node's problem: the key stays in use.
+            Some((
+                ErrorClass::Throttled
+                | ErrorClass::Transient
+                | ErrorClass::Unknown
+                | ErrorClass::ClockSkew,
+                _,
+            )) => {}
         }
     }
 

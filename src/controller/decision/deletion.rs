@@ -116,10 +116,12 @@ pub fn after_failed_disable(class: ErrorClass, message: &str) -> DeletionStep {
             Progress::Retrying,
             format!("disabling dynamic registration before deletion failed, retrying: {message}"),
         ),
-        ErrorClass::Auth | ErrorClass::Account | ErrorClass::Invalid => blocked(
-            Progress::Stalled,
-            format!("cannot disable dynamic registration before deletion: {message}; {LET_GO}"),
-        ),
+        ErrorClass::Auth | ErrorClass::ClockSkew | ErrorClass::Account | ErrorClass::Invalid => {
+            blocked(
+                Progress::Stalled,
+                format!("cannot disable dynamic registration before deletion: {message}; {LET_GO}"),
+            )
+        }
     }
 }
 
