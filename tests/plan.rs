@@ -294,7 +294,7 @@ async fn what_plan_calls_invalid_the_api_server_refuses_in_the_same_words() {
             }
         }
     }
-    assert_eq!(refused, 3, "the fixtures hold three invalid manifests");
+    assert_eq!(refused, 4, "the fixtures hold four invalid manifests");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
