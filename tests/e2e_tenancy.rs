@@ -8,7 +8,9 @@ mod support;
 use std::time::Duration;
 
 use iothub_dynreg::controller::resources::{DynamicRegistration, RegistrationMode};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use support::e2e::{Harness, SECRET_ID, SECRET_KEY, registration};
@@ -223,6 +225,133 @@ async fn a_claim_that_cannot_see_the_product_never_blocks_one_that_can() {
             cloud["registerLimit"].as_i64()
         ),
         (Some(2), Some(42))
+    );
+    harness.assert_no_secrets_logged(&controller).await;
+}
+
+/// Connections accepted and never answered: a webhook that times out.
+async fn black_hole() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Stops with the test's runtime.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+/// A validating webhook on `namespace`'s Secrets that answers nothing: each write there waits
+/// `timeout_seconds`, then goes ahead (failurePolicy Ignore).
+fn slow_secret_writes(
+    name: &str,
+    namespace: &str,
+    port: u16,
+    timeout_seconds: i32,
+) -> ValidatingWebhookConfiguration {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "webhooks": [{
+            "name": "slow.secrets.example.com",
+            "clientConfig": {"url": format!("https://127.0.0.1:{port}/validate")},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                       "resources": ["secrets"]}],
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "failurePolicy": "Ignore",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": timeout_seconds
+        }]
+    }))
+    .unwrap()
+}
+
+/// Defect: the few places for templated Secrets were held across the Secret's write, so one
+/// tenant whose writes were slow (a webhook timing out) took every place and every other
+/// tenant's templated Secrets waited behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_slow_secret_writes_never_hold_up_another_tenants() {
+    const SLOW: usize = 16;
+    const FAST: usize = 8;
+    const WEBHOOK_TIMEOUT: i32 = 10;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let products = format!(
+        "generate: {{count: {}, region: ap-guangzhou, prefix: PLACE}}",
+        SLOW + FAST
+    );
+    let Some(harness) = Harness::with_credentials(&products, |_| {}).await else {
+        return;
+    };
+    let client = harness.client.clone();
+    let slow = format!("{}-slow", harness.namespace);
+    harness.plane.create_namespace(&client, &slow).await;
+    credentials(&client, &slow, "tencent-credentials", SECRET_ID, SECRET_KEY).await;
+    let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let webhook = webhooks
+        .create(
+            &PostParams::default(),
+            &slow_secret_writes(&slow, &slow, black_hole().await, WEBHOOK_TIMEOUT),
+        )
+        .await
+        .unwrap();
+    let templated = |name: String, index: usize| {
+        let product = format!("PLACE{index:05}");
+        let mut resource = registration(&name, &product, RegistrationMode::AutoCreate, 5);
+        resource.spec.secret_template = Some(
+            serde_json::from_value(json!({"data": {"config": "secret={{ productSecret }}"}}))
+                .unwrap(),
+        );
+        resource
+    };
+    let controller = harness.spawn_controller_cluster_wide(&[]);
+    let in_slow: Api<DynamicRegistration> = Api::namespaced(client.clone(), &slow);
+    for index in 0..SLOW {
+        in_slow
+            .create(
+                &PostParams::default(),
+                &templated(format!("slow-{index}"), index),
+            )
+            .await
+            .unwrap();
+    }
+    // The slow tenant's writes are under way (each waits for the webhook).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = std::time::Instant::now();
+    for index in SLOW..SLOW + FAST {
+        harness
+            .create(templated(format!("fast-{index}"), index))
+            .await;
+    }
+    harness
+        .wait_all_ready(FAST, Duration::from_secs(60), &controller)
+        .await;
+    let fast_took = started.elapsed();
+    let slow_ready = in_slow
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|r| r.condition("Ready").is_some_and(|c| c.status == "True"))
+        .count();
+    println!(
+        "{FAST} Secrets of one tenant written in {:.1} s while another's {SLOW} writes take \
+         {WEBHOOK_TIMEOUT} s each ({slow_ready} of them done)",
+        fast_took.as_secs_f64()
+    );
+    webhooks
+        .delete(&webhook.name_any(), &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        slow_ready < SLOW,
+        "the webhook slowed nothing: the test proves nothing"
+    );
+    assert!(
+        fast_took < Duration::from_secs(WEBHOOK_TIMEOUT as u64 / 2),
+        "the fast tenant waited {fast_took:?} behind the slow one's writes"
     );
     harness.assert_no_secrets_logged(&controller).await;
 }

@@ -1,7 +1,7 @@
 //! Act on the cloud: the update the plan asks for, then the plan again on what the cloud applied
 //! (which may differ from what was asked), and one Event for what the reconcile changed.
 
-use tokio::sync::OwnedSemaphorePermit;
+use super::context::Place;
 use tracing::info;
 
 use super::Context;
@@ -18,12 +18,12 @@ pub(super) struct Outcome {
     /// What the cloud update set, for the Event.
     pub updated: Option<String>,
     /// The place held while the plan holds rendered Secret data (templated resources only).
-    pub rendering: Option<OwnedSemaphorePermit>,
+    pub rendering: Option<Place>,
 }
 
 impl Outcome {
     /// Decided (rendering in `rendering`'s place); nothing done in the cloud.
-    pub fn planned(plan: Plan, rendering: Option<OwnedSemaphorePermit>) -> Self {
+    pub fn planned(plan: Plan, rendering: Option<Place>) -> Self {
         Self {
             plan,
             request_id: None,

@@ -2,9 +2,10 @@
 //! report (Events, metrics, claim changes). Policy (who wins a claim, when to reconcile again)
 //! lives in `decision`; queues and backoff in `runtime`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use kube::Client;
+use kube::{Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -42,37 +43,79 @@ pub struct Context {
     pub claim_changes: UnboundedSender<DynamicRegistration>,
 }
 
-/// Templated Secrets read, rendered and written at once, in all. Each may hold up to 1 MiB of
-/// data, copied into the Secret and its request on the way: one tenant's many templated
-/// resources reconciling together (hundreds may, on one account's places, and all do after a
-/// restart) must not exhaust the controller's memory. Reading, rendering and writing take
-/// milliseconds, so few places do; a cloud update is never waited for in one.
-pub struct Renders(Arc<Semaphore>);
+/// Places for templated Secrets: each may hold up to 1 MiB of data, copied into the Secret and
+/// its request on the way, so a resource reads, renders and writes its Secret in a place, and
+/// few places exist: one tenant's many templated resources reconciling together (hundreds may,
+/// and all do after a restart) must not exhaust the controller's memory. A place is held from
+/// the read through the write, since the data lives that long; a slow write (a webhook timing
+/// out, Priority and Fairness queueing) holds it too, so a namespace gets at most
+/// [`PLACES_PER_NAMESPACE`] of them: one tenant's slow writes never take every place from the
+/// others. A cloud update is never waited for in a place.
+pub struct Renders {
+    in_all: Arc<Semaphore>,
+    per_namespace: usize,
+    namespaces: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
 
-/// How many templated Secrets are rendered and written at once.
+/// How many templated Secrets are read, rendered and written at once, in all.
 pub const RENDERS_AT_ONCE: usize = 8;
+/// How many of those one namespace may hold.
+pub const PLACES_PER_NAMESPACE: usize = 2;
+
+/// A place, held until dropped.
+pub struct Place {
+    _namespace: OwnedSemaphorePermit,
+    _in_all: OwnedSemaphorePermit,
+}
 
 impl Renders {
-    /// `places` renders at once.
-    pub fn new(places: usize) -> Self {
-        Self(Arc::new(Semaphore::new(places.max(1))))
+    /// `places` in all, `per_namespace` of them for one namespace at most.
+    pub fn new(places: usize, per_namespace: usize) -> Self {
+        Self {
+            in_all: Arc::new(Semaphore::new(places.max(1))),
+            per_namespace: per_namespace.max(1),
+            namespaces: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A place to read, render or write `resource`'s Secret, held until dropped; `None` when
-    /// it has no template data (its two keys are small).
-    pub async fn enter(&self, resource: &DynamicRegistration) -> Option<OwnedSemaphorePermit> {
+    /// it has no template data (its two keys are small). The namespace's share first, then one
+    /// of all: a namespace waiting for its share holds none of the others'.
+    pub async fn enter(&self, resource: &DynamicRegistration) -> Option<Place> {
         let template = resource.spec.secret_template.as_ref();
         if template.is_none_or(|template| template.data.is_empty()) {
             return None;
         }
-        // The semaphore is never closed.
-        self.0.clone().acquire_owned().await.ok()
+        let namespace = self.namespace(&resource.namespace().unwrap_or_default());
+        // The semaphores are never closed.
+        let namespace = namespace.acquire_owned().await.ok()?;
+        let in_all = self.in_all.clone().acquire_owned().await.ok()?;
+        Some(Place {
+            _namespace: namespace,
+            _in_all: in_all,
+        })
+    }
+
+    /// The namespace's share; shares nobody holds or waits for are forgotten as namespaces come
+    /// and go.
+    fn namespace(&self, namespace: &str) -> Arc<Semaphore> {
+        let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        if namespaces.len() > 256 {
+            let unused = |share: &Arc<Semaphore>| {
+                Arc::strong_count(share) == 1 && share.available_permits() == self.per_namespace
+            };
+            namespaces.retain(|_, share| !unused(share));
+        }
+        namespaces
+            .entry(namespace.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_namespace)))
+            .clone()
     }
 }
 
 impl Default for Renders {
     fn default() -> Self {
-        Self::new(RENDERS_AT_ONCE)
+        Self::new(RENDERS_AT_ONCE, PLACES_PER_NAMESPACE)
     }
 }
 
@@ -81,7 +124,7 @@ mod tests {
     use super::*;
     use crate::controller::resources::{DynamicRegistrationSpec, RegistrationMode, SecretTemplate};
 
-    fn resource(templated: bool) -> DynamicRegistration {
+    fn resource(templated: bool, namespace: &str) -> DynamicRegistration {
         let mut spec =
             DynamicRegistrationSpec::new("P1", "ap-guangzhou", RegistrationMode::AutoCreate, 1);
         if templated {
@@ -90,16 +133,18 @@ mod tests {
                 ..SecretTemplate::default()
             });
         }
-        DynamicRegistration::new("r", spec)
+        let mut resource = DynamicRegistration::new("r", spec);
+        resource.metadata.namespace = Some(namespace.to_owned());
+        resource
     }
 
     #[tokio::test]
     async fn only_templated_secrets_take_one_of_the_few_places() {
-        let renders = Renders::new(2);
-        let first = renders.enter(&resource(true)).await;
-        let second = renders.enter(&resource(true)).await;
+        let renders = Renders::new(2, 2);
+        let first = renders.enter(&resource(true, "a")).await;
+        let second = renders.enter(&resource(true, "b")).await;
         assert!(first.is_some() && second.is_some());
-        let templated = resource(true);
+        let templated = resource(true, "c");
         let third = renders.enter(&templated);
         tokio::pin!(third);
         assert!(
@@ -109,10 +154,35 @@ mod tests {
             "a third templated render went ahead"
         );
         assert!(
-            renders.enter(&resource(false)).await.is_none(),
+            renders.enter(&resource(false, "a")).await.is_none(),
             "untemplated: no place needed"
         );
         drop(first);
         assert!(third.await.is_some());
+    }
+
+    /// One namespace whose writes are slow holds at most its share: the others go on.
+    #[tokio::test]
+    async fn one_namespace_never_takes_every_place() {
+        let renders = Renders::new(4, 2);
+        let slow: Vec<_> = [
+            renders.enter(&resource(true, "slow")).await,
+            renders.enter(&resource(true, "slow")).await,
+        ]
+        .into();
+        let third = resource(true, "slow");
+        let waiting = renders.enter(&third);
+        tokio::pin!(waiting);
+        let wait = std::time::Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(wait, &mut waiting).await.is_err(),
+            "a namespace took more than its share"
+        );
+        let other = tokio::time::timeout(wait, renders.enter(&resource(true, "other")))
+            .await
+            .expect("another namespace waited behind the slow one");
+        assert!(other.is_some());
+        drop(slow);
+        assert!(waiting.await.is_some());
     }
 }
