@@ -183,6 +183,85 @@ async fn a_fully_allowed_key_is_ready_and_says_whose_it_is() {
     assert_eq!(emulator_product(&emulator, "CHECK00001").await, before);
 }
 
+/// Defect: `--write-back` wrote every product back after all were read, so a change made to
+/// the first while the others were read was reverted. Each is now written back right after its
+/// own read: a change made while another product is read survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_never_reverts_a_change_made_while_other_products_are_read() {
+    let emulator = emulator().await;
+    let control = |path: &str| format!("{}/_emulator/{path}", emulator.endpoint());
+    let http = reqwest::Client::new();
+    // Every answer takes a while, so the change lands between two calls of the check.
+    let faults = serde_json::json!({"latencyMs": 700});
+    http.post(control("faults"))
+        .header("content-type", "application/json")
+        .body(faults.to_string())
+        .send()
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("dynreg-check-race-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("full.yaml");
+    std::fs::write(
+        &file,
+        "secretId: AKIDCHECKFULL\nsecretKey: full-key-never-printed\n",
+    )
+    .unwrap();
+    let mut command = check_at(&emulator.endpoint());
+    command
+        .args(["--credentials-file", &file.display().to_string()])
+        .args([
+            "--product",
+            "CHECK00001",
+            "--product",
+            "CHECK00002",
+            "--write-back",
+        ])
+        .args(["-o", "json"])
+        .env_remove("TENCENTCLOUD_SECRET_ID")
+        .env_remove("TENCENTCLOUD_SECRET_KEY")
+        .env_remove("IOTHUB_DYNREG_STS_ENDPOINT");
+    let checking = tokio::task::spawn_blocking(move || command.output().unwrap());
+    // Once the second product has been read, someone changes the first in the console.
+    let described = || async {
+        let answer = http.get(control("stats")).send().await.unwrap();
+        let stats: Value = serde_json::from_str(&answer.text().await.unwrap()).unwrap();
+        stats["calls"]["DescribeProduct"]["Success"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while described().await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the check never read two products"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let edit = serde_json::json!({"registerType": 0, "registerLimit": 7});
+    let edited = http
+        .post(control("products/CHECK00001"))
+        .header("content-type", "application/json")
+        .body(edit.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(edited.status().is_success());
+    let output = checking.await.unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let product = emulator_product(&emulator, "CHECK00001").await;
+    assert_eq!(
+        (&product[0], &product[1]),
+        (&serde_json::json!(0), &serde_json::json!(7)),
+        "the console's change was reverted by the write-back"
+    );
+}
+
 async fn emulator_product(emulator: &RunningEmulator, id: &str) -> Value {
     let answer = reqwest::get(format!("{}/_emulator/products", emulator.endpoint()))
         .await

@@ -139,8 +139,13 @@ pub async fn check(client: &CloudClient, credentials: &Credentials, request: &Re
             listing(listed),
         ));
     }
-    let described = describe_each(client, credentials, &products, &mut calls).await;
-    write_back(client, credentials, request, described, &mut calls).await;
+    describe_each(
+        client,
+        credentials,
+        (&products, request.write_back),
+        &mut calls,
+    )
+    .await;
     Report {
         secret_id: credentials.secret_id.clone(),
         identity,
@@ -149,14 +154,16 @@ pub async fn check(client: &CloudClient, credentials: &Credentials, request: &Re
     }
 }
 
-/// `DescribeProduct` on each product; the products read, with their region.
+/// `DescribeProduct` on each product, each written back right after its own read when asked
+/// (else one line saying the write was not checked). Written back at once, a product is
+/// exposed to a concurrent change (the console, the controller) for one round trip, never for
+/// the time the other products take to read: the API has no conditional write.
 async fn describe_each(
     client: &CloudClient,
     credentials: &Credentials,
-    products: &[(String, String)],
+    (products, write_back): (&[(String, String)], bool),
     calls: &mut Vec<Call>,
-) -> Vec<(String, Product)> {
-    let mut described = Vec::new();
+) {
     for (region, product_id) in products {
         let answer = client
             .describe_product(credentials, region, product_id)
@@ -171,8 +178,8 @@ async fn describe_each(
             Some(product_id),
             outcome,
         ));
-        if let Ok(product) = answer {
-            described.push((region.clone(), product));
+        if let (Ok(product), true) = (answer, write_back) {
+            calls.push(write_back_settings(client, credentials, region, &product).await);
         }
     }
     if products.is_empty() {
@@ -184,41 +191,44 @@ async fn describe_each(
             Outcome::Skipped(why.to_owned()),
         ));
     }
-    described
+    if !write_back {
+        let why = "read-only: --write-back writes each product's current settings back";
+        calls.push(call(
+            Action::UpdateProductDynamicRegister,
+            "-",
+            None,
+            Outcome::Skipped(why.to_owned()),
+        ));
+    }
 }
 
-/// `UpdateProductDynamicRegister` with each product's own settings, when asked; else one line
-/// saying it was not checked.
-async fn write_back(
+/// `UpdateProductDynamicRegister` with the settings `product` was just read with.
+async fn write_back_settings(
     client: &CloudClient,
     credentials: &Credentials,
-    request: &Request,
-    described: Vec<(String, Product)>,
-    calls: &mut Vec<Call>,
-) {
-    let action = Action::UpdateProductDynamicRegister;
-    if !request.write_back {
-        let why = "read-only: --write-back writes each product's current settings back";
-        calls.push(call(action, "-", None, Outcome::Skipped(why.to_owned())));
-        return;
-    }
-    for (region, product) in described {
-        let current = crate::cloud::RegistrationRequest {
-            register_type: product.registration.register_type,
-            register_limit: product.registration.register_limit,
-        };
-        let answer = client
-            .update_product_dynamic_register(credentials, &region, &product.product_id, current)
-            .await;
-        let outcome = match answer {
-            Ok(outcome) => Outcome::Allowed(format!(
-                "wrote RegisterType {:?}, RegisterLimit {} back (RequestId {})",
-                current.register_type, current.register_limit, outcome.request_id
-            )),
-            Err(error) => refused(&error),
-        };
-        calls.push(call(action, &region, Some(&product.product_id), outcome));
-    }
+    region: &str,
+    product: &Product,
+) -> Call {
+    let current = crate::cloud::RegistrationRequest {
+        register_type: product.registration.register_type,
+        register_limit: product.registration.register_limit,
+    };
+    let answer = client
+        .update_product_dynamic_register(credentials, region, &product.product_id, current)
+        .await;
+    let outcome = match answer {
+        Ok(outcome) => Outcome::Allowed(format!(
+            "wrote RegisterType {:?}, RegisterLimit {} back (RequestId {})",
+            current.register_type, current.register_limit, outcome.request_id
+        )),
+        Err(error) => refused(&error),
+    };
+    call(
+        Action::UpdateProductDynamicRegister,
+        region,
+        Some(&product.product_id),
+        outcome,
+    )
 }
 
 fn call(action: Action, region: &str, product: Option<&String>, outcome: Outcome) -> Call {
