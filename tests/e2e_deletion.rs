@@ -506,3 +506,133 @@ async fn disable_uses_the_limit_the_cloud_holds() {
     );
     harness.assert_no_secrets_logged(&controller).await;
 }
+
+/// Defect: a credentials Secret whose in-use finalizer the controller may not take off (RBAC
+/// forbids the PATCH) was tried again at every sweep, about every second under churn, each
+/// with a warning. Now: tried again after 30 s, then longer; one warning; a gauge shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_release_of_protection_waits_and_is_reported_once() {
+    let Some(harness) = Harness::with_credentials(PRODUCTS, |_| {}).await else {
+        return;
+    };
+    let namespace = harness.namespace.clone();
+    let secrets = harness.secrets();
+    let finalizers = json!({"metadata": {"finalizers": [CREDENTIALS_IN_USE]}});
+    secrets
+        .patch(
+            "tencent-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(&finalizers),
+        )
+        .await
+        .unwrap();
+    // The controller's own rights but PATCH and UPDATE of Secrets.
+    let role: serde_json::Value = serde_json::from_str(
+        &harness
+            .kubectl(&["get", "clusterrole", "iothub-dynreg", "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    let rules: Vec<serde_json::Value> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rule| {
+            let mut rule = rule.clone();
+            if rule["resources"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("secrets"))
+            {
+                let verbs = rule["verbs"].as_array().unwrap().iter();
+                let kept: Vec<_> = verbs
+                    .filter(|verb| *verb != "patch" && *verb != "update")
+                    .cloned()
+                    .collect();
+                rule["verbs"] = json!(kept);
+            }
+            rule
+        })
+        .collect();
+    let account = "no-secret-patch";
+    let restricted = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": format!("{namespace}-{account}")}, "rules": rules
+    });
+    let file = harness.dir.join("restricted-role.json");
+    std::fs::write(&file, restricted.to_string()).unwrap();
+    harness.kubectl(&["apply", "-f", &file.to_string_lossy()]);
+    harness.kubectl(&["create", "serviceaccount", account]);
+    harness.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        &format!("{namespace}-{account}"),
+        &format!("--clusterrole={namespace}-{account}"),
+        &format!("--serviceaccount={namespace}:{account}"),
+    ]);
+    let token = harness
+        .kubectl(&["create", "token", account, "--duration=1h"])
+        .unwrap();
+    let user = format!("system:serviceaccount:{namespace}:{account}");
+    let kubeconfig = harness.dir.join("restricted.kubeconfig");
+    harness
+        .plane
+        .write_kubeconfig(&kubeconfig, &user, token.trim());
+    let controller = harness.spawn_controller_as(&kubeconfig, &[]);
+    let refused_patches = || {
+        harness
+            .plane
+            .requests_of(&user)
+            .iter()
+            .filter(|r| r.verb == "patch" && r.resource == "secrets" && r.code == 403)
+            .count()
+    };
+    harness
+        .wait_for(
+            "the first refused release",
+            Duration::from_secs(20),
+            Some(&controller),
+            || async { (refused_patches() > 0).then_some(()) },
+        )
+        .await;
+    // Churn: every change of the protected Secret wakes the sweep.
+    let churn_until = Instant::now() + Duration::from_secs(8);
+    let mut touch = 0;
+    while Instant::now() < churn_until {
+        touch += 1;
+        let annotation = json!({"metadata": {"annotations": {"touched": touch.to_string()}}});
+        secrets
+            .patch(
+                "tencent-credentials",
+                &PatchParams::default(),
+                &Patch::Merge(&annotation),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let refused = refused_patches();
+    let warnings = controller
+        .stderr()
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("tencent-credentials"))
+        .count();
+    let (_, metrics) = controller.ops("/metrics").await.unwrap();
+    println!("{touch} changes in 8 s: {refused} refused PATCH(es), {warnings} warning(s)");
+    // Let go by hand, so the namespace can go.
+    let none = json!({"metadata": {"finalizers": null}});
+    secrets
+        .patch(
+            "tencent-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(&none),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, 1, "a refused release was tried again within 30 s");
+    assert_eq!(warnings, 1, "{}", controller.stderr());
+    assert!(
+        metrics.contains("iothub_dynreg_protection_refused{what=\"secrets\"} 1"),
+        "{metrics}"
+    );
+}

@@ -72,6 +72,11 @@ struct QueueLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabel {
+    what: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -102,6 +107,7 @@ pub struct Metrics {
     leader: Gauge,
     leader_transitions: Counter,
     secrets_written: Counter,
+    protection_refused: Family<RefusedLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -229,6 +235,17 @@ impl Metrics {
             "Published Secrets written (created, rewritten or re-created)",
             secrets_written.clone(),
         );
+        let protection_refused = Family::<RefusedLabel, Gauge>::default();
+        registry.register(
+            "protection_refused",
+            "What the credentials-protection sweep is refused by the API server (401, 403, 422…: RBAC, an admission policy), tried again after a wait that doubles up to 10 min: what=secrets, credentials Secrets whose in-use finalizer it may not read or take off; what=census, 1 while a shard's listing of Secrets is refused",
+            protection_refused.clone(),
+        );
+        for what in ["secrets", "census"] {
+            protection_refused
+                .get_or_create(&RefusedLabel { what })
+                .set(0);
+        }
         Self {
             registry,
             reconciles,
@@ -249,6 +266,7 @@ impl Metrics {
             leader,
             leader_transitions,
             secrets_written,
+            protection_refused,
         }
     }
 
@@ -275,6 +293,16 @@ impl Metrics {
     /// Counts a published Secret written.
     pub fn secret_written(&self) {
         self.secrets_written.inc();
+    }
+
+    /// What the protection sweep is refused now: how many Secrets, and whether the census.
+    pub fn set_protection_refused(&self, secrets: usize, census: bool) {
+        let gauge = |what| {
+            self.protection_refused
+                .get_or_create(&RefusedLabel { what })
+        };
+        gauge("secrets").set(i64::try_from(secrets).unwrap_or(i64::MAX));
+        gauge("census").set(i64::from(census));
     }
 
     /// Where the `resources` gauge is counted from, while the controller watches (`None` when it

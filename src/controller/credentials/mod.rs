@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod default;
 mod gate;
 mod protection;
+mod retries;
 pub mod secret;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::controller::decision::Problem;
 use crate::controller::decision::cluster_credentials::Outcome;
 use crate::controller::decision::secrets::is_valid_secret_name;
 use crate::controller::resources::DynamicRegistration;
+use crate::ops::metrics::Metrics;
 
 pub use default::{DefaultCredentials, NamespaceAllowList};
 pub use gate::{CredentialGate, Probe};
@@ -242,13 +244,14 @@ impl Resolver {
         &self,
         wake: &Notify,
         released: UnboundedReceiver<SecretName>,
-        beyond_view: Option<Api<Secret>>,
+        (beyond_view, metrics): (Option<Api<Secret>>, &Metrics),
     ) {
         let sweep = protection::Sweep {
             client: self.client.clone(),
             caches: &self.caches,
             finalizer: &self.in_use_finalizer,
             beyond_view,
+            metrics,
         };
         protection::release_unused(sweep, wake, released).await;
     }

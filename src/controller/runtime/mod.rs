@@ -110,7 +110,7 @@ pub async fn run(
     );
     tokio::select! {
         () = controller => {}
-        () = term.ctx.credentials.release_unused_protection(&sweep, no_longer_needed, beyond_view) => {}
+        () = term.ctx.credentials.release_unused_protection(&sweep, no_longer_needed, (beyond_view, &term.ctx.metrics)) => {}
         () = term.admission.expire_reservations_periodically() => {}
     }
     shared.health.set_watches_established(false);
