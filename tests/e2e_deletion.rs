@@ -636,3 +636,55 @@ async fn a_refused_release_of_protection_waits_and_is_reported_once() {
         "{metrics}"
     );
 }
+
+/// A namespace holding several `Disable` resources deleted at once, the controller running:
+/// every product is disabled, each with one update, and the namespace goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_with_several_disable_resources_goes_and_every_product_is_disabled() {
+    const COUNT: usize = 8;
+    let products = format!("generate: {{count: {COUNT}, region: ap-guangzhou, prefix: NSDEL}}");
+    let Some(harness) = Harness::with_credentials(&products, |_| {}).await else {
+        return;
+    };
+    let controller = harness.spawn_controller(&[]);
+    for index in 0..COUNT {
+        let product = format!("NSDEL{index:05}");
+        let mut disable = registration(
+            &format!("disable-{index}"),
+            &product,
+            RegistrationMode::AutoCreate,
+            10,
+        );
+        disable.spec.deletion_policy = DeletionPolicy::Disable;
+        harness.create(disable).await;
+    }
+    harness
+        .wait_all_ready(COUNT, Duration::from_secs(60), &controller)
+        .await;
+    let enabling = harness
+        .cloud_calls("UpdateProductDynamicRegister", "Success")
+        .await;
+    let namespaces: Api<Namespace> = Api::all(harness.client.clone());
+    namespaces
+        .delete(&harness.namespace, &DeleteParams::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    harness
+        .wait_namespace_gone(Duration::from_secs(90), &controller)
+        .await;
+    println!(
+        "namespace with {COUNT} Disable resources deleted in {:?}",
+        started.elapsed()
+    );
+    for index in 0..COUNT {
+        let product = harness.cloud_product(&format!("NSDEL{index:05}")).await;
+        assert_eq!(product["registerType"], 0, "{product} was not disabled");
+    }
+    let disabling = harness
+        .cloud_calls("UpdateProductDynamicRegister", "Success")
+        .await
+        - enabling;
+    assert_eq!(disabling, COUNT as u64, "one update a product");
+    harness.assert_no_secrets_logged(&controller).await;
+}

@@ -422,3 +422,112 @@ async fn a_resource_with_the_longest_name_gets_its_events() {
         "an Event was refused"
     );
 }
+
+/// The cloud allows fewer calls than the client sends (another client takes most of the
+/// quota) for a sustained while: no hot loop (a refusal pauses the key's bucket for the cloud's
+/// window, so refusals stay near one a second, not one a slot), no resource Stalled (a throttled
+/// one reads Retrying); once the limit is restored, all converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_throttling_is_retried_without_a_hot_loop_and_converges_when_lifted() {
+    const COUNT: usize = 30;
+    const THROTTLED_FOR: Duration = Duration::from_secs(10);
+    let products = format!("generate: {{count: {COUNT}, region: ap-guangzhou, prefix: THROT}}");
+    let Some(harness) = Harness::with_credentials(&products, |config| {
+        config.rate_limit_per_second = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    for index in 0..COUNT {
+        let product = format!("THROT{index:05}");
+        harness
+            .create_registration(
+                &format!("r{index}"),
+                &product,
+                RegistrationMode::AutoCreate,
+                3,
+            )
+            .await;
+    }
+    let controller = harness.spawn_controller(&[]);
+    let started = std::time::Instant::now();
+    let mut stalled = Vec::new();
+    let mut retrying_seen = 0;
+    let mut refused_at_half = None;
+    while started.elapsed() < THROTTLED_FOR {
+        if refused_at_half.is_none() && started.elapsed() >= THROTTLED_FOR / 2 {
+            refused_at_half = Some(refusals(&harness).await);
+        }
+        for resource in harness
+            .registrations()
+            .list(&Default::default())
+            .await
+            .unwrap()
+        {
+            let name = resource.metadata.name.clone().unwrap_or_default();
+            if resource
+                .condition("Stalled")
+                .is_some_and(|c| c.status == "True")
+            {
+                stalled.push(name);
+            } else if resource
+                .condition("Reconciling")
+                .is_some_and(|c| c.status == "True")
+            {
+                retrying_seen += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let refused = refusals(&harness).await;
+    let first_half = refused_at_half.unwrap_or(refused);
+    let ready_while_throttled = harness.ready_names().await.len();
+    harness
+        .emulator_send(
+            reqwest::Method::POST,
+            "rate-limit",
+            serde_json::json!({"perSecond": 20}),
+        )
+        .await;
+    let lifted = std::time::Instant::now();
+    harness
+        .wait_all_ready(COUNT, Duration::from_secs(60), &controller)
+        .await;
+    let half = THROTTLED_FOR.as_secs_f64() / 2.0;
+    let (first_rate, second_rate) = (
+        first_half as f64 / half,
+        (refused - first_half) as f64 / half,
+    );
+    println!(
+        "throttled to 2/s for {THROTTLED_FOR:?}: refusals {first_rate:.1}/s in the first half, \
+         {second_rate:.1}/s in the second (the client may send 20/s); {ready_while_throttled} of \
+         {COUNT} Ready, {retrying_seen} Retrying sightings; all Ready {:.1} s after the limit \
+         was lifted",
+        lifted.elapsed().as_secs_f64()
+    );
+    assert!(stalled.is_empty(), "throttling stalled {stalled:?}");
+    assert!(
+        refused > 0 && ready_while_throttled < COUNT,
+        "the throttling did nothing"
+    );
+    // A hot loop meets the full window at every slot: refusals near the client's 20/s.
+    assert!(
+        first_rate < 5.0 && second_rate < 5.0,
+        "refusals {first_rate:.1}/s then {second_rate:.1}/s: a hot loop"
+    );
+    harness.assert_no_secrets_logged(&controller).await;
+}
+
+/// Calls the cloud refused for its rate limit, every action.
+async fn refusals(harness: &Harness) -> u64 {
+    let mut refused = 0;
+    for action in [
+        "UpdateProductDynamicRegister",
+        "DescribeProducts",
+        "DescribeProduct",
+    ] {
+        refused += harness.cloud_calls(action, "RequestLimitExceeded").await;
+    }
+    refused
+}

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use tracing::debug;
 
 use super::credentials::Credentials;
-use super::error::CloudError;
+use super::error::{CloudError, ErrorClass};
 use super::limit::{BucketKey, Lane, RateLimiter, RateLimits};
 use super::retry::RetryPolicy;
 use super::sign::{self, Method};
@@ -442,6 +442,11 @@ impl CloudClient {
             let waited = permit.waited();
             let started = tokio::time::Instant::now();
             let result = self.attempt(route, region, action, &payload).await;
+            if let Err(error) = &result
+                && error.class() == ErrorClass::Throttled
+            {
+                permit.throttled();
+            }
             // The answer is read: this call has reached the cloud, and its slot is over.
             drop(permit);
             if let Some(observer) = &self.observer {
@@ -807,7 +812,7 @@ mod tests {
             br#"{"Response":{"Error":{"Code":"ResourceNotFound.ProductNotExist","Message":"no such product"},"RequestId":"r-2"}}"#,
         )
         .unwrap_err();
-        assert_eq!(err.class(), super::super::error::ErrorClass::NotFound);
+        assert_eq!(err.class(), ErrorClass::NotFound);
         assert_eq!(err.request_id(), Some("r-2"));
         assert_eq!(
             err.to_string(),

@@ -293,6 +293,15 @@ impl Permit {
     pub fn waited(&self) -> Duration {
         self.waited
     }
+
+    /// The cloud refused this call for its rate (someone else spends the same quota): its
+    /// window is full, so no slot of this bucket is given for one window from now. Without
+    /// this, every waiter would meet the same full window, one refusal a spacing.
+    pub fn throttled(&self) {
+        let resume = Instant::now() + WINDOW;
+        let mut state = self.bucket.state();
+        state.next_free = Some(state.next_free.map_or(resume, |next| next.max(resume)));
+    }
 }
 
 impl Drop for Permit {
@@ -506,6 +515,25 @@ mod tests {
         assert!(
             !bucket.state().dispatching,
             "the dispatcher stops once nobody waits"
+        );
+    }
+
+    /// A refusal for the rate pauses the bucket for one window: the waiters behind it are not
+    /// sent into the same full window, one a spacing.
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_answer_pauses_the_bucket_for_a_window() {
+        let bucket = Arc::new(Bucket::new(20));
+        let refused = bucket.acquire(Lane::Bulk).await;
+        refused.throttled();
+        drop(refused);
+        let start = Instant::now();
+        let next = bucket.acquire(Lane::Bulk).await;
+        assert!(start.elapsed() >= WINDOW, "sent after {:?}", start.elapsed());
+        drop(next);
+        let after = bucket.acquire(Lane::Bulk).await;
+        assert!(
+            after.waited() <= bucket.spacing,
+            "the pause outlived its window"
         );
     }
 
