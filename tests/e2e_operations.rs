@@ -575,3 +575,137 @@ async fn sigterm_with_a_backlog_keeps_the_lease_until_the_last_call() {
         "the leader lost the Lease while draining"
     );
 }
+
+/// A `Disable` deletion through a total cloud outage and a leader failover: held with a clear
+/// status and few calls while the cloud is down, whoever leads; once it is back, the stand-by
+/// that took over disables the product with exactly one successful update, and the resource
+/// goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disable_deletion_survives_a_total_outage_and_a_failover() {
+    let products = "products: [{productId: OUTAGE0001, region: ap-guangzhou}]";
+    let Some(harness) = Harness::with_credentials(products, |_| {}).await else {
+        return;
+    };
+    let mut args = ELECTION.to_vec();
+    args.push("30s");
+    let first = harness.spawn_controller(&args);
+    harness
+        .wait_for(
+            "a leader",
+            Duration::from_secs(15),
+            Some(&first),
+            || async { (leads(&first) == 1).then_some(()) },
+        )
+        .await;
+    let second = harness.spawn_controller(&args);
+    let mut disable = registration("outage", "OUTAGE0001", RegistrationMode::AutoCreate, 10);
+    disable.spec.deletion_policy = DeletionPolicy::Disable;
+    harness.create(disable).await;
+    harness
+        .wait_reason("outage", "InSync", Duration::from_secs(20), &first)
+        .await;
+
+    // The cloud answers nothing but 503.
+    harness
+        .emulator_send(reqwest::Method::PUT, "faults", json!({"http503Rate": 1.0}))
+        .await;
+    harness
+        .emulator_send(reqwest::Method::POST, "stats/reset", json!({}))
+        .await;
+    harness
+        .registrations()
+        .delete("outage", &DeleteParams::default())
+        .await
+        .unwrap();
+    let message = harness
+        .wait_for(
+            "the deletion to say it waits for the cloud",
+            Duration::from_secs(20),
+            Some(&first),
+            || async {
+                let resource = harness.registrations().get("outage").await.ok()?;
+                let ready = resource.condition("Ready")?;
+                let reconciling = resource.condition("Reconciling")?;
+                (ready.reason == "Deleting" && reconciling.status == "True")
+                    .then(|| ready.message.clone())
+            },
+        )
+        .await;
+    assert!(
+        message.contains("HTTP 503") || message.contains("503"),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let calls_before_failover = harness.emulator_get("stats").await["totalCalls"]
+        .as_u64()
+        .unwrap();
+
+    // The leader dies; the stand-by takes over while the cloud is still down.
+    let mut first = first;
+    first.signal(libc::SIGKILL);
+    let _ = first.wait_exit(Duration::from_secs(5));
+    harness
+        .wait_for(
+            "the stand-by to take over",
+            Duration::from_secs(15),
+            Some(&second),
+            || async { (leads(&second) == 1).then_some(()) },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let calls_in_outage = harness.emulator_get("stats").await["totalCalls"]
+        .as_u64()
+        .unwrap();
+    let resource = harness.registrations().get("outage").await.unwrap();
+    assert_eq!(resource.condition("Ready").unwrap().reason, "Deleting");
+    assert!(
+        resource
+            .condition("Stalled")
+            .is_none_or(|c| c.status != "True"),
+        "an outage stalled the deletion"
+    );
+
+    // The cloud is back: one successful update disables the product, and the resource goes.
+    harness
+        .emulator_send(reqwest::Method::PUT, "faults", json!({}))
+        .await;
+    harness
+        .emulator_send(reqwest::Method::POST, "stats/reset", json!({}))
+        .await;
+    let restored = Instant::now();
+    harness
+        .wait_for(
+            "the resource to go",
+            Duration::from_secs(60),
+            Some(&second),
+            || async {
+                harness
+                    .registrations()
+                    .get_opt("outage")
+                    .await
+                    .ok()?
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+    println!(
+        "outage: {calls_before_failover} calls in ~10 s before the failover, {} in ~8 s after; \
+         deleted {:.1} s after the cloud came back",
+        calls_in_outage - calls_before_failover,
+        restored.elapsed().as_secs_f64()
+    );
+    assert_eq!(harness.cloud_product("OUTAGE0001").await["registerType"], 0);
+    assert_eq!(
+        harness
+            .cloud_calls("UpdateProductDynamicRegister", "Success")
+            .await,
+        1,
+        "exactly one successful update disables the product"
+    );
+    assert!(
+        calls_in_outage <= 30,
+        "{calls_in_outage} calls into a dead cloud in ~20 s: not backing off"
+    );
+    harness.assert_no_secrets_logged(&second).await;
+}
