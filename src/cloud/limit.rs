@@ -528,7 +528,11 @@ mod tests {
         drop(refused);
         let start = Instant::now();
         let next = bucket.acquire(Lane::Bulk).await;
-        assert!(start.elapsed() >= WINDOW, "sent after {:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= WINDOW,
+            "sent after {:?}",
+            start.elapsed()
+        );
         drop(next);
         let after = bucket.acquire(Lane::Bulk).await;
         assert!(
