@@ -1,6 +1,6 @@
 //! `iothub-dynreg plan` over N manifests against the emulator at the cloud's 20 requests/s: how
 //! many Describe calls it costs and how long it takes, against the bounds ceil(N/250) + 1 calls
-//! and 1.2 × calls / 20 s. See BENCHMARKS.md.
+//! and 1.2 × calls / 20 s. See docs/benchmarks.md.
 //!
 //! `cargo bench --bench plan` (N = 5000), or `cargo bench --bench plan -- 1000 20000`.
 

@@ -1,6 +1,6 @@
 -- Argo CD health check for iothub.dynreg.io/DynamicRegistration.
 -- Add it to argocd-cm as resource.customizations.health.iothub.dynreg.io_DynamicRegistration
--- (see the README). Reads the kstatus conditions the controller writes, with the same table as
+-- (see docs/operations/index.md). Reads the kstatus conditions the controller writes, with the same table as
 -- kstatus (Flux): Stalled -> Degraded, Reconciling -> Progressing, Ready -> Healthy, anything
 -- else -> Progressing; spec.suspend -> Suspended.
 local health = { status = "Progressing", message = "Waiting for the controller to report status" }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A picture of the Grafana dashboard from a real run, for the README (docs/dashboard.png).
+"""A picture of the Grafana dashboard from a real run, for the documentation site (docs/dashboard.png).
 
 Grafana itself cannot be installed here, so this draws the dashboard's own queries
 (charts/iothub-dynreg/files/dashboard.json) the way its panels would: a real Prometheus

@@ -27,7 +27,7 @@ use iothub_dynreg::preview::command::{self, Output};
 
 /// mimalloc rather than glibc's malloc: a start on a large fleet allocates in a burst (every
 /// resource listed, triggered and parked at once) and glibc keeps what the burst freed scattered
-/// over its heap, so the process stays far above what it holds (BENCHMARKS.md, "Scale 2, memory").
+/// over its heap, so the process stays far above what it holds (docs/benchmarks.md, "Scale 2, memory").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -38,7 +38,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Gives memory back to the system as soon as it is freed. By default mimalloc purges freed
 /// pages after a delay, at its next call in the same thread, and the threads that freed the
 /// burst of a start over a large fleet may not call it again for long: the restart at
-/// N = 20,000 held 132 MiB instead of 125 (BENCHMARKS.md).
+/// N = 20,000 held 132 MiB instead of 125 (docs/benchmarks.md).
 fn purge_freed_memory_at_once() {
     // SAFETY: sets an integer option of the allocator; no memory is passed.
     unsafe {

@@ -60,7 +60,7 @@ impl Live {
 async fn the_controllers_calls_against_a_real_account() {
     let Some(live) = Live::from_environment() else {
         println!(
-            "skipped: the live acceptance test runs only with {} set (README: Before you deploy)",
+            "skipped: the live acceptance test runs only with {} set (docs/guides/check.md and CONTRIBUTING.md)",
             REQUIRED.join(", ")
         );
         return;

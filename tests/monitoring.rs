@@ -1,7 +1,7 @@
 //! What a platform team installs to run the controller on call: the alerts
 //! (`charts/iothub-dynreg/files/alerts.yaml`) pass `promtool check rules` and their unit tests
 //! (`tests/monitoring/alerts-test.yaml`: each fires on its failure, none on a healthy fleet),
-//! each has its runbook in the README, every query of the Grafana dashboard
+//! each links its runbook page of the documentation site, every query of the Grafana dashboard
 //! (`charts/iothub-dynreg/files/dashboard.json`) parses, and the controller's real `/metrics`
 //! passes `promtool check metrics` and holds every metric the alerts and the dashboard name.
 //!
@@ -153,26 +153,46 @@ fn every_query_of_the_dashboard_parses() {
     );
 }
 
+/// Every alert's `runbook_url` is its page of the documentation site: under mkdocs.yml's
+/// `site_url`, a page that exists in the navigation and says what to do.
 #[test]
-fn every_alert_has_its_runbook_in_the_readme() {
-    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
-    let alerts_section = readme
-        .split_once("\n### Alerts\n")
-        .expect("README has Operations → Alerts")
-        .1;
-    let alerts_section = alerts_section.split("\n## ").next().unwrap();
-    let names = alert_names();
-    assert_eq!(names.len(), 8);
-    for alert in names {
-        let heading = format!("\n#### {alert}\n");
-        let section = alerts_section
-            .split_once(&heading)
-            .unwrap_or_else(|| panic!("no runbook section #### {alert}"))
-            .1;
-        let section = section.split("\n#### ").next().unwrap();
+fn every_alert_links_its_runbook_page() {
+    let mkdocs = std::fs::read_to_string(Path::new(ROOT).join("mkdocs.yml")).unwrap();
+    let site_url = mkdocs
+        .lines()
+        .find_map(|line| line.strip_prefix("site_url: "))
+        .expect("mkdocs.yml has a site_url")
+        .trim()
+        .to_owned();
+    let rules = read_yaml(&Path::new(ROOT).join("charts/iothub-dynreg/files/alerts.yaml")).unwrap();
+    let alerts: Vec<&serde_json::Value> = rules[0]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|group| group["rules"].as_array().unwrap())
+        .filter(|rule| rule["alert"].is_string())
+        .collect();
+    assert_eq!(alerts.len(), 8);
+    for rule in alerts {
+        let alert = rule["alert"].as_str().unwrap();
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+        let page = url
+            .strip_prefix(&site_url)
+            .unwrap_or_else(|| panic!("{alert}: {url} is not under the site's {site_url}"));
+        assert_eq!(page, format!("operations/alerts/{alert}/"), "{alert}");
+        let source = format!("operations/alerts/{alert}.md");
+        let text = std::fs::read_to_string(Path::new(ROOT).join("docs").join(&source))
+            .unwrap_or_else(|e| panic!("{alert}: docs/{source}: {e}"));
+        assert!(text.starts_with(&format!("# {alert}\n")), "{source}");
         assert!(
-            section.contains("**Do**"),
+            text.contains("**Do**"),
             "the runbook of {alert} says what to do"
+        );
+        assert!(
+            mkdocs.contains(&source),
+            "{source} is not in the site's navigation"
         );
     }
 }

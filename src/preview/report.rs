@@ -155,7 +155,7 @@ fn cell_text(text: &str) -> String {
         .replace(['\n', '\r'], " ")
 }
 
-/// For bots: documented in the README; fields are only ever added.
+/// For bots: documented in docs/guides/plan.md; fields are only ever added.
 pub fn json(plan: &Plan) -> Value {
     let resources: Vec<Value> = plan
         .resources
