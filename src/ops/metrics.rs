@@ -6,11 +6,12 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::cloud::Action;
 use crate::cloud::client::CallObserver;
@@ -86,9 +87,45 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
 
+/// One metric as registered: what the reference page of the documentation lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricDescription {
+    /// Its full name as served (a counter's with `_total`).
+    pub name: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    /// Its help text.
+    pub help: String,
+}
+
+/// A registry that remembers what it registers, in order.
+struct Registering {
+    registry: Registry,
+    described: Vec<MetricDescription>,
+}
+
+impl Registering {
+    fn register(&mut self, name: &str, help: &str, metric: impl Metric) {
+        let kind = match metric.metric_type() {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            _ => "unknown",
+        };
+        let suffix = if kind == "counter" { "_total" } else { "" };
+        self.described.push(MetricDescription {
+            name: format!("iothub_dynreg_{name}{suffix}"),
+            kind,
+            help: help.to_owned(),
+        });
+        self.registry.register(name, help, metric);
+    }
+}
+
 /// The controller's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
+    descriptions: Vec<MetricDescription>,
     reconciles: Family<ResultLabel, Counter>,
     reconcile_duration: Histogram,
     cloud_calls: Family<ActionCodeLabel, Counter>,
@@ -120,7 +157,10 @@ impl Metrics {
     /// Registers every metric under the `iothub_dynreg` prefix.
     // Length: one registration per metric, with its help text, in the order /metrics lists them.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("iothub_dynreg");
+        let mut registry = Registering {
+            registry: Registry::with_prefix("iothub_dynreg"),
+            described: Vec::new(),
+        };
         let build_info = Family::<BuildLabel, Gauge>::default();
         registry.register(
             "build_info",
@@ -247,7 +287,8 @@ impl Metrics {
                 .set(0);
         }
         Self {
-            registry,
+            registry: registry.registry,
+            descriptions: registry.described,
             reconciles,
             reconcile_duration,
             cloud_calls,
@@ -335,6 +376,11 @@ impl Metrics {
                 .get_or_create(&ReasonLabel { reason })
                 .set(count);
         }
+    }
+
+    /// Every metric, in the order `/metrics` lists them.
+    pub fn descriptions(&self) -> &[MetricDescription] {
+        &self.descriptions
     }
 
     /// The Prometheus text exposition of every metric.
