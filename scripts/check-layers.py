@@ -14,7 +14,7 @@ import re
 import sys
 
 # Lower rooms first; a room may import from rooms earlier in its list only.
-CRATE = ["cloud", "emulator", "ops", "controller", "preview", "preflight"]
+CRATE = ["cloud", "emulator", "ops", "controller", "preview", "preflight", "cli"]
 CONTROLLER = ["resources", "decision", "cache", "credentials", "reconcile", "runtime"]
 
 PATH = re.compile(r"\bcrate::(\w+)(?:::(\w+))?")

@@ -1,11 +1,14 @@
 //! Reference pages of the documentation site generated from the code, never written by hand:
-//! every field of the CRDs (from their schemas) and every metric (from the registry). Like the
+//! every field of the CRDs (from their schemas), every flag of every subcommand (from clap) and
+//! every metric (from the registry). Like the
 //! rendered manifests they are checked: this test fails when a page differs from what the code
 //! gives; `UPDATE_REFERENCE=1 cargo test --test reference` rewrites them.
 
 use std::fmt::Write;
 use std::path::Path;
 
+use clap::CommandFactory;
+use iothub_dynreg::cli::Cli;
 use iothub_dynreg::controller::resources::definitions;
 use iothub_dynreg::ops::metrics::Metrics;
 use serde_json::Value;
@@ -144,6 +147,95 @@ fn metrics_page() -> String {
         );
     }
     page
+}
+
+fn flags_page() -> String {
+    let mut page = String::from(
+        "# Command line\n\n\
+         Generated from the command line's definition (`tests/reference.rs`): every flag of every \
+         subcommand, the environment variable it is also read from, and its default. \
+         `iothub-dynreg crd` prints the CRDs (`crds/` holds them, checked in CI).\n",
+    );
+    let mut cli = Cli::command();
+    cli.build();
+    for command in cli.get_subcommands() {
+        let name = command.get_name();
+        if name == "help" {
+            continue;
+        }
+        let about = command
+            .get_about()
+            .map(|about| about.to_string())
+            .unwrap_or_default();
+        let _ = write!(
+            page,
+            "\n## `iothub-dynreg {name}`\n\n{}\n\n| flag | environment | default | |\n|---|---|---|---|\n",
+            cell(&about)
+        );
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else {
+                continue;
+            };
+            if long == "help" || arg.is_hide_set() {
+                continue;
+            }
+            let value = arg
+                .get_value_names()
+                .map(|names| {
+                    format!(
+                        " {}",
+                        names
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                })
+                .unwrap_or_default();
+            let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+            let flag = if takes_value {
+                format!(
+                    "`--{long}{}`",
+                    if value.is_empty() {
+                        " VALUE".to_owned()
+                    } else {
+                        value
+                    }
+                )
+            } else {
+                format!("`--{long}`")
+            };
+            let env = arg
+                .get_env()
+                .map(|env| format!("`{}`", env.to_string_lossy()))
+                .unwrap_or_default();
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy())
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("`{v}`"))
+                .collect();
+            let help = arg
+                .get_help()
+                .map(|help| help.to_string())
+                .unwrap_or_default();
+            let _ = writeln!(
+                page,
+                "| {flag} | {env} | {} | {} |",
+                defaults.join(", "),
+                cell(&help)
+            );
+        }
+    }
+    page
+}
+
+#[test]
+fn the_flags_reference_is_generated_from_the_command_line() {
+    let page = flags_page();
+    assert!(page.contains("`--kube-api-qps"), "{page}");
+    check_or_update("flags.md", &page);
 }
 
 #[test]
