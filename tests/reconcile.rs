@@ -587,6 +587,46 @@ async fn deletion_policy_disable_adds_a_finalizer_and_disables_before_release() 
     );
 }
 
+/// Defect: the product was disabled, then the finalizer's removal was turned away (409: the
+/// resource changed meanwhile, as while its namespace goes); the retry disabled it again.
+#[tokio::test]
+async fn a_disable_is_not_sent_again_when_the_finalizer_release_failed() {
+    let mut resource = registration("STEADY0001", 100);
+    resource.spec.deletion_policy = DeletionPolicy::Disable;
+    resource.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    resource.metadata.deletion_timestamp = resource.metadata.creation_timestamp.clone();
+    let (scenario, mut api) =
+        Scenario::start(LimitPolicy::default(), std::slice::from_ref(&resource)).await;
+    let conflict = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "the object has been modified", "reason": "Conflict", "code": 409
+    });
+    let first = scenario.try_reconcile(&resource);
+    api.expect("GET", CREDENTIALS_PATH)
+        .await
+        .respond(200, protected_credentials_secret());
+    assert_eq!(api.expect_event(NS).await["reason"], "RegistrationDisabled");
+    api.expect("PATCH", RESOURCE_PATH)
+        .await
+        .respond(409, conflict);
+    assert!(first.await.unwrap().is_err());
+
+    let retry = scenario.reconcile(&resource);
+    api.expect("GET", CREDENTIALS_PATH)
+        .await
+        .respond(200, protected_credentials_secret());
+    let event = api.expect_event(NS).await;
+    assert_eq!(event["reason"], "RegistrationDisabled");
+    let release = api.expect("PATCH", RESOURCE_PATH).await;
+    release.respond(200, serde_json::to_value(&resource).unwrap());
+    assert_eq!(retry.await.unwrap(), None);
+    assert_eq!(
+        scenario.stats().await["calls"]["UpdateProductDynamicRegister"]["Success"],
+        1,
+        "disabled twice"
+    );
+}
+
 #[tokio::test]
 async fn deleting_a_resource_whose_product_is_gone_does_not_wedge() {
     let mut resource = registration("NOSUCHPROD", 100);

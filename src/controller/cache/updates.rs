@@ -3,7 +3,8 @@
 //! Secret, a status write turned away) finds the cloud in sync and would make no update: what
 //! the update answered (its RequestId, what was asked, the Event owed) would be lost, and a
 //! limit the cloud rewrote would be asked for again on every failed status write. It is kept
-//! here until a status carrying it is written.
+//! here until a status carrying it is written. A deletion's disabling update is kept the same
+//! way, so that a retry after the finalizer's removal failed does not disable again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

@@ -12,6 +12,7 @@ use tracing::info;
 use super::gather::{access, conflict};
 use super::{Context, Error, Result, act, publish, record};
 use crate::cloud::RegistrationRequest;
+use crate::controller::cache::updates::UnrecordedUpdate;
 use crate::controller::decision::{self, DeletionStep, Progress, deletion, finalizers};
 use crate::controller::resources::{DynamicRegistration, FINALIZER, SecretRetention};
 
@@ -89,9 +90,24 @@ async fn disable_in_cloud(
         Ok(usable) => usable,
         Err(problem) => return Ok(deletion::without_access(&problem)),
     };
+    // Disabled by an earlier try whose finalizer removal failed (a 409 while the namespace
+    // goes): not asked again.
+    let updates = &ctx.caches.updates;
+    if let Some(done) = updates.of(resource).filter(|done| done.asked == wanted) {
+        return Ok(deletion::after_disabled(&done.request_id));
+    }
     Ok(
         match act::update(resource, ctx, &usable.credentials, wanted).await {
-            Ok((_, request_id)) => deletion::after_disabled(&request_id),
+            Ok((_, request_id)) => {
+                let done = UnrecordedUpdate {
+                    generation: resource.metadata.generation.unwrap_or(0),
+                    asked: wanted,
+                    request_id: request_id.clone(),
+                    event_owed: None,
+                };
+                updates.remember(resource, done, &ctx.caches.resources);
+                deletion::after_disabled(&request_id)
+            }
             Err(error) => deletion::after_failed_disable(error.class(), &error.to_string()),
         },
     )
