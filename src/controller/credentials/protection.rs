@@ -22,7 +22,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, info, warn};
 
 use super::Error;
-use super::retries::{Failure, LONGEST_WAIT, Retries};
+use super::retries::{Failure, LONGEST_WAIT, Retries, doubling_wait};
 use crate::controller::cache::Caches;
 use crate::controller::cache::index::ResourceKey;
 use crate::controller::decision::{Problem, finalizers, secrets};
@@ -326,9 +326,7 @@ impl Census {
         } else {
             Duration::from_secs(1)
         };
-        let doublings = (self.failures - 1).min(16);
-        let wait = first.saturating_mul(1 << doublings).min(LONGEST_WAIT);
-        self.due = tokio::time::Instant::now() + wait;
+        self.due = tokio::time::Instant::now() + doubling_wait(first, self.failures);
         if self.failures == 1 {
             warn!(%error, "could not list Secrets for this shard's protection; trying again from this page after a wait that doubles up to {} min", LONGEST_WAIT.as_secs() / 60);
         } else {

@@ -15,6 +15,13 @@ const FIRST_WAIT: Duration = Duration::from_secs(30);
 /// The longest wait between two tries of something refused.
 pub const LONGEST_WAIT: Duration = Duration::from_secs(600);
 
+/// The wait after the `failures`-th failure in a row: `first`, doubling, at most
+/// [`LONGEST_WAIT`].
+pub fn doubling_wait(first: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    first.saturating_mul(1 << doublings).min(LONGEST_WAIT)
+}
+
 /// What a failed request tells of the next try.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -71,9 +78,7 @@ impl<K: Eq + Hash> Retries<K> {
             next_try: Instant::now(),
         });
         backoff.refusals += 1;
-        let doublings = (backoff.refusals - 1).min(16);
-        let wait = FIRST_WAIT.saturating_mul(1 << doublings).min(LONGEST_WAIT);
-        backoff.next_try = Instant::now() + wait;
+        backoff.next_try = Instant::now() + doubling_wait(FIRST_WAIT, backoff.refusals);
         backoff.refusals == 1
     }
 
