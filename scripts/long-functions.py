@@ -4,7 +4,8 @@
 A function may be longer only with its reason written above it, in a comment line that starts
 with `// Length:`; with --check, any other is an error (exit 1). Functions are found as rustfmt
 lays them out: the body ends at the first `}` at the indentation of `fn`. Test modules
-(`#[cfg(test)] mod ... {`) are skipped.
+(`#[cfg(test)] mod ... {`) are skipped, and so are the files of test modules declared with
+`#[cfg(test)] mod name;`.
 
     scripts/long-functions.py [--limit 60] [--check] [--top N] [PATH ...]
 """
@@ -16,6 +17,21 @@ import sys
 
 FN = re.compile(r"^(\s*)(pub(\([^)]*\))?\s+)?((const|async|unsafe|extern \"C\")\s+)*fn\s+(\w+)")
 TEST_MODULE = re.compile(r"^(\s*)(pub(\([^)]*\))?\s+)?mod\s+\w+\s*\{")
+TEST_MODULE_FILE = re.compile(r"^\s*(pub(\([^)]*\))?\s+)?mod\s+(\w+)\s*;")
+
+
+def test_module_files(paths):
+    """The files of modules declared `#[cfg(test)] mod name;` in any of `paths`."""
+    files = set()
+    for path in paths:
+        lines = path.read_text().split("\n")
+        for above, line in zip(lines, lines[1:]):
+            declared = TEST_MODULE_FILE.match(line)
+            if above.strip() == "#[cfg(test)]" and declared:
+                name = declared.group(3)
+                directory = path.parent if path.name in ("mod.rs", "lib.rs", "main.rs") else path.with_suffix("")
+                files.update({directory / f"{name}.rs", directory / name / "mod.rs"})
+    return files
 
 
 def functions(path):
@@ -72,7 +88,9 @@ def main():
     options = parser.parse_args()
     found = []
     for root in options.paths:
-        for path in sorted(pathlib.Path(root).rglob("*.rs")):
+        paths = sorted(pathlib.Path(root).rglob("*.rs"))
+        tests = test_module_files(paths)
+        for path in (path for path in paths if path not in tests):
             for name, line, length, reasoned in functions(path):
                 found.append((length, f"{path}:{line}", name, reasoned))
     found.sort(reverse=True)

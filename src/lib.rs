@@ -6,7 +6,7 @@
 //! - [`ops`]: what running it needs (metrics, health endpoints, leader election, logging).
 //! - [`preview`]: the `plan` command, what applying manifests would change, with no cluster.
 //! - [`preflight`]: the `check` command, whether a key can do what the controller needs.
-//! - [`cli`]: the command line (subcommands and flags), which `main.rs` parses.
+//! - [`cli`]: the command line (subcommands and flags) and what each subcommand is made of.
 //! - `emulator` (feature `emulator`): a loopback stand-in for the IoT Hub API.
 //!
 //! Arrows point one way: `preflight` uses `preview`, `preview` uses `controller` and `cloud`, `controller` uses `ops` and

@@ -7,11 +7,11 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The reasons as the controller writes them: the arms of `Reason::as_str`.
 fn reasons() -> Vec<String> {
-    let code =
-        std::fs::read_to_string(Path::new(ROOT).join("src/controller/decision/mod.rs")).unwrap();
+    let code = std::fs::read_to_string(Path::new(ROOT).join("src/controller/decision/verdict.rs"))
+        .unwrap();
     let body = code
         .split_once("impl Reason {")
-        .expect("decision/mod.rs has impl Reason")
+        .expect("decision/verdict.rs has impl Reason")
         .1
         .split_once("\n}\n")
         .unwrap()

@@ -140,7 +140,7 @@ products:
     }
 
     // Over four retry periods they are retried slowly (every 3 s ± 10%), never in a loop, and the
-    // five resources sharing refused credentials cost one call per rest period, not five.
+    // five resources sharing refused credentials cost one call per backoff period, not five.
     harness
         .emulator_send(reqwest::Method::POST, "stats/reset", serde_json::json!({}))
         .await;
@@ -229,7 +229,7 @@ products:
         );
     }
 
-    // The key rests as a refused key does: one call per rest period for both resources.
+    // The key backs off as a refused key does: one call per backoff period for both resources.
     harness
         .emulator_send(reqwest::Method::POST, "stats/reset", serde_json::json!({}))
         .await;
@@ -239,7 +239,7 @@ products:
         .unwrap();
     assert!(
         (1..=4).contains(&calls),
-        "two resources of an isolated account cost {calls} calls over three rest periods"
+        "two resources of an isolated account cost {calls} calls over three backoff periods"
     );
 
     // Settled: the slow retry finds the account restored.

@@ -74,7 +74,7 @@ async fn one_teams_backlog_does_not_hold_another_teams_resources() {
         futures::future::join_all(creations).await;
     }
 
-    // Few places per team, so that without a queue per team A's backlog would fill them all.
+    // Few permits per team, so that without a queue per team A's backlog would fill them all.
     let controller = harness.spawn_controller(&["--concurrency", "16"]);
     let started = Instant::now();
     harness
@@ -136,9 +136,9 @@ async fn ready_of_team(harness: &Harness, prefix: &str) -> usize {
         .count()
 }
 
-/// With one place per queue, resources whose credentials change while they wait in their queue
-/// move to the queue of the new ones; the places they leave go on, and every resource of both
-/// queues converges. (A place reserved for a moved resource used to stay taken until someone
+/// With one permit per queue, resources whose credentials change while they wait in their queue
+/// move to the queue of the new ones; the permits they leave go on, and every resource of both
+/// queues converges. (A permit reserved for a moved resource used to stay taken until someone
 /// entered that queue again, which parked resources never do.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_that_switch_credentials_while_parked_leave_no_queue_stalled() {
@@ -161,7 +161,7 @@ async fn resources_that_switch_credentials_while_parked_leave_no_queue_stalled()
             .create(team_resource(&name, &product, "creds-a"))
             .await;
     }
-    // One place per queue, and two updates a second: all but one wait in queue a.
+    // One permit per queue, and two updates a second: all but one wait in queue a.
     let controller = harness.spawn_controller(&[
         "--concurrency",
         "1",

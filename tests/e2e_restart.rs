@@ -283,9 +283,9 @@ fn writes(harness: &Harness) -> Vec<String> {
         .collect()
 }
 
-/// Five terms of leadership lost (the API server frozen past the renew deadline, then back):
-/// everything a term started ends with it. A replica makes no write while it does not lead,
-/// and its memory comes back to one term's worth instead of keeping every lost term's caches.
+/// Five leaderships lost (the API server frozen past the renew deadline, then back):
+/// everything a leadership started ends with it. A replica makes no write while it does not lead,
+/// and its memory comes back to one leadership's worth instead of keeping every lost leadership's caches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_leadership_terms_leave_nothing_running() {
     const COUNT: usize = 2000;
@@ -325,14 +325,14 @@ async fn lost_leadership_terms_leave_nothing_running() {
             || settled(&controller, COUNT),
         )
         .await;
-    let one_term = rss_mib(&controller);
-    for term in 0..5 {
+    let one_leadership = rss_mib(&controller);
+    for leadership in 0..5 {
         harness.plane.freeze_apiserver(true);
         tokio::time::sleep(Duration::from_millis(3500)).await;
         let lost = leader_gauge(&controller).await == Some(0.0);
         let writes_before = writes(&harness).len();
         harness.plane.freeze_apiserver(false);
-        assert!(lost, "term {term} not lost");
+        assert!(lost, "leadership {leadership} not lost");
         harness
             .wait_for(
                 "leading again",
@@ -344,16 +344,16 @@ async fn lost_leadership_terms_leave_nothing_running() {
         let standing_by = &writes(&harness)[writes_before..];
         assert!(
             standing_by.is_empty(),
-            "written while standing by after term {term}: {standing_by:?}"
+            "written while standing by after leadership {leadership}: {standing_by:?}"
         );
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_mib(&controller);
     println!(
-        "{COUNT} resources: {one_term:.1} MiB after the first term, {after:.1} MiB after five lost"
+        "{COUNT} resources: {one_leadership:.1} MiB after the first leadership, {after:.1} MiB after five lost"
     );
     assert!(
-        after < one_term + 12.0,
-        "{one_term:.1} MiB after one term, {after:.1} MiB after five lost: lost terms live on"
+        after < one_leadership + 12.0,
+        "{one_leadership:.1} MiB after one leadership, {after:.1} MiB after five lost: lost leaderships live on"
     );
 }

@@ -1,5 +1,5 @@
 //! End-to-end: many teams under one controller. A key restricted by a CAM-like policy manages
-//! what it may and is refused the rest without resting; a key that may not list reads products
+//! what it may and is refused the rest without backing off; a key that may not list reads products
 //! one by one; and a claim that cannot see a product never blocks one that can (no squatting).
 //! A binary of its own: its controllers watch every namespace, one test at a time.
 
@@ -95,7 +95,7 @@ async fn a_key_restricted_to_some_products_manages_them_and_is_refused_the_rest(
             .wait_reason(name, "InSync", Duration::from_secs(30), &controller)
             .await;
     }
-    // Over a few resyncs the allowed two stay in sync: the key does not rest, and the refused
+    // Over a few resyncs the allowed two stay in sync: the key does not back off, and the refused
     // list is not asked again.
     tokio::time::sleep(Duration::from_secs(6)).await;
     for name in ["r1", "r2"] {
@@ -268,8 +268,8 @@ fn slow_secret_writes(
     .unwrap()
 }
 
-/// Defect: the few places for templated Secrets were held across the Secret's write, so one
-/// tenant whose writes were slow (a webhook timing out) took every place and every other
+/// Defect: the few permits for templated Secrets were held across the Secret's write, so one
+/// tenant whose writes were slow (a webhook timing out) took every permit and every other
 /// tenant's templated Secrets waited behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenants_slow_secret_writes_never_hold_up_another_tenants() {

@@ -1,6 +1,6 @@
 //! Web identity (TKE workload identity): the projected token exchanged with STS for temporary
 //! credentials, against the emulator's STS. Refreshed before expiry, the token file re-read at
-//! each exchange, a refused token resting without burning quota, one rate-limit bucket across
+//! each exchange, a refused token backing off without burning quota, one rate-limit bucket across
 //! refreshes, no secret in `Debug` or errors; and end to end, the controller running on web
 //! identity through several expiries without a failed reconcile.
 

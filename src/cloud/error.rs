@@ -11,16 +11,16 @@ pub enum ErrorClass {
     Transient,
     /// The key itself is refused (`AuthFailure.*` but `UnauthorizedOperation`, `IpNotInWhitelist`,
     /// `IpInBlacklist`): wrong, expired, disabled, or not usable from here. Every call with it
-    /// fails alike, so it rests.
+    /// fails alike, so it backs off.
     Auth,
     /// `AuthFailure.SignatureExpire`: the signature's time is more than 5 minutes from the
     /// cloud's. The key is fine: this node's clock is off (the answer's `Date` tells by how
-    /// much), so the key must not rest, and a person sets the clock right.
+    /// much), so the key must not back off, and a person sets the clock right.
     ClockSkew,
     /// The account behind the key may not use the service now: `FailedOperation.AccountIsolated`
     /// (in arrears) and `UnauthorizedOperation.UserNotAuthenticaed` (identity verification not
     /// done). The key is fine, yet every call with it fails alike until a person settles the
-    /// account, so it rests as for `Auth`.
+    /// account, so it backs off as for `Auth`.
     Account,
     /// `ResourceNotFound*`: the product does not exist in that region.
     NotFound,

@@ -217,7 +217,7 @@ enum NoSlot {
 
 impl BucketState {
     /// The next waiter still waiting: one that gave up (its reconcile was dropped, a lost
-    /// leadership ended its term) gets no slot, so it costs none.
+    /// leadership ended) gets no slot, so it costs none.
     fn next_waiter(&mut self) -> Option<oneshot::Sender<Permit>> {
         while let Some(waiter) = self.pick_waiter() {
             if !waiter.is_closed() {
@@ -280,7 +280,7 @@ impl BucketState {
 }
 
 /// A send slot, held while the call is under way. Dropping it marks the call over: a permit
-/// dropped unused (its caller went away) frees its place at once.
+/// dropped unused (its caller went away) frees its permit at once.
 #[derive(Debug)]
 pub struct Permit {
     bucket: Arc<Bucket>,
@@ -489,8 +489,8 @@ mod tests {
         assert!(waited <= Duration::from_secs(2), "{waited:?}");
     }
 
-    /// After a lost leadership, hundreds of waiters of the ended term are dropped: they cost
-    /// no slot, and the new term's first call is served at once (it waited ~13 s behind them).
+    /// After a lost leadership, hundreds of waiters of the ended leadership are dropped: they cost
+    /// no slot, and the new leadership's first call is served at once (it waited ~13 s behind them).
     #[tokio::test(start_paused = true)]
     async fn waiters_that_gave_up_cost_no_slot() {
         let bucket = Arc::new(Bucket::new(20));

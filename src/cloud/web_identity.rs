@@ -17,8 +17,8 @@ use crate::cloud::{CloudClient, CloudError, Credentials, ErrorClass};
 pub const TKE_TOKEN_FILE: &str = "/var/run/secrets/tke.cloud.tencent.com/identity/token";
 /// The lifetime asked for by default (the SDK's).
 pub const DEFAULT_DURATION_SECONDS: u64 = 7200;
-/// How long a refused token rests before it is offered again unchanged.
-pub const REFUSAL_REST: Duration = Duration::from_secs(900);
+/// How long a refused token waits (backs off) before it is offered again unchanged.
+pub const REFUSAL_BACKOFF: Duration = Duration::from_secs(900);
 /// How long a failed exchange answers for itself before the next caller tries again; it
 /// doubles with every failure in a row, up to [`RETRY_MAX`].
 const FAILURE_MEMORY: Duration = Duration::from_secs(2);
@@ -81,7 +81,7 @@ impl WebIdentity {
 /// Why no temporary credentials are available. Never holds the token or a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebIdentityFailure {
-    /// How to handle it: `Auth` when STS refused the token or role (it rests).
+    /// How to handle it: `Auth` when STS refused the token or role (it backs off).
     pub class: ErrorClass,
     /// The cloud's code, or `TokenFileUnreadable`.
     pub code: String,
@@ -134,10 +134,10 @@ struct Failed {
 
 impl Failed {
     /// Whether an exchange may be tried again now with the token whose hash is `token`: a
-    /// refused token rests for [`REFUSAL_REST`] unless it changed; other failures back off.
+    /// refused token backs off for [`REFUSAL_BACKOFF`] unless it changed; other failures back off.
     fn allows_retry(&self, token: Option<[u8; 32]>) -> bool {
         let wait = match self.token {
-            Some(refused) if Some(refused) == token => REFUSAL_REST,
+            Some(refused) if Some(refused) == token => REFUSAL_BACKOFF,
             Some(_) => Duration::ZERO,
             None => FAILURE_MEMORY
                 .saturating_mul(1 << self.in_a_row.saturating_sub(1).min(6))
@@ -184,7 +184,7 @@ impl WebIdentityCredentials {
     /// else a new exchange (one at a time; the others wait for it). Should the exchange fail,
     /// the held ones serve until shortly before they expire, and the exchange is retried with
     /// backoff. A token STS refused is not offered again until the token file changes or
-    /// [`REFUSAL_REST`] has passed, so a bad token burns no quota.
+    /// [`REFUSAL_BACKOFF`] has passed, so a bad token burns no quota.
     pub async fn credentials(&self) -> Result<Credentials, WebIdentityFailure> {
         let mut state = self.state.lock().await;
         let now = Instant::now();
@@ -228,7 +228,7 @@ impl WebIdentityCredentials {
     }
 
     /// An exchange with the token in the file, unless the last failure says to wait: a
-    /// refused token until it changes (or rests long enough), any other failure its backoff
+    /// refused token until it changes (or its backoff is over), any other failure its backoff
     /// (without reading the file).
     async fn try_exchange(&self, state: &State) -> Attempt {
         let wait = |token| {
@@ -322,7 +322,7 @@ fn unreadable(message: String) -> WebIdentityFailure {
     }
 }
 
-/// STS refusing the token, the role or the provider is the identity's problem: it rests (Auth).
+/// STS refusing the token, the role or the provider is the identity's problem: it backs off (Auth).
 /// Throttling and outages stay transient.
 fn sts_failure(role_arn: &str, error: &CloudError) -> WebIdentityFailure {
     let code = error.code().to_owned();

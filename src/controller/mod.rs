@@ -1,4 +1,4 @@
-//! The controller, in rooms around the reconcile pipeline. Arrows point one way, down this list:
+//! The controller, in modules around the reconcile pipeline. Arrows point one way, down this list:
 //!
 //! - [`resources`]: the custom resources (`DynamicRegistration`, `ClusterCredentials`).
 //! - [`decision`]: pure verdicts: spec and facts in, actions and status out (no I/O, no clock).

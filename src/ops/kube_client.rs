@@ -121,7 +121,7 @@ impl<S> tower::Layer<S> for PaceLayer {
     }
 }
 
-/// Waits for a token and a place in flight, then sends, then counts the answer; the place is
+/// Waits for a token and a permit in flight, then sends, then counts the answer; the permit is
 /// held until the answer's body is read (the connection is busy until then).
 #[derive(Clone)]
 pub struct Paced<S> {
@@ -146,7 +146,7 @@ where
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // The inner service is made ready after the wait, not before: a request waiting for its
-        // token must not hold a place in the buffer that a watch or a lease renewal needs.
+        // token must not hold a permit in the buffer that a watch or a lease renewal needs.
         Poll::Ready(Ok(()))
     }
 
@@ -168,7 +168,7 @@ where
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            let place = match in_flight {
+            let permit = match in_flight {
                 // The semaphore is never closed.
                 Some(in_flight) => in_flight.acquire_owned().await.ok(),
                 None => None,
@@ -187,16 +187,16 @@ where
             }
             observer.request_finished(verb, code, wait);
             answer
-                .map(|response| response.map(|body| Held { body, place }))
+                .map(|response| response.map(|body| Held { body, permit }))
                 .map_err(Into::into)
         })
     }
 }
 
-/// An answer's body holding its request's place in flight until it is read or dropped.
+/// An answer's body holding its request's permit in flight until it is read or dropped.
 pub struct Held<B> {
     body: B,
-    place: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl<B: http_body::Body + Unpin> http_body::Body for Held<B> {
@@ -209,7 +209,7 @@ impl<B: http_body::Body + Unpin> http_body::Body for Held<B> {
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         if let Poll::Ready(None) = polled {
-            self.place = None;
+            self.permit = None;
         }
         polled
     }
@@ -310,8 +310,8 @@ mod tests {
     #[test]
     fn a_seconds_worth_of_requests_may_be_in_flight_within_bounds() {
         let rate = |qps| Some(RequestRate { qps, burst: 1 });
-        let places = [rate(0.5), rate(100.0), rate(500.5), rate(1e9), None].map(in_flight);
-        assert_eq!(places, [32, 100, 501, 1024, 1024]);
+        let permits = [rate(0.5), rate(100.0), rate(500.5), rate(1e9), None].map(in_flight);
+        assert_eq!(permits, [32, 100, 501, 1024, 1024]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -378,7 +378,7 @@ mod tests {
         let quiet = Duration::from_secs(5);
         let waits = tokio::time::timeout(quiet, handle.next_request()).await;
         assert!(waits.is_err(), "a third request went out");
-        // A watch never waits for a place.
+        // A watch never waits for a permit.
         let _watch = tokio::spawn(paced.clone().call(named("watch")));
         let (watch, _) = handle.next_request().await.unwrap();
         assert_eq!(watch.extensions().get::<&str>(), Some(&"watch"));

@@ -28,11 +28,11 @@ pub struct Tally {
     /// How long ago the least recently observed Ready resource read the cloud; `None` when none
     /// is Ready.
     pub oldest_ready_observation: Option<Duration>,
-    /// Reconciles waiting for a place, by admission queue (a digest of credentials source and
+    /// Reconciles waiting for a permit, by admission queue (a digest of credentials source and
     /// region); queues without any left out.
     pub waiting: Vec<(String, usize)>,
-    /// Sets of credentials resting after the cloud refused them.
-    pub credentials_resting: usize,
+    /// Sets of credentials in backoff after the cloud refused them.
+    pub credentials_backing_off: usize,
 }
 
 /// Queues shown by name in `reconciles_waiting`; the rest are summed under `queue="other"`, so
@@ -138,7 +138,7 @@ pub struct Metrics {
     resources: Family<ReasonLabel, Gauge>,
     oldest_observation: Gauge<f64, AtomicU64>,
     waiting: Family<QueueLabel, Gauge>,
-    credentials_resting: Gauge,
+    credentials_backing_off: Gauge,
     resident_memory: Gauge,
     census: Mutex<Option<Census>>,
     leader: Gauge,
@@ -242,14 +242,14 @@ impl Metrics {
         let waiting = Family::<QueueLabel, Gauge>::default();
         registry.register(
             "reconciles_waiting",
-            "Reconciles waiting for a place in their admission queue (one per credentials source and region, named by a digest; the 16 longest by name, the rest as other)",
+            "Reconciles waiting for a permit in their admission queue (one per credentials source and region, named by a digest; the 16 longest by name, the rest as other)",
             waiting.clone(),
         );
-        let credentials_resting = Gauge::default();
+        let credentials_backing_off = Gauge::default();
         registry.register(
-            "credentials_resting",
-            "Sets of credentials the cloud refused (AuthFailure) that rest: not used until they change or --stalled-retry-interval",
-            credentials_resting.clone(),
+            "credentials_backing_off",
+            "Sets of credentials the cloud refused (AuthFailure), in backoff: not used until they change or --stalled-retry-interval",
+            credentials_backing_off.clone(),
         );
         let resident_memory = Gauge::default();
         registry.register(
@@ -301,7 +301,7 @@ impl Metrics {
             resources,
             oldest_observation,
             waiting,
-            credentials_resting,
+            credentials_backing_off,
             resident_memory,
             census: Mutex::new(None),
             leader,
@@ -362,8 +362,8 @@ impl Metrics {
         }
         let oldest = tally.oldest_ready_observation.unwrap_or_default();
         self.oldest_observation.set(oldest.as_secs_f64());
-        self.credentials_resting
-            .set(i64::try_from(tally.credentials_resting).unwrap_or(i64::MAX));
+        self.credentials_backing_off
+            .set(i64::try_from(tally.credentials_backing_off).unwrap_or(i64::MAX));
         self.waiting.clear();
         for (queue, count) in shown_queues(tally.waiting) {
             self.waiting
@@ -498,7 +498,7 @@ mod tests {
             ],
             oldest_ready_observation: Some(Duration::from_millis(1500)),
             waiting: (0..20).map(|i| (format!("queue{i:02}"), i + 1)).collect(),
-            credentials_resting: 2,
+            credentials_backing_off: 2,
         })));
         metrics.call_finished(
             Action::UpdateProductDynamicRegister,
@@ -525,7 +525,7 @@ mod tests {
             "iothub_dynreg_resources{reason=\"Drifted\"} 1",
             "iothub_dynreg_oldest_ready_observation_age_seconds 1.5",
             "# HELP iothub_dynreg_reconcile_duration_seconds",
-            "iothub_dynreg_credentials_resting 2",
+            "iothub_dynreg_credentials_backing_off 2",
             "iothub_dynreg_leader_transitions_total 2",
             "iothub_dynreg_secrets_written_total 1",
             // The 16 longest queues by name, the other four (1 + 2 + 3 + 4 waiting) summed.

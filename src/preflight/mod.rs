@@ -61,12 +61,12 @@ pub struct Call {
     /// The product it is about, if any.
     pub product: Option<String>,
     /// What came of it.
-    pub outcome: Outcome,
+    pub outcome: CallResult,
 }
 
 /// What came of a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum CallResult {
     /// The cloud did it; what it said, in a few words.
     Allowed(String),
     /// The cloud refused or failed it.
@@ -169,7 +169,7 @@ async fn describe_each(
             .describe_product(credentials, region, product_id)
             .await;
         let outcome = match &answer {
-            Ok(product) => Outcome::Allowed(settings(product)),
+            Ok(product) => CallResult::Allowed(settings(product)),
             Err(error) => refused(error),
         };
         calls.push(call(
@@ -188,7 +188,7 @@ async fn describe_each(
             Action::DescribeProduct,
             "-",
             None,
-            Outcome::Skipped(why.to_owned()),
+            CallResult::Skipped(why.to_owned()),
         ));
     }
     if !write_back {
@@ -197,7 +197,7 @@ async fn describe_each(
             Action::UpdateProductDynamicRegister,
             "-",
             None,
-            Outcome::Skipped(why.to_owned()),
+            CallResult::Skipped(why.to_owned()),
         ));
     }
 }
@@ -217,7 +217,7 @@ async fn write_back_settings(
         .update_product_dynamic_register(credentials, region, &product.product_id, current)
         .await;
     let outcome = match answer {
-        Ok(outcome) => Outcome::Allowed(format!(
+        Ok(outcome) => CallResult::Allowed(format!(
             "wrote RegisterType {:?}, RegisterLimit {} back (RequestId {})",
             current.register_type, current.register_limit, outcome.request_id
         )),
@@ -231,7 +231,7 @@ async fn write_back_settings(
     )
 }
 
-fn call(action: Action, region: &str, product: Option<&String>, outcome: Outcome) -> Call {
+fn call(action: Action, region: &str, product: Option<&String>, outcome: CallResult) -> Call {
     Call {
         action,
         region: region.to_owned(),
@@ -240,8 +240,8 @@ fn call(action: Action, region: &str, product: Option<&String>, outcome: Outcome
     }
 }
 
-fn refused(error: &CloudError) -> Outcome {
-    Outcome::Refused {
+fn refused(error: &CloudError) -> CallResult {
+    CallResult::Refused {
         class: error.class(),
         code: error.code().to_owned(),
         message: error.to_string(),
@@ -249,7 +249,7 @@ fn refused(error: &CloudError) -> Outcome {
 }
 
 /// A listing's outcome: how many products, and the first few.
-fn listing(listed: Result<Vec<Product>, CloudError>) -> Outcome {
+fn listing(listed: Result<Vec<Product>, CloudError>) -> CallResult {
     match listed {
         Ok(products) => {
             let mut ids: Vec<&str> = products.iter().map(|p| p.product_id.as_str()).collect();
@@ -260,7 +260,7 @@ fn listing(listed: Result<Vec<Product>, CloudError>) -> Outcome {
             } else {
                 ""
             };
-            Outcome::Allowed(format!("{count} products ({}{more})", ids.join(", ")))
+            CallResult::Allowed(format!("{count} products ({}{more})", ids.join(", ")))
         }
         Err(error) => refused(&error),
     }
@@ -297,7 +297,7 @@ impl Report {
     pub fn key(&self) -> KeyVerdict {
         let refusals = || {
             self.calls.iter().filter_map(|call| match &call.outcome {
-                Outcome::Refused { class, code, .. } => Some((*class, code)),
+                CallResult::Refused { class, code, .. } => Some((*class, code)),
                 _ => None,
             })
         };
@@ -308,11 +308,11 @@ impl Report {
             return KeyVerdict::AccountSuspended(code.clone());
         }
         let judged = self.calls.iter().any(|call| match &call.outcome {
-            Outcome::Allowed(_) => true,
-            Outcome::Refused { class, .. } => {
+            CallResult::Allowed(_) => true,
+            CallResult::Refused { class, .. } => {
                 !class.is_retryable() && *class != ErrorClass::Unknown
             }
-            Outcome::Skipped(_) => false,
+            CallResult::Skipped(_) => false,
         });
         if judged {
             KeyVerdict::Accepted
@@ -327,7 +327,7 @@ impl Report {
             .calls
             .iter()
             .filter(|call| {
-                matches!(&call.outcome, Outcome::Refused { code, .. } if CAM_REFUSALS.contains(&code.as_str()))
+                matches!(&call.outcome, CallResult::Refused { code, .. } if CAM_REFUSALS.contains(&code.as_str()))
             })
             .map(|call| call.action.as_str())
             .collect();
@@ -366,7 +366,7 @@ impl Report {
         }
         let mut inconclusive = false;
         for call in &self.calls {
-            let Outcome::Refused { class, .. } = &call.outcome else {
+            let CallResult::Refused { class, .. } = &call.outcome else {
                 continue;
             };
             if class.is_retryable() || *class == ErrorClass::Unknown {

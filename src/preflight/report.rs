@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Call, KeyVerdict, Outcome, Report};
+use super::{Call, CallResult, KeyVerdict, Report};
 
 /// The shape of the JSON output; raised only when a field changes meaning or goes.
 pub const JSON_FORMAT_VERSION: u32 = 1;
@@ -82,11 +82,11 @@ pub fn json(report: &Report, source: &str) -> Value {
 
 fn call_json(call: &Call) -> Value {
     let (result, code, detail) = match &call.outcome {
-        Outcome::Allowed(detail) => ("allowed", None, detail.as_str()),
-        Outcome::Refused { code, message, .. } => {
+        CallResult::Allowed(detail) => ("allowed", None, detail.as_str()),
+        CallResult::Refused { code, message, .. } => {
             ("refused", Some(code.as_str()), message.as_str())
         }
-        Outcome::Skipped(why) => ("skipped", None, why.as_str()),
+        CallResult::Skipped(why) => ("skipped", None, why.as_str()),
     };
     json!({
         "action": call.action.as_str(),
@@ -100,9 +100,9 @@ fn call_json(call: &Call) -> Value {
 
 fn row(call: &Call) -> [String; 4] {
     let result = match &call.outcome {
-        Outcome::Allowed(detail) => format!("allowed: {detail}"),
-        Outcome::Refused { message, .. } => format!("refused: {message}"),
-        Outcome::Skipped(why) => format!("not checked: {why}"),
+        CallResult::Allowed(detail) => format!("allowed: {detail}"),
+        CallResult::Refused { message, .. } => format!("refused: {message}"),
+        CallResult::Skipped(why) => format!("not checked: {why}"),
     };
     [
         call.action.as_str().to_owned(),

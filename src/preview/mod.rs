@@ -120,14 +120,14 @@ impl Planned {
 
 /// The plan of every DynamicRegistration read.
 #[derive(Clone, Debug, Default)]
-pub struct Plan {
+pub struct FleetPlan {
     /// In input order.
     pub resources: Vec<Planned>,
     /// Documents of other kinds.
     pub skipped_documents: usize,
 }
 
-impl Plan {
+impl FleetPlan {
     /// Like `terraform plan -detailed-exitcode`: 1 when anything would fail, else 2 when
     /// something would change, else 0.
     pub fn exit_code(&self) -> u8 {
@@ -151,7 +151,7 @@ impl Plan {
 }
 
 /// Plans every manifest read, reading the cloud with `credentials` through `observer`.
-pub async fn plan(inputs: Inputs, observer: &Observer, credentials: &Credentials) -> Plan {
+pub async fn plan(inputs: Inputs, observer: &Observer, credentials: &Credentials) -> FleetPlan {
     let sharing = regions(&inputs.manifests);
     // Validation is CPU work and the cloud reads wait on the rate limit: the first valid
     // resource of a region starts its snapshot while the others are still being validated.
@@ -200,7 +200,7 @@ pub async fn plan(inputs: Inputs, observer: &Observer, credentials: &Credentials
         };
         resources.push(decide(planned.clone(), &resource.spec, cloud.as_ref()));
     }
-    Plan {
+    FleetPlan {
         resources,
         skipped_documents: inputs.skipped,
     }

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Action, Plan, Planned};
+use super::{Action, FleetPlan, Planned};
 
 /// The shape of the JSON output; raised only when a field changes meaning or goes.
 pub const JSON_FORMAT_VERSION: u32 = 1;
@@ -29,7 +29,7 @@ const HEADER: [&str; 7] = [
 ];
 
 /// One line per changed setting; one line for a resource with none.
-fn rows(plan: &Plan) -> Vec<[String; 7]> {
+fn rows(plan: &FleetPlan) -> Vec<[String; 7]> {
     let mut rows = Vec::new();
     for planned in &plan.resources {
         let row = |field: &str, cloud: &str, wanted: &str| {
@@ -54,7 +54,7 @@ fn rows(plan: &Plan) -> Vec<[String; 7]> {
 }
 
 /// `1 to update, 1 without change, 2 failing; 3 documents of other kinds skipped`.
-pub fn summary(plan: &Plan) -> String {
+pub fn summary(plan: &FleetPlan) -> String {
     let failing = plan
         .resources
         .iter()
@@ -76,14 +76,14 @@ pub fn summary(plan: &Plan) -> String {
 }
 
 /// The reasons of every row that is not a plain update or no change.
-fn details(plan: &Plan) -> impl Iterator<Item = (&Planned, &str)> {
+fn details(plan: &FleetPlan) -> impl Iterator<Item = (&Planned, &str)> {
     plan.resources
         .iter()
         .filter_map(|planned| planned.detail.as_deref().map(|detail| (planned, detail)))
 }
 
 /// A terminal table, its details, and the summary.
-pub fn table(plan: &Plan) -> String {
+pub fn table(plan: &FleetPlan) -> String {
     let rows = rows(plan);
     let mut widths = HEADER.map(str::len);
     for row in &rows {
@@ -120,7 +120,7 @@ pub fn table(plan: &Plan) -> String {
 }
 
 /// A pull-request comment.
-pub fn markdown(plan: &Plan) -> String {
+pub fn markdown(plan: &FleetPlan) -> String {
     let mut out = format!("### iothub-dynreg plan\n\n{}.\n\n", summary(plan));
     if plan.resources.is_empty() {
         out.push_str("No DynamicRegistration in the input.\n");
@@ -156,7 +156,7 @@ fn cell_text(text: &str) -> String {
 }
 
 /// For bots: documented in docs/guides/plan.md; fields are only ever added.
-pub fn json(plan: &Plan) -> Value {
+pub fn json(plan: &FleetPlan) -> Value {
     let resources: Vec<Value> = plan
         .resources
         .iter()

@@ -107,7 +107,7 @@ impl Soak {
     }
 
     /// Only the leader of a shard calls the cloud: a replica that did not lead at the last check
-    /// and does not now made no call in between (a term is seconds long, checks a fraction of
+    /// and does not now made no call in between (a leadership is seconds long, checks a fraction of
     /// a second apart), and no shard has two leaders.
     async fn check_one_caller_per_shard(&mut self) -> Checked {
         let mut leaders = Vec::new();

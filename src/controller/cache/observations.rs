@@ -13,7 +13,7 @@ use crate::controller::resources::DynamicRegistration;
 
 /// The last successful observation of each resource in view, by uid.
 pub struct Observations {
-    /// When the term started: a resource not observed since counts from then.
+    /// When the leadership started: a resource not observed since counts from then.
     since: Instant,
     last: Mutex<HashMap<Publisher, Instant>>,
 }

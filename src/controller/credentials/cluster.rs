@@ -19,7 +19,7 @@ use crate::cloud::web_identity::{
 use crate::cloud::{CloudClient, Credentials, ErrorClass};
 use crate::controller::cache::Caches;
 use crate::controller::decision::Problem;
-use crate::controller::decision::cluster_credentials::{self, Outcome};
+use crate::controller::decision::cluster_credentials::{self, Acceptance};
 use crate::controller::resources::{
     ClusterCredentials, MANAGER, NamespacedSecretRef, WebIdentitySource,
 };
@@ -29,9 +29,9 @@ pub struct ClusterAccess {
     cloud: CloudClient,
     /// One provider per ClusterCredentials, replaced when its web identity changes.
     web_identities: Mutex<HashMap<String, (WebIdentitySource, Arc<WebIdentityCredentials>)>>,
-    /// The outcome last written per ClusterCredentials and generation: written again only on
+    /// The acceptance last written per ClusterCredentials and generation: written again only on
     /// change (the watch may not show our write yet).
-    written: Mutex<HashMap<String, (i64, Outcome)>>,
+    written: Mutex<HashMap<String, (i64, Acceptance)>>,
 }
 
 impl ClusterAccess {
@@ -125,22 +125,27 @@ impl ClusterAccess {
 
     /// Records on the ClusterCredentials' status what their last use showed, when it differs
     /// from what was written last. Failing to write is logged, never the reconcile's failure.
-    pub async fn record(&self, (client, caches): (&Client, &Caches), name: &str, outcome: Outcome) {
+    pub async fn record(
+        &self,
+        (client, caches): (&Client, &Caches),
+        name: &str,
+        acceptance: Acceptance,
+    ) {
         let Some(declared) = caches.cluster_credentials.get(&ObjectRef::new(name)) else {
             return;
         };
         let generation = declared.metadata.generation.unwrap_or_default();
         let written_already = {
             let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-            written.get(name) == Some(&(generation, outcome.clone()))
+            written.get(name) == Some(&(generation, acceptance.clone()))
         };
         if written_already
-            || cluster_credentials::says(declared.status.as_ref(), generation, &outcome)
+            || cluster_credentials::says(declared.status.as_ref(), generation, &acceptance)
         {
             return;
         }
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let status = cluster_credentials::status(&declared.spec, generation, &outcome, &now);
+        let status = cluster_credentials::status(&declared.spec, generation, &acceptance, &now);
         let patch = serde_json::json!({
             "apiVersion": "iothub.dynreg.io/v1alpha1",
             "kind": "ClusterCredentials",
@@ -153,7 +158,7 @@ impl ClusterAccess {
                 self.written
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(name.to_owned(), (generation, outcome));
+                    .insert(name.to_owned(), (generation, acceptance));
             }
             Err(error) => warn!(clustercredentials = name, %error, "cannot write the status"),
         }

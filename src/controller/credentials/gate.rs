@@ -1,4 +1,4 @@
-//! Resting credentials the cloud refused: bad credentials shared by many resources cost one
+//! Backoff for credentials the cloud refused: bad credentials shared by many resources cost one
 //! call per retry period, not one per resource.
 
 use std::collections::HashMap;
@@ -12,19 +12,19 @@ use crate::controller::decision::Problem;
 
 /// What the cloud said of a set of credentials.
 #[derive(Debug, Default)]
-enum Verdict {
+enum KeyState {
     /// Not used yet, or the last use failed for another reason: one caller at a time probes.
     #[default]
     Unverified,
     /// A call succeeded: use freely.
     Verified,
     /// Refused (`AuthFailure.*`): not used until `until`.
-    Resting { until: Instant, code: String },
+    BackingOff { until: Instant, code: String },
 }
 
 #[derive(Debug)]
 struct Entry {
-    verdict: Verdict,
+    state: KeyState,
     probe: Arc<tokio::sync::Mutex<()>>,
     last_used: Instant,
 }
@@ -32,7 +32,7 @@ struct Entry {
 impl Default for Entry {
     fn default() -> Self {
         Self {
-            verdict: Verdict::default(),
+            state: KeyState::default(),
             probe: Arc::default(),
             last_used: Instant::now(),
         }
@@ -41,10 +41,10 @@ impl Default for Entry {
 
 /// Guards the account's quota against bad credentials shared by many resources: until the
 /// cloud has accepted a set of credentials, only one call at a time uses them; once it refused
-/// them (`AuthFailure.*`) they rest until they change or a slow retry comes due.
+/// them (`AuthFailure.*`) they back off until they change or a slow retry comes due.
 #[derive(Debug)]
 pub struct CredentialGate {
-    rest: Duration,
+    backoff: Duration,
     entries: Mutex<HashMap<[u8; 32], Entry>>,
 }
 
@@ -52,10 +52,10 @@ pub struct CredentialGate {
 pub struct Probe(#[allow(dead_code)] Option<tokio::sync::OwnedMutexGuard<()>>);
 
 impl CredentialGate {
-    /// Refused credentials rest for `rest`.
-    pub fn new(rest: Duration) -> Self {
+    /// Refused credentials back off for `backoff`.
+    pub fn new(backoff: Duration) -> Self {
         Self {
-            rest,
+            backoff,
             entries: Mutex::new(HashMap::new()),
         }
     }
@@ -65,7 +65,7 @@ impl CredentialGate {
     }
 
     /// Waits until `credentials` may be used and returns the probe to hold during the call, or
-    /// the problem to report while they rest.
+    /// the problem to report while they back off.
     pub async fn admit(&self, credentials: &Credentials) -> Result<Probe, Problem> {
         let key = credentials.fingerprint();
         loop {
@@ -73,24 +73,24 @@ impl CredentialGate {
                 let mut entries = self.entries();
                 let entry = entries.entry(key).or_default();
                 entry.last_used = Instant::now();
-                match &entry.verdict {
-                    Verdict::Verified => return Ok(Probe(None)),
-                    Verdict::Resting { until, code } if Instant::now() < *until => {
-                        return Err(Problem::CredentialsResting {
+                match &entry.state {
+                    KeyState::Verified => return Ok(Probe(None)),
+                    KeyState::BackingOff { until, code } if Instant::now() < *until => {
+                        return Err(Problem::CredentialsBackingOff {
                             secret_id: credentials.secret_id.clone(),
                             code: code.clone(),
                         });
                     }
-                    Verdict::Resting { .. } => entry.verdict = Verdict::Unverified,
-                    Verdict::Unverified => {}
+                    KeyState::BackingOff { .. } => entry.state = KeyState::Unverified,
+                    KeyState::Unverified => {}
                 }
                 entry.probe.clone()
             };
             let guard = probe.lock_owned().await;
             // Whoever probed before us may have settled it either way.
             let settled = matches!(
-                self.entries().get(&key).map(|entry| &entry.verdict),
-                Some(Verdict::Verified | Verdict::Resting { .. })
+                self.entries().get(&key).map(|entry| &entry.state),
+                Some(KeyState::Verified | KeyState::BackingOff { .. })
             );
             if !settled {
                 return Ok(Probe(Some(guard)));
@@ -102,8 +102,8 @@ impl CredentialGate {
     pub fn refused(&self, credentials: &Credentials, code: &str) {
         self.set(
             credentials,
-            Verdict::Resting {
-                until: Instant::now() + self.rest,
+            KeyState::BackingOff {
+                until: Instant::now() + self.backoff,
                 code: code.to_owned(),
             },
         );
@@ -111,30 +111,31 @@ impl CredentialGate {
 
     /// Records that the cloud accepted the credentials.
     pub fn accepted(&self, credentials: &Credentials) {
-        self.set(credentials, Verdict::Verified);
+        self.set(credentials, KeyState::Verified);
     }
 
-    fn set(&self, credentials: &Credentials, verdict: Verdict) {
+    fn set(&self, credentials: &Credentials, state: KeyState) {
         let mut entries = self.entries();
         let now = Instant::now();
-        // Forget credentials nobody used for two rest periods (a resting one only once its rest
-        // is over): temporary credentials bring a new key at every rotation.
-        let forget_after = self.rest * 2;
+        // Forget credentials nobody used for two backoff periods (one in backoff only once its
+        // backoff is over): temporary credentials bring a new key at every rotation.
+        let forget_after = self.backoff * 2;
         entries.retain(|_, entry| {
-            let resting = matches!(&entry.verdict, Verdict::Resting { until, .. } if now < *until);
-            resting || now.duration_since(entry.last_used) < forget_after
+            let backing_off =
+                matches!(&entry.state, KeyState::BackingOff { until, .. } if now < *until);
+            backing_off || now.duration_since(entry.last_used) < forget_after
         });
         let entry = entries.entry(credentials.fingerprint()).or_default();
-        entry.verdict = verdict;
+        entry.state = state;
         entry.last_used = now;
     }
 
-    /// How many sets of credentials rest now (refused, their rest not over).
-    pub fn resting(&self) -> usize {
+    /// How many sets of credentials are in backoff now (refused, their backoff not over).
+    pub fn backing_off(&self) -> usize {
         let now = Instant::now();
         let entries = self.entries();
-        let resting = |entry: &&Entry| matches!(&entry.verdict, Verdict::Resting { until, .. } if now < *until);
-        entries.values().filter(resting).count()
+        let backing_off = |entry: &&Entry| matches!(&entry.state, KeyState::BackingOff { until, .. } if now < *until);
+        entries.values().filter(backing_off).count()
     }
 
     /// How many sets of credentials are remembered.
@@ -153,7 +154,7 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn refused_credentials_rest_until_changed_or_due() {
+    async fn refused_credentials_back_off_until_changed_or_due() {
         let gate = CredentialGate::new(Duration::from_secs(900));
         let bad = Credentials::new("AKID", "wrong");
         let probe = gate.admit(&bad).await.unwrap();
@@ -162,12 +163,12 @@ mod tests {
         for _ in 0..100 {
             assert!(matches!(
                 gate.admit(&bad).await,
-                Err(Problem::CredentialsResting { .. })
+                Err(Problem::CredentialsBackingOff { .. })
             ));
         }
         // Rotated key: a different fingerprint, usable at once.
         assert!(gate.admit(&Credentials::new("AKID", "right")).await.is_ok());
-        // After the rest, one caller may retry.
+        // After the backoff, one caller may retry.
         tokio::time::advance(Duration::from_secs(901)).await;
         let retry = gate.admit(&bad).await.unwrap();
         gate.accepted(&bad);
@@ -192,7 +193,7 @@ mod tests {
         drop(first);
         assert!(matches!(
             waiter.await.unwrap(),
-            Err(Problem::CredentialsResting { .. })
+            Err(Problem::CredentialsBackingOff { .. })
         ));
     }
 }

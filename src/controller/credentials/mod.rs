@@ -1,7 +1,7 @@
 //! Which cloud credentials a resource uses, in one entry point ([`Resolver::resolve`]): the
 //! Secret of its namespace it names ([`secret`]), ClusterCredentials that grant its namespace
 //! ([`cluster`]: a Secret anywhere, or a web identity exchanged with STS), or the controller's
-//! own where the administrator allows them ([`default`]); then the gate ([`gate`]), which rests
+//! own where the administrator allows them ([`default`]); then the gate ([`gate`]), which backs off
 //! credentials the cloud refused. A credentials Secret that a deletion will need is protected
 //! with our finalizer, put on and taken off in [`protection`].
 
@@ -25,7 +25,7 @@ use tracing::warn;
 use crate::cloud::{CloudClient, Credentials, ErrorClass};
 use crate::controller::cache::Caches;
 use crate::controller::decision::Problem;
-use crate::controller::decision::cluster_credentials::Outcome;
+use crate::controller::decision::cluster_credentials::Acceptance;
 use crate::controller::decision::secrets::is_valid_secret_name;
 use crate::controller::resources::DynamicRegistration;
 use crate::ops::metrics::Metrics;
@@ -102,7 +102,7 @@ pub struct Usable {
 
 impl Resolver {
     /// Reads Secrets through `client` when `caches` show a version not read yet; exchanges web
-    /// identities through `cloud`; credentials the cloud refused rest for `rest` (unless they
+    /// identities through `cloud`; credentials the cloud refused back off for `backoff` (unless they
     /// change); credentials Secrets a deletion needs carry `in_use_finalizer`.
     pub fn new(
         (client, caches): (Client, Arc<Caches>),
@@ -124,7 +124,7 @@ impl Resolver {
     }
 
     /// The credentials `resource` may use now, or why it may not call the cloud: none named or
-    /// granted, unusable, or resting after a refusal. Unverified credentials are probed by one
+    /// granted, unusable, or in backoff after a refusal. Unverified credentials are probed by one
     /// caller at a time: hold the [`Usable`] for the whole call.
     pub async fn resolve(
         &self,
@@ -194,7 +194,7 @@ impl Resolver {
     }
 
     /// Takes in what the cloud answered to a call made with `credentials` (`None`: success).
-    /// Credentials it refused rest; any answer in which it authenticated the key and judged the
+    /// Credentials it refused back off; any answer in which it authenticated the key and judged the
     /// request (success, or a refusal about the product or the action) shows the key is good.
     pub fn judged(&self, credentials: &Credentials, error: Option<(ErrorClass, &str)>) {
         match error {
@@ -207,7 +207,7 @@ impl Resolver {
                 _,
             )) => self.gate.accepted(credentials),
             Some((ErrorClass::Auth | ErrorClass::Account, code)) => {
-                warn!(secret_id = %credentials.secret_id, code, "the cloud refused the credentials or their account; resting them");
+                warn!(secret_id = %credentials.secret_id, code, "the cloud refused the credentials or their account; backing off");
                 self.gate.refused(credentials, code);
             }
             // A clock that is off is the node's problem: the key stays in use.
@@ -222,14 +222,14 @@ impl Resolver {
     }
 
     /// Tells ClusterCredentials `name` what a reconcile learnt of them (their status).
-    pub async fn record_cluster_credentials(&self, name: &str, outcome: Outcome) {
+    pub async fn record_cluster_credentials(&self, name: &str, acceptance: Acceptance) {
         let kube = (&self.client, &*self.caches);
-        self.cluster.record(kube, name, outcome).await;
+        self.cluster.record(kube, name, acceptance).await;
     }
 
-    /// How many sets of credentials the cloud refused rest now.
-    pub fn resting(&self) -> usize {
-        self.gate.resting()
+    /// How many sets of credentials the cloud refused are in backoff now.
+    pub fn backing_off(&self) -> usize {
+        self.gate.backing_off()
     }
 
     /// Our in-use finalizer.

@@ -35,9 +35,9 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 const SWEEP_SPACING: Duration = Duration::from_secs(1);
 
 /// How often a shard reads the metadata of every Secret in its scope for its finalizer (besides
-/// once at the start of each term): its Secret watch shows only the Secrets its selector
+/// once at the start of each leadership): its Secret watch shows only the Secrets its selector
 /// matches, and a protected Secret out of that view is otherwise found only when a resource
-/// stops needing it while this term watches (see [`Sweep::beyond_view`]).
+/// stops needing it while this leadership watches (see [`Sweep::beyond_view`]).
 const CENSUS_INTERVAL: Duration = Duration::from_secs(600);
 /// Secrets a page of the census lists.
 const CENSUS_PAGE: u32 = 500;
@@ -86,7 +86,7 @@ pub struct Sweep<'a> {
     /// Our in-use finalizer (this shard's).
     pub finalizer: &'a str,
     /// Every Secret in the controller's scope, when its Secret watch shows only part of them (a
-    /// shard). A resource that leaves the shard (its label moved) or goes while no term of the
+    /// shard). A resource that leaves the shard (its label moved) or goes while no leadership of the
     /// shard watches (a restart, a lost Lease, a relist) leaves the shard's protection on a
     /// credentials Secret it may not see; without a census that finalizer stays forever, and
     /// the Secret, and its namespace, can never be deleted.

@@ -11,7 +11,7 @@ use crate::controller::resources::{ClusterCredentialsSpec, ClusterCredentialsSta
 
 /// What a reconcile learnt of the ClusterCredentials it used.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Acceptance {
     /// The cloud answered a call made with them.
     Accepted,
     /// Their source gave no credentials, or the cloud refused them.
@@ -23,22 +23,22 @@ pub enum Outcome {
     },
 }
 
-impl Outcome {
+impl Acceptance {
     /// What reading the product through them says of the credentials: the cloud answered (an
     /// answer about the product, such as not found, still authenticates the key), or it or
     /// their source refused them. Other failures (a namespace not selected, an outage, a
     /// conflict) say nothing about the credentials: `None`.
     pub fn of(observed: Result<(), &Problem>) -> Option<Self> {
-        let refused = |reason, message: &str| Outcome::Refused {
+        let refused = |reason, message: &str| Acceptance::Refused {
             reason,
             message: message.to_owned(),
         };
         match observed {
-            Ok(()) => Some(Outcome::Accepted),
+            Ok(()) => Some(Acceptance::Accepted),
             Err(Problem::Cloud {
                 class: ErrorClass::NotFound | ErrorClass::Forbidden | ErrorClass::Unsupported,
                 ..
-            }) => Some(Outcome::Accepted),
+            }) => Some(Acceptance::Accepted),
             Err(Problem::Cloud {
                 class: ErrorClass::Auth,
                 message,
@@ -47,17 +47,17 @@ impl Outcome {
                 class: ErrorClass::Account,
                 message,
             }) => Some(refused("AccountSuspended", message)),
-            Err(Problem::CredentialsResting { code, .. })
+            Err(Problem::CredentialsBackingOff { code, .. })
                 if ErrorClass::of_code(code) == ErrorClass::Account =>
             {
                 Some(refused(
                     "AccountSuspended",
-                    "the cloud suspended the account of these credentials; they rest until they change or the slow retry comes due",
+                    "the cloud suspended the account of these credentials; they are not used again until they change or the slow retry comes due",
                 ))
             }
-            Err(Problem::CredentialsResting { .. }) => Some(refused(
+            Err(Problem::CredentialsBackingOff { .. }) => Some(refused(
                 "AuthFailed",
-                "the cloud refused these credentials; they rest until they change or the slow retry comes due",
+                "the cloud refused these credentials; they are not used again until they change or the slow retry comes due",
             )),
             Err(Problem::ClusterCredentialsUnusable { detail, .. }) => {
                 Some(refused("SourceUnusable", detail))
@@ -67,50 +67,54 @@ impl Outcome {
     }
 
     fn ready(&self) -> bool {
-        matches!(self, Outcome::Accepted)
+        matches!(self, Acceptance::Accepted)
     }
 
     fn reason(&self) -> &'static str {
         match self {
-            Outcome::Accepted => "Accepted",
-            Outcome::Refused { reason, .. } => reason,
+            Acceptance::Accepted => "Accepted",
+            Acceptance::Refused { reason, .. } => reason,
         }
     }
 
     fn message(&self) -> &str {
         match self {
-            Outcome::Accepted => {
+            Acceptance::Accepted => {
                 "the source resolves and the cloud accepted the credentials on their last use"
             }
-            Outcome::Refused { message, .. } => message,
+            Acceptance::Refused { message, .. } => message,
         }
     }
 }
 
-/// Whether `status` already says `outcome` for `generation`: then nothing is written.
-pub fn says(status: Option<&ClusterCredentialsStatus>, generation: i64, outcome: &Outcome) -> bool {
+/// Whether `status` already says `acceptance` for `generation`: then nothing is written.
+pub fn says(
+    status: Option<&ClusterCredentialsStatus>,
+    generation: i64,
+    acceptance: &Acceptance,
+) -> bool {
     status
         .and_then(|status| status.conditions.iter().find(|c| c.type_ == "Ready"))
         .is_some_and(|condition| {
-            condition.reason == outcome.reason()
-                && (condition.status == "True") == outcome.ready()
+            condition.reason == acceptance.reason()
+                && (condition.status == "True") == acceptance.ready()
                 && condition.observed_generation == Some(generation)
         })
 }
 
-/// The status saying `outcome` of the ClusterCredentials `spec` at `generation`.
+/// The status saying `acceptance` of the ClusterCredentials `spec` at `generation`.
 pub fn status(
     spec: &ClusterCredentialsSpec,
     generation: i64,
-    outcome: &Outcome,
+    acceptance: &Acceptance,
     now: &Time,
 ) -> ClusterCredentialsStatus {
     ClusterCredentialsStatus {
         conditions: vec![Condition {
             type_: "Ready".to_owned(),
-            status: if outcome.ready() { "True" } else { "False" }.to_owned(),
-            reason: outcome.reason().to_owned(),
-            message: outcome.message().to_owned(),
+            status: if acceptance.ready() { "True" } else { "False" }.to_owned(),
+            reason: acceptance.reason().to_owned(),
+            message: acceptance.message().to_owned(),
             observed_generation: Some(generation),
             last_transition_time: now.clone(),
         }],
@@ -142,15 +146,15 @@ mod tests {
             class,
             message: "m".to_owned(),
         };
-        assert_eq!(Outcome::of(Ok(())), Some(Outcome::Accepted));
+        assert_eq!(Acceptance::of(Ok(())), Some(Acceptance::Accepted));
         assert_eq!(
-            Outcome::of(Err(&cloud(ErrorClass::NotFound))),
-            Some(Outcome::Accepted),
+            Acceptance::of(Err(&cloud(ErrorClass::NotFound))),
+            Some(Acceptance::Accepted),
             "the cloud judged the product: it authenticated the key"
         );
         assert!(matches!(
-            Outcome::of(Err(&cloud(ErrorClass::Auth))),
-            Some(Outcome::Refused {
+            Acceptance::of(Err(&cloud(ErrorClass::Auth))),
+            Some(Acceptance::Refused {
                 reason: "AuthFailed",
                 ..
             })
@@ -160,8 +164,8 @@ mod tests {
             detail: "Secret platform/key not found".to_owned(),
         };
         assert_eq!(
-            Outcome::of(Err(&unusable)),
-            Some(Outcome::Refused {
+            Acceptance::of(Err(&unusable)),
+            Some(Acceptance::Refused {
                 reason: "SourceUnusable",
                 message: "Secret platform/key not found".to_owned()
             })
@@ -174,25 +178,25 @@ mod tests {
             },
             Problem::Conflict { owner: None },
         ] {
-            assert_eq!(Outcome::of(Err(&silent)), None, "{silent:?}");
+            assert_eq!(Acceptance::of(Err(&silent)), None, "{silent:?}");
         }
     }
 
     #[test]
     fn a_status_is_written_only_when_it_says_something_new() {
         let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-        let written = status(&spec(), 3, &Outcome::Accepted, &now);
+        let written = status(&spec(), 3, &Acceptance::Accepted, &now);
         assert_eq!(written.source.as_deref(), Some("secretRef"));
-        assert!(says(Some(&written), 3, &Outcome::Accepted));
+        assert!(says(Some(&written), 3, &Acceptance::Accepted));
         assert!(
-            !says(Some(&written), 4, &Outcome::Accepted),
+            !says(Some(&written), 4, &Acceptance::Accepted),
             "a new generation"
         );
-        let refused = Outcome::Refused {
+        let refused = Acceptance::Refused {
             reason: "AuthFailed",
             message: "m".to_owned(),
         };
         assert!(!says(Some(&written), 3, &refused));
-        assert!(!says(None, 3, &Outcome::Accepted));
+        assert!(!says(None, 3, &Acceptance::Accepted));
     }
 }

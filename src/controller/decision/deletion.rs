@@ -192,7 +192,7 @@ mod tests {
             (Problem::Conflict { owner: None }, Some("CloudLeftAsIs")),
             (Problem::CredentialsMissing { secret: "c".into() }, None),
             (
-                Problem::CredentialsResting {
+                Problem::CredentialsBackingOff {
                     secret_id: "AKID".into(),
                     code: "AuthFailure.SignatureFailure".into(),
                 },

@@ -592,8 +592,8 @@ mod tests {
                 reason: Reason::AuthFailed,
                 progress: Progress::Stalled,
                 ..row(
-                    "credentials resting after AuthFailure",
-                    Err(Problem::CredentialsResting {
+                    "credentials in backoff after AuthFailure",
+                    Err(Problem::CredentialsBackingOff {
                         secret_id: "AKID".into(),
                         code: "AuthFailure.SignatureFailure".into(),
                     }),

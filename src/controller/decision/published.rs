@@ -11,9 +11,87 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
+use super::DataDigest;
 use super::secrets::{self as secret, MANAGED_BY_LABEL, PUBLISHED_BY_LABEL};
-use super::{DataDigest, SecretContent, SecretShape, SecretState};
 use crate::controller::resources::{DynamicRegistration, MANAGER, SecretRetention, SecretTemplate};
+
+/// The published Secret, as found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretState {
+    /// No Secret of that name.
+    Absent,
+    /// Ours (controller ownerReference to this resource), with its data and whether our label is
+    /// in place.
+    Owned {
+        /// Its keys and the digests of their values.
+        data: DataDigest,
+        /// `app.kubernetes.io/managed-by: iothub-dynreg` is set.
+        labelled: bool,
+        /// Its type, labels and annotations.
+        shape: SecretShape,
+    },
+    /// Someone else's Secret: never overwritten.
+    Foreign,
+}
+
+/// A Secret's type, labels and annotations: as found, or as `spec.secretTemplate` wants them
+/// (ours must be there; others' may be too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretShape {
+    /// `type`.
+    pub type_: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// It carries the resource's controller ownerReference, so the garbage collector deletes it
+    /// with the resource (`secretRetention: Delete`). A retained Secret carries none: under a
+    /// foreground cascade the collector deletes every dependent of the resource at once, before
+    /// any finalizer could let it go; it is known as ours by [`PUBLISHED_BY_LABEL`] instead.
+    pub garbage_collected: bool,
+}
+
+impl Default for SecretShape {
+    fn default() -> Self {
+        Self {
+            type_: "Opaque".to_owned(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            garbage_collected: true,
+        }
+    }
+}
+
+/// What the published Secret must hold.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretContent {
+    /// Name of the Secret.
+    pub name: String,
+    /// Its keys: `productId` and `productSecret`, or those of `spec.secretTemplate.data`.
+    pub data: BTreeMap<String, Vec<u8>>,
+    /// Its type, and the labels and annotations it must carry.
+    pub shape: SecretShape,
+    /// Keys we published before and no longer do: removed.
+    pub remove: Vec<String>,
+    /// Labels the watch selects on that the Secret carries and must no longer (left from
+    /// another shard): removed.
+    pub remove_labels: Vec<String>,
+    /// The Secret found has another type, which Kubernetes never changes: delete it first.
+    pub recreate: bool,
+}
+
+impl std::fmt::Debug for SecretContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretContent")
+            .field("name", &self.name)
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .field("shape", &self.shape)
+            .field("remove", &self.remove)
+            .field("remove_labels", &self.remove_labels)
+            .field("recreate", &self.recreate)
+            .finish()
+    }
+}
 
 /// What the Secret found under the published name is to `owner`: absent, ours (controlled by
 /// it, or, kept without an owner, labelled as published by it), or someone else's.

@@ -1,7 +1,7 @@
 //! Act on the cloud: the update the plan asks for, then the plan again on what the cloud applied
 //! (which may differ from what was asked), and one Event for what the reconcile changed.
 
-use super::context::Place;
+use super::context::RenderPermit;
 use tracing::info;
 
 use super::Context;
@@ -12,18 +12,18 @@ use crate::controller::decision::{self, Plan, PlanInput};
 use crate::controller::resources::{DynamicRegistration, RegistrationMode};
 
 /// What a reconcile decided, after acting on the cloud.
-pub(super) struct Outcome {
+pub(super) struct Decided {
     pub plan: Plan,
     pub request_id: Option<String>,
     /// What the cloud update set, for the Event.
     pub updated: Option<String>,
-    /// The place held while the plan holds rendered Secret data (templated resources only).
-    pub rendering: Option<Place>,
+    /// The permit held while the plan holds rendered Secret data (templated resources only).
+    pub rendering: Option<RenderPermit>,
 }
 
-impl Outcome {
-    /// Decided (rendering in `rendering`'s place); nothing done in the cloud.
-    pub fn planned(plan: Plan, rendering: Option<Place>) -> Self {
+impl Decided {
+    /// Decided (rendering under `rendering`'s permit); nothing done in the cloud.
+    pub fn planned(plan: Plan, rendering: Option<RenderPermit>) -> Self {
         Self {
             plan,
             request_id: None,
@@ -34,17 +34,17 @@ impl Outcome {
 }
 
 /// Makes the update the plan asks for, and decides again on what the cloud applied (or on the
-/// failure), in a place to render the Secret's template again.
+/// failure), holding a permit to render the Secret's template again.
 pub(super) async fn update_cloud(
     resource: &DynamicRegistration,
     ctx: &Context,
     facts: &Facts,
     wanted: RegistrationRequest,
     plan: Plan,
-) -> Outcome {
+) -> Decided {
     let (Ok(access), Ok((before, _))) = (&facts.access, &facts.observed) else {
         // The plan asks for an update only when the cloud was observed through this access.
-        return Outcome::planned(plan, None);
+        return Decided::planned(plan, None);
     };
     match update(resource, ctx, &access.credentials, wanted).await {
         Ok((applied, request_id)) => {
@@ -79,14 +79,14 @@ pub(super) async fn update_cloud(
                 just_asked: Some(wanted),
                 ..facts.plan_input(resource, ctx)
             });
-            Outcome {
+            Decided {
                 plan: replanned,
                 request_id: Some(request_id),
                 updated: Some(note),
                 rendering,
             }
         }
-        Err(error) => Outcome {
+        Err(error) => Decided {
             request_id: error.request_id().map(str::to_owned),
             plan: decision::after_failed_update(plan, error.class(), &error.to_string()),
             updated: None,
@@ -119,7 +119,7 @@ pub(super) async fn update(
         .await;
     let refusal = result.as_ref().err().map(|e| (e.class(), e.code()));
     ctx.credentials.judged(credentials, refusal);
-    result.map(|outcome| (outcome.applied, outcome.request_id))
+    result.map(|decided| (decided.applied, decided.request_id))
 }
 
 /// One Event for what a reconcile changed: the cloud's settings and the Secret written are one

@@ -34,7 +34,7 @@ pub struct Context {
     /// The label keys whose values a published Secret takes from its resource (a shard's
     /// selector: the shard's Secret watch must see the Secret).
     pub inherited_labels: Vec<String>,
-    /// Places for rendering templated Secrets.
+    /// Permits for rendering templated Secrets.
     pub renders: Renders,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
@@ -43,14 +43,14 @@ pub struct Context {
     pub claim_changes: UnboundedSender<DynamicRegistration>,
 }
 
-/// Places for templated Secrets: each may hold up to 1 MiB of data, copied into the Secret and
-/// its request on the way, so a resource reads, renders and writes its Secret in a place, and
-/// few places exist: one tenant's many templated resources reconciling together (hundreds may,
-/// and all do after a restart) must not exhaust the controller's memory. A place is held from
+/// Permits for templated Secrets: each may hold up to 1 MiB of data, copied into the Secret and
+/// its request on the way, so a resource reads, renders and writes its Secret holding a permit, and
+/// few permits exist: one tenant's many templated resources reconciling together (hundreds may,
+/// and all do after a restart) must not exhaust the controller's memory. A permit is held from
 /// the read through the write, since the data lives that long; a slow write (a webhook timing
 /// out, Priority and Fairness queueing) holds it too, so a namespace gets at most
-/// [`PLACES_PER_NAMESPACE`] of them: one tenant's slow writes never take every place from the
-/// others. A cloud update is never waited for in a place.
+/// [`PERMITS_PER_NAMESPACE`] of them: one tenant's slow writes never take every permit from the
+/// others. A cloud update is never waited for while a permit is held.
 pub struct Renders {
     in_all: Arc<Semaphore>,
     per_namespace: usize,
@@ -60,28 +60,28 @@ pub struct Renders {
 /// How many templated Secrets are read, rendered and written at once, in all.
 pub const RENDERS_AT_ONCE: usize = 8;
 /// How many of those one namespace may hold.
-pub const PLACES_PER_NAMESPACE: usize = 2;
+pub const PERMITS_PER_NAMESPACE: usize = 2;
 
-/// A place, held until dropped.
-pub struct Place {
+/// A permit, held until dropped.
+pub struct RenderPermit {
     _namespace: OwnedSemaphorePermit,
     _in_all: OwnedSemaphorePermit,
 }
 
 impl Renders {
-    /// `places` in all, `per_namespace` of them for one namespace at most.
-    pub fn new(places: usize, per_namespace: usize) -> Self {
+    /// `permits` in all, `per_namespace` of them for one namespace at most.
+    pub fn new(permits: usize, per_namespace: usize) -> Self {
         Self {
-            in_all: Arc::new(Semaphore::new(places.max(1))),
+            in_all: Arc::new(Semaphore::new(permits.max(1))),
             per_namespace: per_namespace.max(1),
             namespaces: Mutex::new(HashMap::new()),
         }
     }
 
-    /// A place to read, render or write `resource`'s Secret, held until dropped; `None` when
+    /// A permit to read, render or write `resource`'s Secret, held until dropped; `None` when
     /// it has no template data (its two keys are small). The namespace's share first, then one
     /// of all: a namespace waiting for its share holds none of the others'.
-    pub async fn enter(&self, resource: &DynamicRegistration) -> Option<Place> {
+    pub async fn enter(&self, resource: &DynamicRegistration) -> Option<RenderPermit> {
         let template = resource.spec.secret_template.as_ref();
         if template.is_none_or(|template| template.data.is_empty()) {
             return None;
@@ -90,7 +90,7 @@ impl Renders {
         // The semaphores are never closed.
         let namespace = namespace.acquire_owned().await.ok()?;
         let in_all = self.in_all.clone().acquire_owned().await.ok()?;
-        Some(Place {
+        Some(RenderPermit {
             _namespace: namespace,
             _in_all: in_all,
         })
@@ -115,7 +115,7 @@ impl Renders {
 
 impl Default for Renders {
     fn default() -> Self {
-        Self::new(RENDERS_AT_ONCE, PLACES_PER_NAMESPACE)
+        Self::new(RENDERS_AT_ONCE, PERMITS_PER_NAMESPACE)
     }
 }
 
@@ -155,7 +155,7 @@ mod tests {
         );
         assert!(
             renders.enter(&resource(false, "a")).await.is_none(),
-            "untemplated: no place needed"
+            "untemplated: no permit needed"
         );
         drop(first);
         assert!(third.await.is_some());

@@ -15,7 +15,7 @@ use crate::cloud::observe::Need;
 use crate::cloud::{Credentials, Product};
 use crate::controller::cache::versions::Publisher;
 use crate::controller::credentials::Usable;
-use crate::controller::decision::cluster_credentials::Outcome;
+use crate::controller::decision::cluster_credentials::Acceptance;
 use crate::controller::decision::{self, Plan, PlanInput, Problem, SecretState, published};
 use crate::controller::resources::DynamicRegistration;
 
@@ -100,11 +100,11 @@ pub(super) async fn gather(
         Err(problem) => Err(problem.clone()),
     };
     if let Some(reference) = &resource.spec.cluster_credentials_ref
-        && let Some(outcome) = Outcome::of(observed.as_ref().map(|_| ()))
+        && let Some(acceptance) = Acceptance::of(observed.as_ref().map(|_| ()))
     {
         let credentials = &ctx.credentials;
         credentials
-            .record_cluster_credentials(&reference.name, outcome)
+            .record_cluster_credentials(&reference.name, acceptance)
             .await;
     }
     // Only a resource whose credentials reach the product asks whether an older claim that
@@ -179,7 +179,7 @@ async fn published_secret(
         None if known.seen(namespace, name) || !ctx.inherited_labels.is_empty() => {}
         None => return Ok((SecretState::Absent, None)),
     }
-    // A templated Secret may hold up to 1 MiB: read in one of the few places for large ones,
+    // A templated Secret may hold up to 1 MiB: read holding one of the few permits for large ones,
     // and kept only as digests.
     let _reading = ctx.renders.enter(resource).await;
     let found = Api::<Secret>::namespaced(ctx.client.clone(), namespace)

@@ -4,7 +4,7 @@
 //! to one account. A single pool of reconcile slots would fill with one team's backlog, waiting
 //! on that team's quota, while another team's quota sat idle. So every credentials source (a
 //! namespace's Secret, a ClusterCredentials, the controller's own) has its own queue with its own
-//! places: a backlog waits in its own queue only.
+//! permits: a backlog waits in its own queue only.
 //!
 //! Within a queue, reconciles a person waits for (a spec change, a deletion, a reconcile
 //! request) are admitted before the backlog; a resource already waiting in the backlog moves up
@@ -13,8 +13,8 @@
 //!
 //! A reconcile that finds its queue full does not wait: its resource is parked in the queue (a
 //! name, not a suspended reconcile with its state, since tens of thousands may wait at start)
-//! and the reconcile ends. When a place frees, it is reserved for the next parked resource, which
-//! is sent on the wake channel to be reconciled again; that reconcile takes the reserved place.
+//! and the reconcile ends. When a permit frees, it is reserved for the next parked resource, which
+//! is sent on the wake channel to be reconciled again; that reconcile takes the reserved permit.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -35,7 +35,7 @@ pub enum Urgency {
     Backlog,
 }
 
-/// A place reserved for a parked resource and not taken within this time goes to the next one
+/// A permit reserved for a parked resource and not taken within this time goes to the next one
 /// (its resource went, or it now reconciles in another queue).
 const RESERVATION: Duration = Duration::from_secs(30);
 
@@ -50,24 +50,24 @@ pub struct Admission {
 
 #[derive(Debug)]
 struct Inner {
-    places: usize,
+    permits: usize,
     queues: Mutex<Queues>,
-    /// Where parked resources go once a place is reserved for them.
+    /// Where parked resources go once a permit is reserved for them.
     wake: UnboundedSender<ResourceRef>,
 }
 
 #[derive(Debug, Default)]
 struct Queues {
     by_source: HashMap<CredentialsSource, Queue>,
-    /// The queue holding a place reserved for each woken resource: a resource whose credentials
-    /// changed while it waited reconciles in another queue, and the place it leaves goes on at
+    /// The queue holding a permit reserved for each woken resource: a resource whose credentials
+    /// changed while it waited reconciles in another queue, and the permit it leaves goes on at
     /// once.
     reserved_in: HashMap<ResourceRef, CredentialsSource>,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
-    /// Places taken, reserved ones included.
+    /// Permits taken, reserved ones included.
     taken: usize,
     /// The parked resources and their urgency: the lines below may hold stale entries (a
     /// resource promoted, or already woken), skipped as they come up. Each name is held once
@@ -75,7 +75,7 @@ struct Queue {
     parked: HashMap<Parked, Urgency>,
     awaited: VecDeque<Parked>,
     backlog: VecDeque<Parked>,
-    /// Places reserved for woken resources, and since when.
+    /// Permits reserved for woken resources, and since when.
     reserved: HashMap<ResourceRef, Instant>,
 }
 
@@ -112,7 +112,7 @@ impl Queue {
     }
 }
 
-/// A place in a queue, held for the whole reconcile; dropping it hands the place on.
+/// A permit in a queue, held for the whole reconcile; dropping it hands the permit on.
 #[derive(Debug)]
 pub struct Admitted {
     inner: Arc<Inner>,
@@ -131,19 +131,19 @@ impl Drop for Admitted {
 }
 
 impl Admission {
-    /// At most `places` reconciles of one source at once; resources whose turn comes after
+    /// At most `permits` reconciles of one source at once; resources whose turn comes after
     /// waiting parked are sent on `wake`.
-    pub fn new(places: usize, wake: UnboundedSender<ResourceRef>) -> Self {
+    pub fn new(permits: usize, wake: UnboundedSender<ResourceRef>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                places: places.max(1),
+                permits: permits.max(1),
                 queues: Mutex::new(Queues::default()),
                 wake,
             }),
         }
     }
 
-    /// A place for a reconcile of `resource` in the queue of `source`, or `None`: the resource
+    /// A permit for a reconcile of `resource` in the queue of `source`, or `None`: the resource
     /// is parked (or already was) and comes back on the wake channel when its turn comes.
     pub fn enter(
         &self,
@@ -169,7 +169,7 @@ impl Admission {
                 queue.promote(&resource);
             }
             false
-        } else if queue.taken < inner.places && queue.parked.is_empty() {
+        } else if queue.taken < inner.permits && queue.parked.is_empty() {
             queue.taken += 1;
             true
         } else {
@@ -196,7 +196,7 @@ impl Admission {
         }
     }
 
-    /// `resource` is gone: it waits no more, and a place reserved for it goes to the next.
+    /// `resource` is gone: it waits no more, and a permit reserved for it goes to the next.
     pub fn forget(&self, resource: &ResourceRef) {
         let inner = &self.inner;
         let mut queues = inner.lock();
@@ -209,7 +209,7 @@ impl Admission {
         });
     }
 
-    /// Hands on every place reserved longer than [`RESERVATION`] ago and not taken (the woken
+    /// Hands on every permit reserved longer than [`RESERVATION`] ago and not taken (the woken
     /// resource's reconcile never came): called periodically, so that a queue nobody enters
     /// or leaves does not wait for good.
     pub fn expire_reservations(&self) {
@@ -230,12 +230,12 @@ impl Admission {
         }
     }
 
-    /// Places per queue.
-    pub fn places(&self) -> usize {
-        self.inner.places
+    /// Permits per queue.
+    pub fn permits(&self) -> usize {
+        self.inner.permits
     }
 
-    /// Places taken (reserved ones included) and resources parked, over all queues.
+    /// Permits taken (reserved ones included) and resources parked, over all queues.
     pub fn counts(&self) -> (usize, usize) {
         let queues = self.inner.lock();
         queues
@@ -246,7 +246,7 @@ impl Admission {
             })
     }
 
-    /// Resources parked (waiting for a place) in each queue that has any, by the queue's
+    /// Resources parked (waiting for a permit) in each queue that has any, by the queue's
     /// digest.
     pub fn waiting_by_queue(&self) -> Vec<(String, usize)> {
         let queues = self.inner.lock();
@@ -271,13 +271,13 @@ impl Inner {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reserves the free places of the queue of `source` for its next parked resources, and
+    /// Reserves the free permits of the queue of `source` for its next parked resources, and
     /// wakes them; drops the queue once idle.
     fn hand_on(&self, queues: &mut Queues, source: &CredentialsSource) {
         let Some(queue) = queues.by_source.get_mut(source) else {
             return;
         };
-        while queue.taken < self.places {
+        while queue.taken < self.permits {
             let Some(resource) = queue.next_parked() else {
                 break;
             };
@@ -292,7 +292,7 @@ impl Inner {
         }
     }
 
-    /// Gives up the place reserved for `resource` in the queue of `source`, and hands it on.
+    /// Gives up the permit reserved for `resource` in the queue of `source`, and hands it on.
     fn release(&self, queues: &mut Queues, source: &CredentialsSource, resource: &ResourceRef) {
         queues.reserved_in.remove(resource);
         if let Some(queue) = queues.by_source.get_mut(source) {
@@ -304,7 +304,7 @@ impl Inner {
         self.hand_on(queues, source);
     }
 
-    /// Frees the places of the queue of `source` reserved too long ago.
+    /// Frees the permits of the queue of `source` reserved too long ago.
     fn expire_reservations(&self, queues: &mut Queues, source: &CredentialsSource) {
         let Some(queue) = queues.by_source.get_mut(source) else {
             return;
@@ -347,9 +347,9 @@ mod tests {
         ObjectRef::new(name).within("fleet")
     }
 
-    fn admission(places: usize) -> (Admission, UnboundedReceiver<ResourceRef>) {
+    fn admission(permits: usize) -> (Admission, UnboundedReceiver<ResourceRef>) {
         let (wake, woken) = unbounded_channel();
-        (Admission::new(places, wake), woken)
+        (Admission::new(permits, wake), woken)
     }
 
     fn woken(receiver: &mut UnboundedReceiver<ResourceRef>) -> Vec<String> {
@@ -370,7 +370,7 @@ mod tests {
             admission
                 .enter(source("b"), Urgency::Backlog, object("b"))
                 .is_some(),
-            "b waited for a's places"
+            "b waited for a's permits"
         );
         // Parked again while waiting: still one entry.
         assert!(
@@ -382,15 +382,15 @@ mod tests {
         drop(a1);
         assert_eq!(woken(&mut wake), ["a3"]);
         let a3 = admission.enter(source("a"), Urgency::Backlog, object("a3"));
-        assert!(a3.is_some(), "the reserved place was not taken");
+        assert!(a3.is_some(), "the reserved permit was not taken");
         assert_eq!(admission.counts(), (2, 0));
     }
 
     #[tokio::test]
     async fn places_pass_on_in_order_and_awaited_ones_first() {
         let (admission, mut wake) = admission(1);
-        let mut place = admission.enter(source("a"), Urgency::Backlog, object("first"));
-        assert!(place.is_some());
+        let mut permit = admission.enter(source("a"), Urgency::Backlog, object("first"));
+        assert!(permit.is_some());
         for (name, urgency) in [
             ("backlog 1", Urgency::Backlog),
             ("backlog 2", Urgency::Backlog),
@@ -407,10 +407,10 @@ mod tests {
         admission.promote(&object("changed by a person while waiting"));
         admission.promote(&object("not waiting"));
         let mut order = Vec::new();
-        while place.is_some() {
-            drop(place.take());
+        while permit.is_some() {
+            drop(permit.take());
             for name in woken(&mut wake) {
-                place = admission.enter(source("a"), Urgency::Backlog, object(&name));
+                permit = admission.enter(source("a"), Urgency::Backlog, object(&name));
                 order.push(name);
             }
         }
@@ -440,10 +440,10 @@ mod tests {
         }
         drop(first);
         assert_eq!(woken(&mut wake), ["deleted"]);
-        // Deleted before its reconcile came: the place goes on at once.
+        // Deleted before its reconcile came: the permit goes on at once.
         admission.forget(&object("deleted"));
         assert_eq!(woken(&mut wake), ["moved"]);
-        // Never came back to this queue: the place goes on once the reservation expires.
+        // Never came back to this queue: the permit goes on once the reservation expires.
         tokio::time::advance(RESERVATION + Duration::from_secs(1)).await;
         assert!(
             admission
@@ -475,7 +475,7 @@ mod tests {
         assert_eq!(
             woken(&mut wake),
             ["waiting"],
-            "the place reserved for it in the old queue went on at once"
+            "the permit reserved for it in the old queue went on at once"
         );
     }
 

@@ -71,7 +71,7 @@ struct Leader {
 }
 
 impl Leader {
-    /// One term of leadership, the Lease `acquired` then: reconciles until the Lease is lost (everything the term started
+    /// One leadership, the Lease `acquired` then: reconciles until the Lease is lost (everything the leadership started
     /// stops at once: another replica leads), the controller stops by itself, or shutdown is
     /// requested (in-flight reconciles then finish while the Lease is still renewed).
     async fn lead(&self, acquired: tokio::time::Instant, shutdown: watch::Receiver<bool>) -> Ended {
@@ -116,7 +116,7 @@ impl Leader {
     }
 }
 
-/// Why a term of leadership ended.
+/// Why a leadership ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ended {
     /// The controller's run returned by itself (its streams ended): nothing is left to drain.

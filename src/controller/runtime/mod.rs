@@ -1,8 +1,8 @@
-//! Wiring: one leadership term of the controller ([`run`]) opens the [`watches`] and their
+//! Wiring: one leadership of the controller ([`run`]) opens the [`watches`] and their
 //! caches, turns what they see into [`triggers`], admits reconciles queue by queue
 //! ([`admission`]), and schedules the next reconcile of each resource ([`requeue`]).
-//! [`leading`] runs terms under leader election; [`shard`] reads the label selector that splits
-//! a fleet between Deployments. Everything a term starts is polled from its [`run`]: its
+//! [`leading`] runs one leadership after another under leader election; [`shard`] reads the label selector that splits
+//! a fleet between Deployments. Everything a leadership starts is polled from its [`run`]: its
 //! watches, triggers, reconciles and the protection sweep end with it.
 
 pub mod admission;
@@ -56,15 +56,15 @@ pub struct Shared {
     pub health: Arc<Health>,
 }
 
-/// What kube's runner hands every reconcile of a term.
-struct Term {
+/// What kube's runner hands every reconcile of a leadership.
+struct Leadership {
     ctx: Context,
     admission: Admission,
     requeue: Requeue,
 }
 
-/// Runs one term of the controller until `shutdown` completes, then lets in-flight reconciles
-/// finish; dropping the future (leadership lost) stops everything the term started at once.
+/// Runs one leadership of the controller until `shutdown` completes, then lets in-flight reconciles
+/// finish; dropping the future (leadership lost) stops everything the leadership started at once.
 pub async fn run(
     client: Client,
     cloud: CloudClient,
@@ -79,7 +79,7 @@ pub async fn run(
     let watches = watches::open(&client, settings, shared.health.clone(), released);
     let beyond_view = secrets_beyond_view(&client, settings);
     let caches = watches.caches.clone();
-    let term = Arc::new(Term {
+    let leadership = Arc::new(Leadership {
         ctx: context(
             (client, cloud),
             settings,
@@ -95,23 +95,23 @@ pub async fn run(
         released: claim_changes,
         sweep: sweep.clone(),
         admission,
-        in_use_finalizer: term.ctx.credentials.in_use_finalizer().to_owned(),
+        in_use_finalizer: leadership.ctx.credentials.in_use_finalizer().to_owned(),
     };
     shared.health.set_watches_established(false);
-    // Withdrawn when the term ends, also when its future is dropped (leadership lost): the
-    // census holds the term, which must not outlive it.
-    let _census = CensusInstalled::new(&shared.metrics, census(term.clone()));
+    // Withdrawn when the leadership ends, also when its future is dropped (leadership lost): the
+    // census holds the leadership, which must not outlive it.
+    let _census = CensusInstalled::new(&shared.metrics, census(leadership.clone()));
     log_start(settings);
     let controller = controller(
         watches,
         (hooks, woken, changed_claims),
-        term.clone(),
+        leadership.clone(),
         shutdown,
     );
     tokio::select! {
         () = controller => {}
-        () = term.ctx.credentials.release_unused_protection(&sweep, no_longer_needed, (beyond_view, &term.ctx.metrics)) => {}
-        () = term.admission.expire_reservations_periodically() => {}
+        () = leadership.ctx.credentials.release_unused_protection(&sweep, no_longer_needed, (beyond_view, &leadership.ctx.metrics)) => {}
+        () = leadership.admission.expire_reservations_periodically() => {}
     }
     shared.health.set_watches_established(false);
     info!("controller stopped");
@@ -126,7 +126,7 @@ fn secrets_beyond_view(client: &Client, settings: &Settings) -> Option<Api<Secre
     })
 }
 
-/// The term's census in the metrics, for as long as this lives.
+/// The leadership's census in the metrics, for as long as this lives.
 struct CensusInstalled<'a>(&'a Metrics);
 
 impl<'a> CensusInstalled<'a> {
@@ -142,7 +142,7 @@ impl Drop for CensusInstalled<'_> {
     }
 }
 
-/// The context of a term's reconciles.
+/// The context of a leadership's reconciles.
 fn context(
     (client, cloud): (Client, CloudClient),
     settings: &Settings,
@@ -193,7 +193,7 @@ fn log_start(settings: &Settings) {
     );
 }
 
-/// kube's controller over the term's watches and triggers, reconciling through `term` until
+/// kube's controller over the leadership's watches and triggers, reconciling through `leadership` until
 /// `shutdown`.
 fn controller(
     watches: Watches,
@@ -202,14 +202,14 @@ fn controller(
         UnboundedReceiver<ResourceRef>,
         UnboundedReceiver<DynamicRegistration>,
     ),
-    term: Arc<Term>,
+    leadership: Arc<Leadership>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
     let (later, after_grace) = unbounded_channel();
     let concerned = Arc::new(Concerned::new(watches.caches.clone(), later));
     let by = || concerned.clone();
     let (sweep, in_use_finalizer) = (hooks.sweep.clone(), hooks.in_use_finalizer.clone());
-    let places = term.admission.places();
+    let permits = leadership.admission.permits();
     Controller::for_stream(
         triggers::resources(watches.resources, hooks),
         watches.caches.resources.clone(),
@@ -243,10 +243,10 @@ fn controller(
         let concerned = by();
         move |namespace| concerned.by_namespace(&namespace)
     })
-    .with_config(controller::Config::default().concurrency(runner_slots(places)))
+    .with_config(controller::Config::default().concurrency(runner_slots(permits)))
     .trigger_backoff(WatchBackoff::default())
     .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, term)
+    .run(reconcile, error_policy, leadership)
     .for_each(|result| async move { log_failure(result) })
 }
 
@@ -278,7 +278,7 @@ fn watch_forbidden(error: &watcher::Error) -> bool {
 /// once admitted, and schedules the next.
 async fn reconcile(
     resource: Arc<DynamicRegistration>,
-    term: Arc<Term>,
+    leadership: Arc<Leadership>,
 ) -> reconcile::Result<Action> {
     let urgency = if resource.awaited_by_person() {
         Urgency::Awaited
@@ -288,20 +288,20 @@ async fn reconcile(
     // By namespace and name only: a parked resource is held by this name, so no more.
     let object = name_ref(&*resource);
     let source = resource.credentials_source();
-    let Some(_place) = term.admission.enter(source, urgency, object.clone()) else {
-        // Parked in its queue: reconciled again when a place is reserved for it.
+    let Some(_admitted) = leadership.admission.enter(source, urgency, object.clone()) else {
+        // Parked in its queue: reconciled again when a permit is reserved for it.
         return Ok(Action::await_change());
     };
     // Woken after waiting: act on the resource as it is now (gone: nothing to do).
-    let Some(resource) = term.ctx.caches.resources.get(&object) else {
+    let Some(resource) = leadership.ctx.caches.resources.get(&object) else {
         return Ok(Action::await_change());
     };
     // Boxed: a reconcile that only parks its resource stays small (tens of thousands start at
-    // once after a restart); the whole reconcile's state is allocated once it has a place.
-    let progress = Box::pin(reconcile::reconcile(&resource, &term.ctx)).await?;
+    // once after a restart); the whole reconcile's state is allocated once it has a permit.
+    let progress = Box::pin(reconcile::reconcile(&resource, &leadership.ctx)).await?;
     Ok(match progress {
         None => Action::await_change(),
-        Some(progress) => term.requeue_after(&resource, progress),
+        Some(progress) => leadership.requeue_after(&resource, progress),
     })
 }
 
@@ -309,7 +309,7 @@ async fn reconcile(
 fn error_policy(
     resource: Arc<DynamicRegistration>,
     error: &reconcile::Error,
-    term: Arc<Term>,
+    leadership: Arc<Leadership>,
 ) -> Action {
     warn!(
         %error,
@@ -317,10 +317,10 @@ fn error_policy(
         name = %resource.name_any(),
         "reconcile failed; retrying with backoff"
     );
-    term.requeue_after(&resource, Progress::Retrying)
+    leadership.requeue_after(&resource, Progress::Retrying)
 }
 
-impl Term {
+impl Leadership {
     fn requeue_after(&self, resource: &DynamicRegistration, progress: Progress) -> Action {
         let resources = &self.ctx.caches.resources;
         let exists = |other: &ResourceRef| resources.get(other).is_some();
@@ -329,7 +329,7 @@ impl Term {
     }
 }
 
-/// How many reconciles kube's runner holds at once. Reconciles wait for a place in the queue of
+/// How many reconciles kube's runner holds at once. Reconciles wait for a permit in the queue of
 /// their credentials (admission), and one that finds its queue full ends at once (parked), so
 /// the runner holds mostly admitted reconciles waiting for their account's quota: room for
 /// [`QUEUES_BUSY_AT_ONCE`] full queues means that many accounts busy together never wait for
@@ -346,9 +346,9 @@ const QUEUES_BUSY_AT_ONCE: usize = 8;
 
 /// The Ready reason of every resource in the cache, and the age of the oldest observation a
 /// Ready one rests on, for the metrics.
-fn census(term: Arc<Term>) -> Census {
+fn census(leadership: Arc<Leadership>) -> Census {
     Box::new(move || {
-        let caches = &term.ctx.caches;
+        let caches = &leadership.ctx.caches;
         let resources = caches.resources.state();
         let reasons = resources
             .iter()
@@ -364,8 +364,8 @@ fn census(term: Arc<Term>) -> Census {
         Tally {
             reasons,
             oldest_ready_observation,
-            waiting: term.admission.waiting_by_queue(),
-            credentials_resting: term.ctx.credentials.resting(),
+            waiting: leadership.admission.waiting_by_queue(),
+            credentials_backing_off: leadership.ctx.credentials.backing_off(),
         }
     })
 }

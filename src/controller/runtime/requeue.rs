@@ -1,4 +1,4 @@
-//! When each resource is reconciled again: the delays of `decision::requeue`, a backoff that
+//! When each resource is reconciled again: the delays of `decision::delays`, a backoff that
 //! grows with a resource's transient failures in a row, and ±10% jitter so that resources
 //! created together do not come due together.
 
@@ -11,7 +11,7 @@ use rand::Rng;
 
 use super::admission::ResourceRef;
 use crate::controller::decision::Progress;
-use crate::controller::decision::requeue::Delays;
+use crate::controller::decision::delays::Delays;
 
 /// The delays, and each resource's transient failures in a row.
 #[derive(Debug)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::shard::ShardSelector;
 use crate::controller::credentials::Grants;
-use crate::controller::decision::requeue::Delays;
+use crate::controller::decision::delays::Delays;
 
 /// Operator-chosen behaviour.
 #[derive(Clone, Debug)]

@@ -1,4 +1,4 @@
-//! The watches of one leadership term, each filling its cache as its events pass: the resources
+//! The watches of one leadership, each filling its cache as its events pass: the resources
 //! (and their index), the Secrets (metadata only: Secret data never sits in this process),
 //! ClusterCredentials, and the namespaces' labels. The streams are lazy: they run while the
 //! controller polls them, and end with it.
@@ -44,7 +44,7 @@ pub struct Watches {
     pub namespaces: Events<PartialObjectMeta<Namespace>>,
 }
 
-/// The watches of a term, with their caches empty until the streams run. The caches count as
+/// The watches of a leadership, with their caches empty until the streams run. The caches count as
 /// listed (and the replica ready for traffic) once all the watches the install may have are: a
 /// verdict reads every cache (a Secret absent from the cache is taken as absent, a
 /// ClusterCredentials absent as missing, a namespace absent as granted nothing). Installed for
@@ -136,7 +136,7 @@ fn cluster_watches(
     (declared, labelled)
 }
 
-/// What a term watches: one namespace or all, and in a shard only what its selector matches.
+/// What a leadership watches: one namespace or all, and in a shard only what its selector matches.
 struct Scope {
     resources: Api<DynamicRegistration>,
     secrets: Api<PartialObjectMeta<Secret>>,
@@ -242,7 +242,7 @@ fn released_protections(released: UnboundedSender<SecretName>) -> impl Fn(Vec<Re
     move |dropped| {
         for key in dropped {
             if let ResourceKey::Protecting(namespace, name) = key {
-                // Fails only once the term ends: nobody sweeps then.
+                // Fails only once the leadership ends: nobody sweeps then.
                 let _ = released.send((namespace, name));
             }
         }

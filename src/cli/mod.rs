@@ -1,5 +1,6 @@
 //! The command line of `iothub-dynreg`: its subcommands and every flag, with the environment
-//! variable and default of each (clap). In the library so that the documentation's reference
+//! variable and default of each (clap), and what the flags become ([`options`] for `plan` and
+//! `check`, [`run`] for the controller). In the library so that the documentation's reference
 //! of flags is generated from these very types.
 
 use std::net::SocketAddr;
@@ -12,6 +13,9 @@ use crate::cloud::limit::ActionRateLimit;
 use crate::controller::runtime::shard::ShardSelector;
 use crate::ops::logging::LogFormat;
 use crate::preview::command::Output;
+
+pub mod options;
+pub mod run;
 
 /// Keeps Tencent Cloud IoT Hub dynamic-registration settings equal to DynamicRegistration
 /// resources, and publishes each product's ProductSecret as a Secret.
