@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Checks that imports between the crate's rooms point one way (no circles).
+"""Checks that imports between the crate's modules point one way (no circles).
 
-Each room may use only the rooms listed before it: at the top, `cloud` knows no Kubernetes and
-nothing of the rest; inside `controller`, each room uses only the rooms above it. Every
-`crate::room::...` path in a room's files is an edge (test code included); an edge that points
+Each module may use only the modules listed before it: at the top, `cloud` knows no Kubernetes and
+nothing of the rest; inside `controller`, each module uses only the modules above it. Every
+`crate::module::...` path in a module's files is an edge (test code included); an edge that points
 the wrong way is printed and the exit status is 1. With --graph, the edges are printed.
 
     scripts/check-layers.py [--graph]
@@ -13,7 +13,7 @@ import pathlib
 import re
 import sys
 
-# Lower rooms first; a room may import from rooms earlier in its list only.
+# Lower modules first; a module may import from modules earlier in its list only.
 CRATE = ["cloud", "emulator", "ops", "controller", "preview", "preflight", "cli"]
 CONTROLLER = ["resources", "decision", "cache", "credentials", "reconcile", "runtime"]
 
@@ -40,19 +40,19 @@ def main():
             if line.lstrip().startswith("//"):
                 continue
             if "crate::controller::{" in line:
-                wrong_groups.append(f"{path}:{number}: import from one controller room per line")
+                wrong_groups.append(f"{path}:{number}: import from one controller module per line")
             for top, sub in PATH.findall(line):
                 target = (top, sub if top == "controller" else None)
                 if target[0] != source[0] or target[1] != source[1]:
                     edges.add((source, target, str(path)))
     wrong = wrong_groups
-    for (top, room), (to_top, to_room), path in sorted(edges):
+    for (top, module), (to_top, to_module), path in sorted(edges):
         if top != to_top:
             ok = CRATE.index(to_top) < CRATE.index(top)
         else:
-            ok = room is None or to_room is None or CONTROLLER.index(to_room) < CONTROLLER.index(room)
+            ok = module is None or to_module is None or CONTROLLER.index(to_module) < CONTROLLER.index(module)
         if not ok:
-            wrong.append(f"{path}: {top}/{room or ''} uses {to_top}/{to_room or ''}")
+            wrong.append(f"{path}: {top}/{module or ''} uses {to_top}/{to_module or ''}")
     if "--graph" in sys.argv:
         pairs = sorted({(f"{a[0]}/{a[1] or ''}", f"{b[0]}/{b[1] or ''}") for a, b, _ in edges})
         for source, target in pairs:
