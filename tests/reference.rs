@@ -133,16 +133,23 @@ fn metrics_page() -> String {
     let mut page = String::from(
         "# Metrics\n\n\
          Generated from the controller's registry (`tests/reference.rs`): every metric `/metrics` \
-         serves, in its order, with its type and help. What the labels hold is in \
-         [Operations](../operations/index.md).\n\n\
-         | metric | type | help |\n|---|---|---|\n",
+         serves, in its order, with its type, the names of its labels and its help. What the \
+         labels hold is in [Operations](../operations/index.md).\n\n\
+         | metric | type | labels | help |\n|---|---|---|---|\n",
     );
     for metric in Metrics::new().descriptions() {
+        let labels = metric
+            .labels
+            .iter()
+            .map(|label| format!("`{label}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = writeln!(
             page,
-            "| `{}` | {} | {} |",
+            "| `{}` | {} | {} | {} |",
             metric.name,
             metric.kind,
+            labels,
             cell(&metric.help)
         );
     }

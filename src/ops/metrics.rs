@@ -39,45 +39,45 @@ pub struct Tally {
 /// that many tenants cannot grow the label set.
 const QUEUES_SHOWN: usize = 16;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabel {
     action: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionCodeLabel {
     action: &'static str,
     code: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabel {
     version: &'static str,
     revision: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerbCodeLabel {
     verb: &'static str,
     code: u16,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabel {
     queue: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusedLabel {
     what: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -96,6 +96,48 @@ pub struct MetricDescription {
     pub kind: &'static str,
     /// Its help text.
     pub help: String,
+    /// The names of its labels, in their order; none for a metric without labels.
+    pub labels: Vec<String>,
+}
+
+/// What a metric type says of its labels, for [`MetricDescription::labels`].
+trait Labelled {
+    fn label_names() -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl<N, A> Labelled for Counter<N, A> {}
+impl<N, A> Labelled for Gauge<N, A> {}
+impl Labelled for Histogram {}
+
+impl<L, M, C> Labelled for Family<L, M, C>
+where
+    L: EncodeLabelSet + Default + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync,
+    L: 'static,
+{
+    /// The names as the label set encodes them: a scratch family with one series of the label
+    /// set's default values, rendered, read back. Never out of step with the derive.
+    fn label_names() -> Vec<String> {
+        let scratch = Family::<L, Counter>::default();
+        scratch.get_or_create(&L::default()).inc();
+        let mut registry = Registry::default();
+        registry.register("scratch", "", scratch);
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        let labels = text
+            .lines()
+            .find_map(|line| line.strip_prefix("scratch_total{"))
+            .and_then(|line| line.split_once('}'))
+            .map_or("", |(labels, _)| labels);
+        // The default values hold no comma: "", 0.
+        labels
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
 }
 
 /// A registry that remembers what it registers, in order.
@@ -105,7 +147,7 @@ struct Registering {
 }
 
 impl Registering {
-    fn register(&mut self, name: &str, help: &str, metric: impl Metric) {
+    fn register<M: Metric + Labelled>(&mut self, name: &str, help: &str, metric: M) {
         let kind = match metric.metric_type() {
             MetricType::Counter => "counter",
             MetricType::Gauge => "gauge",
@@ -117,6 +159,7 @@ impl Registering {
             name: format!("iothub_dynreg_{name}{suffix}"),
             kind,
             help: help.to_owned(),
+            labels: M::label_names(),
         });
         self.registry.register(name, help, metric);
     }
@@ -484,6 +527,31 @@ impl RequestObserver for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_description_names_the_labels_its_series_carry() {
+        let metrics = Metrics::new();
+        let labels = |name: &str| {
+            metrics
+                .descriptions()
+                .iter()
+                .find(|metric| metric.name == name)
+                .map(|metric| metric.labels.clone())
+                .unwrap_or_else(|| panic!("{name} not described"))
+        };
+        assert_eq!(labels("iothub_dynreg_build_info"), ["version", "revision"]);
+        assert_eq!(
+            labels("iothub_dynreg_cloud_calls_total"),
+            ["action", "code"]
+        );
+        assert_eq!(
+            labels("iothub_dynreg_kube_requests_total"),
+            ["verb", "code"]
+        );
+        assert_eq!(labels("iothub_dynreg_protection_refused"), ["what"]);
+        assert!(labels("iothub_dynreg_reconcile_duration_seconds").is_empty());
+        assert!(labels("iothub_dynreg_leader").is_empty());
+    }
 
     #[test]
     fn renders_prometheus_text_with_bounded_labels() {
