@@ -95,8 +95,10 @@ pub enum Problem {
 }
 
 /// The verdict when the cloud state is unknown because of `problem`.
-// Length: one arm per kind of problem, each with the message a person reads; split, the
-// vocabulary of problems would be scattered.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per kind of problem, each with the message a person reads; split, the vocabulary of problems would be scattered"
+)]
 pub fn problem_verdict(problem: &Problem) -> Verdict {
     let stalled = |reason, message: String| Verdict::new(false, reason, Progress::Stalled, message);
     match problem {
