@@ -11,7 +11,7 @@ use iothub_dynreg::cloud::retry::RetryPolicy;
 use iothub_dynreg::cloud::sign::{self, Method};
 use iothub_dynreg::cloud::{
     Action, ClientConfig, CloudClient, CloudError, Credentials, Endpoint, ErrorClass, RegisterType,
-    RegistrationRequest,
+    RegistrationRequest, Service,
 };
 use support::scripted_cloud::{Received, Reply, ScriptedCloud};
 
@@ -341,10 +341,10 @@ async fn describe_products_reads_every_page_at_the_largest_size() {
 struct Skipped(AtomicU64);
 
 impl iothub_dynreg::cloud::client::CallObserver for Skipped {
-    fn call_finished(&self, _: Action, _: &str, _: Duration, _: Duration) {}
+    fn call_finished(&self, _: (Service, Action), _: &str, _: Duration, _: Duration) {}
 
-    fn entry_skipped(&self, action: Action) {
-        assert_eq!(action, Action::DescribeProducts);
+    fn entry_skipped(&self, api: (Service, Action)) {
+        assert_eq!(api, (Service::IotHub, Action::DescribeProducts));
         self.0.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -27,7 +27,7 @@ fn sdk_python() -> Option<PathBuf> {
 }
 
 #[test]
-fn official_python_sdk_calls_all_three_actions() {
+fn official_python_sdk_calls_every_service() {
     let Some(python) = sdk_python() else {
         let python3 = Command::new("python3").arg("--version").output();
         if python3.is_err() {
@@ -55,6 +55,9 @@ fn official_python_sdk_calls_all_three_actions() {
     assert!(stdout.contains("official SDK: all checks passed"));
     assert!(stdout.contains("wrong SecretKey: AuthFailure.SignatureFailure"));
     assert!(stdout.contains("OIDC role credentials (AssumeRoleWithWebIdentity): ok"));
+    assert!(stdout.contains("IoT Explorer Describe/ModifyProductDynamicRegister: ok"));
+    assert!(stdout.contains("IoT Video Describe/ModifyProductDynamicRegister: ok"));
+    assert!(stdout.contains("UnauthorizedOperation.ProductNotSupportPSK"));
 
     let sdk_exchange =
         get_json(&format!("{}/_emulator/last-requests", emulator.url))["AssumeRoleWithWebIdentity"]
@@ -68,6 +71,17 @@ fn official_python_sdk_calls_all_three_actions() {
         1
     );
     assert_eq!(stats["calls"]["UpdateProductDynamicRegister"]["Success"], 1);
+    for service in ["iotexplorer", "iotvideo"] {
+        let calls = &stats["calls"];
+        assert_eq!(
+            calls[format!("{service}:ModifyProductDynamicRegister")]["Success"],
+            1
+        );
+        assert_eq!(
+            calls[format!("{service}:DescribeProductDynamicRegister")]["Success"],
+            2
+        );
+    }
 }
 
 /// The controller's web identity exchange, header by header against the SDK's OIDC provider's

@@ -56,7 +56,7 @@ pub struct PlanFlags {
     pub output: Output,
     /// Plan against the built-in emulator, started for the plan on loopback from SEED (default:
     /// the example seed), read with the seed's first account: no account needed.
-    #[arg(long, value_name = "SEED", num_args = 0..=1, conflicts_with_all = ["credentials_file", "endpoint"])]
+    #[arg(long, value_name = "SEED", num_args = 0..=1, conflicts_with_all = ["credentials_file", "endpoints"])]
     pub emulator: Option<Option<PathBuf>>,
     /// Credentials as the credentials Secret holds them (secretId, secretKey, token): a YAML or
     /// JSON mapping, or a Secret manifest. Default: TENCENTCLOUD_SECRET_ID,
@@ -105,7 +105,7 @@ pub struct CheckFlags {
     pub cluster_credentials: Option<String>,
     /// Check against the built-in emulator, started on loopback from SEED (default: the example
     /// seed), with the seed's first account.
-    #[arg(long, value_name = "SEED", num_args = 0..=1, group = "source", conflicts_with_all = ["endpoint", "sts_endpoint"])]
+    #[arg(long, value_name = "SEED", num_args = 0..=1, group = "source", conflicts_with_all = ["endpoints", "sts_endpoint"])]
     pub emulator: Option<Option<PathBuf>>,
     /// STS endpoint (GetCallerIdentity, web identity). Default: the STS of --endpoint's site.
     #[arg(long, env = "IOTHUB_DYNREG_STS_ENDPOINT")]
@@ -117,20 +117,31 @@ pub struct CheckFlags {
     pub cloud: CloudFlags,
 }
 
-/// Where the IoT Hub API is and how fast it may be called, for `run`, `plan` and `check`.
+/// Where the cloud's APIs are and how fast they may be called, for `run`, `plan` and `check`.
 #[derive(Args, Debug)]
 pub struct CloudFlags {
-    /// IoT Hub API endpoint: a host (https) or https://host[:port].
-    #[arg(long, env = "IOTHUB_DYNREG_ENDPOINT", default_value = crate::cloud::client::DEFAULT_ENDPOINT)]
-    pub endpoint: String,
-    /// Allow a plain-http endpoint on a loopback address (the emulator; never production).
+    /// IoT Hub's API endpoint, a host (https) or https://host[:port] (default
+    /// iotcloud.tencentcloudapi.com); or SERVICE=URL for another service's (iotexplorer,
+    /// iotvideo). Repeatable. A service not set uses the host of IoT Hub's site
+    /// (iotexplorer.intl.tencentcloudapi.com beside iotcloud.intl…), or IoT Hub's endpoint itself
+    /// when that is a loopback address (the emulator).
+    #[arg(
+        long = "endpoint",
+        value_name = "[SERVICE=]URL",
+        env = "IOTHUB_DYNREG_ENDPOINT",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+    /// Allow plain-http endpoints on a loopback address (the emulator; never production).
     #[arg(long, env = "IOTHUB_DYNREG_INSECURE_LOOPBACK_ENDPOINT")]
     pub insecure_loopback_endpoint: bool,
-    /// Client-side limit per (endpoint, SecretId, action), e.g. UpdateProductDynamicRegister=10.
-    /// Repeat for several actions; every action defaults to the cloud's 20 requests/s.
+    /// Client-side limit per (endpoint, SecretId, service, action), e.g.
+    /// UpdateProductDynamicRegister=10 or iotexplorer:ModifyProductDynamicRegister=10 (without a
+    /// service: of every service that has the action). Repeat for several; every action
+    /// defaults to the cloud's 20 requests/s.
     #[arg(
         long = "rate-limit",
-        value_name = "ACTION=RPS",
+        value_name = "[SERVICE:]ACTION=RPS",
         env = "IOTHUB_DYNREG_RATE_LIMIT",
         value_delimiter = ','
     )]

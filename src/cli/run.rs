@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::cloud::web_identity::{WebIdentity, WebIdentityCredentials};
-use crate::cloud::{ClientConfig, CloudClient, Endpoint};
+use crate::cloud::{ClientConfig, CloudClient};
 use crate::controller::credentials::default::from_environment;
 use crate::controller::credentials::{DefaultCredentials, Grants, NamespaceAllowList};
 use crate::controller::decision::delays::Delays;
@@ -92,13 +92,14 @@ async fn kube_clients(
     Ok((connect(rate)?, connect(None)?))
 }
 
-/// The IoT Hub client: endpoint, rate limits, and metrics of every call.
+/// The cloud client: the services' endpoints, rate limits, and metrics of every call.
 fn cloud_client(flags: &RunFlags, metrics: Arc<Metrics>) -> Result<CloudClient, String> {
     let insecure = flags.cloud.insecure_loopback_endpoint;
-    let endpoint = Endpoint::parse(&flags.cloud.endpoint, insecure).map_err(|e| e.to_string())?;
+    let (endpoint, service_endpoints) = flags.cloud.endpoints()?;
     let sts_endpoint = sts_endpoint(&endpoint, flags.sts_endpoint.as_deref(), insecure)?;
     let client = CloudClient::new(ClientConfig {
         endpoint,
+        service_endpoints,
         sts_endpoint,
         rate_limits: rate_limits(&flags.cloud.rate_limits),
         ..ClientConfig::default()

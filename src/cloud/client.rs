@@ -1,4 +1,5 @@
-//! Typed, rate-limited, retrying client of the IoT Hub API.
+//! Typed, rate-limited, retrying client of the IoT services (IoT Hub, IoT Explorer, IoT Video)
+//! and STS.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,11 +12,13 @@ use super::credentials::Credentials;
 use super::error::{CloudError, ErrorClass};
 use super::limit::{BucketKey, Lane, RateLimiter, RateLimits};
 use super::retry::RetryPolicy;
+use super::service::Service;
 use super::sign::{self, Method};
-use super::types::{Product, RegisterType, UpdateOutcome};
+use super::types::{Product, RegisterType, RegistrationSettings, UpdateOutcome};
 use super::wire::{self, Action};
 
-/// The public endpoint (mainland China); `iotcloud.intl.tencentcloudapi.com` is the other one.
+/// IoT Hub's public endpoint (mainland China); `iotcloud.intl.tencentcloudapi.com` is the other
+/// one. The other services' endpoints follow it ([`Endpoint::matching`]) unless set.
 pub const DEFAULT_ENDPOINT: &str = "iotcloud.tencentcloudapi.com";
 /// The STS endpoint, for web identity credentials.
 pub const DEFAULT_STS_ENDPOINT: &str = "sts.tencentcloudapi.com";
@@ -108,20 +111,22 @@ impl Endpoint {
         &self.url
     }
 
-    /// The STS endpoint of this endpoint's site: the international site's for a host under
-    /// `intl.tencentcloudapi.com` (`iotcloud.intl.tencentcloudapi.com`), the mainland's otherwise;
-    /// a loopback endpoint (the emulator, which serves STS too) is its own.
+    /// The STS endpoint of this endpoint's site ([`Endpoint::matching`]).
     pub fn matching_sts(&self) -> Endpoint {
+        self.matching(Service::Sts)
+    }
+
+    /// `service`'s endpoint on this endpoint's site: the international site's host for a host
+    /// under `intl.tencentcloudapi.com` (`iotcloud.intl.tencentcloudapi.com`), the mainland's
+    /// otherwise; a loopback endpoint (the emulator, which serves every service) is its own.
+    pub fn matching(&self, service: Service) -> Endpoint {
         let host = self.url.host_str().unwrap_or_default();
         if is_loopback(host) {
             return self.clone();
         }
-        let sts = if host.ends_with(".intl.tencentcloudapi.com") {
-            INTL_STS_ENDPOINT
-        } else {
-            DEFAULT_STS_ENDPOINT
-        };
-        Endpoint::parse(sts, false).expect("the STS endpoints are valid https hosts")
+        let intl = host.ends_with(".intl.tencentcloudapi.com");
+        Endpoint::parse(&service.host(intl), false)
+            .expect("the services' hosts are valid https hosts")
     }
 }
 
@@ -139,8 +144,11 @@ pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// How to build a [`CloudClient`].
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Where to send requests.
+    /// Where IoT Hub's requests go; the other services' go to the matching host of its site
+    /// unless `service_endpoints` names theirs.
     pub endpoint: Endpoint,
+    /// The endpoints of other services, where they are set (`--endpoint SERVICE=URL`).
+    pub service_endpoints: Vec<(Service, Endpoint)>,
     /// `X-TC-Language`: the language of the cloud's error messages. English by default, since
     /// they end up in status conditions read by platform teams everywhere.
     pub language: Option<String>,
@@ -161,6 +169,7 @@ impl Default for ClientConfig {
         Self {
             endpoint: Endpoint::parse(DEFAULT_ENDPOINT, false)
                 .expect("the default endpoint is a valid https host"),
+            service_endpoints: Vec::new(),
             sts_endpoint: Endpoint::parse(DEFAULT_STS_ENDPOINT, false)
                 .expect("the default STS endpoint is a valid https host"),
             language: Some("en-US".to_owned()),
@@ -172,7 +181,7 @@ impl Default for ClientConfig {
     }
 }
 
-/// The settings to ask `UpdateProductDynamicRegister` for.
+/// The settings to ask `UpdateProductDynamicRegister` (or `ModifyProductDynamicRegister`) for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegistrationRequest {
     /// The registration type wanted.
@@ -183,17 +192,24 @@ pub struct RegistrationRequest {
 
 /// Told of every attempt, for metrics.
 pub trait CallObserver: Send + Sync {
-    /// An attempt of `action` ended with `code` (`Success` or the error code) after `latency`,
-    /// having waited `waited` for the rate limiter.
-    fn call_finished(&self, action: Action, code: &str, latency: Duration, waited: Duration);
+    /// An attempt of an action (`api`: of its service) ended with `code` (`Success` or the
+    /// error code) after `latency`, having waited `waited` for the rate limiter.
+    fn call_finished(
+        &self,
+        api: (Service, Action),
+        code: &str,
+        latency: Duration,
+        waited: Duration,
+    );
 
-    /// An entry of `action`'s answer could not be read and was left out (the rest was kept).
-    fn entry_skipped(&self, action: Action) {
-        let _ = action;
+    /// An entry of the answer of `api`'s action could not be read and was left out (the rest
+    /// was kept).
+    fn entry_skipped(&self, api: (Service, Action)) {
+        let _ = api;
     }
 }
 
-/// Client of the IoT Hub API; cheap to clone, one per process.
+/// Client of the IoT services and STS; cheap to clone, one per process.
 #[derive(Clone)]
 pub struct CloudClient {
     inner: Arc<Inner>,
@@ -203,8 +219,8 @@ pub struct CloudClient {
 
 struct Inner {
     http: reqwest::Client,
-    endpoint: Endpoint,
-    sts_endpoint: Endpoint,
+    /// One per service.
+    endpoints: std::collections::HashMap<Service, Endpoint>,
     language: Option<String>,
     limiter: RateLimiter,
     retry: RetryPolicy,
@@ -214,7 +230,7 @@ struct Inner {
 impl std::fmt::Debug for CloudClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CloudClient")
-            .field("endpoint", &self.inner.endpoint.host())
+            .field("endpoint", &self.endpoint().host())
             .finish_non_exhaustive()
     }
 }
@@ -234,11 +250,17 @@ impl CloudClient {
             .user_agent(concat!("iothub-dynreg/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ConfigError::HttpClient)?;
+        let mut endpoints: std::collections::HashMap<_, _> = Service::PRODUCTS
+            .into_iter()
+            .map(|service| (service, config.endpoint.matching(service)))
+            .collect();
+        endpoints.insert(Service::IotHub, config.endpoint);
+        endpoints.insert(Service::Sts, config.sts_endpoint);
+        endpoints.extend(config.service_endpoints);
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
-                endpoint: config.endpoint,
-                sts_endpoint: config.sts_endpoint,
+                endpoints,
                 language: config.language,
                 limiter: RateLimiter::new(config.rate_limits),
                 retry: config.retry,
@@ -249,8 +271,8 @@ impl CloudClient {
         })
     }
 
-    /// How many rate-limiter buckets the client holds (one per endpoint, SecretId and action in
-    /// recent use).
+    /// How many rate-limiter buckets the client holds (one per endpoint, SecretId, service and
+    /// action in recent use).
     pub fn limiter_buckets(&self) -> usize {
         self.inner.limiter.bucket_count()
     }
@@ -270,9 +292,15 @@ impl CloudClient {
         self
     }
 
-    /// The endpoint this client talks to.
+    /// IoT Hub's endpoint.
     pub fn endpoint(&self) -> &Endpoint {
-        &self.inner.endpoint
+        self.endpoint_of(Service::IotHub)
+    }
+
+    /// `service`'s endpoint.
+    pub fn endpoint_of(&self, service: Service) -> &Endpoint {
+        // Every service has one from `new`.
+        &self.inner.endpoints[&service]
     }
 
     /// Reads one product.
@@ -286,8 +314,9 @@ impl CloudClient {
         let params = wire::DescribeProductRequest {
             product_id: product_id.to_owned(),
         };
-        let answer: wire::DescribeProductResponse =
-            self.call(credentials, region, action, &params).await?;
+        let answer: wire::DescribeProductResponse = self
+            .call(credentials, region, (Service::IotHub, action), &params)
+            .await?;
         Product::from_wire(action, answer.product_id, answer.product_properties)
     }
 
@@ -308,8 +337,9 @@ impl CloudClient {
             let params =
                 wire::DescribeProductsRequest::page(offset, wire::DESCRIBE_PRODUCTS_MAX_LIMIT);
             let limit = params.limit;
-            let page: wire::DescribeProductsPage =
-                self.call(credentials, region, action, &params).await?;
+            let page: wire::DescribeProductsPage = self
+                .call(credentials, region, (Service::IotHub, action), &params)
+                .await?;
             let received = page.products.len() as u64;
             for entry in page.products {
                 match listed_product(entry) {
@@ -319,7 +349,7 @@ impl CloudClient {
                     Err((product_id, error)) => {
                         debug!(%action, region, product_id, %error, "left an unreadable product out of the list");
                         if let Some(observer) = &self.observer {
-                            observer.entry_skipped(action);
+                            observer.entry_skipped((Service::IotHub, action));
                         }
                     }
                 }
@@ -352,8 +382,103 @@ impl CloudClient {
             register_type: wanted.register_type.to_wire(),
             register_limit: i64::try_from(wanted.register_limit).unwrap_or(i64::MAX),
         };
-        let answer = self.call(credentials, region, action, &params).await?;
+        let answer = self
+            .call(credentials, region, (Service::IotHub, action), &params)
+            .await?;
         UpdateOutcome::from_wire(answer)
+    }
+
+    /// Reads a product's dynamic-registration settings in IoT Explorer or IoT Video
+    /// (`DescribeProductDynamicRegister`; these services have no bulk read with them).
+    pub async fn describe_product_dynamic_register(
+        &self,
+        service: Service,
+        credentials: &Credentials,
+        region: &str,
+        product_id: &str,
+    ) -> Result<Product, CloudError> {
+        let action = Action::DescribeProductDynamicRegister;
+        let params = wire::DescribeProductDynamicRegisterRequest {
+            product_id: product_id.to_owned(),
+        };
+        let answer: wire::ProductDynamicRegisterResponse = self
+            .call(credentials, region, (service, action), &params)
+            .await?;
+        Ok(Product {
+            product_id: product_id.to_owned(),
+            registration: RegistrationSettings::from_wire(action, answer)?,
+        })
+    }
+
+    /// Sets a product's dynamic-registration settings in IoT Explorer or IoT Video
+    /// (`ModifyProductDynamicRegister`); returns what the cloud applied.
+    pub async fn modify_product_dynamic_register(
+        &self,
+        service: Service,
+        credentials: &Credentials,
+        region: &str,
+        product_id: &str,
+        wanted: RegistrationRequest,
+    ) -> Result<UpdateOutcome, CloudError> {
+        let action = Action::ModifyProductDynamicRegister;
+        let params = wire::ModifyProductDynamicRegisterRequest {
+            product_id: product_id.to_owned(),
+            register_type: wanted.register_type.to_wire(),
+            register_limit: i64::try_from(wanted.register_limit).unwrap_or(i64::MAX),
+        };
+        let answer: wire::ProductDynamicRegisterResponse = self
+            .call(credentials, region, (service, action), &params)
+            .await?;
+        let request_id = answer.request_id.clone();
+        Ok(UpdateOutcome {
+            applied: RegistrationSettings::from_wire(action, answer)?,
+            request_id,
+        })
+    }
+
+    /// Reads one product of `service`, with the call that service offers.
+    pub async fn read_product(
+        &self,
+        service: Service,
+        credentials: &Credentials,
+        region: &str,
+        product_id: &str,
+    ) -> Result<Product, CloudError> {
+        match service {
+            Service::IotHub => self.describe_product(credentials, region, product_id).await,
+            _ => {
+                self.describe_product_dynamic_register(service, credentials, region, product_id)
+                    .await
+            }
+        }
+    }
+
+    /// Sets a product's dynamic-registration settings in `service`, with the call that service
+    /// offers.
+    pub async fn update_registration(
+        &self,
+        service: Service,
+        credentials: &Credentials,
+        region: &str,
+        product_id: &str,
+        wanted: RegistrationRequest,
+    ) -> Result<UpdateOutcome, CloudError> {
+        match service {
+            Service::IotHub => {
+                self.update_product_dynamic_register(credentials, region, product_id, wanted)
+                    .await
+            }
+            _ => {
+                self.modify_product_dynamic_register(
+                    service,
+                    credentials,
+                    region,
+                    product_id,
+                    wanted,
+                )
+                .await
+            }
+        }
     }
 
     /// Exchanges a web identity (OIDC) token for temporary credentials of a role, as the
@@ -366,9 +491,7 @@ impl CloudClient {
         request: &wire::AssumeRoleWithWebIdentityRequest,
     ) -> Result<(Credentials, i64), CloudError> {
         let route = Route {
-            endpoint: &self.inner.sts_endpoint,
-            service: wire::STS_SERVICE,
-            version: wire::STS_VERSION,
+            service: Service::Sts,
             signing: Signing::Unsigned {
                 limit_identity: &request.role_arn,
             },
@@ -391,9 +514,7 @@ impl CloudClient {
         region: &str,
     ) -> Result<wire::GetCallerIdentityResponse, CloudError> {
         let route = Route {
-            endpoint: &self.inner.sts_endpoint,
-            service: wire::STS_SERVICE,
-            version: wire::STS_VERSION,
+            service: Service::Sts,
             signing: Signing::Signed(credentials),
         };
         let no_parameters = serde_json::Map::new();
@@ -401,18 +522,16 @@ impl CloudClient {
             .await
     }
 
-    /// One IoT Hub API call.
+    /// One signed call of an IoT service.
     async fn call<P: Serialize, T: DeserializeOwned>(
         &self,
         credentials: &Credentials,
         region: &str,
-        action: Action,
+        (service, action): (Service, Action),
         params: &P,
     ) -> Result<T, CloudError> {
         let route = Route {
-            endpoint: &self.inner.endpoint,
-            service: wire::SERVICE,
-            version: wire::VERSION,
+            service,
             signing: Signing::Signed(credentials),
         };
         self.call_to(&route, region, action, params).await
@@ -431,9 +550,11 @@ impl CloudClient {
             action,
             detail: format!("cannot encode the request: {e}"),
         })?;
+        let endpoint = self.endpoint_of(route.service);
         let bucket = BucketKey {
-            endpoint: route.endpoint.host().to_owned(),
+            endpoint: endpoint.host().to_owned(),
             secret_id: route.signing.limit_identity().to_owned(),
+            service: route.service,
             action,
         };
         let mut attempt = 1;
@@ -451,7 +572,7 @@ impl CloudClient {
             drop(permit);
             if let Some(observer) = &self.observer {
                 let code = result.as_ref().err().map_or("Success", CloudError::code);
-                observer.call_finished(action, code, started.elapsed(), waited);
+                observer.call_finished((route.service, action), code, started.elapsed(), waited);
             }
             let error = match result {
                 Ok(answer) => {
@@ -479,12 +600,13 @@ impl CloudClient {
         payload: &[u8],
     ) -> Result<T, CloudError> {
         let inner = &self.inner;
+        let endpoint = self.endpoint_of(route.service);
         let signed_at = unix_seconds((inner.clock)());
         let described = sign::Request {
-            service: route.service,
-            host: route.endpoint.host(),
+            service: route.service.name(),
+            host: endpoint.host(),
             action: action.as_str(),
-            version: route.version,
+            version: route.service.version(),
             region: Some(region),
             timestamp: signed_at,
             method: Method::Post,
@@ -499,7 +621,7 @@ impl CloudClient {
         };
         let mut request = inner
             .http
-            .post(route.endpoint.url().clone())
+            .post(endpoint.url().clone())
             .header("X-TC-RequestClient", REQUEST_CLIENT)
             .header("X-TC-TraceId", trace_id())
             .body(payload.to_vec());
@@ -575,9 +697,7 @@ fn http_date_seconds(date: &str) -> Option<i64> {
 
 /// Where a call goes and how it proves who sends it.
 struct Route<'a> {
-    endpoint: &'a Endpoint,
-    service: &'static str,
-    version: &'static str,
+    service: Service,
     signing: Signing<'a>,
 }
 
@@ -764,6 +884,50 @@ mod tests {
         ] {
             assert_eq!(sts_of(endpoint), sts, "{endpoint}");
         }
+    }
+
+    #[test]
+    fn the_other_services_follow_iot_hubs_site_unless_set() {
+        let client = |endpoint: &str, set: Vec<(Service, Endpoint)>| {
+            CloudClient::new(ClientConfig {
+                endpoint: Endpoint::parse(endpoint, true).unwrap(),
+                service_endpoints: set,
+                ..ClientConfig::default()
+            })
+            .unwrap()
+        };
+        let hosts = |client: &CloudClient| {
+            Service::PRODUCTS.map(|service| client.endpoint_of(service).host().to_owned())
+        };
+        assert_eq!(
+            hosts(&client("iotcloud.tencentcloudapi.com", vec![])),
+            [
+                "iotcloud.tencentcloudapi.com",
+                "iotexplorer.tencentcloudapi.com",
+                "iotvideo.tencentcloudapi.com"
+            ]
+        );
+        assert_eq!(
+            hosts(&client("iotcloud.intl.tencentcloudapi.com", vec![])),
+            [
+                "iotcloud.intl.tencentcloudapi.com",
+                "iotexplorer.intl.tencentcloudapi.com",
+                "iotvideo.intl.tencentcloudapi.com"
+            ]
+        );
+        // The emulator serves every service at its one address.
+        assert_eq!(
+            hosts(&client("http://127.0.0.1:9000", vec![])),
+            ["127.0.0.1:9000"; 3]
+        );
+        let set = vec![(
+            Service::IotVideo,
+            Endpoint::parse("iotvideo.ap-guangzhou.tencentcloudapi.com", false).unwrap(),
+        )];
+        assert_eq!(
+            hosts(&client("iotcloud.intl.tencentcloudapi.com", set))[2],
+            "iotvideo.ap-guangzhou.tencentcloudapi.com"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Client-side rate limiting: one bucket per (endpoint, SecretId, action).
+//! Client-side rate limiting: one bucket per (endpoint, SecretId, service, action).
 //!
 //! Each bucket hands out send slots spaced evenly, first come first served, and runs on tokio's
 //! clock (testable with paused time). The cloud counts requests when they reach it, which is
@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
+use super::service::Service;
 use super::wire::Action;
 
 /// The cloud's documented limit for each of our actions.
@@ -25,51 +26,53 @@ pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 20;
 /// The cloud's window.
 const WINDOW: Duration = Duration::from_secs(1);
 
-/// Requests per second allowed for each action.
+/// Requests per second allowed for each action of each service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimits {
-    per_action: HashMap<Action, u32>,
+    per_action: HashMap<(Service, Action), u32>,
 }
 
 impl Default for RateLimits {
     fn default() -> Self {
-        Self {
-            per_action: Action::ALL
-                .into_iter()
-                .map(|action| (action, DEFAULT_REQUESTS_PER_SECOND))
-                .collect(),
-        }
+        Self::uniform(DEFAULT_REQUESTS_PER_SECOND)
     }
 }
 
 impl RateLimits {
-    /// Overrides the limit of one action.
+    /// Overrides the limit of one action: of its service if the setting names one, else of
+    /// every service that serves it.
     pub fn set(&mut self, limit: ActionRateLimit) {
-        self.per_action.insert(limit.action, limit.per_second);
+        for service in Service::ALL {
+            if limit.service.is_none_or(|named| named == service) && service.serves(limit.action) {
+                self.per_action
+                    .insert((service, limit.action), limit.per_second);
+            }
+        }
     }
 
     /// The same limit for every action (benchmarks scale time with this).
     pub fn uniform(per_second: u32) -> Self {
         Self {
-            per_action: Action::ALL
-                .into_iter()
-                .map(|action| (action, per_second.max(1)))
+            per_action: Service::all_actions()
+                .map(|key| (key, per_second.max(1)))
                 .collect(),
         }
     }
 
-    /// Requests per second allowed for `action`.
-    pub fn per_second(&self, action: Action) -> u32 {
+    /// Requests per second allowed for `action` of `service`.
+    pub fn per_second(&self, service: Service, action: Action) -> u32 {
         self.per_action
-            .get(&action)
+            .get(&(service, action))
             .copied()
             .unwrap_or(DEFAULT_REQUESTS_PER_SECOND)
     }
 }
 
-/// One `ACTION=RPS` setting, as given to `--rate-limit`.
+/// One `[SERVICE:]ACTION=RPS` setting, as given to `--rate-limit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ActionRateLimit {
+    /// The service, or every service that serves the action.
+    pub service: Option<Service>,
     /// The action.
     pub action: Action,
     /// Requests per second, at least 1.
@@ -82,7 +85,11 @@ impl FromStr for ActionRateLimit {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (name, rate) = text
             .split_once('=')
-            .ok_or_else(|| format!("expected ACTION=RPS, got {text:?}"))?;
+            .ok_or_else(|| format!("expected [SERVICE:]ACTION=RPS, got {text:?}"))?;
+        let (service, name) = match name.split_once(':') {
+            Some((service, action)) => (Some(service.parse::<Service>()?), action),
+            None => (None, name),
+        };
         let action = Action::from_name(name.trim()).ok_or_else(|| {
             let known: Vec<_> = Action::ALL.iter().map(|action| action.as_str()).collect();
             format!(
@@ -90,6 +97,11 @@ impl FromStr for ActionRateLimit {
                 known.join(", ")
             )
         })?;
+        if let Some(service) = service
+            && !service.serves(action)
+        {
+            return Err(format!("{service} has no action {action}"));
+        }
         let per_second: u32 = rate
             .trim()
             .parse()
@@ -99,7 +111,11 @@ impl FromStr for ActionRateLimit {
                 "rate for {name} must be at least 1 request per second"
             ));
         }
-        Ok(Self { action, per_second })
+        Ok(Self {
+            service,
+            action,
+            per_second,
+        })
     }
 }
 
@@ -110,13 +126,19 @@ pub struct BucketKey {
     pub endpoint: String,
     /// The SecretId the quota belongs to.
     pub secret_id: String,
+    /// The service of the action: the same action name in two services is two quotas.
+    pub service: Service,
     /// The action, each of which has its own quota.
     pub action: Action,
 }
 
 impl fmt::Debug for BucketKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.endpoint, self.secret_id, self.action)
+        write!(
+            f,
+            "{}/{}/{}:{}",
+            self.endpoint, self.secret_id, self.service, self.action
+        )
     }
 }
 
@@ -169,7 +191,9 @@ impl RateLimiter {
         }
         buckets
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(Bucket::new(self.limits.per_second(key.action))))
+            .or_insert_with(|| {
+                Arc::new(Bucket::new(self.limits.per_second(key.service, key.action)))
+            })
             .clone()
     }
 
@@ -426,11 +450,27 @@ mod tests {
         assert_eq!(limit.per_second, 5);
         let mut limits = RateLimits::default();
         limits.set(limit);
-        assert_eq!(limits.per_second(Action::UpdateProductDynamicRegister), 5);
-        assert_eq!(limits.per_second(Action::DescribeProduct), 20);
+        let hub = |action| limits.per_second(Service::IotHub, action);
+        assert_eq!(hub(Action::UpdateProductDynamicRegister), 5);
+        assert_eq!(hub(Action::DescribeProduct), 20);
+
+        // Without a service, every service serving the action; with one, that service only.
+        let mut limits = RateLimits::default();
+        limits.set("DescribeProductDynamicRegister=8".parse().unwrap());
+        limits.set("iotvideo:ModifyProductDynamicRegister=3".parse().unwrap());
+        let of = |service| {
+            (
+                limits.per_second(service, Action::DescribeProductDynamicRegister),
+                limits.per_second(service, Action::ModifyProductDynamicRegister),
+            )
+        };
+        assert_eq!(of(Service::IotExplorer), (8, 20));
+        assert_eq!(of(Service::IotVideo), (8, 3));
 
         for bad in [
             "Nope=3",
+            "iotcloud:ModifyProductDynamicRegister=3",
+            "iotnope:DescribeProduct=3",
             "DescribeProduct",
             "DescribeProduct=0",
             "DescribeProduct=x",

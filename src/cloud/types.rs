@@ -112,6 +112,21 @@ impl Product {
     }
 }
 
+impl RegistrationSettings {
+    /// The settings of a `Describe`/`ModifyProductDynamicRegister` answer; a field left out
+    /// reads as registration never configured (type 0, limit 0), as `DescribeProduct`'s `null`.
+    pub(crate) fn from_wire(
+        action: Action,
+        answer: wire::ProductDynamicRegisterResponse,
+    ) -> Result<Self, CloudError> {
+        Ok(RegistrationSettings {
+            register_type: register_type(action, answer.register_type.unwrap_or(0))?,
+            register_limit: register_limit(action, answer.register_limit.unwrap_or(0))?,
+            product_secret: non_empty(answer.product_secret),
+        })
+    }
+}
+
 impl UpdateOutcome {
     pub(crate) fn from_wire(
         answer: wire::UpdateProductDynamicRegisterResponse,

@@ -1,15 +1,11 @@
-//! JSON shapes of the IoT Hub API (`iotcloud`, `2021-04-08`), shared by the client and the
-//! emulator so that the two cannot drift apart. Numbers stay raw here; [`super::types`] turns them
+//! JSON shapes of the APIs this crate calls (IoT Hub, IoT Explorer and IoT Video, STS), shared
+//! by the client and the emulator so that the two cannot drift apart. Numbers stay raw here; [`super::types`] turns them
 //! into checked values.
 
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::redacted::Redacted;
 
-/// Service name in the host and the credential scope.
-pub const SERVICE: &str = "iotcloud";
-/// API version this crate speaks.
-pub const VERSION: &str = "2021-04-08";
 /// The largest `Limit` `DescribeProducts` accepts.
 pub const DESCRIBE_PRODUCTS_MAX_LIMIT: u64 = 250;
 /// The smallest `Limit` `DescribeProducts` accepts.
@@ -22,8 +18,12 @@ pub enum Action {
     DescribeProduct,
     /// Pages through all products.
     DescribeProducts,
-    /// Sets a product's dynamic-registration settings.
+    /// Sets a product's dynamic-registration settings (IoT Hub).
     UpdateProductDynamicRegister,
+    /// Reads a product's dynamic-registration settings (IoT Explorer, IoT Video).
+    DescribeProductDynamicRegister,
+    /// Sets a product's dynamic-registration settings (IoT Explorer, IoT Video).
+    ModifyProductDynamicRegister,
     /// STS: exchanges a web identity (OIDC) token for temporary credentials of a role.
     AssumeRoleWithWebIdentity,
     /// STS: whose key signs the call (`iothub-dynreg check`).
@@ -32,10 +32,12 @@ pub enum Action {
 
 impl Action {
     /// Every action, for per-action tables (rate limits, metrics).
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 7] = [
         Action::DescribeProduct,
         Action::DescribeProducts,
         Action::UpdateProductDynamicRegister,
+        Action::DescribeProductDynamicRegister,
+        Action::ModifyProductDynamicRegister,
         Action::AssumeRoleWithWebIdentity,
         Action::GetCallerIdentity,
     ];
@@ -46,18 +48,10 @@ impl Action {
             Action::DescribeProduct => "DescribeProduct",
             Action::DescribeProducts => "DescribeProducts",
             Action::UpdateProductDynamicRegister => "UpdateProductDynamicRegister",
+            Action::DescribeProductDynamicRegister => "DescribeProductDynamicRegister",
+            Action::ModifyProductDynamicRegister => "ModifyProductDynamicRegister",
             Action::AssumeRoleWithWebIdentity => "AssumeRoleWithWebIdentity",
             Action::GetCallerIdentity => "GetCallerIdentity",
-        }
-    }
-
-    /// The service and version the action belongs to (the signature's scope names the service).
-    pub fn api(self) -> (&'static str, &'static str) {
-        match self {
-            Action::AssumeRoleWithWebIdentity | Action::GetCallerIdentity => {
-                (STS_SERVICE, STS_VERSION)
-            }
-            _ => (SERVICE, VERSION),
         }
     }
 
@@ -74,11 +68,6 @@ impl std::fmt::Display for Action {
         f.write_str(self.as_str())
     }
 }
-
-/// The STS service, which issues temporary credentials.
-pub const STS_SERVICE: &str = "sts";
-/// The STS API version `AssumeRoleWithWebIdentity` belongs to.
-pub const STS_VERSION: &str = "2018-08-13";
 
 /// `AssumeRoleWithWebIdentity` parameters, sent unsigned (the token is the proof). No `Debug`:
 /// the token is a bearer credential.
@@ -320,6 +309,45 @@ pub struct UpdateProductDynamicRegisterResponse {
     pub product_secret: Option<Redacted>,
     /// The limit now in force (may differ from the one asked).
     pub register_limit: i64,
+    /// The cloud's id of the request.
+    #[serde(default)]
+    pub request_id: String,
+}
+
+/// `DescribeProductDynamicRegister` parameters (IoT Explorer, IoT Video).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeProductDynamicRegisterRequest {
+    /// The product to read.
+    pub product_id: String,
+}
+
+/// `ModifyProductDynamicRegister` parameters (IoT Explorer, IoT Video).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ModifyProductDynamicRegisterRequest {
+    /// The product to change.
+    pub product_id: String,
+    /// 0 disabled, 1 pre-create device, 2 auto-create device.
+    pub register_type: i64,
+    /// Most devices that may register themselves.
+    pub register_limit: i64,
+}
+
+/// The answer of `DescribeProductDynamicRegister` and of `ModifyProductDynamicRegister` (the
+/// same fields: the settings in force after the call). The SDKs read each field as optional.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProductDynamicRegisterResponse {
+    /// 0 disabled, 1 pre-create device, 2 auto-create device.
+    #[serde(default)]
+    pub register_type: Option<i64>,
+    /// The key devices use to register.
+    #[serde(default)]
+    pub product_secret: Option<Redacted>,
+    /// Most devices that may register themselves.
+    #[serde(default)]
+    pub register_limit: Option<i64>,
     /// The cloud's id of the request.
     #[serde(default)]
     pub request_id: String,

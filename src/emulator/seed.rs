@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::cloud::Service;
+
 /// Accounts and products the emulator starts with.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -88,6 +90,14 @@ pub struct SeedProduct {
     pub product_name: Option<String>,
     /// The region it lives in; calls for another region do not see it.
     pub region: String,
+    /// The service it belongs to (`iotcloud`, `iotexplorer`, `iotvideo`; default `iotcloud`):
+    /// calls of another service do not see it.
+    #[serde(default)]
+    pub service: Service,
+    /// IoT Explorer and IoT Video: the product authenticates by certificate only, so
+    /// `ModifyProductDynamicRegister` refuses it (`UnauthorizedOperation.ProductNotSupportPSK`).
+    #[serde(default)]
+    pub certificate_only: bool,
     /// 0 ordinary, 2 NB-IoT, 3 LoRa, 4 LoRa gateway, 5 ordinary gateway. Only 0 and 5 support
     /// dynamic registration here; the others answer `ProductTypeNotSupport`.
     #[serde(default)]
@@ -128,6 +138,9 @@ pub struct GeneratedProducts {
     /// The cloud account owning them. Default `default`.
     #[serde(default)]
     pub account: Option<String>,
+    /// Their service. Default `iotcloud`.
+    #[serde(default)]
+    pub service: Service,
 }
 
 fn default_prefix() -> String {
@@ -142,6 +155,8 @@ impl GeneratedProducts {
             product_id: format!("{}{index:0width$}", self.prefix),
             product_name: None,
             region: self.region.clone(),
+            service: self.service,
+            certificate_only: false,
             product_type: 0,
             forbidden: false,
             register_type: 0,
@@ -167,8 +182,12 @@ impl Seed {
         }
         let mut ids = std::collections::HashSet::new();
         for product in self.all_products() {
-            if !ids.insert(product.product_id.clone()) {
-                return Err(format!("product {} is listed twice", product.product_id));
+            // One ID may exist in two services, as in the cloud.
+            if !ids.insert((product.service, product.product_id.clone())) {
+                return Err(format!(
+                    "product {} of {} is listed twice",
+                    product.product_id, product.service
+                ));
             }
             if product.undocumented {
                 continue;
@@ -229,6 +248,10 @@ mod tests {
                 "twice",
             ),
             (
+                "products: [{productId: P, region: r, service: iotnope}]",
+                "unknown variant",
+            ),
+            (
                 "products: [{productId: P, region: r, colour: red}]",
                 "unknown field",
             ),
@@ -250,6 +273,7 @@ mod tests {
             region: "ap-guangzhou".into(),
             prefix: "BENCH".into(),
             account: None,
+            service: Service::IotHub,
         };
         let ids: Vec<_> = generate.products().map(|p| p.product_id).collect();
         assert_eq!(ids, ["BENCH00000", "BENCH00001", "BENCH00002"]);

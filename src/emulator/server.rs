@@ -20,11 +20,12 @@ use tracing::{debug, warn};
 
 use super::seed::DEFAULT_ACCOUNT;
 use super::seed::Seed;
-use super::stats::Stats;
+use super::stats::{self, Stats};
 use super::store::Scope;
 use super::store::{ConsoleEdit, LimitPolicy, Store};
 use super::sts::Sts;
 use super::verify::{Account, Caller, Incoming, Refusal, Verifier};
+use crate::cloud::Service;
 use crate::cloud::wire::{Action, ApiError, ErrorResponse};
 
 /// Bodies larger than this are refused before parsing.
@@ -315,11 +316,15 @@ impl Emulator {
                 &request_id,
             ));
         }
-        let action_label = header("x-tc-action")
-            .and_then(Action::from_name)
-            .map_or("Other", Action::as_str);
         // Checked before any await: `Incoming` borrows the headers through a non-Send closure.
         let checked = self.authenticate(&parts, &body);
+        let action_label = match &checked {
+            Ok((caller, _)) => stats::label(caller.service, caller.action),
+            Err(_) => header("x-tc-action")
+                .and_then(Action::from_name)
+                .map_or("Other", Action::as_str)
+                .to_owned(),
+        };
         let answer = match checked {
             Err(refusal) => Err(refusal),
             Ok((caller, params)) => self.serve_call(&caller, params, &request_id).await,
@@ -337,7 +342,7 @@ impl Emulator {
             Answer::Json(_) => result,
         };
         debug!(action = action_label, %result, request_id, "emulated call");
-        self.state().stats.record(action_label, &result);
+        self.state().stats.record(&action_label, &result);
         match answer {
             // Success and error answers alike travel as HTTP 200 inside {"Response": …}.
             Answer::Json(body) => Ok(json_response(StatusCode::OK, &json!({"Response": body}))),
@@ -395,10 +400,12 @@ impl Emulator {
                     "AuthFailure.InvalidAuthorization",
                     "the Authorization header is missing or not TC3-HMAC-SHA256 (an unsigned call says Authorization: SKIP)",
                 ))
-            } else if state
-                .stats
-                .admit(&role, action, per_second, tokio::time::Instant::now())
-            {
+            } else if state.stats.admit(
+                &role,
+                (Service::Sts, action),
+                per_second,
+                tokio::time::Instant::now(),
+            ) {
                 self.sts.assume(version, &params, unix_now(), request_id)
             } else {
                 Err(Refusal::new(
@@ -434,10 +441,12 @@ impl Emulator {
             let mut state = self.state();
             let per_second = state.rate_limit_per_second;
             let now = tokio::time::Instant::now();
-            if !state
-                .stats
-                .admit(&caller.secret_id, caller.action, per_second, now)
-            {
+            if !state.stats.admit(
+                &caller.secret_id,
+                (caller.service, caller.action),
+                per_second,
+                now,
+            ) {
                 return Err(Refusal::new(
                     "RequestLimitExceeded",
                     format!(
@@ -475,9 +484,10 @@ impl Emulator {
             region: &caller.region,
             account: &caller.owner,
         };
-        let done = state
-            .store
-            .handle(caller.action, &scope, &params, request_id)?;
+        let done =
+            state
+                .store
+                .handle((caller.service, caller.action), &scope, &params, request_id)?;
         if rand::rng().random_bool(faults.lost_answer_rate) {
             return Ok(Answer::Drop);
         }
@@ -500,13 +510,6 @@ impl Emulator {
                 }
                 ("GET", ["products"]) => Ok(to_json(state.store.list())),
                 ("GET", ["last-requests"]) => Ok(to_json(&state.last_requests)),
-                ("POST" | "PATCH", ["products", id]) => parse::<ConsoleEdit>(body)
-                    .and_then(|edit| state.store.edit(id, edit).map_err(not_found))
-                    .map(to_json),
-                ("DELETE", ["products", id]) => match state.store.remove(id) {
-                    true => Ok(json!({"deleted": id})),
-                    false => Err(not_found(format!("no product {id}"))),
-                },
                 ("PUT" | "POST", ["products", id, "errors"]) => {
                     parse::<ScriptedError>(body).map(|scripted| {
                         let answer = to_json(&scripted);
@@ -517,6 +520,19 @@ impl Emulator {
                 ("DELETE", ["products", id, "errors"]) => {
                     state.scripted.remove(*id);
                     Ok(json!({"cleared": id}))
+                }
+                // `products/ID`, or `products/SERVICE/ID` where one ID is in several services.
+                ("POST" | "PATCH", ["products", named @ ..]) => product_named(named)
+                    .and_then(|product| {
+                        let edit = parse::<ConsoleEdit>(body)?;
+                        state.store.edit(product, edit).map_err(not_found)
+                    })
+                    .map(to_json),
+                ("DELETE", ["products", named @ ..]) => {
+                    product_named(named).and_then(|product| match state.store.remove(product) {
+                        true => Ok(json!({"deleted": product.1})),
+                        false => Err(not_found(format!("no product {}", product.1))),
+                    })
                 }
                 ("GET", ["faults"]) => Ok(to_json(&state.faults)),
                 ("PUT" | "POST", ["faults"]) => parse::<Faults>(body).and_then(|faults| {
@@ -687,6 +703,17 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (StatusCode, 
 
 fn bad_request(message: String) -> (StatusCode, String) {
     (StatusCode::BAD_REQUEST, message)
+}
+
+/// The product a control path names: `ID`, or `SERVICE/ID`.
+fn product_named<'a>(
+    named: &[&'a str],
+) -> Result<(Option<Service>, &'a str), (StatusCode, String)> {
+    match named {
+        [id] => Ok((None, id)),
+        [service, id] => Ok((Some(service.parse::<Service>().map_err(bad_request)?), id)),
+        _ => Err(not_found("products/ID or products/SERVICE/ID".to_owned())),
+    }
 }
 
 fn not_found(message: String) -> (StatusCode, String) {

@@ -1,4 +1,6 @@
-//! Call counts, the per-(SecretId, action) rate limit, and the peak rate seen.
+//! Call counts, the per-(SecretId, service, action) rate limit, and the peak rate seen. An
+//! action is named as on the wire for IoT Hub and STS, and `service:Action` for IoT Explorer
+//! and IoT Video, whose actions have the same names ([`label`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
@@ -6,15 +8,24 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::cloud::Service;
 use crate::cloud::wire::Action;
 
 const WINDOW: Duration = Duration::from_secs(1);
+
+/// How the stats name an action: `DescribeProduct`, `iotexplorer:ModifyProductDynamicRegister`.
+pub fn label(service: Service, action: Action) -> String {
+    match service {
+        Service::IotHub | Service::Sts => action.as_str().to_owned(),
+        _ => format!("{service}:{action}"),
+    }
+}
 
 /// What the emulator has seen since start or the last reset.
 #[derive(Debug, Default)]
 pub struct Stats {
     calls: BTreeMap<String, BTreeMap<String, u64>>,
-    windows: HashMap<(String, Action), CallWindow>,
+    windows: HashMap<(String, Service, Action), CallWindow>,
 }
 
 /// Calls of one (SecretId, action) within the last second.
@@ -71,13 +82,13 @@ impl Stats {
     pub fn admit(
         &mut self,
         secret_id: &str,
-        action: Action,
+        (service, action): (Service, Action),
         per_second: u32,
         now: Instant,
     ) -> bool {
         let window = self
             .windows
-            .entry((secret_id.to_owned(), action))
+            .entry((secret_id.to_owned(), service, action))
             .or_default();
         forget_older_than_a_second(&mut window.arrivals, now);
         forget_older_than_a_second(&mut window.accepted, now);
@@ -110,9 +121,9 @@ impl Stats {
         let mut peaks: Vec<Peak> = self
             .windows
             .iter()
-            .map(|((secret_id, action), window)| Peak {
+            .map(|((secret_id, service, action), window)| Peak {
                 secret_id: secret_id.clone(),
-                action: action.as_str().to_owned(),
+                action: label(*service, *action),
                 peak_calls_per_second: window.peak,
             })
             .collect();
@@ -150,23 +161,50 @@ mod tests {
         let mut stats = Stats::default();
         let start = Instant::now();
         let admitted = (0..25)
-            .filter(|_| stats.admit("AKID", Action::DescribeProduct, 20, start))
+            .filter(|_| {
+                stats.admit(
+                    "AKID",
+                    (Service::IotHub, Action::DescribeProduct),
+                    20,
+                    start,
+                )
+            })
             .count();
         assert_eq!(admitted, 20);
         // Another action and another key have their own quota.
-        assert!(stats.admit("AKID", Action::DescribeProducts, 20, start));
-        assert!(stats.admit("AKID2", Action::DescribeProduct, 20, start));
+        assert!(stats.admit(
+            "AKID",
+            (Service::IotHub, Action::DescribeProducts),
+            20,
+            start
+        ));
+        assert!(stats.admit(
+            "AKID2",
+            (Service::IotHub, Action::DescribeProduct),
+            20,
+            start
+        ));
+        // The same action of two services: two quotas.
+        let explorer = (Service::IotExplorer, Action::DescribeProductDynamicRegister);
+        let video = (Service::IotVideo, Action::DescribeProductDynamicRegister);
+        let both = (0..25)
+            .filter(|_| stats.admit("AKID", explorer, 20, start))
+            .count()
+            + (0..25)
+                .filter(|_| stats.admit("AKID", video, 20, start))
+                .count();
+        assert_eq!(both, 40);
         // Still within the same second.
         assert!(!stats.admit(
             "AKID",
-            Action::DescribeProduct,
+            (Service::IotHub, Action::DescribeProduct),
             20,
             start + Duration::from_millis(999)
         ));
         // A second later the quota is back.
         assert!(stats.admit(
             "AKID",
-            Action::DescribeProduct,
+            (Service::IotHub, Action::DescribeProduct),
             20,
             start + Duration::from_secs(1)
         ));

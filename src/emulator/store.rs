@@ -1,4 +1,4 @@
-//! The emulated products and the three API actions on them.
+//! The emulated products of the three IoT services, and the API actions on them.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::seed::SeedProduct;
 use super::verify::Refusal;
+use crate::cloud::Service;
 use crate::cloud::redacted::Redacted;
 use crate::cloud::wire::{self, Action};
 
@@ -25,6 +26,10 @@ pub struct ProductRecord {
     pub product_name: String,
     /// Region it lives in.
     pub region: String,
+    /// The service it belongs to.
+    pub service: Service,
+    /// Explorer and Video: certificate authentication only, so no dynamic registration.
+    pub certificate_only: bool,
     /// Product type.
     pub product_type: i64,
     /// Forbidden by the platform.
@@ -39,8 +44,8 @@ pub struct ProductRecord {
     pub creation_date: i64,
     /// The cloud account owning it.
     pub account: String,
-    /// UpdateProductDynamicRegister calls that succeeded for it: a soak checks that nothing
-    /// writes a product it may only observe.
+    /// Update (or Modify) ProductDynamicRegister calls that succeeded for it: a soak checks
+    /// that nothing writes a product it may only observe.
     pub updates: u64,
 }
 
@@ -95,10 +100,11 @@ impl LimitPolicy {
     }
 }
 
-/// All products, by ProductId (ordered, so pages are stable).
+/// All products, by service and ProductId (ordered, so pages are stable): one ID may exist in
+/// two services.
 #[derive(Debug, Default)]
 pub struct Store {
-    products: BTreeMap<String, ProductRecord>,
+    products: BTreeMap<(Service, String), ProductRecord>,
     /// RegisterLimit rewriting.
     pub limit_policy: LimitPolicy,
     /// DescribeProducts answers leave ProductSecret out (DescribeProduct still has it): the
@@ -117,6 +123,8 @@ impl Store {
                         .product_name
                         .unwrap_or_else(|| seed.product_id.to_lowercase()),
                     region: seed.region,
+                    service: seed.service,
+                    certificate_only: seed.certificate_only,
                     product_type: seed.product_type,
                     forbidden: seed.forbidden,
                     register_type: seed.register_type,
@@ -135,7 +143,7 @@ impl Store {
                         .unwrap_or_else(|| crate::emulator::seed::DEFAULT_ACCOUNT.to_owned()),
                     updates: 0,
                 };
-                (seed.product_id, record)
+                ((seed.service, seed.product_id), record)
             })
             .collect();
         Self {
@@ -150,12 +158,21 @@ impl Store {
         self.products.values().cloned().collect()
     }
 
-    /// Applies a console edit; `None` when the product does not exist.
-    pub fn edit(&mut self, product_id: &str, edit: ConsoleEdit) -> Result<ProductRecord, String> {
-        let product = self
-            .products
-            .get_mut(product_id)
-            .ok_or_else(|| format!("no product {product_id}"))?;
+    /// Applies a console edit to the product of that ID (of `service` if given, else of the
+    /// only service that has it); an error when there is none, or one in several services.
+    pub fn edit(
+        &mut self,
+        (service, product_id): (Option<Service>, &str),
+        edit: ConsoleEdit,
+    ) -> Result<ProductRecord, String> {
+        let mut matching = self.products.iter_mut().filter(|((of, id), _)| {
+            id == product_id && service.is_none_or(|service| service == *of)
+        });
+        let (Some((_, product)), None) = (matching.next(), matching.next()) else {
+            return Err(format!(
+                "no single product {product_id}: name its service (products/SERVICE/ID)"
+            ));
+        };
         if let Some(register_type) = edit.register_type {
             if !(0..=2).contains(&register_type) {
                 return Err("registerType must be 0, 1 or 2".to_owned());
@@ -175,22 +192,27 @@ impl Store {
         Ok(product.clone())
     }
 
-    /// Deletes a product, as if removed in the console.
-    pub fn remove(&mut self, product_id: &str) -> bool {
-        self.products.remove(product_id).is_some()
+    /// Deletes the products of that ID (of `service` if given), as if removed in the console.
+    pub fn remove(&mut self, (service, product_id): (Option<Service>, &str)) -> bool {
+        let before = self.products.len();
+        self.products.retain(|(of, id), _| {
+            id != product_id || service.is_some_and(|service| service != *of)
+        });
+        self.products.len() < before
     }
 
-    /// Serves one action for a caller in `region`.
+    /// Serves one action of `service` for a caller in `region`.
     pub fn handle(
         &mut self,
-        action: Action,
+        (service, action): (Service, Action),
         scope: &Scope<'_>,
         params: &Map<String, Value>,
         request_id: &str,
     ) -> Result<Value, Refusal> {
         let answer = match action {
             Action::DescribeProduct => {
-                let product = self.find(scope, &required_string(params, "ProductId")?)?;
+                let product_id = required_string(params, "ProductId")?;
+                let product = self.find((service, scope), &product_id)?;
                 to_value(wire::DescribeProductResponse {
                     product_id: product.product_id.clone(),
                     product_name: product.product_name.clone(),
@@ -201,6 +223,13 @@ impl Store {
             }
             Action::DescribeProducts => self.describe_products(scope, params, request_id)?,
             Action::UpdateProductDynamicRegister => self.update(scope, params, request_id)?,
+            Action::DescribeProductDynamicRegister => {
+                let product_id = required_string(params, "ProductId")?;
+                dynamic_register(self.find((service, scope), &product_id)?, request_id)
+            }
+            Action::ModifyProductDynamicRegister => {
+                self.modify((service, scope), params, request_id)?
+            }
             // STS actions: served by the server, never by the product store.
             Action::AssumeRoleWithWebIdentity | Action::GetCallerIdentity => {
                 return Err(Refusal::new(
@@ -212,12 +241,67 @@ impl Store {
         Ok(answer)
     }
 
-    /// A product of the caller's account in the region; another account's is as good as absent.
-    fn find(&self, scope: &Scope<'_>, product_id: &str) -> Result<&ProductRecord, Refusal> {
+    /// A product of the service, in the caller's account and region; another account's is as
+    /// good as absent.
+    fn find(
+        &self,
+        (service, scope): (Service, &Scope<'_>),
+        product_id: &str,
+    ) -> Result<&ProductRecord, Refusal> {
         self.products
-            .get(product_id)
+            .get(&(service, product_id.to_owned()))
             .filter(|product| product.region == scope.region && product.account == scope.account)
-            .ok_or_else(|| not_found(product_id, scope.region))
+            .ok_or_else(|| not_found(service, product_id, scope.region))
+    }
+
+    /// `ModifyProductDynamicRegister` (IoT Explorer, IoT Video).
+    fn modify(
+        &mut self,
+        (service, scope): (Service, &Scope<'_>),
+        params: &Map<String, Value>,
+        request_id: &str,
+    ) -> Result<Value, Refusal> {
+        let product_id = required_string(params, "ProductId")?;
+        let (register_type, register_limit) = self.checked_settings(params)?;
+        self.find((service, scope), &product_id)?;
+        let limit_policy = self.limit_policy;
+        let product = self
+            .products
+            .get_mut(&(service, product_id.clone()))
+            .ok_or_else(|| not_found(service, &product_id, scope.region))?;
+        if product.certificate_only {
+            return Err(Refusal::new(
+                "UnauthorizedOperation.ProductNotSupportPSK",
+                format!(
+                    "product {product_id} authenticates by certificate and has no dynamic registration"
+                ),
+            ));
+        }
+        product.register_type = register_type;
+        product.register_limit = limit_policy.apply(register_limit);
+        product.updates += 1;
+        ensure_secret(product);
+        Ok(dynamic_register(product, request_id))
+    }
+
+    /// The type and limit asked for, checked as the cloud checks them.
+    fn checked_settings(&self, params: &Map<String, Value>) -> Result<(i64, i64), Refusal> {
+        let register_type = required_integer(params, "RegisterType")?;
+        let register_limit = required_integer(params, "RegisterLimit")?;
+        if !(0..=2).contains(&register_type) {
+            return Err(Refusal::new(
+                "InvalidParameterValue",
+                "RegisterType must be 0 (disabled), 1 (pre-create) or 2 (auto-create)",
+            ));
+        }
+        if register_limit < 0 {
+            return Err(Refusal::new(
+                "InvalidParameterValue",
+                "RegisterLimit must not be negative",
+            ));
+        }
+        self.limit_policy.check(register_limit)?;
+        Ok((register_type, register_limit))
     }
 
     fn describe_products(
@@ -249,7 +333,11 @@ impl Store {
         let in_region: Vec<&ProductRecord> = self
             .products
             .values()
-            .filter(|product| product.region == scope.region && product.account == scope.account)
+            .filter(|product| {
+                product.service == Service::IotHub
+                    && product.region == scope.region
+                    && product.account == scope.account
+            })
             .collect();
         let page = in_region
             .iter()
@@ -282,27 +370,14 @@ impl Store {
         request_id: &str,
     ) -> Result<Value, Refusal> {
         let product_id = required_string(params, "ProductId")?;
-        let register_type = required_integer(params, "RegisterType")?;
-        let register_limit = required_integer(params, "RegisterLimit")?;
-        if !(0..=2).contains(&register_type) {
-            return Err(Refusal::new(
-                "InvalidParameterValue",
-                "RegisterType must be 0 (disabled), 1 (pre-create) or 2 (auto-create)",
-            ));
-        }
-        if register_limit < 0 {
-            return Err(Refusal::new(
-                "InvalidParameterValue",
-                "RegisterLimit must not be negative",
-            ));
-        }
+        let (register_type, register_limit) = self.checked_settings(params)?;
         let limit_policy = self.limit_policy;
-        limit_policy.check(register_limit)?;
-        self.find(scope, &product_id)?;
+        let service = Service::IotHub;
+        self.find((service, scope), &product_id)?;
         let product = self
             .products
-            .get_mut(&product_id)
-            .ok_or_else(|| not_found(&product_id, scope.region))?;
+            .get_mut(&(service, product_id.clone()))
+            .ok_or_else(|| not_found(service, &product_id, scope.region))?;
         if product.forbidden {
             return Err(Refusal::new(
                 "UnauthorizedOperation.ProductIsForbidden",
@@ -346,11 +421,26 @@ fn new_product_secret() -> String {
         .collect()
 }
 
-fn not_found(product_id: &str, region: &str) -> Refusal {
+/// IoT Explorer names its products "studio products" in this error; the others do not.
+fn not_found(service: Service, product_id: &str, region: &str) -> Refusal {
+    let code = match service {
+        Service::IotExplorer => "ResourceNotFound.StudioProductNotExist",
+        _ => "ResourceNotFound.ProductNotExist",
+    };
     Refusal::new(
-        "ResourceNotFound.ProductNotExist",
-        format!("product {product_id} does not exist in {region}"),
+        code,
+        format!("product {product_id} does not exist in {service} in {region}"),
     )
+}
+
+/// The answer of `Describe`/`ModifyProductDynamicRegister`: the settings in force.
+fn dynamic_register(product: &ProductRecord, request_id: &str) -> Value {
+    to_value(wire::ProductDynamicRegisterResponse {
+        register_type: Some(product.register_type),
+        product_secret: Some(Redacted::new(product.product_secret.clone())),
+        register_limit: Some(product.register_limit),
+        request_id: request_id.to_owned(),
+    })
 }
 
 fn metadata(product: &ProductRecord) -> wire::ProductMetadata {
@@ -415,6 +505,8 @@ mod tests {
             product_id: id.into(),
             product_name: None,
             region: region.into(),
+            service: Service::IotHub,
+            certificate_only: false,
             product_type: 0,
             forbidden: false,
             register_type: 0,
@@ -443,7 +535,7 @@ mod tests {
         let update = |store: &mut Store, kind: i64| {
             store
                 .handle(
-                    Action::UpdateProductDynamicRegister,
+                    (Service::IotHub, Action::UpdateProductDynamicRegister),
                     &scope("r"),
                     &params(json!({"ProductId": "P1", "RegisterType": kind, "RegisterLimit": 5})),
                     "id",
@@ -527,7 +619,7 @@ mod tests {
         for (request, region, code) in cases {
             let refusal = store
                 .handle(
-                    Action::UpdateProductDynamicRegister,
+                    (Service::IotHub, Action::UpdateProductDynamicRegister),
                     &scope(region),
                     &params(request.clone()),
                     "id",
@@ -546,7 +638,7 @@ mod tests {
         let mut store = Store::new(products, 0);
         let page = |store: &mut Store, offset: i64, limit: i64| {
             store.handle(
-                Action::DescribeProducts,
+                (Service::IotHub, Action::DescribeProducts),
                 &scope("r"),
                 &params(json!({"Offset": offset, "Limit": limit})),
                 "id",

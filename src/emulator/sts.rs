@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::seed::{DEFAULT_ACCOUNT, SeedRole};
 use super::verify::{Account, Refusal};
-use crate::cloud::wire;
+use crate::cloud::Service;
 
 /// Lifetime of issued credentials when the request names none (the SDK's default).
 const DEFAULT_DURATION_SECONDS: i64 = 7200;
@@ -40,10 +40,10 @@ impl Sts {
         now: i64,
         request_id: &str,
     ) -> Result<Issued, Refusal> {
-        if version != Some(wire::STS_VERSION) {
+        if version != Some(Service::Sts.version()) {
             return Err(Refusal::new(
                 "NoSuchVersion",
-                format!("sts speaks {}", wire::STS_VERSION),
+                format!("sts speaks {}", Service::Sts.version()),
             ));
         }
         let role = self.trusting(params)?;

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 
 use subtle::ConstantTimeEq;
 
+use crate::cloud::Service;
 use crate::cloud::sign::{self, Method};
-use crate::cloud::wire::{self, Action};
+use crate::cloud::wire::Action;
 use crate::emulator::seed::SeedPolicy;
 
 /// An API key the emulator knows.
@@ -40,6 +41,8 @@ pub struct Incoming<'a> {
 pub struct Caller {
     /// The verified SecretId.
     pub secret_id: String,
+    /// The service called (`iotcloud`, `iotexplorer`, `iotvideo`, `sts`).
+    pub service: Service,
     /// The action asked for.
     pub action: Action,
     /// `X-TC-Region`.
@@ -57,19 +60,25 @@ impl Caller {
             return Ok(());
         };
         let action = self.action.as_str();
+        let service = self.service.name();
         let refused = || {
             Refusal::new(
                 "AuthFailure.UnauthorizedOperation",
                 format!(
-                    "the key may not perform iotcloud:{action} on {}",
+                    "the key may not perform {service}:{action} on {}",
                     product_id.unwrap_or("all products")
                 ),
             )
         };
+        // A policy names `service:Action`; a bare action name means IoT Hub's.
+        let grants = |allowed: &String| match allowed.split_once(':') {
+            Some((of, name)) => of == service && name == action,
+            None => self.service == Service::IotHub && allowed == action,
+        };
         if policy
             .actions
             .as_ref()
-            .is_some_and(|actions| !actions.iter().any(|allowed| allowed == action))
+            .is_some_and(|actions| !actions.iter().any(grants))
         {
             return Err(refused());
         }
@@ -146,11 +155,12 @@ impl Verifier<'_> {
                 "the temporary credentials have expired",
             ));
         }
-        // The scope names the service of the action asked for (iotcloud, or sts).
-        let service = header("x-tc-action")
-            .and_then(Action::from_name)
-            .map_or(wire::SERVICE, |action| action.api().0);
-        check_scope(&authorization, timestamp, service)?;
+        let service = called_service(
+            header("host"),
+            header("x-tc-action").and_then(Action::from_name),
+            &authorization.service,
+        );
+        check_scope(&authorization, timestamp, service.name())?;
 
         check_signature(
             request,
@@ -159,9 +169,10 @@ impl Verifier<'_> {
             timestamp,
             &account.secret_key,
         )?;
-        let (action, region) = target(&header)?;
+        let (action, region) = target(service, &header)?;
         Ok(Caller {
             secret_id: authorization.secret_id,
+            service,
             action,
             region,
             owner: account.owner.clone(),
@@ -250,17 +261,49 @@ fn check_signature(
     ))
 }
 
+/// The service a request is for. The cloud knows it from the host (`iotexplorer.…`); at a
+/// loopback address, from the action when one service serves it, else (`Describe`/
+/// `ModifyProductDynamicRegister`, in both Explorer and Video) from the signature's scope, when
+/// that names one of them. A scope naming another service then fails the scope check.
+fn called_service(host: Option<&str>, action: Option<Action>, scope: &str) -> Service {
+    let by_host = host
+        .and_then(|host| host.split('.').next())
+        .filter(|_| host.is_some_and(|host| host.ends_with(".tencentcloudapi.com")))
+        .and_then(Service::from_name);
+    if let Some(service) = by_host {
+        return service;
+    }
+    let Some(action) = action else {
+        return Service::from_name(scope).unwrap_or(Service::IotHub);
+    };
+    let mut serving = Service::ALL
+        .into_iter()
+        .filter(|service| service.serves(action));
+    let first = serving.clone().next().unwrap_or(Service::IotHub);
+    serving
+        .find(|service| service.name() == scope)
+        .unwrap_or(first)
+}
+
 /// The action, version and region the request names.
-fn target<'a>(header: &impl Fn(&'a str) -> Option<&'a str>) -> Result<(Action, String), Refusal> {
+fn target<'a>(
+    service: Service,
+    header: &impl Fn(&'a str) -> Option<&'a str>,
+) -> Result<(Action, String), Refusal> {
     let action = match header("x-tc-action") {
         None | Some("") => {
             return Err(Refusal::new("MissingParameter", "X-TC-Action is missing"));
         }
-        Some(name) => Action::from_name(name).ok_or_else(|| {
-            Refusal::new("InvalidAction", format!("the action {name} does not exist"))
-        })?,
+        Some(name) => Action::from_name(name)
+            .filter(|action| service.serves(*action))
+            .ok_or_else(|| {
+                Refusal::new(
+                    "InvalidAction",
+                    format!("the action {name} does not exist in {service}"),
+                )
+            })?,
     };
-    let (service, version) = action.api();
+    let version = service.version();
     match header("x-tc-version") {
         None | Some("") => {
             return Err(Refusal::new("MissingParameter", "X-TC-Version is missing"));

@@ -13,8 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::cloud::Action;
 use crate::cloud::client::CallObserver;
+use crate::cloud::{Action, Service};
 use crate::ops::kube_client::RequestObserver;
 
 /// Counts the resources in view at each scrape.
@@ -46,11 +46,13 @@ struct ResultLabel {
 
 #[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabel {
+    service: &'static str,
     action: &'static str,
 }
 
 #[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionCodeLabel {
+    service: &'static str,
     action: &'static str,
     code: String,
 }
@@ -80,6 +82,15 @@ struct RefusedLabel {
 #[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
+}
+
+impl ActionLabel {
+    fn of((service, action): (Service, Action)) -> Self {
+        Self {
+            service: service.name(),
+            action: action.as_str(),
+        }
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -494,26 +505,32 @@ pub fn classic_text(openmetrics: &str) -> String {
 }
 
 impl CallObserver for Metrics {
-    fn call_finished(&self, action: Action, code: &str, latency: Duration, waited: Duration) {
-        let action = action.as_str();
+    fn call_finished(
+        &self,
+        api: (Service, Action),
+        code: &str,
+        latency: Duration,
+        waited: Duration,
+    ) {
+        let labels = ActionLabel::of(api);
         self.cloud_calls
             .get_or_create(&ActionCodeLabel {
-                action,
+                service: labels.service,
+                action: labels.action,
                 code: code.to_owned(),
             })
             .inc();
         self.cloud_latency
-            .get_or_create(&ActionLabel { action })
+            .get_or_create(&labels)
             .observe(latency.as_secs_f64());
         self.limiter_wait
-            .get_or_create(&ActionLabel { action })
+            .get_or_create(&labels)
             .observe(waited.as_secs_f64());
     }
 
-    fn entry_skipped(&self, action: Action) {
-        let action = action.as_str();
+    fn entry_skipped(&self, api: (Service, Action)) {
         self.entries_skipped
-            .get_or_create(&ActionLabel { action })
+            .get_or_create(&ActionLabel::of(api))
             .inc();
     }
 }
@@ -545,7 +562,7 @@ mod tests {
         assert_eq!(labels("iothub_dynreg_build_info"), ["version", "revision"]);
         assert_eq!(
             labels("iothub_dynreg_cloud_calls_total"),
-            ["action", "code"]
+            ["service", "action", "code"]
         );
         assert_eq!(
             labels("iothub_dynreg_kube_requests_total"),
@@ -572,7 +589,7 @@ mod tests {
             credentials_backing_off: 2,
         })));
         metrics.call_finished(
-            Action::UpdateProductDynamicRegister,
+            (Service::IotHub, Action::UpdateProductDynamicRegister),
             "Success",
             Duration::from_millis(12),
             Duration::from_millis(50),
@@ -587,9 +604,9 @@ mod tests {
         for expected in [
             "iothub_dynreg_reconciles_total{result=\"settled\"} 1",
             "iothub_dynreg_reconciles_total{result=\"error\"} 1",
-            "iothub_dynreg_cloud_calls_total{action=\"UpdateProductDynamicRegister\",code=\"Success\"} 1",
-            "iothub_dynreg_cloud_call_duration_seconds_count{action=\"UpdateProductDynamicRegister\"} 1",
-            "iothub_dynreg_rate_limiter_wait_seconds_sum{action=\"UpdateProductDynamicRegister\"} 0.05",
+            "iothub_dynreg_cloud_calls_total{service=\"iotcloud\",action=\"UpdateProductDynamicRegister\",code=\"Success\"} 1",
+            "iothub_dynreg_cloud_call_duration_seconds_count{service=\"iotcloud\",action=\"UpdateProductDynamicRegister\"} 1",
+            "iothub_dynreg_rate_limiter_wait_seconds_sum{service=\"iotcloud\",action=\"UpdateProductDynamicRegister\"} 0.05",
             "iothub_dynreg_drift_corrected_total 1",
             "iothub_dynreg_leader 1",
             "iothub_dynreg_resources{reason=\"InSync\"} 2",

@@ -16,6 +16,10 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.iotcloud.v20210408 import iotcloud_client, models
+from tencentcloud.iotexplorer.v20190423 import iotexplorer_client
+from tencentcloud.iotexplorer.v20190423 import models as explorer_models
+from tencentcloud.iotvideo.v20211125 import iotvideo_client
+from tencentcloud.iotvideo.v20211125 import models as video_models
 
 SECRET_ID = "AKIDEMULATOREXAMPLE0001"
 SECRET_KEY = "emulator-example-secret-key-0001"
@@ -139,12 +143,52 @@ def main(url):
     assert identity["AccountId"] and identity["UserId"] == SECRET_ID, identity
     print("GetCallerIdentity: ok, account", identity["AccountId"])
 
+    check_explorer_and_video(url)
+
     control(url, "accounts/default/isolated", {"isolated": True})
     expect_error("FailedOperation.AccountIsolated", lambda: describe(good, "ABCDE12345"))
     control(url, "accounts/default/isolated", {"isolated": False})
     assert describe(good, "ABCDE12345").ProductId == "ABCDE12345"
     print("account in arrears: FailedOperation.AccountIsolated, then restored")
     print("official SDK: all checks passed")
+
+
+def check_explorer_and_video(url):
+    """IoT Explorer's and IoT Video's own clients, each signing for its service and version."""
+    parsed = urlparse(url)
+    profile = ClientProfile(httpProfile=HttpProfile(protocol=parsed.scheme, endpoint=parsed.netloc))
+    cred = credential.Credential(SECRET_ID, SECRET_KEY)
+    for name, module, models_of, product, before in [
+        ("IoT Explorer", iotexplorer_client.IotexplorerClient, explorer_models, "EXPLR00001", (0, 0)),
+        ("IoT Video", iotvideo_client.IotvideoClient, video_models, "VIDEO00001", (1, 20)),
+    ]:
+        c = module(cred, "ap-guangzhou", profile)
+        read = models_of.DescribeProductDynamicRegisterRequest()
+        read.ProductId = product
+        seen = c.DescribeProductDynamicRegister(read)
+        assert (seen.RegisterType, seen.RegisterLimit) == before, seen
+        modify = models_of.ModifyProductDynamicRegisterRequest()
+        modify.ProductId = product
+        modify.RegisterType = 2
+        modify.RegisterLimit = 250
+        applied = c.ModifyProductDynamicRegister(modify)
+        assert (applied.RegisterType, applied.RegisterLimit) == (2, 250), applied
+        assert len(applied.ProductSecret) >= 16, "a ProductSecret once registration is on"
+        again = c.DescribeProductDynamicRegister(read)
+        assert (again.RegisterType, again.RegisterLimit, again.ProductSecret) == (2, 250, applied.ProductSecret)
+        print(f"{name} Describe/ModifyProductDynamicRegister: ok, RequestId", applied.RequestId)
+
+    explorer = iotexplorer_client.IotexplorerClient(cred, "ap-guangzhou", profile)
+    cert = explorer_models.ModifyProductDynamicRegisterRequest()
+    cert.ProductId = "EXPLRCERT1"
+    cert.RegisterType = 1
+    cert.RegisterLimit = 1
+    expect_error("UnauthorizedOperation.ProductNotSupportPSK", lambda: explorer.ModifyProductDynamicRegister(cert))
+    print("IoT Explorer certificate product: UnauthorizedOperation.ProductNotSupportPSK")
+    hub_product = explorer_models.DescribeProductDynamicRegisterRequest()
+    hub_product.ProductId = "ABCDE12345"
+    expect_error("ResourceNotFound.StudioProductNotExist", lambda: explorer.DescribeProductDynamicRegister(hub_product))
+    print("IoT Hub product asked of IoT Explorer: ResourceNotFound.StudioProductNotExist")
 
 
 if __name__ == "__main__":
