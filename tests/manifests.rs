@@ -331,7 +331,9 @@ async fn kubectl_explain_reads_well() {
     assert!(explained.status.success(), "{spec}");
     for expected in [
         "productId",
-        "ID of the IoT Hub product",
+        "ID of the product, as shown in the console of its service",
+        "service",
+        "IoTExplorer (IoT Explorer",
         "registerType",
         "Required unless managementPolicy is ObserveOnly",
         "deletionPolicy",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use iothub_dynreg::cloud::observe::{Need, Observer};
 use iothub_dynreg::cloud::retry::RetryPolicy;
-use iothub_dynreg::cloud::{ClientConfig, CloudClient, Credentials, Endpoint};
+use iothub_dynreg::cloud::{ClientConfig, CloudClient, Credentials, Endpoint, Service};
 use support::scripted_cloud::{Reply, ScriptedCloud};
 
 fn product(id: &str, secret: Option<&str>) -> String {
@@ -68,7 +68,13 @@ async fn one_page_serves_every_reader_and_refreshes_once() {
             let id = if i % 2 == 0 { "P1" } else { "P2" };
             tokio::spawn(async move {
                 observer
-                    .observe(&creds, "ap-guangzhou", id, 20, Need::SettingsAndSecret)
+                    .observe(
+                        (Service::IotHub, &creds),
+                        "ap-guangzhou",
+                        id,
+                        20,
+                        Need::SettingsAndSecret,
+                    )
                     .await
             })
         })
@@ -94,14 +100,26 @@ async fn a_missing_secret_is_read_alone_only_when_needed() {
     let observer = observer(&cloud);
     let creds = Credentials::new("AKID", "key");
     let without = observer
-        .observe(&creds, "ap-guangzhou", "P1", 1, Need::Settings)
+        .observe(
+            (Service::IotHub, &creds),
+            "ap-guangzhou",
+            "P1",
+            1,
+            Need::Settings,
+        )
         .await
         .unwrap();
     assert!(without.product.registration.product_secret.is_none());
     assert_eq!(actions(&cloud), ["DescribeProducts"]);
 
     let with = observer
-        .observe(&creds, "ap-guangzhou", "P1", 1, Need::SettingsAndSecret)
+        .observe(
+            (Service::IotHub, &creds),
+            "ap-guangzhou",
+            "P1",
+            1,
+            Need::SettingsAndSecret,
+        )
         .await
         .unwrap();
     let secret = with.product.registration.product_secret.unwrap();
@@ -110,7 +128,13 @@ async fn a_missing_secret_is_read_alone_only_when_needed() {
 
     // Remembered in the snapshot: no third call.
     observer
-        .observe(&creds, "ap-guangzhou", "P1", 1, Need::SettingsAndSecret)
+        .observe(
+            (Service::IotHub, &creds),
+            "ap-guangzhou",
+            "P1",
+            1,
+            Need::SettingsAndSecret,
+        )
         .await
         .unwrap();
     assert_eq!(cloud.received().len(), 2);
@@ -125,7 +149,13 @@ async fn products_missing_from_the_snapshot_and_failures_are_shared() {
     let observer = observer(&cloud);
     let creds = Credentials::new("AKID", "key");
     let failure = observer
-        .observe(&creds, "ap-guangzhou", "GONE", 2, Need::SettingsAndSecret)
+        .observe(
+            (Service::IotHub, &creds),
+            "ap-guangzhou",
+            "GONE",
+            2,
+            Need::SettingsAndSecret,
+        )
         .await
         .unwrap_err();
     assert_eq!(failure.code, "ResourceNotFound.ProductNotExist");
@@ -145,7 +175,13 @@ async fn products_missing_from_the_snapshot_and_failures_are_shared() {
             let (observer, creds) = (observer.clone(), creds.clone());
             tokio::spawn(async move {
                 observer
-                    .observe(&creds, "ap-guangzhou", "P1", 10, Need::SettingsAndSecret)
+                    .observe(
+                        (Service::IotHub, &creds),
+                        "ap-guangzhou",
+                        "P1",
+                        10,
+                        Need::SettingsAndSecret,
+                    )
                     .await
             })
         })
@@ -166,7 +202,13 @@ async fn a_key_refused_the_list_reads_products_one_by_one_and_does_not_ask_again
     let creds = Credentials::new("AKID", "key");
     for id in ["P1", "P2"] {
         let observation = observer
-            .observe(&creds, "ap-guangzhou", id, 20, Need::Settings)
+            .observe(
+                (Service::IotHub, &creds),
+                "ap-guangzhou",
+                id,
+                20,
+                Need::Settings,
+            )
             .await
             .unwrap();
         assert_eq!(observation.product.product_id, id);
@@ -210,7 +252,13 @@ async fn state_stays_bounded_over_two_hundred_rotations() {
         );
         let probe = gate.admit(&creds).await.unwrap();
         observer
-            .observe(&creds, "ap-guangzhou", "ROTATE0001", 1, Need::Settings)
+            .observe(
+                (Service::IotHub, &creds),
+                "ap-guangzhou",
+                "ROTATE0001",
+                1,
+                Need::Settings,
+            )
             .await
             .unwrap();
         gate.accepted(&creds);

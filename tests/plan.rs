@@ -101,14 +101,18 @@ fn golden_outputs_for_table_json_and_markdown() {
 
 #[test]
 fn exit_codes_say_nothing_to_do_changes_pending_or_errors() {
-    // The README's first command: one change, one no change.
+    // The README's first command: changes pending, and exactly the table the README shows.
     let output = plan(&["-f", "examples/", "--emulator"], None);
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(2), "{text}");
-    assert!(
-        text.contains("update") && text.contains("no change"),
-        "{text}"
-    );
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let shown = readme
+        .split_once("```\nRESOURCE")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(table, _)| format!("RESOURCE{table}"))
+        .expect("README.md shows plan's table");
+    assert_eq!(text, shown, "README.md's table is not what plan prints");
     let output = plan(&["-f", "examples/4-observe-only.yaml", "--emulator"], None);
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
     let output = plan(

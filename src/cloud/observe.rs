@@ -1,7 +1,8 @@
-//! Product snapshots: one shared snapshot of an account's products per (credentials, region),
-//! filled by paging `DescribeProducts` (250 a page) at most once per interval, so that a resync
-//! of N resources costs about N/250 calls instead of N. Products the snapshot cannot answer for
-//! are read one by one with `DescribeProduct`.
+//! Product snapshots: one shared snapshot of an account's IoT Hub products per (credentials,
+//! region), filled by paging `DescribeProducts` (250 a page) at most once per interval, so that a
+//! resync of N resources costs about N/250 calls instead of N. Products the snapshot cannot
+//! answer for are read one by one with `DescribeProduct`. IoT Explorer and IoT Video have no
+//! such list: their products are always read one by one (`DescribeProductDynamicRegister`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use jiff::Timestamp;
 use tokio::time::Instant;
 
 use super::wire::DESCRIBE_PRODUCTS_MAX_LIMIT;
-use super::{CloudClient, CloudError, Credentials, ErrorClass, Product};
+use super::{CloudClient, CloudError, Credentials, ErrorClass, Product, Service};
 
 /// The product as the cloud held it, and when that was read.
 #[derive(Clone, Debug)]
@@ -128,14 +129,26 @@ impl Observer {
     /// else, and for a product the snapshot lacks, a `DescribeProduct` of its own. With
     /// [`Need::SettingsAndSecret`], an entry of a product whose registration is on but whose
     /// ProductSecret the list left out is read on its own too; [`Need::FreshRead`] always is.
+    /// A product of another service than IoT Hub is always read on its own.
     pub async fn observe(
         &self,
-        credentials: &Credentials,
+        (service, credentials): (Service, &Credentials),
         region: &str,
         product_id: &str,
         managed: usize,
         need: Need,
     ) -> Result<Observation, ObserveFailure> {
+        if service != Service::IotHub {
+            let product = self
+                .cloud
+                .read_product(service, credentials, region, product_id)
+                .await
+                .map_err(|error| ObserveFailure::from(&error))?;
+            return Ok(Observation {
+                product,
+                taken_at: Timestamp::now(),
+            });
+        }
         let slot = self.slot(credentials, region);
         {
             let mut slot = slot.lock().await;
@@ -173,7 +186,8 @@ impl Observer {
             .describe_product(credentials, region, product_id)
             .await
             .map_err(|error| ObserveFailure::from(&error))?;
-        self.remember(credentials, region, &product).await;
+        self.remember((service, credentials), region, &product)
+            .await;
         Ok(Observation {
             product,
             taken_at: Timestamp::now(),
@@ -226,8 +240,17 @@ impl Observer {
     }
 
     /// Writes a product's new state into the snapshot (after an update, or a single read), so
-    /// that the next resync does not act on what the snapshot held before.
-    pub async fn remember(&self, credentials: &Credentials, region: &str, product: &Product) {
+    /// that the next resync does not act on what the snapshot held before. Only IoT Hub's
+    /// products have a snapshot.
+    pub async fn remember(
+        &self,
+        (service, credentials): (Service, &Credentials),
+        region: &str,
+        product: &Product,
+    ) {
+        if service != Service::IotHub {
+            return;
+        }
         let slot = self.slot(credentials, region);
         let mut slot = slot.lock().await;
         if let Some(snapshot) = slot.snapshot.as_mut() {

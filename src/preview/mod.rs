@@ -261,7 +261,7 @@ async fn observe(
     let managed = sharing.get(&spec.region).copied().unwrap_or(1);
     let product = observer
         .observe(
-            credentials,
+            (spec.service.cloud(), credentials),
             &spec.region,
             &spec.product_id,
             managed,

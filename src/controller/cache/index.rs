@@ -12,7 +12,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::controller::decision::secrets::credentials_needed_by;
-use crate::controller::resources::{CredentialsSource, DynamicRegistration};
+use crate::controller::resources::{CredentialsSource, DynamicRegistration, ProductService};
 
 /// The objects of kind `K` in view, by the keys `keys_of` gives each.
 pub struct Index<K: Resource<DynamicType = ()>, Key> {
@@ -229,8 +229,8 @@ where
 /// How resources are looked up.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ResourceKey {
-    /// Claimants of a product: (region, ProductId).
-    Product(String, String),
+    /// Claimants of a product: (service, region, ProductId).
+    Product(ProductService, String, String),
     /// Resources reading the cloud with the same credentials in the same region.
     Credentials(CredentialsSource),
     /// Resources using the Secret (namespace, name): as credentials or to publish to.
@@ -250,7 +250,7 @@ pub fn resource_keys(resource: &DynamicRegistration) -> Vec<ResourceKey> {
     let namespace = resource.metadata.namespace.clone().unwrap_or_default();
     let spec = &resource.spec;
     let mut keys = vec![
-        ResourceKey::Product(spec.region.clone(), spec.product_id.clone()),
+        ResourceKey::Product(spec.service, spec.region.clone(), spec.product_id.clone()),
         ResourceKey::Credentials(resource.credentials_source()),
         ResourceKey::Secret(namespace.clone(), resource.published_secret_name()),
     ];
@@ -285,7 +285,11 @@ mod tests {
     }
 
     fn product(id: &str) -> ResourceKey {
-        ResourceKey::Product("ap-guangzhou".to_owned(), id.to_owned())
+        ResourceKey::Product(
+            ProductService::IoTHub,
+            "ap-guangzhou".to_owned(),
+            id.to_owned(),
+        )
     }
 
     fn names(refs: Vec<ObjectRef<DynamicRegistration>>) -> Vec<String> {

@@ -68,10 +68,11 @@ impl Caches {
             .collect()
     }
 
-    /// The claimants of `resource`'s product in its region, itself included.
+    /// The claimants of `resource`'s product in its service and region, itself included.
     pub fn claimants(&self, resource: &DynamicRegistration) -> Vec<Arc<DynamicRegistration>> {
         let spec = &resource.spec;
         self.resources_with(&ResourceKey::Product(
+            spec.service,
             spec.region.clone(),
             spec.product_id.clone(),
         ))

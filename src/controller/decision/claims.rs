@@ -31,11 +31,13 @@ const UNREACHED: [Reason; 8] = [
     Reason::ProductForbidden,
 ];
 
-/// Whether two specs compete for one product: both manage it (`Full`) in the same region.
+/// Whether two specs compete for one product: both manage it (`Full`) in the same service and
+/// region (one ID in two services is two products).
 /// Reading is not fighting: an `ObserveOnly` resource neither blocks nor is blocked.
 pub fn competes(resource: &DynamicRegistrationSpec, other: &DynamicRegistrationSpec) -> bool {
     resource.management_policy == ManagementPolicy::Full
         && other.management_policy == ManagementPolicy::Full
+        && resource.service == other.service
         && resource.product_id == other.product_id
         && resource.region == other.region
 }

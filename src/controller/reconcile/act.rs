@@ -52,9 +52,13 @@ pub(super) async fn update_cloud(
                 registration: applied,
                 ..before.clone()
             };
-            let region = &resource.spec.region;
+            let spec = &resource.spec;
             ctx.observer
-                .remember(&access.credentials, region, &after)
+                .remember(
+                    (spec.service.cloud(), &access.credentials),
+                    &spec.region,
+                    &after,
+                )
                 .await;
             ctx.metrics.drift_corrected();
             let note = format!(
@@ -95,8 +99,9 @@ pub(super) async fn update_cloud(
     }
 }
 
-/// `UpdateProductDynamicRegister`, ahead of the backlog in the rate limiter when a person waits
-/// for it; what the answer says of the credentials is taken in.
+/// The update of the product's service (IoT Hub's `UpdateProductDynamicRegister`, Explorer's
+/// and Video's `ModifyProductDynamicRegister`), ahead of the backlog in the rate limiter when a
+/// person waits for it; what the answer says of the credentials is taken in.
 pub(super) async fn update(
     resource: &DynamicRegistration,
     ctx: &Context,
@@ -114,8 +119,9 @@ pub(super) async fn update(
         ctx.cloud.clone()
     };
     let spec = &resource.spec;
+    let service = spec.service.cloud();
     let result = cloud
-        .update_product_dynamic_register(credentials, &spec.region, &spec.product_id, wanted)
+        .update_registration(service, credentials, &spec.region, &spec.product_id, wanted)
         .await;
     let refusal = result.as_ref().err().map(|e| (e.class(), e.code()));
     ctx.credentials.judged(credentials, refusal);

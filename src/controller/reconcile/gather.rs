@@ -12,12 +12,12 @@ use tracing::info;
 
 use super::{Context, Error, Result};
 use crate::cloud::observe::Need;
-use crate::cloud::{Credentials, Product};
+use crate::cloud::{Credentials, ErrorClass, Product};
 use crate::controller::cache::versions::Publisher;
 use crate::controller::credentials::Usable;
 use crate::controller::decision::cluster_credentials::Acceptance;
 use crate::controller::decision::{self, Plan, PlanInput, Problem, SecretState, published};
-use crate::controller::resources::DynamicRegistration;
+use crate::controller::resources::{DynamicRegistration, ProductService};
 
 /// What a reconcile found before deciding.
 pub(super) struct Facts {
@@ -224,7 +224,13 @@ async fn observe(
     let sharing = ctx.caches.sharing_credentials(resource);
     let result = ctx
         .observer
-        .observe(credentials, &spec.region, &spec.product_id, sharing, need)
+        .observe(
+            (spec.service.cloud(), credentials),
+            &spec.region,
+            &spec.product_id,
+            sharing,
+            need,
+        )
         .await;
     let refusal = result.as_ref().err().map(|f| (f.class, f.code.as_str()));
     ctx.credentials.judged(credentials, refusal);
@@ -232,6 +238,17 @@ async fn observe(
         .map(|observation| (observation.product, observation.taken_at))
         .map_err(|failure| Problem::Cloud {
             class: failure.class,
-            message: failure.message,
+            message: with_service_hint(failure.class, failure.message, spec.service),
         })
+}
+
+/// A product not found may be one of another IoT service: the message says which service was
+/// asked, so that a person checks `spec.service`.
+fn with_service_hint(class: ErrorClass, message: String, service: ProductService) -> String {
+    if class != ErrorClass::NotFound {
+        return message;
+    }
+    format!(
+        "{message}; spec.service is {service:?}: a product of another IoT service is not found in this one"
+    )
 }

@@ -33,6 +33,7 @@ pub async fn reconcile(resource: &DynamicRegistration, ctx: &Context) -> Result<
         "reconcile",
         namespace = %namespace,
         name = %resource.name_any(),
+        service = ?resource.spec.service,
         product_id = %resource.spec.product_id,
     );
     async move {

@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::cloud::RegisterType;
+use crate::cloud::{RegisterType, Service};
 
 /// Field manager of every write, and value of the `app.kubernetes.io/managed-by` label.
 pub const MANAGER: &str = "iothub-dynreg";
@@ -16,8 +16,9 @@ pub const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
 /// Finalizer added while `deletionPolicy: Disable` needs to act before the resource goes.
 pub const FINALIZER: &str = "iothub.dynreg.io/disable-registration";
 
-/// Declares the dynamic-registration settings of one Tencent Cloud IoT Hub product, and asks for
-/// its ProductSecret to be published as a Secret in the same namespace.
+/// Declares the dynamic-registration settings of one Tencent Cloud IoT product (IoT Hub, IoT
+/// Explorer or IoT Video: spec.service), and asks for its ProductSecret to be published as a
+/// Secret in the same namespace.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "iothub.dynreg.io",
@@ -38,6 +39,7 @@ pub const FINALIZER: &str = "iothub.dynreg.io/disable-registration";
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "Service", "type": "string", "priority": 1, "description": "The product's IoT service", "jsonPath": ".spec.service"}"#,
     printcolumn = r#"{"name": "Secret", "type": "string", "priority": 1, "description": "Secret holding the ProductSecret", "jsonPath": ".status.secretName"}"#,
     printcolumn = r#"{"name": "Synced", "type": "date", "priority": 1, "description": "When the status last changed on a read of the cloud", "jsonPath": ".status.lastSyncTime"}"#
 )]
@@ -48,8 +50,15 @@ pub const FINALIZER: &str = "iothub.dynreg.io/disable-registration";
     validation = Rule::new("!(has(self.credentialsSecretRef) && has(self.clusterCredentialsRef))").message("credentialsSecretRef and clusterCredentialsRef are mutually exclusive: name one")
 )]
 pub struct DynamicRegistrationSpec {
-    /// ID of the IoT Hub product, as shown in the console (e.g. ABCDE12345). Cannot be changed:
-    /// to manage another product, create another DynamicRegistration.
+    /// The Tencent Cloud IoT service the product belongs to: IoTHub (default: IoT Hub, API
+    /// iotcloud), IoTExplorer (IoT Explorer, iotexplorer) or IoTVideo (IoT Video, iotvideo).
+    /// Cannot be changed: a product of another service is another product.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("service is immutable: create another DynamicRegistration to manage a product of another service"))]
+    pub service: ProductService,
+
+    /// ID of the product, as shown in the console of its service (e.g. ABCDE12345). Cannot be
+    /// changed: to manage another product, create another DynamicRegistration.
     #[x_kube(
         validation = Rule::new("self.size() > 0").message("productId must not be empty"),
         validation = Rule::new("self == oldSelf").message("productId is immutable: create another DynamicRegistration to manage another product")
@@ -135,6 +144,7 @@ impl DynamicRegistrationSpec {
         register_limit: i64,
     ) -> Self {
         Self {
+            service: ProductService::default(),
             product_id: product_id.into(),
             region: region.into(),
             register_type: Some(register_type),
@@ -158,6 +168,12 @@ impl DynamicRegistrationSpec {
             management_policy: ManagementPolicy::ObserveOnly,
             ..Self::new(product_id, region, RegistrationMode::Disabled, 0)
         }
+    }
+
+    /// The same spec, for a product of `service`.
+    pub fn in_service(mut self, service: ProductService) -> Self {
+        self.service = service;
+        self
     }
 
     /// The same spec, using the credentials Secret `name`.
@@ -222,6 +238,29 @@ pub struct ClusterCredentialsReference {
     /// Name of the ClusterCredentials.
     #[x_kube(validation = Rule::new("self.size() > 0").message("clusterCredentialsRef.name must not be empty"))]
     pub name: String,
+}
+
+/// The IoT service of a product, as a resource names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ProductService {
+    /// IoT Hub (`iotcloud`): `DescribeProduct(s)`, `UpdateProductDynamicRegister`.
+    #[default]
+    IoTHub,
+    /// IoT Explorer (`iotexplorer`): `Describe`/`ModifyProductDynamicRegister`.
+    IoTExplorer,
+    /// IoT Video (`iotvideo`): `Describe`/`ModifyProductDynamicRegister`.
+    IoTVideo,
+}
+
+impl ProductService {
+    /// The cloud service this names.
+    pub fn cloud(self) -> Service {
+        match self {
+            ProductService::IoTHub => Service::IotHub,
+            ProductService::IoTExplorer => Service::IotExplorer,
+            ProductService::IoTVideo => Service::IotVideo,
+        }
+    }
 }
 
 /// Whether the controller may write to the cloud.
@@ -519,6 +558,7 @@ mod tests {
                 "Ready",
                 "Reason",
                 "Age",
+                "Service",
                 "Secret",
                 "Synced"
             ]

@@ -15,8 +15,8 @@ pub use cluster_credentials::{
 pub use dynamic_registration::{
     CloudSettings, ClusterCredentialsReference, CredentialsSource, DeletionPolicy,
     DynamicRegistration, DynamicRegistrationSpec, DynamicRegistrationStatus, FINALIZER, MANAGER,
-    ManagementPolicy, REQUESTED_AT, RegistrationMode, SecretReference, SecretRetention,
-    SecretTemplate, SecretTemplateMetadata,
+    ManagementPolicy, ProductService, REQUESTED_AT, RegistrationMode, SecretReference,
+    SecretRetention, SecretTemplate, SecretTemplateMetadata,
 };
 
 /// The DynamicRegistration CRD as installed: the derived one with every description reflowed
