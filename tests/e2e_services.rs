@@ -320,3 +320,60 @@ async fn the_wrong_service_and_a_certificate_product_stall_without_a_hot_retry()
         "{refused}"
     );
 }
+
+/// 100 IoT Hub and 100 IoT Explorer products of one account, declared before the controller
+/// starts: their quotas are apart, so both converge side by side in about 100 / 20 = 5 s, and
+/// the cloud refuses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_and_explorer_fleets_of_one_account_converge_side_by_side() {
+    const EACH: usize = 100;
+    let mut products = String::from("products:\n");
+    for index in 0..EACH {
+        products.push_str(&format!(
+            "  - {{productId: HUB{index:07}, region: ap-guangzhou}}\n  - {{productId: EXP{index:07}, region: ap-guangzhou, service: iotexplorer}}\n"
+        ));
+    }
+    let Some(harness) = Harness::with_credentials(&products, |_| {}).await else {
+        return;
+    };
+    for index in 0..EACH {
+        for (service, prefix) in [
+            (ProductService::IoTHub, "hub"),
+            (ProductService::IoTExplorer, "exp"),
+        ] {
+            let product = format!("{}{index:07}", prefix.to_uppercase());
+            harness
+                .create(resource(
+                    &format!("{prefix}-{index}"),
+                    (service, &product),
+                    RegistrationMode::AutoCreate,
+                    10,
+                ))
+                .await;
+        }
+    }
+    let started = std::time::Instant::now();
+    let controller = harness.spawn_controller(&[]);
+    harness
+        .wait_all_ready(2 * EACH, Duration::from_secs(60), &controller)
+        .await;
+    let elapsed = started.elapsed();
+    let stats = harness.emulator_get("stats").await;
+    let calls = &stats["calls"];
+    let ok = |action: &str| calls[action]["Success"].as_u64().unwrap_or(0);
+    println!(
+        "{EACH} Hub + {EACH} Explorer products Ready in {elapsed:.1?} (ideal {:.1} s each, in parallel); \
+         UpdateProductDynamicRegister {}, iotexplorer Modify {}, Describe {}; refused {}; peaks {}",
+        EACH as f64 / 20.0,
+        ok("UpdateProductDynamicRegister"),
+        ok("iotexplorer:ModifyProductDynamicRegister"),
+        ok("iotexplorer:DescribeProductDynamicRegister"),
+        stats["requestLimitExceeded"],
+        stats["peakCallsPerSecondByAction"],
+    );
+    assert_eq!(stats["requestLimitExceeded"], 0, "{stats}");
+    assert_eq!(ok("UpdateProductDynamicRegister"), EACH as u64);
+    assert_eq!(ok("iotexplorer:ModifyProductDynamicRegister"), EACH as u64);
+    // One after the other would take 10 s of quota; side by side about 5, plus start-up.
+    assert!(elapsed < Duration::from_secs(15), "{elapsed:?}");
+}
