@@ -372,16 +372,28 @@ fn the_built_in_emulator_and_manifests_need_no_account() {
         .unwrap();
     let text = String::from_utf8(output.stdout).unwrap();
     assert_eq!(output.status.code(), Some(0), "{text}");
-    // examples/ manage ABCDE12345 and FGHIJ67890; both are read and written back.
-    for product in ["ABCDE12345", "FGHIJ67890"] {
+    // examples/ manage ABCDE12345 and FGHIJ67890 of IoT Hub and EXPLR00001 of IoT Explorer:
+    // each is read and written back with its service's calls.
+    for (update, product) in [
+        ("UpdateProductDynamicRegister", "ABCDE12345"),
+        ("UpdateProductDynamicRegister", "FGHIJ67890"),
+        ("iotexplorer:ModifyProductDynamicRegister", "EXPLR00001"),
+    ] {
         assert!(
-            text.lines()
-                .any(|line| line.starts_with("UpdateProductDynamicRegister")
-                    && line.contains(product)
-                    && line.contains("allowed: wrote")),
+            text.lines().any(|line| line.starts_with(update)
+                && line.contains(product)
+                && line.contains("allowed: wrote")),
             "{text}"
         );
     }
+    assert!(
+        text.lines().any(
+            |line| line.starts_with("iotexplorer:DescribeProductDynamicRegister")
+                && line.contains("EXPLR00001")
+                && line.contains("allowed")
+        ),
+        "{text}"
+    );
     let nothing = Command::new(env!("CARGO_BIN_EXE_iothub-dynreg"))
         .args(["check"])
         .env_remove("TENCENTCLOUD_SECRET_ID")

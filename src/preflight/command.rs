@@ -10,10 +10,10 @@ use kube::Api;
 use super::{Request, report};
 use crate::cloud::limit::RateLimits;
 use crate::cloud::web_identity::{WebIdentity, WebIdentityCredentials};
-use crate::cloud::{ClientConfig, CloudClient, Credentials, Endpoint};
+use crate::cloud::{ClientConfig, CloudClient, Credentials, Endpoint, Service};
 use crate::controller::credentials;
 use crate::controller::decision::problem_verdict;
-use crate::controller::resources::ClusterCredentials;
+use crate::controller::resources::{ClusterCredentials, ProductService};
 use crate::preview::command::{emulator, from_file};
 use crate::preview::manifests;
 
@@ -135,9 +135,14 @@ fn request(options: &Options) -> Result<Request, String> {
             .map_err(|error| error.to_string())?;
         for manifest in &inputs.manifests {
             let field = |name: &str| manifest.object.pointer(name).and_then(|v| v.as_str());
+            // An unknown service is the schema's to refuse (plan says so); IoT Hub here.
+            let service = field("/spec/service")
+                .and_then(|name| serde_json::from_value::<ProductService>(name.into()).ok())
+                .unwrap_or_default()
+                .cloud();
             if let (Some(product), Some(region)) = (field("/spec/productId"), field("/spec/region"))
             {
-                products.push((region.to_owned(), product.to_owned()));
+                products.push((service, region.to_owned(), product.to_owned()));
                 regions.push(region.to_owned());
             }
         }
@@ -149,10 +154,10 @@ fn request(options: &Options) -> Result<Request, String> {
     regions.dedup();
     for product in &options.products {
         for region in &options.regions {
-            products.push((region.clone(), product.clone()));
+            products.push((Service::IotHub, region.clone(), product.clone()));
         }
         if options.regions.is_empty() {
-            products.push((DEFAULT_REGION.to_owned(), product.clone()));
+            products.push((Service::IotHub, DEFAULT_REGION.to_owned(), product.clone()));
         }
     }
     products.sort();

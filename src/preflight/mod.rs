@@ -13,15 +13,16 @@ pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cloud::{Action, CloudClient, CloudError, Credentials, ErrorClass, Product};
+use crate::cloud::{Action, CloudClient, CloudError, Credentials, ErrorClass, Product, Service};
 
 /// What to check.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Request {
     /// Regions whose products are listed.
     pub regions: Vec<String>,
-    /// Products described, as (region, ProductId).
-    pub products: Vec<(String, String)>,
+    /// Products described, as (service, region, ProductId): IoT Hub's with `DescribeProduct`,
+    /// IoT Explorer's and IoT Video's with `DescribeProductDynamicRegister`.
+    pub products: Vec<(Service, String, String)>,
     /// Also call UpdateProductDynamicRegister, writing each product's current settings back.
     pub write_back: bool,
 }
@@ -54,6 +55,8 @@ pub struct Identity {
 /// One call of the check.
 #[derive(Clone, Debug)]
 pub struct Call {
+    /// The service of the action.
+    pub service: Service,
     /// The action.
     pub action: Action,
     /// Its region.
@@ -62,6 +65,22 @@ pub struct Call {
     pub product: Option<String>,
     /// What came of it.
     pub outcome: CallResult,
+}
+
+impl Call {
+    /// The action as the report names it ([`action_name`]).
+    pub fn name(&self) -> String {
+        action_name((self.service, self.action))
+    }
+}
+
+/// An action as the report names it: IoT Hub's and STS's by their names, the others' with
+/// their service (`iotexplorer:ModifyProductDynamicRegister`).
+pub fn action_name((service, action): (Service, Action)) -> String {
+    match service {
+        Service::IotHub | Service::Sts => action.as_str().to_owned(),
+        service => format!("{service}:{action}"),
+    }
 }
 
 /// What came of a call.
@@ -88,14 +107,6 @@ const CAM_REFUSALS: [&str; 2] = [
     "UnauthorizedOperation.PermissionDenied",
 ];
 
-/// The actions the controller cannot work without (for `Full` management; `ObserveOnly` needs
-/// only the read). `DescribeProducts` saves calls, one page for 250 products, but the
-/// controller reads products one by one when it is refused.
-pub const REQUIRED: [Action; 2] = [
-    Action::DescribeProduct,
-    Action::UpdateProductDynamicRegister,
-];
-
 /// How many products a listing names in the report.
 const NAMED_IN_LISTING: usize = 5;
 
@@ -104,7 +115,7 @@ pub async fn check(client: &CloudClient, credentials: &Credentials, request: &Re
     let sts_region = request
         .regions
         .first()
-        .or(request.products.first().map(|(region, _)| region))
+        .or(request.products.first().map(|(_, region, _)| region))
         .map_or("ap-guangzhou", String::as_str);
     let identity = client
         .get_caller_identity(credentials, sts_region)
@@ -120,12 +131,14 @@ pub async fn check(client: &CloudClient, credentials: &Credentials, request: &Re
     let mut products = request.products.clone();
     for region in &request.regions {
         let listed = client.describe_products(credentials, region).await;
-        let named = products.iter().any(|(named_in, _)| named_in == region);
+        let named = products
+            .iter()
+            .any(|(service, named_in, _)| *service == Service::IotHub && named_in == region);
         if let (Ok(listing), false) = (&listed, named) {
             // Nothing named in this region: the first product listed shows whether the key may
             // read one.
             if let Some(first) = listing.first() {
-                products.push((region.clone(), first.product_id.clone()));
+                products.push((Service::IotHub, region.clone(), first.product_id.clone()));
             }
         }
         if let Ok(listing) = &listed {
@@ -133,7 +146,7 @@ pub async fn check(client: &CloudClient, credentials: &Credentials, request: &Re
             reached.insert(region.clone(), ids.collect());
         }
         calls.push(call(
-            Action::DescribeProducts,
+            (Service::IotHub, Action::DescribeProducts),
             region,
             None,
             listing(listed),
@@ -154,38 +167,39 @@ pub async fn check(client: &CloudClient, credentials: &Credentials, request: &Re
     }
 }
 
-/// `DescribeProduct` on each product, each written back right after its own read when asked
+/// Each product read with its service's call, each written back right after its own read when asked
 /// (else one line saying the write was not checked). Written back at once, a product is
 /// exposed to a concurrent change (the console, the controller) for one round trip, never for
 /// the time the other products take to read: the API has no conditional write.
 async fn describe_each(
     client: &CloudClient,
     credentials: &Credentials,
-    (products, write_back): (&[(String, String)], bool),
+    (products, write_back): (&[(Service, String, String)], bool),
     calls: &mut Vec<Call>,
 ) {
-    for (region, product_id) in products {
+    for (service, region, product_id) in products {
         let answer = client
-            .describe_product(credentials, region, product_id)
+            .read_product(*service, credentials, region, product_id)
             .await;
         let outcome = match &answer {
             Ok(product) => CallResult::Allowed(settings(product)),
             Err(error) => refused(error),
         };
         calls.push(call(
-            Action::DescribeProduct,
+            (*service, read_action(*service)),
             region,
             Some(product_id),
             outcome,
         ));
         if let (Ok(product), true) = (answer, write_back) {
-            calls.push(write_back_settings(client, credentials, region, &product).await);
+            calls
+                .push(write_back_settings(client, credentials, (*service, region), &product).await);
         }
     }
     if products.is_empty() {
         let why = "no product to read: name one with --product (or -f), or let DescribeProducts list them";
         calls.push(call(
-            Action::DescribeProduct,
+            (Service::IotHub, Action::DescribeProduct),
             "-",
             None,
             CallResult::Skipped(why.to_owned()),
@@ -194,7 +208,7 @@ async fn describe_each(
     if !write_back {
         let why = "read-only: --write-back writes each product's current settings back";
         calls.push(call(
-            Action::UpdateProductDynamicRegister,
+            (Service::IotHub, Action::UpdateProductDynamicRegister),
             "-",
             None,
             CallResult::Skipped(why.to_owned()),
@@ -202,11 +216,12 @@ async fn describe_each(
     }
 }
 
-/// `UpdateProductDynamicRegister` with the settings `product` was just read with.
+/// The service's update (`UpdateProductDynamicRegister`, or `ModifyProductDynamicRegister`)
+/// with the settings `product` was just read with.
 async fn write_back_settings(
     client: &CloudClient,
     credentials: &Credentials,
-    region: &str,
+    (service, region): (Service, &str),
     product: &Product,
 ) -> Call {
     let current = crate::cloud::RegistrationRequest {
@@ -214,7 +229,7 @@ async fn write_back_settings(
         register_limit: product.registration.register_limit,
     };
     let answer = client
-        .update_product_dynamic_register(credentials, region, &product.product_id, current)
+        .update_registration(service, credentials, region, &product.product_id, current)
         .await;
     let outcome = match answer {
         Ok(outcome) => CallResult::Allowed(format!(
@@ -224,15 +239,39 @@ async fn write_back_settings(
         Err(error) => refused(&error),
     };
     call(
-        Action::UpdateProductDynamicRegister,
+        (service, update_action(service)),
         region,
         Some(&product.product_id),
         outcome,
     )
 }
 
-fn call(action: Action, region: &str, product: Option<&String>, outcome: CallResult) -> Call {
+/// How `service` reads one product: with its update, what the controller cannot work without
+/// (`ObserveOnly` needs only the read). IoT Hub's `DescribeProducts` saves calls, one page for
+/// 250 products, but the controller reads products one by one when it is refused.
+fn read_action(service: Service) -> Action {
+    match service {
+        Service::IotHub => Action::DescribeProduct,
+        _ => Action::DescribeProductDynamicRegister,
+    }
+}
+
+/// How `service` sets a product's dynamic registration.
+fn update_action(service: Service) -> Action {
+    match service {
+        Service::IotHub => Action::UpdateProductDynamicRegister,
+        _ => Action::ModifyProductDynamicRegister,
+    }
+}
+
+fn call(
+    (service, action): (Service, Action),
+    region: &str,
+    product: Option<&String>,
+    outcome: CallResult,
+) -> Call {
     Call {
+        service,
         action,
         region: region.to_owned(),
         product: product.cloned(),
@@ -321,25 +360,24 @@ impl Report {
         }
     }
 
-    /// The actions CAM refused the key, in the order of [`Action::ALL`].
-    pub fn lacking(&self) -> Vec<Action> {
-        let refused: BTreeSet<&str> = self
+    /// The actions CAM refused the key, in the order of [`Service::all_actions`].
+    pub fn lacking(&self) -> Vec<(Service, Action)> {
+        let refused: BTreeSet<(Service, Action)> = self
             .calls
             .iter()
             .filter(|call| {
                 matches!(&call.outcome, CallResult::Refused { code, .. } if CAM_REFUSALS.contains(&code.as_str()))
             })
-            .map(|call| call.action.as_str())
+            .map(|call| (call.service, call.action))
             .collect();
-        Action::ALL
-            .into_iter()
-            .filter(|action| refused.contains(action.as_str()))
+        Service::all_actions()
+            .filter(|api| refused.contains(api))
             .collect()
     }
 
-    /// The CAM policy granting what the key lacks, if it lacks anything. IoT Hub's actions are
-    /// authorized per operation (CAM lists iotcloud with operation-level granularity), so the
-    /// statement names every resource.
+    /// The CAM policy granting what the key lacks, if it lacks anything. The IoT services'
+    /// actions are authorized per operation (CAM lists them with operation-level granularity),
+    /// so the statement names every resource.
     pub fn missing_policy(&self) -> Option<serde_json::Value> {
         let lacking = self.lacking();
         if lacking.is_empty() {
@@ -347,7 +385,7 @@ impl Report {
         }
         let actions: Vec<String> = lacking
             .iter()
-            .map(|action| format!("iotcloud:{action}"))
+            .map(|(service, action)| format!("{service}:{action}"))
             .collect();
         Some(serde_json::json!({
             "version": "2.0",
@@ -371,7 +409,9 @@ impl Report {
             };
             if class.is_retryable() || *class == ErrorClass::Unknown {
                 inconclusive = true;
-            } else if REQUIRED.contains(&call.action) {
+            } else if call.action == read_action(call.service)
+                || call.action == update_action(call.service)
+            {
                 return 1;
             }
         }

@@ -74,7 +74,7 @@ pub fn json(report: &Report, source: &str) -> Value {
         "keyCode": key_code,
         "calls": calls,
         "productsReached": report.reached,
-        "lacking": report.lacking().iter().map(|action| action.as_str()).collect::<Vec<_>>(),
+        "lacking": report.lacking().into_iter().map(super::action_name).collect::<Vec<_>>(),
         "missingPolicy": report.missing_policy(),
         "exitCode": report.exit_code(),
     })
@@ -89,7 +89,7 @@ fn call_json(call: &Call) -> Value {
         CallResult::Skipped(why) => ("skipped", None, why.as_str()),
     };
     json!({
-        "action": call.action.as_str(),
+        "action": call.name(),
         "region": call.region,
         "productId": call.product,
         "result": result,
@@ -105,7 +105,7 @@ fn row(call: &Call) -> [String; 4] {
         CallResult::Skipped(why) => format!("not checked: {why}"),
     };
     [
-        call.action.as_str().to_owned(),
+        call.name(),
         call.region.clone(),
         call.product.clone().unwrap_or_else(|| "-".to_owned()),
         result,
@@ -128,9 +128,10 @@ fn key_line(key: &KeyVerdict) -> String {
 }
 
 fn verdict_line(report: &Report) -> String {
-    let listing_refused = report
-        .lacking()
-        .contains(&crate::cloud::Action::DescribeProducts);
+    let listing_refused = report.lacking().contains(&(
+        crate::cloud::Service::IotHub,
+        crate::cloud::Action::DescribeProducts,
+    ));
     match report.exit_code() {
         0 if listing_refused => "Check: the key can do what the controller needs, but CAM refuses it DescribeProducts: the controller reads each product alone (one call per product instead of one per 250; the policy above grants it).".to_owned(),
         0 => "Check: the key can do what the controller needs.".to_owned(),
