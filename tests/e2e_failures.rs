@@ -325,7 +325,7 @@ products:
         .lines()
         .find(|line| {
             line.starts_with(
-                "iothub_dynreg_cloud_entries_skipped_total{action=\"DescribeProducts\"}",
+                "iothub_dynreg_cloud_entries_skipped_total{service=\"iotcloud\",action=\"DescribeProducts\"}",
             )
         })
         .unwrap_or_else(|| panic!("no skipped entries counted:\n{metrics}"));

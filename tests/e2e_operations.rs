@@ -109,7 +109,7 @@ async fn one_leader_reconciles_the_other_takes_over_and_sigterm_releases_the_lea
         metric(&first, "iothub_dynreg_resources{reason=\"InSync\"}").await,
         Some(10.0)
     );
-    assert!(sample.contains("iothub_dynreg_cloud_calls_total{action=\"UpdateProductDynamicRegister\",code=\"Success\"} 10"));
+    assert!(sample.contains("iothub_dynreg_cloud_calls_total{service=\"iotcloud\",action=\"UpdateProductDynamicRegister\",code=\"Success\"} 10"));
     assert!(!sample.contains(SECRET_KEY));
 
     // The leader dies without releasing: the stand-by takes over once the Lease expires.

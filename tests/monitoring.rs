@@ -220,7 +220,7 @@ async fn the_controllers_metrics_pass_promtool_check_metrics() {
         "iothub_dynreg_build_info{",
         "iothub_dynreg_resources{reason=\"InSync\"} 1",
         "iothub_dynreg_kube_requests_total{verb=\"patch\",code=\"200\"}",
-        "iothub_dynreg_cloud_calls_total{action=\"UpdateProductDynamicRegister\",code=\"Success\"} 1",
+        "iothub_dynreg_cloud_calls_total{service=\"iotcloud\",action=\"UpdateProductDynamicRegister\",code=\"Success\"} 1",
     ] {
         assert!(metrics.contains(name), "no {name} in\n{metrics}");
     }
